@@ -1,0 +1,64 @@
+"""aqueue: an asyncio-native distributed task queue on Redis streams.
+
+::
+
+    app = aqueue.App("redis://localhost:6379/0")
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    result = await add.enqueue(1, 2)   # AsyncResult[int]
+    assert await result == 3
+
+Run workers with ``aqueue worker module:app``.
+"""
+
+from ._version import __version__
+from .app import App
+from .config import Settings
+from .context import Context
+from .errors import (
+    AqueueError,
+    ConfigError,
+    ConnectionFailed,
+    EnqueueError,
+    PayloadTooLarge,
+    ResultTimeout,
+    Retry,
+    SerializationError,
+    TaskAborted,
+    TaskDead,
+    TaskExpired,
+    TaskFailed,
+    UnknownTask,
+)
+from .result import AsyncResult, TaskInfo
+from .status import TaskStatus
+from .task import Task
+from .worker import Worker
+
+__all__ = [
+    "App",
+    "AqueueError",
+    "AsyncResult",
+    "ConfigError",
+    "ConnectionFailed",
+    "Context",
+    "EnqueueError",
+    "PayloadTooLarge",
+    "ResultTimeout",
+    "Retry",
+    "SerializationError",
+    "Settings",
+    "Task",
+    "TaskAborted",
+    "TaskDead",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskInfo",
+    "TaskStatus",
+    "UnknownTask",
+    "Worker",
+    "__version__",
+]

@@ -1,0 +1,265 @@
+"""The App: configuration, the task registry and the connection to Redis.
+
+A web app holds one App for its whole lifespan; workers import the same App.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, overload
+
+import redis.asyncio as aioredis
+
+from .broker import REDIS_ERRORS, Broker
+from .config import DEFAULT_REDIS_URL, Settings, mask_url
+from .envelope import ErrorInfo, encode_error
+from .errors import ConfigError, ConnectionFailed
+from .result import AsyncResult, ResultWaiter
+from .status import TaskStatus
+from .task import Task, TaskConfig
+
+__all__ = ["App"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Lifespan = Callable[["App"], contextlib.AbstractAsyncContextManager[dict[str, Any] | None]]
+
+
+class App:
+    """An aqueue application.
+
+    ``App("redis://host:6379/0", **options)`` or ``App(redis=client)``. With no
+    URL, ``AQUEUE_REDIS_URL`` is used, else ``redis://localhost:6379/0``.
+    Options are the fields of :class:`aqueue.Settings`; unknown ones are
+    rejected. ``AQUEUE_*`` environment variables fill in options not given.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        redis: aioredis.Redis | None = None,
+        **options: Any,
+    ) -> None:
+        values = Settings.from_env()
+        values.update(options)
+        if redis_url is not None:
+            values["redis_url"] = redis_url
+        values.setdefault("redis_url", os.environ.get("AQUEUE_REDIS_URL", DEFAULT_REDIS_URL))
+        self.settings = Settings.from_options(values)
+        self._signing_key = (
+            self.settings.signing_key.encode() if self.settings.signing_key is not None else None
+        )
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._given_client = redis
+        self._client: aioredis.Redis | None = redis
+        self._broker: Broker | None = None
+        self._result_waiter: ResultWaiter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lifespan: Lifespan | None = None
+        self._clock = time.time
+
+    def __repr__(self) -> str:
+        return f"<aqueue.App {mask_url(self.settings.redis_url)} tasks={len(self.tasks)}>"
+
+    # -- declaring tasks --------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: bool = True,
+        retry_backoff_max: float = 600.0,
+        retry_jitter: bool = True,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        expires: float | None = None,
+        unique: bool = False,
+        unique_for: float = 3600.0,
+    ) -> _TaskFactory: ...
+
+    def task(  # type: ignore[misc]
+        self, fn: Callable[..., Any] | None = None, /, **options: Any
+    ) -> Task[Any, Any] | _TaskFactory:
+        """Register a function as a task (``@app.task`` or ``@app.task(...)``).
+
+        ``async def`` tasks run on the worker's event loop; plain ``def`` tasks
+        run in the worker's bounded thread pool.
+        """
+        if fn is not None:
+            return self._register(fn, options)
+        return _TaskFactory(self, options)
+
+    def _register(self, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
+        if not callable(fn):
+            raise ConfigError(f"@app.task needs a function, got {fn!r}")
+        allowed = set(TaskConfig.__dataclass_fields__)
+        for key in options:
+            if key not in allowed:
+                import difflib
+
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown task option {key!r}{hint}")
+        name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
+        queue = options.pop("queue", None) or self.settings.default_queue
+        if "{" in queue or "}" in queue or not queue:
+            raise ConfigError(f"queue name {queue!r} must be non-empty and without braces")
+        if "retry_on" in options:
+            retry_on = options["retry_on"]
+            options["retry_on"] = (
+                tuple(retry_on) if isinstance(retry_on, list | tuple) else (retry_on,)
+            )
+        config = TaskConfig(name=name, queue=queue, **options)
+        if name in self.tasks:
+            raise ConfigError(f"a task named {name!r} is already registered")
+        task: Task[Any, Any] = Task(self, fn, config)
+        self.tasks[name] = task
+        return task
+
+    def lifespan(self, fn: Lifespan) -> Lifespan:
+        """Register an async context manager run once per worker process.
+
+        It receives the App and may yield a dict of resources that tasks reach
+        through ``ctx.state`` (see :class:`aqueue.Context`).
+        """
+        self._lifespan = fn
+        return fn
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue a registered task uses (the default queue first)."""
+        found = [self.settings.default_queue]
+        for task in self.tasks.values():
+            if task.config.queue not in found:
+                found.append(task.config.queue)
+        return found
+
+    # -- results -----------------------------------------------------------------
+
+    def result(self, task_id: str, queue: str | None = None) -> AsyncResult[Any]:
+        """A handle on a task enqueued anywhere, by its id.
+
+        Without ``queue``, the queues of this App's registered tasks are searched
+        on first use.
+        """
+        return AsyncResult(self, task_id, queue)
+
+    def _result(self, task_id: str, queue: str, task: Task[Any, R]) -> AsyncResult[R]:
+        return AsyncResult(self, task_id, queue, task)
+
+    async def _find_queue(self, task_id: str) -> str:
+        broker = self.broker
+        queues = self.queues
+        async with broker.client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.exists(broker.keys(queue).task(task_id))
+            found = await pipe.execute()
+        for queue, exists in zip(queues, found, strict=True):
+            if exists:
+                return queue
+        return self.settings.default_queue
+
+    async def _abort(self, queue: str, task_id: str) -> bool:
+        error = encode_error(ErrorInfo("TaskAborted", "aborted on request"))
+        state = await self.broker.abort(queue, task_id, error)
+        return state not in ("",) and not TaskStatus(state).is_final
+
+    def _waiter(self) -> ResultWaiter:
+        broker = self.broker
+        if self._result_waiter is None:
+            self._result_waiter = ResultWaiter(broker, self.settings.result_poll_interval)
+        return self._result_waiter
+
+    # -- connection --------------------------------------------------------------
+
+    @property
+    def broker(self) -> Broker:
+        """The Redis adapter, connected lazily on the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._broker is None or (self._given_client is None and self._loop is not loop):
+            if self._broker is not None and self._given_client is None:
+                # Used from another event loop (a new test, asyncio.run again):
+                # the old client can't be awaited there, so start afresh.
+                self._result_waiter = None
+            self._loop = loop
+            if self._given_client is None:
+                self._client = aioredis.Redis.from_url(
+                    self.settings.redis_url,
+                    socket_connect_timeout=self.settings.connect_timeout,
+                    socket_keepalive=True,
+                    health_check_interval=30,
+                    max_connections=200,
+                )
+            assert self._client is not None
+            self._broker = Broker(self._client, self.settings)
+        return self._broker
+
+    def _broker_for_enqueue(self) -> Broker:
+        return self.broker
+
+    async def connect(self) -> None:
+        """Connect and check that Redis answers; raises ConnectionFailed if not."""
+        try:
+            await self.broker.client.ping()
+        except REDIS_ERRORS as exc:
+            raise ConnectionFailed(
+                f"Redis at {mask_url(self.settings.redis_url)} did not answer: {exc}. "
+                "Is it running? Set AQUEUE_REDIS_URL or pass the URL to App()"
+            ) from exc
+
+    async def close(self) -> None:
+        """Close the result subscription and (unless injected) the Redis client."""
+        if self._result_waiter is not None:
+            await self._result_waiter.close()
+            self._result_waiter = None
+        if self._broker is not None and self._given_client is None:
+            with contextlib.suppress(Exception):
+                await self._broker.client.aclose()
+        if self._given_client is None:
+            self._broker = None
+            self._client = None
+
+    async def __aenter__(self) -> App:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def run_lifespan(self) -> AsyncIterator[dict[str, Any]]:
+        """Run the registered lifespan (if any) and yield its resources."""
+        if self._lifespan is None:
+            yield {}
+            return
+        async with self._lifespan(self) as state:
+            yield dict(state or {})
+
+
+class _TaskFactory:
+    """What ``@app.task(...)`` returns: applies the options to the function."""
+
+    def __init__(self, app: App, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Task[Any, Any]:
+        return self._app._register(fn, dict(self._options))

@@ -1,0 +1,369 @@
+"""The one door to Redis: every command and script aqueue runs is here.
+
+Every multi-key state change (enqueue, start, finish, retry, promote,
+reclaim, hand-back) is one Lua script over the keys of one queue, so it is
+atomic and stays in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.commands.core import AsyncScript
+
+from .config import Settings
+from .errors import ConnectionFailed
+from .keys import CONSUMER_GROUP, QueueKeys
+
+__all__ = ["Broker", "Delivery", "FinishItem", "OutgoingMessage"]
+
+#: Largest number of messages sent in one enqueue script call.
+ENQUEUE_CHUNK = 1000
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def _load_lua(name: str) -> str:
+    return importlib.resources.files("aqueue").joinpath(f"lua/{name}.lua").read_text()
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """A message on its way into a queue."""
+
+    task_id: str
+    task_name: str
+    payload: bytes
+    fresh: bool = False
+    delay_ms: int = 0
+    unique_key: str = ""
+    unique_ttl_ms: int = 0
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One stream entry handed to this worker."""
+
+    queue: str
+    entry_id: str
+    task_id: str
+    payload: bytes
+    deliveries: int = 1
+
+
+@dataclass(slots=True)
+class FinishItem:
+    """The outcome of one delivery, as the finish script takes it."""
+
+    entry_id: str
+    task_id: str
+    state: str
+    result: bytes = b""
+    error: bytes = b""
+    retry_delay_ms: int = 0
+    payload: bytes = b""
+    reason: str = ""
+
+    def argv(self) -> tuple[str | bytes | int, ...]:
+        return (
+            self.entry_id,
+            self.task_id,
+            self.state,
+            self.result,
+            self.error,
+            self.retry_delay_ms,
+            self.payload,
+            self.reason,
+        )
+
+
+@dataclass
+class _EnqueueBatch:
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    futures: list[asyncio.Future[str]] = field(default_factory=list)
+
+
+class Broker:
+    """Redis commands and scripts for one App (one key prefix)."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self._keys: dict[str, QueueKeys] = {}
+        self._groups_ready: set[str] = set()
+        self._pending: dict[str, _EnqueueBatch] = {}
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(_load_lua(name))
+            for name in (
+                "enqueue",
+                "start",
+                "finish",
+                "renew",
+                "reclaim",
+                "promote",
+                "abort",
+                "leave",
+            )
+        }
+
+    def keys(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue)
+        return keys
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    # -- enqueue ---------------------------------------------------------------
+
+    async def enqueue(self, queue: str, message: OutgoingMessage) -> str:
+        """Enqueue one message, coalesced with concurrent callers into one script call.
+
+        Returns the id of the task that represents the message (another id when
+        a live task already holds the message's unique key).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        batch = self._pending.get(queue)
+        if batch is None:
+            batch = self._pending[queue] = _EnqueueBatch()
+        batch.messages.append(message)
+        batch.futures.append(future)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_pending)
+        return await future
+
+    def _flush_pending(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for queue, batch in pending.items():
+            task = asyncio.create_task(self._send_batch(queue, batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _send_batch(self, queue: str, batch: _EnqueueBatch) -> None:
+        try:
+            ids = await self.enqueue_many(queue, batch.messages)
+        except BaseException as exc:
+            for future in batch.futures:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for future, task_id in zip(batch.futures, ids, strict=True):
+                if not future.done():
+                    future.set_result(task_id)
+
+    async def enqueue_many(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Enqueue messages in as few round trips as possible (one per chunk)."""
+        keys = self.keys(queue)
+        script_keys = (keys.stream, keys.delayed, keys.delayed_payloads)
+        ids: list[str] = []
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(messages), ENQUEUE_CHUNK):
+                    args: list[Any] = [keys.task_prefix, keys.control_channel]
+                    for m in messages[start : start + ENQUEUE_CHUNK]:
+                        unique_key = keys.unique(m.unique_key) if m.unique_key else ""
+                        args += (
+                            m.task_id,
+                            m.task_name,
+                            m.payload,
+                            "1" if m.fresh else "0",
+                            m.delay_ms,
+                            unique_key,
+                            m.unique_ttl_ms,
+                        )
+                    await self._scripts["enqueue"](keys=script_keys, args=args, client=pipe)
+                for reply in await pipe.execute():
+                    ids.extend(_text(x) for x in reply)
+        except REDIS_ERRORS as exc:
+            raise ConnectionFailed(
+                f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
+                "check that Redis is reachable at the configured URL and try again"
+            ) from exc
+        return ids
+
+    # -- worker side -----------------------------------------------------------
+
+    async def ensure_group(self, queue: str) -> None:
+        """Create the queue's stream and consumer group if they don't exist."""
+        keys = self.keys(queue)
+        try:
+            await self.client.xgroup_create(keys.stream, CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups_ready.add(queue)
+
+    async def read(self, queue: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        """New entries for this consumer: at most ``count``, waiting up to ``block_ms``."""
+        keys = self.keys(queue)
+        try:
+            reply = await self.client.xreadgroup(
+                CONSUMER_GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
+            )
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream was deleted (e.g. purged) under us: recreate and retry later.
+            await self.ensure_group(queue)
+            return []
+        out: list[Delivery] = []
+        streams: Any = reply or []
+        for _stream, entries in streams:
+            out.extend(_delivery(queue, entry_id, fields, 1) for entry_id, fields in entries)
+        return out
+
+    async def start(
+        self, queue: str, consumer: str, items: Sequence[tuple[str, str, int]]
+    ) -> list[bool]:
+        """Mark deliveries running; False for those aborted while they waited."""
+        keys = self.keys(queue)
+        args: list[Any] = [keys.task_prefix, CONSUMER_GROUP, consumer]
+        for entry_id, task_id, attempt in items:
+            args += (entry_id, task_id, attempt)
+        flags = await self._script("start", (keys.stream,), args)
+        return [bool(int(f)) for f in flags]
+
+    async def finish(self, queue: str, consumer: str, items: Sequence[FinishItem]) -> list[str]:
+        """Record outcomes + XACK in one script call; returns the fenced-off entry ids."""
+        keys = self.keys(queue)
+        s = self.settings
+        args: list[Any] = [
+            keys.task_prefix,
+            CONSUMER_GROUP,
+            consumer,
+            int(s.result_ttl * 1000),
+            keys.done_channel,
+            s.dead_letter_maxlen,
+            keys.control_channel,
+        ]
+        for item in items:
+            args += item.argv()
+        fenced = await self._script(
+            "finish", (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead), args
+        )
+        return [_text(x) for x in fenced]
+
+    async def renew(
+        self, queue: str, consumer: str, running: Sequence[tuple[str, str]]
+    ) -> tuple[list[str], list[str]]:
+        """Heartbeat and extend the leases of ``(entry_id, task_id)`` pairs.
+
+        Returns (entries this worker lost, entries whose task is to be aborted).
+        """
+        keys = self.keys(queue)
+        args: list[Any] = [CONSUMER_GROUP, consumer, keys.task_prefix]
+        for entry_id, task_id in running:
+            args += (entry_id, task_id)
+        lost, aborted = await self._script("renew", (keys.stream, keys.workers), args)
+        return [_text(x) for x in lost], [_text(x) for x in aborted]
+
+    async def reclaim(self, queue: str, consumer: str, count: int) -> list[Delivery]:
+        """Claim entries of dead or hung workers (dead-lettering over-delivered ones)."""
+        keys = self.keys(queue)
+        s = self.settings
+        visibility_ms = int(s.visibility_timeout * 1000)
+        dead_after_ms = min(int(s.dead_worker_after * 1000), visibility_ms)
+        flat = await self._script(
+            "reclaim",
+            (keys.stream, keys.workers, keys.dead),
+            [
+                CONSUMER_GROUP,
+                consumer,
+                visibility_ms,
+                dead_after_ms,
+                count,
+                s.max_deliveries,
+                keys.task_prefix,
+                int(s.result_ttl * 1000),
+                keys.done_channel,
+                s.dead_letter_maxlen,
+            ],
+        )
+        out: list[Delivery] = []
+        for i in range(0, len(flat), 3):
+            fields = flat[i + 1]
+            as_dict = {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}
+            out.append(_delivery(queue, flat[i], as_dict, int(flat[i + 2])))
+        return out
+
+    async def abort(self, queue: str, task_id: str, error: bytes) -> str:
+        """Abort a task; returns the state it was in ('' when unknown)."""
+        keys = self.keys(queue)
+        state = await self._script(
+            "abort",
+            (keys.delayed, keys.delayed_payloads),
+            [
+                keys.task_prefix,
+                task_id,
+                int(self.settings.result_ttl * 1000),
+                keys.done_channel,
+                keys.control_channel,
+                error,
+            ],
+        )
+        return _text(state)
+
+    async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int]:
+        """Move due delayed tasks into the stream: (moved, ms until next due or -1)."""
+        keys = self.keys(queue)
+        moved, wait = await self._script(
+            "promote",
+            (keys.stream, keys.delayed, keys.delayed_payloads),
+            [keys.task_prefix, limit],
+        )
+        return int(moved), int(wait)
+
+    async def leave(self, queue: str, consumer: str) -> int:
+        """Hand back anything still pending for this consumer, then forget it.
+
+        Returns how many entries were handed back.
+        """
+        keys = self.keys(queue)
+        n = await self._script(
+            "leave", (keys.stream, keys.workers), [keys.task_prefix, CONSUMER_GROUP, consumer]
+        )
+        return int(n)
+
+    # -- records ---------------------------------------------------------------
+
+    async def record(self, queue: str, task_id: str) -> dict[bytes, bytes]:
+        """The task's record hash (empty when unknown or expired)."""
+        result: Any = await self.client.hgetall(self.keys(queue).task(task_id))
+        return dict(result)
+
+    async def records(self, queue: str, task_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
+        keys = self.keys(queue)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(keys.task(task_id))
+            replies: list[dict[bytes, bytes]] = await pipe.execute()
+        return replies
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int) -> Delivery:
+    task_id = fields.get(b"id", b"")
+    return Delivery(
+        queue=queue,
+        entry_id=_text(entry_id),
+        task_id=task_id.decode("utf-8", "replace") if isinstance(task_id, bytes) else "",
+        payload=fields.get(b"m", b""),
+        deliveries=n,
+    )

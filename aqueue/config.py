@@ -1,0 +1,149 @@
+"""App configuration: explicit, validated at construction, secrets masked."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_REDIS_URL", "Settings", "mask_url"]
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything an :class:`~aqueue.App` can be configured with.
+
+    Durations are seconds (floats).
+    """
+
+    redis_url: str = DEFAULT_REDIS_URL
+    prefix: str = "aqueue"
+    """Key prefix, so several apps can share one Redis database."""
+    default_queue: str = "default"
+    result_ttl: float = 86400.0
+    """How long a finished task's record (result or error) is kept."""
+    visibility_timeout: float = 60.0
+    """How long a delivery stays leased to a worker without renewal."""
+    heartbeat_interval: float = 1.0
+    """How often a worker renews its heartbeat and its running leases."""
+    dead_worker_after: float = 5.0
+    """Missing heartbeats for this long: the worker is dead and its work is
+    reclaimed at once (capped by the visibility timeout)."""
+    max_deliveries: int = 5
+    """Deliveries without a recorded outcome before a message is dead-lettered."""
+    max_payload_bytes: int = 1024 * 1024
+    dead_letter_maxlen: int = 100_000
+    dead_letter_on_failure: bool = False
+    """Also dead-letter tasks that failed for good (retries exhausted)."""
+    signing_key: str | None = None
+    """Shared secret: messages are signed with HMAC-SHA256 and unsigned or
+    wrongly signed ones are dead-lettered by workers."""
+    connect_timeout: float = 5.0
+    """How long enqueue() waits for Redis before raising ConnectionFailed."""
+    result_poll_interval: float = 1.0
+    """Fallback poll while awaiting a result (pushes normally arrive first)."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "result_ttl",
+            "visibility_timeout",
+            "heartbeat_interval",
+            "dead_worker_after",
+            "connect_timeout",
+            "result_poll_interval",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        for name in ("max_deliveries", "max_payload_bytes", "dead_letter_maxlen"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.heartbeat_interval * 2 > self.visibility_timeout:
+            raise ConfigError(
+                f"heartbeat_interval ({self.heartbeat_interval}s) must be at most half of "
+                f"visibility_timeout ({self.visibility_timeout}s) so leases are renewed in time"
+            )
+        for name in ("prefix", "default_queue"):
+            value = getattr(self, name)
+            if not value or any(c in value for c in "{}: \n"):
+                raise ConfigError(f"{name} must be non-empty without braces, colons or spaces")
+        scheme = urlsplit(self.redis_url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"redis_url must start with redis://, rediss:// or unix://, got "
+                f"{mask_url(self.redis_url)!r}"
+            )
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        """Build settings from keyword options, rejecting unknown names."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in options:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown option {key!r}{hint}")
+        return cls(**options)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Options found in ``AQUEUE_*`` environment variables."""
+        env = os.environ if environ is None else environ
+        found: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(f"AQUEUE_{field.name.upper()}")
+            if raw is None:
+                continue
+            found[field.name] = _parse(field.name, field.type, raw)
+        return found
+
+    def __repr__(self) -> str:
+        parts = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "redis_url":
+                value = mask_url(value)
+            elif field.name == "signing_key" and value is not None:
+                value = "***"
+            parts.append(f"{field.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+
+def _parse(name: str, annotation: Any, raw: str) -> Any:
+    text = str(annotation)
+    try:
+        if text.startswith("bool"):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"AQUEUE_{name.upper()}={raw!r} is not a valid {text}") from None
+    return raw
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,124 @@
+"""Everything aqueue raises derives from :class:`AqueueError`.
+
+::
+
+    AqueueError
+    ├── ConfigError              invalid App/worker configuration
+    ├── ConnectionFailed         Redis unreachable (also a ConnectionError)
+    ├── EnqueueError             the producer refused a message; nothing was enqueued
+    │   ├── SerializationError   an argument msgspec cannot encode
+    │   ├── PayloadTooLarge      the encoded message is over ``max_payload_bytes``
+    │   └── UnknownTask          no task of that name is registered
+    ├── ResultTimeout            ``AsyncResult.get(timeout=...)`` ran out (also a TimeoutError)
+    ├── TaskFailed               the task ended without a value; carries the remote error as data
+    │   ├── TaskAborted          it was aborted before or while running
+    │   ├── TaskExpired          its ``expires`` passed before a worker started it
+    │   └── TaskDead             it was moved to the dead-letter stream
+    └── Retry                    raised *inside* a task to ask for another attempt
+
+Remote exceptions are never unpickled: a failure travels as its type name,
+message and traceback text, and is raised on the caller as :class:`TaskFailed`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+__all__ = [
+    "AqueueError",
+    "ConfigError",
+    "ConnectionFailed",
+    "EnqueueError",
+    "PayloadTooLarge",
+    "ResultTimeout",
+    "Retry",
+    "SerializationError",
+    "TaskAborted",
+    "TaskDead",
+    "TaskExpired",
+    "TaskFailed",
+    "UnknownTask",
+]
+
+
+class AqueueError(Exception):
+    """Root of every exception aqueue raises itself."""
+
+
+class ConfigError(AqueueError, ValueError):
+    """A configuration value is missing, malformed or unknown."""
+
+
+class ConnectionFailed(AqueueError, ConnectionError):
+    """Redis could not be reached; the operation did not take effect."""
+
+
+class EnqueueError(AqueueError):
+    """The message was refused before it reached Redis; nothing was enqueued."""
+
+
+class SerializationError(EnqueueError, TypeError):
+    """An argument (or a return value) cannot be encoded with msgspec."""
+
+
+class PayloadTooLarge(EnqueueError):
+    """The encoded message is larger than the configured ``max_payload_bytes``."""
+
+
+class UnknownTask(EnqueueError, LookupError):
+    """No task is registered under this name."""
+
+
+class ResultTimeout(AqueueError, TimeoutError):
+    """The task did not finish within the time the caller was willing to wait."""
+
+
+class TaskFailed(AqueueError):
+    """The task ended without a value.
+
+    ``exc_type`` is the remote exception's qualified type name, ``message`` its
+    text and ``traceback`` the formatted remote traceback (may be empty).
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        exc_type: str,
+        message: str,
+        traceback: str = "",
+    ) -> None:
+        self.task_id = task_id
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(f"task {task_id} failed: {exc_type}: {message}")
+
+    def __reduce__(self) -> tuple[type[TaskFailed], tuple[str, str, str, str]]:
+        return (type(self), (self.task_id, self.exc_type, self.message, self.traceback))
+
+
+class TaskAborted(TaskFailed):
+    """The task was aborted: it never started, or it was cancelled while running."""
+
+
+class TaskExpired(TaskFailed):
+    """The task's ``expires`` time passed before a worker could start it."""
+
+
+class TaskDead(TaskFailed):
+    """The message was moved to the dead-letter stream (see ``aqueue dead list``)."""
+
+
+class Retry(AqueueError):
+    """Raise inside a task to run it again later.
+
+    ``delay`` overrides the task's backoff for this retry. The retry counts
+    against the task's ``retries`` limit; once that is used up the task fails
+    with this exception's message.
+    """
+
+    def __init__(self, delay: float | timedelta | None = None, message: str = "") -> None:
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        self.delay = delay
+        super().__init__(message or "retry requested")

@@ -1,0 +1,77 @@
+"""Every Redis key and channel name aqueue uses, built in one place.
+
+All keys of one queue share the hash tag ``{queue}``, so a queue's keys live
+in one Redis Cluster slot and every script touches a single slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CONSUMER_GROUP", "QueueKeys"]
+
+#: The one consumer group every worker of a queue joins.
+CONSUMER_GROUP = "aqueue"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Key names of one queue under one prefix."""
+
+    prefix: str
+    queue: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{{self.queue}}}"
+
+    @property
+    def stream(self) -> str:
+        """The stream tasks are read from (one consumer group)."""
+        return f"{self.base}:stream"
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set of task ids waiting for their ETA (score: due time, ms)."""
+        return f"{self.base}:delayed"
+
+    @property
+    def delayed_payloads(self) -> str:
+        """Hash task id -> encoded message of every delayed task."""
+        return f"{self.base}:delayed:payloads"
+
+    @property
+    def dead(self) -> str:
+        """Dead-letter stream: messages that can't or won't run, with the reason."""
+        return f"{self.base}:dead"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of consumer names by last heartbeat (ms)."""
+        return f"{self.base}:workers"
+
+    @property
+    def done_channel(self) -> str:
+        """Pub/sub channel announcing finished tasks of this queue."""
+        return f"{self.base}:done"
+
+    @property
+    def control_channel(self) -> str:
+        """Pub/sub channel for commands to this queue's workers (abort)."""
+        return f"{self.base}:control"
+
+    @property
+    def task_prefix(self) -> str:
+        return f"{self.base}:task:"
+
+    def task(self, task_id: str) -> str:
+        """Hash holding one task's state, attempt, result or error."""
+        return f"{self.base}:task:{task_id}"
+
+    def unique(self, unique_key: str) -> str:
+        """String holding the id of the live task that owns ``unique_key``."""
+        return f"{self.base}:unique:{unique_key}"
+
+    def periodic(self, name: str) -> str:
+        """String holding the last tick claimed for a periodic task."""
+        return f"{self.base}:periodic:{name}"

@@ -1,0 +1,27 @@
+-- Abort a task. A waiting task (queued, scheduled, retrying) is marked aborted
+-- and never starts; a running one is flagged and its workers are told.
+-- KEYS: delayed, delayed_payloads
+-- ARGV: task_prefix, task_id, result_ttl_ms, done_channel, control_channel, error
+-- Returns the state the task was in ('' when unknown).
+local delayed, payloads = KEYS[1], KEYS[2]
+local prefix, tid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local rec = prefix .. tid
+local state = redis.call('HGET', rec, 'state')
+if not state then return '' end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local err = ARGV[6]
+if state == 'queued' or state == 'scheduled' or state == 'retrying' then
+  redis.call('ZREM', delayed, tid)
+  redis.call('HDEL', payloads, tid)
+  redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)
+  -- Queued entries stay in the stream; the start script drops them unrun.
+  if state ~= 'queued' then redis.call('PEXPIRE', rec, ttl) end
+  local ukey = redis.call('HGET', rec, 'ukey')
+  if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
+  redis.call('PUBLISH', ARGV[4], tid)
+elseif state == 'running' then
+  redis.call('HSET', rec, 'abort', '1')
+  redis.call('PUBLISH', ARGV[5], 'abort\n' .. tid)
+end
+return state

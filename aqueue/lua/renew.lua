@@ -1,0 +1,25 @@
+-- Heartbeat this worker and extend the leases of the entries it is running.
+-- KEYS: stream, workers
+-- ARGV: group, consumer, task_prefix, then entry_id, task_id pairs
+-- Returns {lost, aborted}: entries this consumer no longer owns (reclaimed
+-- elsewhere; their outcome would be fenced off, so the worker stops them) and
+-- entries whose task was asked to abort (in case the push was missed).
+local stream, workers = KEYS[1], KEYS[2]
+local group, consumer, prefix = ARGV[1], ARGV[2], ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', workers, now, consumer)
+local lost, aborted = {}, {}
+for i = 4, #ARGV, 2 do
+  local entry = ARGV[i]
+  if #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1 then
+    -- JUSTID: resets the idle time without counting another delivery.
+    redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID')
+    if redis.call('HGET', prefix .. ARGV[i + 1], 'abort') then
+      aborted[#aborted + 1] = entry
+    end
+  else
+    lost[#lost + 1] = entry
+  end
+end
+return {lost, aborted}

@@ -1,0 +1,379 @@
+"""Registered tasks: the typed enqueue side of a task function."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import typing
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import msgspec
+
+from .context import Context
+from .envelope import WIRE_VERSION, Envelope, encode_envelope, encode_value, sign
+from .errors import ConfigError, EnqueueError, PayloadTooLarge, SerializationError
+
+if TYPE_CHECKING:
+    from .app import App
+    from .broker import OutgoingMessage
+    from .result import AsyncResult
+
+__all__ = ["EnqueueOptions", "Task", "TaskCall", "TaskConfig"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_MAX_TASK_ID = 200
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{what} must be a non-negative number of seconds or a timedelta")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    """Options fixed when the task is declared (``@app.task(...)``)."""
+
+    name: str
+    queue: str
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 1.0
+    """Delay before the first retry; doubles each retry when ``retry_backoff``."""
+    retry_backoff: bool = True
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    """Exceptions that lead to a retry (others fail at once)."""
+    expires: float | None = None
+    """Relative: seconds after enqueue by which the task must have started."""
+    unique: bool = False
+    """Deduplicate by task name + arguments while a task is queued or running."""
+    unique_for: float = 3600.0
+
+    def retry_delay_for(self, retries_done: int, jitter: float) -> float:
+        """Delay before retry number ``retries_done + 1``; ``jitter`` in [0, 1)."""
+        delay = self.retry_delay
+        if self.retry_backoff:
+            delay = min(self.retry_backoff_max, delay * (2**retries_done))
+        if self.retry_jitter:
+            delay *= 0.5 + jitter / 2
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueOptions:
+    """Per-call options (``task.options(...)``); ``None`` means the task's default."""
+
+    task_id: str | None = None
+    queue: str | None = None
+    timeout: float | None = None
+    retries: int | None = None
+    delay: float | None = None
+    eta: datetime | None = None
+    expires: float | datetime | None = None
+    shadow: str | None = None
+    unique_key: str | None = None
+    unique_for: float | None = None
+    trace: Mapping[str, str] | None = None
+
+
+class ArgSpec:
+    """How a task's arguments are checked on the producer and typed on the worker."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.signature = inspect.signature(fn)
+        self._hints: dict[str, Any] | None = None
+        self._struct: type[msgspec.Struct] | None = None
+        self.context_param: str | None = None
+        params = []
+        for p in self.signature.parameters.values():
+            if (
+                p.annotation is Context
+                or p.annotation == "Context"
+                or (isinstance(p.annotation, str) and p.annotation.endswith(".Context"))
+            ):
+                self.context_param = p.name
+            else:
+                params.append(p)
+        self.call_signature = self.signature.replace(parameters=params)
+        self.has_variadic = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+    def hints(self) -> dict[str, Any]:
+        if self._hints is None:
+            try:
+                self._hints = typing.get_type_hints(self.fn)
+            except Exception:  # unresolvable forward references: fall back to no typing
+                self._hints = {}
+        return self._hints
+
+    def return_type(self) -> Any:
+        return self.hints().get("return", Any)
+
+    def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError when the call does not fit the signature."""
+        self.call_signature.bind(*args, **kwargs)
+
+    def _args_struct(self) -> type[msgspec.Struct]:
+        if self._struct is None:
+            hints = self.hints()
+            fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+            for p in self.call_signature.parameters.values():
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
+                tp = hints.get(p.name, Any)
+                if p.default is p.empty:
+                    fields.append((p.name, tp))
+                else:
+                    fields.append((p.name, tp, p.default))
+            self._struct = msgspec.defstruct("Arguments", fields, kw_only=True)
+        return self._struct
+
+    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Turn decoded wire arguments into typed call arguments.
+
+        Raises TypeError or msgspec.ValidationError when they don't fit.
+        """
+        bound = self.call_signature.bind(*args, **kwargs)
+        if self.has_variadic:
+            # Variadic signatures are passed through as decoded.
+            return list(bound.args), dict(bound.kwargs)
+        typed = msgspec.convert(bound.arguments, self._args_struct(), strict=False)
+        call_kwargs = {name: getattr(typed, name) for name in typed.__struct_fields__}
+        positional = [
+            call_kwargs.pop(p.name)
+            for p in self.call_signature.parameters.values()
+            if p.kind is p.POSITIONAL_ONLY
+        ]
+        return positional, call_kwargs
+
+
+class TaskCall(Generic[R]):
+    """A task with its arguments bound, ready for ``enqueue_many``."""
+
+    __slots__ = ("args", "kwargs", "task")
+
+    def __init__(self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+
+
+class _Enqueuer(Generic[P, R]):
+    """The enqueue API shared by a task and a task with per-call options."""
+
+    _task: Task[P, R]
+    _opts: EnqueueOptions
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send one run of the task to its queue; returns a handle to await."""
+        task = self._task
+        app = task.app
+        queue, message = task._message(args, kwargs, self._opts)
+        task_id = await app._broker_for_enqueue().enqueue(queue, message)
+        return app._result(task_id, queue, task)
+
+    async def enqueue_many(
+        self, calls: Iterable[tuple[Any, ...] | TaskCall[R]]
+    ) -> list[AsyncResult[R]]:
+        """Enqueue many runs in one round trip per 1,000 messages.
+
+        Each item is a tuple of positional arguments or a ``task.call(...)``.
+        """
+        task = self._task
+        app = task.app
+        by_queue: dict[str, list[OutgoingMessage]] = {}
+        order: list[tuple[str, int]] = []
+        for item in calls:
+            if isinstance(item, TaskCall):
+                args, kwargs = item.args, item.kwargs
+            elif isinstance(item, tuple):
+                args, kwargs = item, {}
+            else:
+                raise EnqueueError(
+                    f"enqueue_many takes tuples of arguments or {task.name}.call(...), "
+                    f"got {type(item).__name__}"
+                )
+            queue, message = task._message(args, kwargs, self._opts)
+            batch = by_queue.setdefault(queue, [])
+            order.append((queue, len(batch)))
+            batch.append(message)
+        if self._opts.task_id is not None and len(order) > 1:
+            raise EnqueueError("a fixed task_id can't be used for more than one message")
+        broker = app._broker_for_enqueue()
+        ids = {queue: await broker.enqueue_many(queue, msgs) for queue, msgs in by_queue.items()}
+        return [app._result(ids[queue][i], queue, task) for queue, i in order]
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
+        """Bind arguments now, enqueue later (``enqueue_many([t.call(1), ...])``)."""
+        self._task.spec.check(args, kwargs)
+        return TaskCall(self._task, args, kwargs)
+
+
+class BoundTask(_Enqueuer[P, R]):
+    """A task with per-call options; made by :meth:`Task.options`."""
+
+    def __init__(self, task: Task[P, R], opts: EnqueueOptions) -> None:
+        self._task = task
+        self._opts = opts
+
+    def options(self, **options: Any) -> BoundTask[P, R]:
+        return BoundTask(self._task, _merge(self._opts, options))
+
+
+class Task(_Enqueuer[P, R]):
+    """A registered task. Call it to run it here; ``enqueue`` it to run it on a worker."""
+
+    def __init__(self, app: App, fn: Callable[..., Any], config: TaskConfig) -> None:
+        self.app = app
+        self.fn = fn
+        self.config = config
+        self.spec = ArgSpec(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._task = self
+        self._opts = EnqueueOptions()
+        self._result_decoder: msgspec.msgpack.Decoder[Any] | None = None
+        functools.update_wrapper(self, fn)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def __repr__(self) -> str:
+        return f"<aqueue.Task {self.name!r} queue={self.config.queue!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function directly in this process (no queue)."""
+        return self.fn(*args, **kwargs)
+
+    def options(self, **options: Any) -> BoundTask[P, R]:
+        """Per-call options: ``task_id``, ``queue``, ``timeout``, ``retries``,
+        ``delay``, ``eta``, ``expires``, ``shadow``, ``unique_key``, ``unique_for``."""
+        return BoundTask(self, _merge(self._opts, options))
+
+    def result_decoder(self) -> msgspec.msgpack.Decoder[Any]:
+        if self._result_decoder is None:
+            rtype = self.spec.return_type()
+            if rtype is type(None):
+                rtype = Any
+            self._result_decoder = msgspec.msgpack.Decoder(rtype)
+        return self._result_decoder
+
+    def _message(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], opts: EnqueueOptions
+    ) -> tuple[str, OutgoingMessage]:
+        from .broker import OutgoingMessage
+
+        app = self.app
+        settings = app.settings
+        cfg = self.config
+        try:
+            self.spec.check(args, kwargs)
+        except TypeError as exc:
+            raise EnqueueError(f"{self.name}{self.spec.call_signature}: {exc}") from None
+        try:
+            encoded_args = encode_value(args)
+            encoded_kwargs = encode_value(kwargs)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(
+                f"arguments of {self.name} can't be encoded with msgspec: {exc}. "
+                "Pass builtins, msgspec Structs, dataclasses, datetimes, UUIDs or Decimals"
+            ) from exc
+        now = app._clock()
+        queue = opts.queue or cfg.queue
+        fresh = opts.task_id is not None
+        task_id = opts.task_id if fresh else uuid.uuid4().hex
+        assert task_id is not None
+        if len(task_id) > _MAX_TASK_ID or "\n" in task_id or not task_id:
+            raise EnqueueError("task_id must be 1-200 characters without newlines")
+        delay = opts.delay or 0.0
+        if opts.eta is not None:
+            if opts.eta.tzinfo is None:
+                raise EnqueueError("eta must be a timezone-aware datetime")
+            delay = max(delay, opts.eta.timestamp() - now)
+        expires: float | None = None
+        if isinstance(opts.expires, datetime):
+            if opts.expires.tzinfo is None:
+                raise EnqueueError("expires must be a timezone-aware datetime")
+            expires = opts.expires.timestamp()
+        elif opts.expires is not None:
+            expires = now + opts.expires
+        elif cfg.expires is not None:
+            expires = now + delay + cfg.expires
+        unique_key = opts.unique_key
+        if unique_key is None and cfg.unique:
+            digest = hashlib.sha256(encoded_args + b"|" + encoded_kwargs).hexdigest()[:32]
+            unique_key = f"{self.name}:{digest}"
+        unique_for = opts.unique_for if opts.unique_for is not None else cfg.unique_for
+        env = Envelope(
+            v=WIRE_VERSION,
+            id=task_id,
+            task=self.name,
+            args=msgspec.Raw(encoded_args),
+            kwargs=msgspec.Raw(encoded_kwargs),
+            queue=queue,
+            enqueued_at=now,
+            timeout=opts.timeout if opts.timeout is not None else cfg.timeout,
+            max_retries=opts.retries,
+            expires=expires,
+            shadow=opts.shadow,
+            unique_key=unique_key,
+            trace=dict(opts.trace) if opts.trace else None,
+        )
+        payload = encode_envelope(env)
+        if app._signing_key is not None:
+            payload = sign(payload, app._signing_key)
+        if len(payload) > settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"{self.name} message is {len(payload):,} bytes, over max_payload_bytes="
+                f"{settings.max_payload_bytes:,}. Store large data elsewhere (object storage, "
+                "a database) and pass a reference"
+            )
+        message = OutgoingMessage(
+            task_id=task_id,
+            task_name=self.name,
+            payload=payload,
+            fresh=fresh,
+            delay_ms=int(delay * 1000) if delay > 0 else 0,
+            unique_key=unique_key or "",
+            unique_ttl_ms=int(max(unique_for, 1.0) * 1000),
+        )
+        return queue, message
+
+
+_OPTION_NAMES = {f for f in EnqueueOptions.__dataclass_fields__}
+
+
+def _merge(opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
+    import difflib
+
+    for key in options:
+        if key not in _OPTION_NAMES:
+            close = difflib.get_close_matches(key, _OPTION_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown enqueue option {key!r}{hint}")
+    values = dict(options)
+    for name in ("timeout", "delay", "unique_for"):
+        if name in values:
+            values[name] = _seconds(values[name], name)
+    if "expires" in values and not isinstance(values["expires"], datetime):
+        values["expires"] = _seconds(values["expires"], "expires")
+    retries = values.get("retries")
+    if retries is not None and (not isinstance(retries, int) or retries < 0):
+        raise ConfigError("retries must be a non-negative integer")
+    return replace(opts, **values)
+
+
+TaskFunction = Callable[P, Awaitable[R]] | Callable[P, R]

@@ -1,0 +1,688 @@
+"""The worker runtime: fetch, run, renew, reclaim, finish, shut down.
+
+One event loop runs up to ``concurrency`` tasks at once. It reads only as
+many messages as it has free slots, renews the leases of what it runs,
+records outcomes in batches (one script call each), takes over the work of
+dead workers, and on shutdown hands back what it could not finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis.exceptions
+
+from .broker import REDIS_ERRORS, Delivery, FinishItem
+from .config import mask_url
+from .envelope import decode_error
+from .executor import Job, execute, prepare
+from .result import encode_progress
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["Worker", "WorkerStats"]
+
+logger = logging.getLogger(__name__)
+
+#: How long a blocking read waits; well below any sane socket timeout.
+BLOCK_MS = 2000
+#: Largest number of outcomes recorded in one script call.
+FINISH_CHUNK = 500
+_RETRYABLE = (*REDIS_ERRORS, redis.exceptions.BusyLoadingError)
+
+
+class Capacity:
+    """A bounded pool of task slots that can be taken several at a time."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def reserve(self, most: int) -> int:
+        """Wait for at least one free slot, then take up to ``most``."""
+        while self.free <= 0:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        taken = min(self.free, most)
+        self.free -= taken
+        return taken
+
+    def try_reserve(self, most: int) -> int:
+        taken = max(0, min(self.free, most))
+        self.free -= taken
+        return taken
+
+    def release(self, n: int = 1) -> None:
+        self.free += n
+        while self._waiters and self.free > 0:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    @property
+    def busy(self) -> int:
+        return self.total - self.free
+
+
+@dataclass
+class WorkerStats:
+    """Counters since the worker started."""
+
+    started_at: float = field(default_factory=time.time)
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead: int = 0
+    expired: int = 0
+    aborted: int = 0
+    reclaimed: int = 0
+    fenced: int = 0
+    handed_back: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.succeeded + self.failed + self.retried + self.dead + self.expired + self.aborted
+
+
+@dataclass(slots=True)
+class _Running:
+    job: Job
+    task: asyncio.Task[None] | None = None
+    leased_at: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.perf_counter)
+    cancel_reason: str | None = None
+
+
+class Worker:
+    """Runs the tasks of an App from one or more queues.
+
+    ``await Worker(app).run()`` runs until :meth:`stop` is called (the CLI calls
+    it on SIGTERM/SIGINT). With ``burst=True`` it returns once the queues are
+    empty and nothing is running, which suits scripts and tests.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 100,
+        threads: int | None = None,
+        grace_period: float = 30.0,
+        burst: bool = False,
+        name: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.app = app
+        self.queues = list(queues or app.queues)
+        self.concurrency = concurrency
+        self.threads = threads or min(concurrency, 16)
+        self.grace_period = grace_period
+        self.burst = burst
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stats = WorkerStats()
+        self._capacity = Capacity(concurrency)
+        self._running: dict[str, _Running] = {}
+        self._entry_by_task: dict[str, str] = {}
+        self._finishing: dict[str, list[tuple[FinishItem, _Running | None]]] = {}
+        self._finish_wanted = asyncio.Event()
+        self._wake_promoter: dict[str, asyncio.Event] = {q: asyncio.Event() for q in self.queues}
+        self._stop_requested = asyncio.Event()
+        self._hard_stop = False
+        self._stopping = False
+        self._idle: dict[str, bool] = dict.fromkeys(self.queues, False)
+        self._state: dict[str, Any] = {}
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- control -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop gracefully; a second call stops at once (no grace period)."""
+        if self._stop_requested.is_set():
+            if not self._hard_stop:
+                logger.warning("second stop request: cancelling running tasks now")
+            self._hard_stop = True
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Run until stopped (or, in burst mode, until the queues are drained)."""
+        app = self.app
+        broker = app.broker
+        await app.connect()
+        for queue in self.queues:
+            await broker.ensure_group(queue)
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.threads, thread_name_prefix="aqueue-task"
+        )
+        self._log_banner()
+        try:
+            async with app.run_lifespan() as state:
+                self._state = state
+                await self._heartbeat_once()
+                spawn = self._spawn_loop
+                spawn(self._finish_loop(), "finish")
+                spawn(self._heartbeat_loop(), "heartbeat")
+                spawn(self._control_loop(), "control")
+                spawn(self._reclaim_loop(), "reclaim")
+                for queue in self.queues:
+                    spawn(self._fetch_loop(queue), f"fetch:{queue}")
+                    spawn(self._promote_loop(queue), f"promote:{queue}")
+                if self.burst:
+                    spawn(self._burst_watch(), "burst")
+                await self._stop_requested.wait()
+                await self._shutdown()
+        finally:
+            for loop_task in self._loops:
+                loop_task.cancel()
+            await asyncio.gather(*self._loops, return_exceptions=True)
+            self._loops.clear()
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def _spawn_loop(self, coro: Awaitable[None], name: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker loop %s crashed; stopping the worker", name)
+                self._hard_stop = True
+                self._stop_requested.set()
+
+        self._loops.append(asyncio.create_task(guarded(), name=f"aqueue-{name}"))
+
+    def _log_banner(self) -> None:
+        from ._version import __version__
+
+        names = ", ".join(sorted(self.app.tasks)) or "(none)"
+        logger.info(
+            "aqueue %s worker %s\n  redis:       %s\n  queues:      %s\n"
+            "  concurrency: %d (threads for sync tasks: %d)\n  tasks:       %s",
+            __version__,
+            self.name,
+            mask_url(self.app.settings.redis_url),
+            ", ".join(self.queues),
+            self.concurrency,
+            self.threads,
+            names,
+        )
+
+    # -- fetching ----------------------------------------------------------------
+
+    async def _fetch_loop(self, queue: str) -> None:
+        broker = self.app.broker
+        share = (
+            max(1, self.concurrency // len(self.queues))
+            if len(self.queues) > 1
+            else (self.concurrency)
+        )
+        block = 200 if self.burst else BLOCK_MS
+        backoff = _Backoff("reading from " + queue)
+        while not self._stopping:
+            n = await self._capacity.reserve(share)
+            try:
+                deliveries = await broker.read(queue, self.name, n, block)
+            except asyncio.CancelledError:
+                self._capacity.release(n)
+                raise
+            except _RETRYABLE as exc:
+                self._capacity.release(n)
+                await backoff.failed(exc)
+                continue
+            backoff.succeeded()
+            if len(deliveries) < n:
+                self._capacity.release(n - len(deliveries))
+            self._idle[queue] = not deliveries
+            if deliveries:
+                await self._start(queue, deliveries)
+
+    async def _start(self, queue: str, deliveries: list[Delivery]) -> None:
+        """Check deliveries, mark the runnable ones running and start them."""
+        now = time.time()
+        jobs: list[Job] = []
+        for delivery in deliveries:
+            prepared = prepare(self.app, delivery, now)
+            if isinstance(prepared, FinishItem):
+                self._log_refused(delivery, prepared)
+                self._queue_finish(queue, prepared, None)
+            else:
+                jobs.append(prepared)
+        if not jobs:
+            return
+        items = [(j.delivery.entry_id, j.envelope.id, j.attempt) for j in jobs]
+        backoff = _Backoff("marking tasks running")
+        while True:
+            try:
+                flags = await self.app.broker.start(queue, self.name, items)
+                break
+            except _RETRYABLE as exc:
+                if self._stopping:
+                    # Still pending for us: leaving hands them back.
+                    self._capacity.release(len(jobs))
+                    return
+                await backoff.failed(exc)
+        for job, run in zip(jobs, flags, strict=True):
+            if not run:
+                logger.info("%s[%s] aborted before it started", job.display_name, job.envelope.id)
+                self.stats.aborted += 1
+                self._capacity.release()
+                continue
+            self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        running = _Running(job)
+        entry = job.delivery.entry_id
+        self._running[entry] = running
+        self._entry_by_task[job.envelope.id] = entry
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s[%s] started (attempt %d)", job.display_name, job.envelope.id, job.attempt
+            )
+        running.task = asyncio.create_task(self._run(running))
+
+    async def _run(self, running: _Running) -> None:
+        job = running.job
+        queue = job.delivery.queue
+        assert self._threads is not None
+        try:
+            item = await execute(self.app, job, self._threads, self._state, self._report_progress)
+        except asyncio.CancelledError:
+            reason = running.cancel_reason
+            if reason == "abort":
+                from .envelope import ErrorInfo, encode_error
+
+                item = FinishItem(
+                    entry_id=job.delivery.entry_id,
+                    task_id=job.envelope.id,
+                    state="aborted",
+                    error=encode_error(ErrorInfo("TaskAborted", "aborted while running")),
+                )
+            else:
+                # Lease lost (another worker has it) or shutdown (leaving hands it
+                # back): nothing is recorded here.
+                self._forget(job)
+                self._capacity.release()
+                if reason is None:
+                    raise
+                return
+        self._queue_finish(queue, item, running)
+
+    def _forget(self, job: Job) -> None:
+        self._running.pop(job.delivery.entry_id, None)
+        if self._entry_by_task.get(job.envelope.id) == job.delivery.entry_id:
+            del self._entry_by_task[job.envelope.id]
+
+    async def _report_progress(self, task_id: str, value: Any, message: str) -> None:
+        entry = self._entry_by_task.get(task_id)
+        running = self._running.get(entry) if entry else None
+        if running is None:
+            return
+        keys = self.app.broker.keys(running.job.delivery.queue)
+        await self.app.broker.client.hset(
+            keys.task(task_id), "progress", encode_progress(value, message)
+        )
+
+    # -- finishing ---------------------------------------------------------------
+
+    def _queue_finish(self, queue: str, item: FinishItem, running: _Running | None) -> None:
+        self._finishing.setdefault(queue, []).append((item, running))
+        self._finish_wanted.set()
+
+    async def _finish_loop(self) -> None:
+        """Record outcomes in batches: one script call per queue per round."""
+        broker = self.app.broker
+        backoff = _Backoff("recording results")
+        while True:
+            await self._finish_wanted.wait()
+            self._finish_wanted.clear()
+            pending, self._finishing = self._finishing, {}
+            for queue, batch in pending.items():
+                for start in range(0, len(batch), FINISH_CHUNK):
+                    chunk = batch[start : start + FINISH_CHUNK]
+                    while True:
+                        try:
+                            fenced = await broker.finish(
+                                queue, self.name, [item for item, _ in chunk]
+                            )
+                            break
+                        except _RETRYABLE as exc:
+                            await backoff.failed(exc)
+                    backoff.succeeded()
+                    self._finished(chunk, set(fenced))
+
+    def _finished(self, chunk: list[tuple[FinishItem, _Running | None]], fenced: set[str]) -> None:
+        info = logger.isEnabledFor(logging.INFO)
+        now = time.perf_counter()
+        for item, running in chunk:
+            if running is not None:
+                self._forget(running.job)
+            self._capacity.release()
+            if item.entry_id in fenced:
+                self.stats.fenced += 1
+                logger.warning(
+                    "task %s: result discarded, its lease was lost and another worker ran it again",
+                    item.task_id,
+                )
+                continue
+            state = item.state
+            if state == "succeeded":
+                self.stats.succeeded += 1
+            elif state == "failed":
+                self.stats.failed += 1
+            elif state == "retrying":
+                self.stats.retried += 1
+            elif state == "aborted":
+                self.stats.aborted += 1
+            elif state == "expired":
+                self.stats.expired += 1
+            elif state == "dead":
+                self.stats.dead += 1
+            if running is None or not (info or state in ("failed", "dead")):
+                continue
+            job = running.job
+            ms = (now - running.started) * 1000
+            extra = {
+                "task_id": item.task_id,
+                "task_name": job.task.name,
+                "attempt": job.attempt,
+                "duration_ms": round(ms, 3),
+                "outcome": state,
+            }
+            if state == "succeeded":
+                logger.info(
+                    "%s[%s] succeeded in %.2f ms", job.display_name, item.task_id, ms, extra=extra
+                )
+            elif state == "retrying":
+                error = decode_error(item.error)
+                logger.info(
+                    "%s[%s] failed (%s: %s), retry in %.1fs (attempt %d)",
+                    job.display_name,
+                    item.task_id,
+                    error.type,
+                    error.message,
+                    item.retry_delay_ms / 1000,
+                    job.attempt,
+                    extra=extra,
+                )
+            else:
+                error = decode_error(item.error)
+                logger.log(
+                    logging.WARNING if state in ("failed", "dead") else logging.INFO,
+                    "%s[%s] %s in %.2f ms: %s: %s",
+                    job.display_name,
+                    item.task_id,
+                    state,
+                    ms,
+                    error.type,
+                    error.message,
+                    extra=extra,
+                )
+
+    def _log_refused(self, delivery: Delivery, item: FinishItem) -> None:
+        error = decode_error(item.error)
+        if item.state == "dead":
+            logger.error(
+                "message %s (task id %s) moved to the dead-letter stream: %s. "
+                "Inspect it with `aqueue dead list --queue %s`",
+                delivery.entry_id,
+                item.task_id,
+                error.message,
+                delivery.queue,
+                extra={"task_id": item.task_id, "reason": item.reason},
+            )
+        else:
+            logger.info("task %s %s: %s", item.task_id, item.state, error.message)
+
+    # -- leases, heartbeat, reclaim, delayed -------------------------------------
+
+    async def _heartbeat_once(self) -> None:
+        broker = self.app.broker
+        renew_after = self.app.settings.visibility_timeout / 3
+        now = time.monotonic()
+        by_queue: dict[str, list[tuple[str, str]]] = {q: [] for q in self.queues}
+        renewed: list[_Running] = []
+        for entry, running in self._running.items():
+            if now - running.leased_at >= renew_after:
+                by_queue.setdefault(running.job.delivery.queue, []).append(
+                    (entry, running.job.envelope.id)
+                )
+                renewed.append(running)
+        for queue, pairs in by_queue.items():
+            lost, aborted = await broker.renew(queue, self.name, pairs)
+            for entry in lost:
+                self._cancel(entry, "lost")
+            for entry in aborted:
+                self._cancel(entry, "abort")
+        for running in renewed:
+            running.leased_at = now
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.app.settings.heartbeat_interval
+        backoff = _Backoff("renewing leases")
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._heartbeat_once()
+                backoff.succeeded()
+            except _RETRYABLE as exc:
+                await backoff.failed(exc, sleep=False)
+
+    def _cancel(self, entry: str, reason: str) -> None:
+        running = self._running.get(entry)
+        if running is None or running.task is None or running.task.done():
+            return
+        job = running.job
+        if reason == "lost":
+            logger.warning(
+                "%s[%s]: lease lost (this worker was unresponsive and another worker "
+                "took the task over); cancelling this copy",
+                job.display_name,
+                job.envelope.id,
+            )
+        elif reason == "abort":
+            logger.info("%s[%s]: abort requested; cancelling", job.display_name, job.envelope.id)
+        # For a plain def task this cancels the wait, not the thread (threads
+        # can't be interrupted): the thread's eventual outcome is discarded.
+        running.cancel_reason = reason
+        running.task.cancel()
+
+    async def _reclaim_loop(self) -> None:
+        broker = self.app.broker
+        interval = max(0.5, self.app.settings.heartbeat_interval)
+        backoff = _Backoff("reclaiming stalled tasks")
+        while not self._stopping:
+            for queue in self.queues:
+                n = self._capacity.try_reserve(self.concurrency)
+                if n == 0:
+                    continue
+                try:
+                    deliveries = await broker.reclaim(queue, self.name, n)
+                except _RETRYABLE as exc:
+                    self._capacity.release(n)
+                    await backoff.failed(exc, sleep=False)
+                    continue
+                except BaseException:
+                    self._capacity.release(n)
+                    raise
+                backoff.succeeded()
+                self._capacity.release(n - len(deliveries))
+                if deliveries:
+                    self.stats.reclaimed += len(deliveries)
+                    logger.warning(
+                        "reclaimed %d task(s) from %s whose worker died or stalled",
+                        len(deliveries),
+                        queue,
+                    )
+                    await self._start(queue, deliveries)
+            await asyncio.sleep(interval)
+
+    async def _promote_loop(self, queue: str) -> None:
+        broker = self.app.broker
+        wake = self._wake_promoter[queue]
+        backoff = _Backoff("moving delayed tasks")
+        while not self._stopping:
+            wake.clear()
+            try:
+                moved, wait_ms = await broker.promote(queue)
+            except _RETRYABLE as exc:
+                await backoff.failed(exc)
+                continue
+            backoff.succeeded()
+            if moved >= 1000:
+                continue
+            timeout = 5.0 if wait_ms < 0 else min(wait_ms / 1000, 5.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout)
+
+    async def _control_loop(self) -> None:
+        """Listen for aborts and delayed-task wake-ups on the queues' control channels."""
+        broker = self.app.broker
+        channels = {broker.keys(q).control_channel.encode(): q for q in self.queues}
+        backoff = _Backoff("listening for control messages")
+        while True:
+            pubsub = broker.client.pubsub()
+            try:
+                await pubsub.subscribe(*channels)
+                backoff.succeeded()
+                for event in self._wake_promoter.values():
+                    event.set()  # anything missed while disconnected
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if msg is None:
+                        continue
+                    queue = channels.get(msg["channel"])
+                    if queue is None:
+                        continue
+                    data: bytes = msg["data"]
+                    if data == b"delayed":
+                        self._wake_promoter[queue].set()
+                    elif data.startswith(b"abort\n"):
+                        entry = self._entry_by_task.get(data[6:].decode())
+                        if entry is not None:
+                            self._cancel(entry, "abort")
+            except _RETRYABLE as exc:
+                await backoff.failed(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _burst_watch(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            if (
+                all(self._idle.values())
+                and not self._running
+                and not self._finishing
+                and self._capacity.free == self.concurrency
+            ):
+                # Double-check after a short pause: a read may be mid-flight.
+                await asyncio.sleep(0.25)
+                if all(self._idle.values()) and not self._running and not self._finishing:
+                    self.stop()
+                    return
+
+    # -- shutdown ----------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        broker = self.app.broker
+        keep = {"aqueue-finish", "aqueue-heartbeat", "aqueue-control"}
+        for loop_task in self._loops:
+            if loop_task.get_name() not in keep:
+                loop_task.cancel()
+        running = [r.task for r in self._running.values() if r.task is not None]
+        if running and not self._hard_stop:
+            logger.info(
+                "stopping: waiting up to %.0fs for %d running task(s)",
+                self.grace_period,
+                len(running),
+            )
+            deadline = time.monotonic() + self.grace_period
+            pending = set(running)
+            while pending and not self._hard_stop:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                _, pending = await asyncio.wait(pending, timeout=min(left, 0.2))
+        unfinished = [e for e, r in self._running.items() if r.task and not r.task.done()]
+        for entry in unfinished:
+            self._cancel(entry, "shutdown")
+        await asyncio.gather(
+            *(r.task for r in self._running.values() if r.task is not None),
+            return_exceptions=True,
+        )
+        # Outcomes first, then hand back what's left: the order keeps a finished
+        # task from being handed back and run twice.
+        deadline = time.monotonic() + 10.0
+        while (self._finishing or self._capacity.busy) and time.monotonic() < deadline:
+            self._finish_wanted.set()
+            await asyncio.sleep(0.01)
+        handed_back = 0
+        for queue in self.queues:
+            try:
+                handed_back += await broker.leave(queue, self.name)
+            except _RETRYABLE as exc:
+                logger.error(
+                    "could not hand back unfinished tasks of %s (%s); other workers will "
+                    "reclaim them once this worker's heartbeat is gone",
+                    queue,
+                    exc,
+                )
+        self.stats.handed_back += handed_back
+        s = self.stats
+        logger.info(
+            "worker stopped: %d succeeded, %d failed, %d retried, %d dead, %d handed back",
+            s.succeeded,
+            s.failed,
+            s.retried,
+            s.dead,
+            handed_back,
+        )
+
+
+class _Backoff:
+    """Exponential backoff with one readable log line per outage."""
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+        self.delay = 0.1
+        self.failing_since: float | None = None
+
+    async def failed(self, exc: BaseException, sleep: bool = True) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            logger.warning("Redis error while %s (%s); retrying with backoff", self.doing, exc)
+        if sleep:
+            await asyncio.sleep(self.delay)
+            self.delay = min(self.delay * 2, 5.0)
+
+    def succeeded(self) -> None:
+        if self.failing_since is not None:
+            logger.warning(
+                "Redis is back (%s resumed after %.1fs)",
+                self.doing,
+                time.monotonic() - self.failing_since,
+            )
+            self.failing_since = None
+            self.delay = 0.1
