@@ -1,0 +1,34 @@
+"""arq worker module: `arq arq_tasks.WorkerSettings`."""
+
+import asyncio
+import os
+
+from arq.connections import RedisSettings
+from common import COUNTER
+
+REDIS = RedisSettings.from_dsn(os.environ["BENCH_REDIS_URL"])
+
+
+async def noop(ctx: dict) -> None:
+    COUNTER.hit()
+
+
+async def sleepy(ctx: dict) -> None:
+    COUNTER.mark_start()
+    await asyncio.sleep(0.1)
+    COUNTER.hit()
+
+
+class WorkerSettings:
+    functions = [noop, sleepy]
+    redis_settings = REDIS
+    max_jobs = int(os.environ.get("BENCH_CONCURRENCY", "100"))
+
+
+# `--custom-log-dict`: arq logs every job at INFO by default; keep warnings only.
+LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"h": {"class": "logging.StreamHandler", "level": "WARNING"}},
+    "loggers": {"arq": {"handlers": ["h"], "level": "WARNING"}},
+}
