@@ -9,13 +9,17 @@ class Aqueue(Lib):
     name = "aqueue"
     version_pkgs = ("aqueue", "redis", "msgspec")
     has_bulk = True
-    worker_note = "python -m aqueue worker aqueue_tasks:app --concurrency 100 --queues bench"
+    worker_note = (
+        "python -m aqueue worker aqueue_tasks:app --concurrency 100 --queues bench "
+        "--log-level warning"
+    )
     result_note = "await AsyncResult.get(timeout=...)"
 
     def worker_cmd(self, concurrency: int) -> list[str]:
         return [
             sys.executable, "-m", "aqueue", "worker", "aqueue_tasks:app",
             "--concurrency", str(concurrency), "--queues", "bench",
+            "--log-level", "warning",
         ]
 
     async def setup(self) -> None:
