@@ -47,8 +47,9 @@ class Settings:
     wrongly signed ones are dead-lettered by workers."""
     connect_timeout: float = 5.0
     """How long enqueue() waits for Redis before raising ConnectionFailed."""
-    result_poll_interval: float = 1.0
-    """Fallback poll while awaiting a result (pushes normally arrive first)."""
+    result_poll_interval: float = 5.0
+    """First fallback poll while awaiting a result, backing off to 8x; pushes
+    normally arrive first, and every waiter is re-read after a reconnect."""
 
     def __post_init__(self) -> None:
         positive = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections.abc import Generator
@@ -195,16 +196,25 @@ _Key = tuple[str, str]
 
 
 class ResultWaiter:
-    """Waits for task records on behalf of every AsyncResult of one App."""
+    """Waits for task records on behalf of every AsyncResult of one App.
+
+    A push names finished task ids; the records of those being waited for are
+    read in one pipeline and handed to their waiters. A single poller re-reads
+    records nobody pushed (lost pub/sub messages, reconnects), backing off per
+    task from ``poll_interval`` to 8x that.
+    """
 
     def __init__(self, broker: Broker, poll_interval: float) -> None:
         self._broker = broker
         self._poll_interval = poll_interval
-        self._waiters: dict[_Key, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[_Key, list[asyncio.Future[dict[bytes, bytes]]]] = {}
         self._channels: dict[bytes, str] = {}
         self._subscribed: dict[str, asyncio.Event] = {}
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._poll_due: list[tuple[float, float, _Key]] = []
+        self._poll_wakeup = asyncio.Event()
         self._fetches: dict[str, dict[str, list[asyncio.Future[dict[bytes, bytes]]]]] = {}
         self._fetch_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -233,9 +243,7 @@ class ResultWaiter:
     ) -> None:
         ids = list(by_id)
         try:
-            records: list[dict[bytes, bytes]] = []
-            for start in range(0, len(ids), 1000):
-                records += await self._broker.records(queue, ids[start : start + 1000])
+            records = await self._read_records(queue, ids)
         except Exception as exc:
             for futures in by_id.values():
                 for f in futures:
@@ -246,6 +254,12 @@ class ResultWaiter:
             for f in by_id[task_id]:
                 if not f.done():
                     f.set_result(rec)
+
+    async def _read_records(self, queue: str, ids: list[str]) -> list[dict[bytes, bytes]]:
+        records: list[dict[bytes, bytes]] = []
+        for start in range(0, len(ids), 1000):
+            records += await self._broker.records(queue, ids[start : start + 1000])
+        return records
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -261,39 +275,95 @@ class ResultWaiter:
         timeout: float | None,  # noqa: ASYNC109
     ) -> dict[bytes, bytes]:
         """The task's record once it reaches a final state."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         key = (queue, task_id)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, set()).add(future)
+        future: asyncio.Future[dict[bytes, bytes]] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(future)
         try:
-            await self._subscribe(queue)  # before the first read: no completion slips by
-            while True:
+            async with asyncio.timeout(timeout):
+                await self._subscribe(queue)  # before the first read: no push slips by
                 rec = await self.fetch(queue, task_id)
                 if _status(rec).is_final:
                     return rec
-                wait = self._poll_interval
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise ResultTimeout(
-                            f"task {task_id} did not finish within {timeout}s "
-                            f"(status: {_status(rec).value})"
-                        )
-                    wait = min(wait, left)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(future), wait)
-                if future.done():
-                    future = asyncio.get_running_loop().create_future()
-                    self._waiters[key].add(future)
+                self._schedule_poll(key, self._poll_interval)
+                return await future
+        except TimeoutError:
+            rec = await self.fetch(queue, task_id)
+            if _status(rec).is_final:
+                return rec
+            raise ResultTimeout(
+                f"task {task_id} did not finish within {timeout}s (status: {_status(rec).value})"
+            ) from None
         finally:
             waiters = self._waiters.get(key)
             if waiters is not None:
-                waiters.discard(future)
+                with contextlib.suppress(ValueError):
+                    waiters.remove(future)
                 if not waiters:
                     del self._waiters[key]
 
+    def _resolve(self, key: _Key, rec: dict[bytes, bytes]) -> None:
+        for f in self._waiters.get(key, ()):
+            if not f.done():
+                f.set_result(rec)
+
+    async def _check(self, queue: str, ids: list[str]) -> list[str]:
+        """Read records of waited-for ids, resolve the final ones; returns the others."""
+        ids = [i for i in ids if (queue, i) in self._waiters]
+        if not ids:
+            return []
+        records = await self._read_records(queue, ids)
+        unfinished = []
+        for task_id, rec in zip(ids, records, strict=True):
+            if _status(rec).is_final:
+                self._resolve((queue, task_id), rec)
+            else:
+                unfinished.append(task_id)
+        return unfinished
+
+    def _schedule_poll(self, key: _Key, delay: float) -> None:
+        heapq.heappush(self._poll_due, (time.monotonic() + delay, delay, key))
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll_loop(), name="aqueue-result-poll")
+        elif len(self._poll_due) == 1:
+            self._poll_wakeup.set()
+
+    async def _poll_loop(self) -> None:
+        """The fallback for pushes that never came."""
+        ceiling = self._poll_interval * 8
+        while not self._closed:
+            if not self._poll_due:
+                self._poll_wakeup.clear()
+                await self._poll_wakeup.wait()
+                continue
+            wait = self._poll_due[0][0] - time.monotonic()
+            if wait > 0:
+                self._poll_wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._poll_wakeup.wait(), wait)
+                continue
+            now = time.monotonic()
+            due: dict[str, list[tuple[str, float]]] = {}
+            while self._poll_due and self._poll_due[0][0] <= now:
+                _, delay, key = heapq.heappop(self._poll_due)
+                if key in self._waiters:
+                    due.setdefault(key[0], []).append((key[1], delay))
+            for queue, items in due.items():
+                delays = dict(items)
+                try:
+                    unfinished = await self._check(queue, list(delays))
+                except (redis.exceptions.ConnectionError, OSError) as exc:
+                    logger.debug("result poll failed: %s", exc)
+                    unfinished = list(delays)
+                for task_id in unfinished:
+                    delay = min(delays[task_id] * 2, ceiling)
+                    heapq.heappush(
+                        self._poll_due, (time.monotonic() + delay, delay, (queue, task_id))
+                    )
+
     async def _subscribe(self, queue: str) -> None:
         event = self._subscribed.get(queue)
+        if event is not None and event.is_set():
+            return
         if event is None:
             event = self._subscribed[queue] = asyncio.Event()
             channel = self._broker.keys(queue).done_channel
@@ -307,7 +377,7 @@ class ResultWaiter:
                 raise
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read_loop(), name="aqueue-results")
-        # Until confirmed, polling covers us; don't hold the caller up for long.
+        # Until confirmed, the poll covers us; don't hold the caller up for long.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), self._poll_interval)
 
@@ -316,8 +386,6 @@ class ResultWaiter:
         while not self._closed:
             try:
                 msg = await self._pubsub.get_message(timeout=1.0)
-            except asyncio.CancelledError:
-                raise
             except (redis.exceptions.ConnectionError, OSError) as exc:
                 logger.warning("result subscription lost (%s); reconnecting", exc)
                 for event in self._subscribed.values():
@@ -325,55 +393,47 @@ class ResultWaiter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 try:
-                    await self._pubsub.connect()
-                    # Resubscribes on connect; missed pushes are re-read below.
+                    await self._pubsub.connect()  # resubscribes every channel
                 except (redis.exceptions.ConnectionError, OSError):
                     continue
-                self._wake_all()
+                self._recheck_all()  # pushes sent while we were away are lost
                 continue
             backoff = 0.05
             if msg is None:
                 continue
             kind = msg["type"]
+            queue = self._channels.get(msg["channel"])
+            if queue is None:
+                continue
             if kind == "subscribe":
-                queue = self._channels.get(msg["channel"])
-                if queue is not None:
-                    confirmed = self._subscribed.get(queue)
-                    if confirmed is not None and not confirmed.is_set():
-                        confirmed.set()
-                        self._wake_queue(queue)
+                confirmed = self._subscribed.get(queue)
+                if confirmed is not None and not confirmed.is_set():
+                    confirmed.set()
             elif kind == "message":
-                queue = self._channels.get(msg["channel"])
-                if queue is None:
-                    continue
-                for raw in msg["data"].split(b"\n"):
-                    waiters = self._waiters.get((queue, raw.decode()))
-                    if waiters:
-                        for f in waiters:
-                            if not f.done():
-                                f.set_result(None)
+                ids = [raw.decode() for raw in msg["data"].split(b"\n")]
+                ids = [i for i in ids if (queue, i) in self._waiters]
+                if ids:
+                    self._spawn(self._check_pushed(queue, ids))
 
-    def _wake_queue(self, queue: str) -> None:
-        for (q, _), futures in self._waiters.items():
-            if q == queue:
-                for f in futures:
-                    if not f.done():
-                        f.set_result(None)
+    async def _check_pushed(self, queue: str, ids: list[str]) -> None:
+        try:
+            await self._check(queue, ids)
+        except (redis.exceptions.ConnectionError, OSError) as exc:
+            logger.debug("reading pushed results failed (%s); the poll will retry", exc)
 
-    def _wake_all(self) -> None:
-        for futures in self._waiters.values():
-            for f in futures:
-                if not f.done():
-                    f.set_result(None)
+    def _recheck_all(self) -> None:
+        for key in list(self._waiters):
+            self._schedule_poll(key, 0.0)
 
     async def close(self) -> None:
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        for task in list(self._tasks):
-            task.cancel()
+        for task in (self._reader, self._poller, *self._tasks):
+            if task is not None:
+                task.cancel()
+        for task in (self._reader, self._poller):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()

@@ -588,17 +588,15 @@ class Worker:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _burst_watch(self) -> None:
+        def drained() -> bool:
+            return all(self._idle.values()) and not self._running and not self._finishing
+
         while True:
             await asyncio.sleep(0.05)
-            if (
-                all(self._idle.values())
-                and not self._running
-                and not self._finishing
-                and self._capacity.free == self.concurrency
-            ):
+            if drained():
                 # Double-check after a short pause: a read may be mid-flight.
                 await asyncio.sleep(0.25)
-                if all(self._idle.values()) and not self._running and not self._finishing:
+                if drained():
                     self.stop()
                     return
 
