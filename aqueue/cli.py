@@ -25,6 +25,10 @@ logger = logging.getLogger("aqueue.cli")
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
+#: Modules that add subcommands: each has ``add_parser(subparsers)`` whose
+#: parsers set ``func`` to an ``async def (args) -> exit code``.
+SUBCOMMAND_MODULES = [".demo"]
+
 
 def load_app(spec: str) -> App:
     """Import ``module:attribute`` (default attribute ``app``) and return the App."""
@@ -62,6 +66,11 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def app_from_args(args: argparse.Namespace) -> App:
+    """The App named by ``args.app``, with ``--url`` / ``--visibility-timeout`` applied."""
+    return _app_with_overrides(args)
 
 
 def _app_with_overrides(args: argparse.Namespace) -> App:
@@ -207,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_worker_parser(sub)
     _add_task_parsers(sub)
-    from . import demo
-
-    demo.add_parser(sub)
+    for name in SUBCOMMAND_MODULES:
+        module = importlib.import_module(name, __package__)
+        module.add_parser(sub)
     return parser
 
 
