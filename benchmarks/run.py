@@ -351,7 +351,7 @@ def main() -> int:
     t_start = time.time()
     try:
         floor = subprocess.run(
-            [sys.executable, os.path.join(HERE, "floor.py"), "-n", "100000"],
+            [sys.executable, os.path.join(HERE, "floor.py"), "-n", "30000" if args.quick else "100000"],
             capture_output=True, text=True, timeout=300,
         )
         meta["floor"] = json.loads(floor.stdout) if floor.returncode == 0 else floor.stderr[-300:]

@@ -573,6 +573,7 @@ async def wl_sleep(ctx: Ctx) -> dict[str, Any]:
 async def wl_roundtrip(ctx: Ctx) -> dict[str, Any]:
     lib, n, warm = ctx.lib, ctx.args.rt_n, 20
     await lib.setup()
+    ctx.env["BENCH_WORKLOAD"] = "roundtrip"  # lets a polling worker tighten its poll interval
     w = ctx.workers(1, "roundtrip")
     w.start()
     lat: list[float] = []

@@ -11,7 +11,10 @@ class Streaq(Lib):
     version_pkgs = ("streaq", "coredis")
     has_bulk = True
     worker_note = "streaq run, Worker(concurrency=100), tasks silent=True"
-    result_note = "await task.result(timeout=...)"
+    result_note = (
+        "await task.result(timeout=...) (subscribes per call; ~100 ms even for an "
+        "already-finished task here)"
+    )
 
     def worker_cmd(self, concurrency: int) -> list[str]:
         exe = os.path.join(os.path.dirname(sys.executable), "streaq")
