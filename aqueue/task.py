@@ -348,7 +348,8 @@ class Task(_Enqueuer[P, R]):
             fresh=fresh,
             delay_ms=int(delay * 1000) if delay > 0 else 0,
             unique_key=unique_key or "",
-            unique_ttl_ms=int(max(unique_for, 1.0) * 1000),
+            # The lock covers the wait for the ETA too, then unique_for of queue/run time.
+            unique_ttl_ms=int((max(unique_for, 1.0) + delay) * 1000),
         )
         return queue, message
 

@@ -75,6 +75,8 @@ for _, e in ipairs(claimed) do
         local rec = prefix .. tid
         redis.call('HSET', rec, 'state', 'dead', 'finished', now, 'error', '')
         redis.call('PEXPIRE', rec, ttl)
+        local ukey = redis.call('HGET', rec, 'ukey')
+        if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
         done[#done + 1] = tid
       end
     else
