@@ -111,6 +111,7 @@ class Broker:
                 "promote",
                 "abort",
                 "leave",
+                "purge",
             )
         }
 
@@ -337,6 +338,27 @@ class Broker:
             "leave", (keys.stream, keys.workers), [keys.task_prefix, CONSUMER_GROUP, consumer]
         )
         return int(n)
+
+    async def purge(self, queue: str, error: bytes, limit: int = 1000) -> tuple[int, int]:
+        """Remove up to ``limit`` waiting stream entries and delayed tasks.
+
+        Returns (stream entries removed, delayed tasks removed); running tasks
+        are not touched. Call again while either count is non-zero.
+        """
+        keys = self.keys(queue)
+        from_stream, from_delayed = await self._script(
+            "purge",
+            (keys.stream, keys.delayed, keys.delayed_payloads),
+            [
+                keys.task_prefix,
+                CONSUMER_GROUP,
+                int(self.settings.result_ttl * 1000),
+                keys.done_channel,
+                error,
+                limit,
+            ],
+        )
+        return int(from_stream), int(from_delayed)
 
     # -- records ---------------------------------------------------------------
 

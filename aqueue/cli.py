@@ -27,7 +27,7 @@ Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 #: Modules that add subcommands: each has ``add_parser(subparsers)`` whose
 #: parsers set ``func`` to an ``async def (args) -> exit code``.
-SUBCOMMAND_MODULES = [".demo"]
+SUBCOMMAND_MODULES = [".demo", ".inspect", ".ops", ".multi"]
 
 
 def load_app(spec: str) -> App:
@@ -107,12 +107,19 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
+    metrics = None
+    if getattr(args, "metrics_port", None):
+        from .metrics import serve_metrics
+
+        metrics = await serve_metrics(worker, args.metrics_port)
     try:
         await worker.run()
     except AqueueError as exc:
         logger.error("%s", exc)
         return 1
     finally:
+        if metrics is not None:
+            await metrics.close()
         await app.close()
     return 0
 
@@ -163,6 +170,9 @@ def _add_worker_parser(sub: Any) -> None:
         help="log level (default info: one line per task)",
     )
     p.set_defaults(func=cmd_worker)
+    from .supervisor import add_worker_options
+
+    add_worker_options(p)  # --processes, --pidfile, --logfile, --node, --metrics-port
 
 
 async def cmd_status(args: argparse.Namespace) -> int:

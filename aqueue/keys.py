@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONSUMER_GROUP", "QueueKeys"]
+__all__ = ["CONSUMER_GROUP", "QueueKeys", "worker_info_key"]
 
 #: The one consumer group every worker of a queue joins.
 CONSUMER_GROUP = "aqueue"
+
+
+def worker_info_key(prefix: str, worker: str) -> str:
+    """String holding one live worker's self-description (JSON, with a TTL).
+
+    Not tied to a queue (a worker may read several), so it has no hash tag;
+    it is only ever read and written on its own.
+    """
+    return f"{prefix}:worker:{worker}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from .broker import REDIS_ERRORS, Delivery, FinishItem
 from .config import mask_url
 from .envelope import decode_error
 from .executor import Job, execute, prepare
+from .inspect import delete_worker_info, publish_worker_info
 from .result import encode_progress
 
 if TYPE_CHECKING:
@@ -154,6 +155,9 @@ class Worker:
         self._state: dict[str, Any] = {}
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._loops: list[asyncio.Task[None]] = []
+        #: Optional per-task hook (``started(job)``, ``finished(item, running)``),
+        #: set by ``aqueue worker --metrics-port``; None costs one check per task.
+        self.observer: Any = None
 
     # -- control -----------------------------------------------------------------
 
@@ -300,6 +304,8 @@ class Worker:
                 "%s[%s] started (attempt %d)", job.display_name, job.envelope.id, job.attempt
             )
         running.task = asyncio.create_task(self._run(running))
+        if self.observer is not None:
+            self.observer.started(job)
 
     async def _run(self, running: _Running) -> None:
         job = running.job
@@ -398,6 +404,8 @@ class Worker:
                 self.stats.expired += 1
             elif state == "dead":
                 self.stats.dead += 1
+            if self.observer is not None:
+                self.observer.finished(item, running)
             if running is None or not (info or state in ("failed", "dead")):
                 continue
             job = running.job
@@ -476,6 +484,7 @@ class Worker:
                 self._cancel(entry, "abort")
         for running in renewed:
             running.leased_at = now
+        await publish_worker_info(self)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.app.settings.heartbeat_interval
@@ -648,6 +657,8 @@ class Worker:
                     exc,
                 )
         self.stats.handed_back += handed_back
+        with contextlib.suppress(*_RETRYABLE):
+            await delete_worker_info(self)
         s = self.stats
         logger.info(
             "worker stopped: %d succeeded, %d failed, %d retried, %d dead, %d handed back",

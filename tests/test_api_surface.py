@@ -25,6 +25,7 @@ def test_all_is_honest() -> None:
         "task",
         "worker",
         "demo",
+        "inspect",
     }
     assert set(aqueue.__all__) - {"__version__"} == public - modules
     for name in aqueue.__all__:

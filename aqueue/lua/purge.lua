@@ -1,0 +1,59 @@
+-- Purge one queue of work that is waiting: stream entries no worker has read
+-- yet, and delayed / retrying tasks. Entries already delivered (pending in
+-- the consumer group) belong to running tasks and keep their leases; they
+-- finish or are reclaimed as usual. Each purged task is marked aborted, so
+-- anyone awaiting it wakes up with TaskAborted instead of waiting forever.
+-- Works in chunks of `limit`; call again while it returns a non-zero count.
+-- KEYS: stream, delayed, delayed_payloads
+-- ARGV: task_prefix, group, result_ttl_ms, done_channel, error, limit
+-- Returns {stream entries removed, delayed tasks removed}.
+local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
+local prefix, group, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local channel, err, limit = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local done = {}
+
+local function abort_record(tid, waiting_states)
+  local rec = prefix .. tid
+  local state = redis.call('HGET', rec, 'state')
+  if state and waiting_states[state] then
+    redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)
+    redis.call('PEXPIRE', rec, ttl)
+    local ukey = redis.call('HGET', rec, 'ukey')
+    if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
+    done[#done + 1] = tid
+  end
+end
+
+-- Acknowledged entries are deleted, so everything after the group's
+-- last-delivered id is waiting and everything up to it is running.
+local last = '0-0'
+if redis.call('EXISTS', stream) == 1 then
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local fields = {}
+    for j = 1, #info, 2 do fields[info[j]] = info[j + 1] end
+    if fields['name'] == group then last = fields['last-delivered-id'] end
+  end
+end
+local from_stream = 0
+local entries = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', limit)
+for _, e in ipairs(entries) do
+  local fields = e[2]
+  for j = 1, #fields, 2 do
+    if fields[j] == 'id' then abort_record(fields[j + 1], {queued = true}) end
+  end
+  redis.call('XDEL', stream, e[1])
+  from_stream = from_stream + 1
+end
+
+local from_delayed = 0
+for _, tid in ipairs(redis.call('ZRANGE', delayed, 0, limit - 1)) do
+  redis.call('ZREM', delayed, tid)
+  redis.call('HDEL', payloads, tid)
+  abort_record(tid, {scheduled = true, retrying = true})
+  from_delayed = from_delayed + 1
+end
+
+if #done > 0 then redis.call('PUBLISH', channel, table.concat(done, '\n')) end
+return {from_stream, from_delayed}

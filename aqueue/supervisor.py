@@ -1,0 +1,317 @@
+"""``aqueue worker --processes N``: several worker processes under one supervisor.
+
+The supervisor starts N children, each ``python -m aqueue worker`` with the
+same options (minus ``--processes``), restarts a child that dies with an
+exponential backoff, and forwards SIGTERM/SIGINT so every child drains
+gracefully; a second signal is forwarded too, which makes children stop at
+once. If children keep dying right after they start, the supervisor gives
+up, stops the others and exits non-zero, so a process manager notices.
+
+Also here: ``--pidfile`` / ``--logfile`` (with ``%n`` for the node name and
+``%i`` for the process index: 0 is the supervisor or a single worker, 1..N
+are children) and ``--node``, the name ``aqueue inspect`` and ``aqueue multi``
+know the worker by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .inspect import NODE_ENV
+
+__all__ = [
+    "Supervisor",
+    "add_worker_options",
+    "child_argv",
+    "expand",
+    "pid_alive",
+    "pidfile",
+    "read_pidfile",
+    "run_worker_command",
+]
+
+logger = logging.getLogger("aqueue.supervisor")
+
+#: A child that ran at least this long before dying resets its backoff.
+STABLE_AFTER = 30.0
+#: Consecutive quick deaths of one child before the supervisor gives up.
+MAX_QUICK_DEATHS = 5
+#: Extra seconds a child gets beyond its grace period before it is killed.
+KILL_MARGIN = 15.0
+
+
+def add_worker_options(p: argparse.ArgumentParser) -> None:
+    """The process-management options of ``aqueue worker``."""
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N worker processes under a supervisor that restarts crashed ones",
+    )
+    p.add_argument(
+        "--node",
+        default=None,
+        help="node name shown by `aqueue inspect` (default: the host name)",
+    )
+    p.add_argument(
+        "--pidfile",
+        default=None,
+        help="write the pid here and refuse to start if it names a live worker; "
+        "%%n = node name, %%i = process index (0: supervisor)",
+    )
+    p.add_argument(
+        "--logfile",
+        default=None,
+        help="log to this file instead of stderr; %%n and %%i as for --pidfile",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on this port (with --processes, "
+        "child i uses PORT+i-1); needs the 'metrics' extra",
+    )
+    p.set_defaults(func=run_worker_command, _worker_parser=p)
+
+
+def expand(pattern: str, node: str, index: int) -> str:
+    """Fill in ``%n`` (node name), ``%h`` (host name) and ``%i`` (process index)."""
+    out = pattern.replace("%n", node).replace("%h", socket.gethostname())
+    return out.replace("%i", str(index))
+
+
+def node_name(args: argparse.Namespace) -> str:
+    return str(args.node or os.environ.get(NODE_ENV) or socket.gethostname())
+
+
+# -- pidfiles --------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` is a live process that looks like an aqueue worker."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():  # a recycled pid of an unrelated process is stale too
+        try:
+            text = cmdline.read_bytes()
+        except OSError:
+            return False
+        if not text:  # a zombie: exited, not yet reaped
+            return False
+        return b"aqueue" in text
+    return True
+
+
+def read_pidfile(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def pidfile(path: str | None) -> Iterator[None]:
+    """Hold a pidfile for the life of the block; refuse if a live process owns it."""
+    if not path:
+        yield
+        return
+    existing = read_pidfile(path)
+    if existing is not None and existing != os.getpid() and pid_alive(existing):
+        raise SystemExit(f"error: {path} says pid {existing} is running; not starting")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    Path(tmp).write_text(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+    try:
+        yield
+    finally:
+        if read_pidfile(path) == os.getpid():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+# -- the worker command ------------------------------------------------------------
+
+
+async def run_worker_command(args: argparse.Namespace) -> int:
+    """``aqueue worker``: one worker, or a supervisor when ``--processes`` is given."""
+    from .cli import cmd_worker, setup_logging
+
+    node = node_name(args)
+    os.environ[NODE_ENV] = node
+    index = int(os.environ.get("AQUEUE_PROCESS_INDEX", "0"))
+    if args.logfile:
+        setup_logging(args.log_level, expand(args.logfile, node, index))
+    with pidfile(expand(args.pidfile, node, index) if args.pidfile else None):
+        if args.processes is not None:
+            if args.processes < 1:
+                raise SystemExit("error: --processes must be at least 1")
+            return await Supervisor(args, node).run()
+        return await cmd_worker(args)
+
+
+def child_argv(args: argparse.Namespace, skip: set[str]) -> list[str]:
+    """Rebuild a command line for the worker parser from parsed ``args``."""
+    parser: argparse.ArgumentParser = args._worker_parser
+    positional: list[str] = []
+    options: list[str] = []
+    for action in parser._actions:
+        if action.dest in skip or action.dest in ("help", "func", "_worker_parser"):
+            continue
+        value = getattr(args, action.dest, None)
+        if not action.option_strings:
+            positional.append(str(value))
+        elif isinstance(action, argparse._StoreTrueAction):
+            if value:
+                options.append(action.option_strings[-1])
+        elif value is not None and value != action.default:
+            options += [action.option_strings[-1], str(value)]
+    return positional + options
+
+
+@dataclass
+class _Child:
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    restarts: int = 0
+    done: bool = False
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    """Keeps N ``aqueue worker`` children running until told to stop."""
+
+    def __init__(self, args: argparse.Namespace, node: str) -> None:
+        self.args = args
+        self.node = node
+        self.children = [_Child(i) for i in range(1, args.processes + 1)]
+        self.stopping = False
+        self.gave_up = False
+        self._signals = 0
+        self._all_done = asyncio.Event()
+
+    def _command(self, child: _Child) -> tuple[list[str], dict[str, str]]:
+        argv = child_argv(self.args, {"processes", "pidfile", "logfile", "metrics_port", "node"})
+        args = self.args
+        if args.logfile:
+            argv += ["--logfile", expand(args.logfile, self.node, child.index)]
+        if args.pidfile and "%i" in args.pidfile:
+            argv += ["--pidfile", expand(args.pidfile, self.node, child.index)]
+        if args.metrics_port:
+            argv += ["--metrics-port", str(args.metrics_port + child.index - 1)]
+        env = dict(os.environ)
+        env[NODE_ENV] = self.node
+        env["AQUEUE_PROCESS_INDEX"] = str(child.index)
+        return [sys.executable, "-m", "aqueue", "worker", *argv], env
+
+    async def _spawn(self, child: _Child) -> None:
+        cmd, env = self._command(child)
+        child.proc = await asyncio.create_subprocess_exec(*cmd, env=env)
+        child.started = time.monotonic()
+        logger.info("supervisor: started worker process %d (pid %d)", child.index, child.proc.pid)
+
+    async def _watch(self, child: _Child) -> None:
+        while True:
+            assert child.proc is not None
+            code = await child.proc.wait()
+            lived = time.monotonic() - child.started
+            if self.stopping:
+                break
+            if code == 0:
+                logger.info("supervisor: worker process %d finished", child.index)
+                break
+            child.quick_deaths = 0 if lived >= STABLE_AFTER else child.quick_deaths + 1
+            if child.quick_deaths >= MAX_QUICK_DEATHS:
+                logger.error(
+                    "supervisor: worker process %d died %d times in a row right after "
+                    "starting (last exit code %d); giving up",
+                    child.index,
+                    child.quick_deaths,
+                    code,
+                )
+                self.gave_up = True
+                self.stop(signal.SIGTERM)
+                break
+            delay = min(0.5 * 2 ** max(0, child.quick_deaths - 1), 30.0)
+            logger.warning(
+                "supervisor: worker process %d (pid %d) exited with code %d; restarting in %.1fs",
+                child.index,
+                child.proc.pid,
+                code,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            if self.stopping:
+                break
+            child.restarts += 1
+            await self._spawn(child)
+        child.done = True
+        if all(c.done for c in self.children):
+            self._all_done.set()
+
+    def stop(self, sig: int) -> None:
+        """Forward a stop signal to every child (the second one stops them at once)."""
+        self.stopping = True
+        self._signals += 1
+        for child in self.children:
+            if child.proc is not None and child.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(sig)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, sig)
+        logger.info(
+            "supervisor %d: running %d worker processes (node %s)",
+            os.getpid(),
+            len(self.children),
+            self.node,
+        )
+        for child in self.children:
+            await self._spawn(child)
+            child.watcher = asyncio.create_task(self._watch(child))
+        await self._stopped_or_done()
+        grace = float(getattr(self.args, "grace_period", 30.0) or 30.0)
+        try:
+            await asyncio.wait_for(self._all_done.wait(), grace + KILL_MARGIN)
+        except TimeoutError:
+            for child in self.children:
+                if child.proc is not None and child.proc.returncode is None:
+                    logger.error("supervisor: killing worker process %d", child.index)
+                    with contextlib.suppress(ProcessLookupError):
+                        child.proc.kill()
+            await asyncio.gather(
+                *(c.proc.wait() for c in self.children if c.proc is not None),
+                return_exceptions=True,
+            )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        logger.info("supervisor: all worker processes stopped")
+        return 1 if self.gave_up else 0
+
+    async def _stopped_or_done(self) -> None:
+        while not self.stopping and not self._all_done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_done.wait(), 0.2)
