@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
@@ -20,6 +21,7 @@ from .envelope import ErrorInfo, encode_error
 from .errors import ConfigError, ConnectionFailed
 from .result import AsyncResult, ResultWaiter
 from .status import TaskStatus
+from .sync import SyncRunner
 from .task import Task, TaskConfig
 
 __all__ = ["App"]
@@ -63,6 +65,8 @@ class App:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lifespan: Lifespan | None = None
         self._clock = time.time
+        self._sync_runner: SyncRunner | None = None
+        self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<aqueue.App {mask_url(self.settings.redis_url)} tasks={len(self.tasks)}>"
@@ -248,6 +252,51 @@ class App:
             return
         async with self._lifespan(self) as state:
             yield dict(state or {})
+
+    # -- synchronous callers and frameworks ---------------------------------------
+
+    def _sync(self) -> SyncRunner:
+        """The private event-loop thread behind ``task.delay`` (started on first use)."""
+        with self._sync_lock:
+            runner = self._sync_runner
+            if runner is None or runner.pid != os.getpid():  # new, or forked since
+                runner = self._sync_runner = SyncRunner(self)
+            return runner
+
+    def close_sync(self) -> None:
+        """Stop the thread behind ``task.delay`` (a daemon thread: optional)."""
+        with self._sync_lock:
+            runner, self._sync_runner = self._sync_runner, None
+        if runner is not None and runner.pid == os.getpid():
+            runner.close()
+
+    def config_from_object(self, source: object, namespace: str | None = None) -> None:
+        """Take options from a settings object, module, mapping or import path.
+
+        ``app.config_from_object("django.conf:settings", namespace="AQUEUE")``
+        reads ``AQUEUE_REDIS_URL``, ``AQUEUE_PREFIX``, ... Unknown names under
+        the namespace are rejected with the closest valid one. Call it before
+        the App connects.
+        """
+        import dataclasses
+
+        from .config_source import options_from_object
+
+        if self._broker is not None or self._sync_runner is not None:
+            raise ConfigError("config_from_object() must be called before the App connects")
+        values = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(Settings)}
+        values.update(options_from_object(source, namespace))
+        self.settings = Settings.from_options(values)
+        key = self.settings.signing_key
+        self._signing_key = key.encode() if key is not None else None
+
+    def autodiscover_tasks(
+        self, packages: list[str] | None = None, related_name: str = "tasks"
+    ) -> list[str]:
+        """Import ``<package>.tasks`` of each package (default: Django's installed apps)."""
+        from .integrations.django import autodiscover_tasks
+
+        return autodiscover_tasks(self, packages, related_name)
 
 
 class _TaskFactory:

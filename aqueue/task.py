@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .app import App
     from .broker import OutgoingMessage
     from .result import AsyncResult
+    from .sync import SyncResult
 
 __all__ = ["EnqueueOptions", "Task", "TaskCall", "TaskConfig"]
 
@@ -215,6 +216,16 @@ class _Enqueuer(Generic[P, R]):
         broker = app._broker_for_enqueue()
         ids = {queue: await broker.enqueue_many(queue, msgs) for queue, msgs in by_queue.items()}
         return [app._result(ids[queue][i], queue, task) for queue, i in order]
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> SyncResult[R]:
+        """Enqueue from synchronous code (no event loop needed); a blocking handle.
+
+        ``add.delay(1, 2).get(timeout=5)``. In ``async def`` code use
+        ``await enqueue(...)``: this blocks the calling thread until Redis
+        acknowledges. See :mod:`aqueue.sync`.
+        """
+        task = self._task
+        return task.app._sync().delay(task, self._opts, args, kwargs)
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
         """Bind arguments now, enqueue later (``enqueue_many([t.call(1), ...])``)."""
