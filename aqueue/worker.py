@@ -51,19 +51,35 @@ class Capacity:
         self.total = total
         self.free = total
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._urgent = 0
 
-    async def reserve(self, most: int) -> int:
-        """Wait for at least one free slot, then take up to ``most``."""
-        while self.free <= 0:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-        taken = min(self.free, most)
-        self.free -= taken
+    async def reserve(self, most: int, urgent: bool = False) -> int:
+        """Wait for at least one free slot, then take up to ``most``.
+
+        An urgent caller (reclaiming stalled work) goes before every other
+        waiter and newcomer: a fetch loop takes its slots back right after each
+        empty blocking read, and would otherwise starve it for ever.
+        """
+        if urgent:
+            self._urgent += 1
+        try:
+            while self.free <= 0 or (self._urgent and not urgent):
+                waiter = asyncio.get_running_loop().create_future()
+                if urgent:
+                    self._waiters.appendleft(waiter)
+                else:
+                    self._waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+            taken = min(self.free, most)
+            self.free -= taken
+        finally:
+            if urgent:
+                self._urgent -= 1
+                self.release(0)  # let the next waiter see what is left
         return taken
 
     def try_reserve(self, most: int) -> int:
@@ -522,9 +538,8 @@ class Worker:
         backoff = _Backoff("reclaiming stalled tasks")
         while not self._stopping:
             for queue in self.queues:
-                n = self._capacity.try_reserve(self.concurrency)
-                if n == 0:
-                    continue
+                # Slots held by an idle blocking read count as free here.
+                n = await self._capacity.reserve(self.concurrency, urgent=True)
                 try:
                     deliveries = await broker.reclaim(queue, self.name, n)
                 except _RETRYABLE as exc:
