@@ -10,8 +10,9 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import redis.asyncio as aioredis
 
@@ -23,6 +24,9 @@ from .result import AsyncResult, ResultWaiter
 from .status import TaskStatus
 from .sync import SyncRunner
 from .task import Task, TaskConfig
+
+if TYPE_CHECKING:
+    from .periodic import PeriodicDecorator
 
 __all__ = ["App"]
 
@@ -133,6 +137,38 @@ class App:
         task: Task[Any, Any] = Task(self, fn, config)
         self.tasks[name] = task
         return task
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        singleton: bool = False,
+        **task_options: Any,
+    ) -> PeriodicDecorator:
+        """Register a task that is also enqueued on a schedule (see :mod:`aqueue.periodic`).
+
+        ``@app.periodic(cron="0 3 * * MON", tz="Asia/Seoul")`` or
+        ``@app.periodic(every=timedelta(minutes=5))``; ``args``/``kwargs`` are what
+        each run gets; ``singleton=True`` skips a tick while the previous run is
+        still queued or running. Other options (``name``, ``queue``, ``timeout``,
+        ...) are those of :meth:`task`.
+        """
+        from .periodic import make_decorator
+
+        return make_decorator(
+            self,
+            cron=cron,
+            every=every,
+            tz=tz,
+            args=args,
+            kwargs=kwargs,
+            singleton=singleton,
+            task_options=task_options,
+        )
 
     def lifespan(self, fn: Lifespan) -> Lifespan:
         """Register an async context manager run once per worker process.

@@ -27,7 +27,7 @@ Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 #: Modules that add subcommands: each has ``add_parser(subparsers)`` whose
 #: parsers set ``func`` to an ``async def (args) -> exit code``.
-SUBCOMMAND_MODULES = [".demo", ".inspect", ".ops", ".multi"]
+SUBCOMMAND_MODULES = [".demo", ".inspect", ".ops", ".multi", ".periodic_cli"]
 
 
 def load_app(spec: str) -> App:
@@ -103,6 +103,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         threads=args.threads,
         grace_period=args.grace_period,
         burst=args.burst,
+        beat=not getattr(args, "no_beat", False),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,6 +163,11 @@ def _add_worker_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--burst", action="store_true", help="exit once the queues are empty (scripts, tests)"
+    )
+    p.add_argument(
+        "--no-beat",
+        action="store_true",
+        help="don't enqueue periodic tasks from this worker (run `aqueue beat` instead)",
     )
     p.add_argument(
         "--log-level",

@@ -147,6 +147,7 @@ class Worker:
         grace_period: float = 30.0,
         burst: bool = False,
         name: str | None = None,
+        beat: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -156,6 +157,8 @@ class Worker:
         self.threads = threads or min(concurrency, 16)
         self.grace_period = grace_period
         self.burst = burst
+        #: Run the periodic-task scheduler here too (never in burst mode).
+        self.beat = beat and not burst
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
         self._capacity = Capacity(concurrency)
@@ -210,6 +213,10 @@ class Worker:
                     spawn(self._promote_loop(queue), f"promote:{queue}")
                 if self.burst:
                     spawn(self._burst_watch(), "burst")
+                if self.beat:
+                    from .periodic import Scheduler
+
+                    spawn(Scheduler(app).run(), "beat")
                 await self._stop_requested.wait()
                 await self._shutdown()
         finally:

@@ -1,0 +1,36 @@
+-- Claim one tick of a periodic task and enqueue its run, atomically, so any
+-- number of schedulers (one per worker) enqueue each tick exactly once.
+-- KEYS: periodic (last claimed tick, ms), stream
+-- ARGV: task_prefix, tick_ms, task_id, task_name, payload,
+--   unique_key ('' for none), unique_ttl_ms
+-- Returns {outcome, task_id}, outcome one of:
+--   'enqueued'  this call claimed the tick and enqueued task_id
+--   'claimed'   the tick (or a later one) was claimed before; nothing done
+--   'new'       first tick ever seen for this schedule: recorded, not run
+--   'skipped'   claimed, but the unique key's holder (returned) is still live
+local pkey, stream = KEYS[1], KEYS[2]
+local prefix, tick = ARGV[1], tonumber(ARGV[2])
+local last = redis.call('GET', pkey)
+if last and tonumber(last) >= tick then return {'claimed', ''} end
+redis.call('SET', pkey, tick)
+if not last then return {'new', ''} end
+local tid, name, payload = ARGV[3], ARGV[4], ARGV[5]
+local ukey, uttl = ARGV[6], tonumber(ARGV[7])
+if ukey ~= '' then
+  local owner = redis.call('GET', ukey)
+  if owner then
+    local st = redis.call('HGET', prefix .. owner, 'state')
+    if st == 'queued' or st == 'scheduled' or st == 'running' or st == 'retrying' then
+      return {'skipped', owner}
+    end
+  end
+  redis.call('SET', ukey, tid, 'PX', uttl)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rec = prefix .. tid
+redis.call('DEL', rec)
+if ukey ~= '' then redis.call('HSET', rec, 'ukey', ukey) end
+redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
+redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+return {'enqueued', tid}
