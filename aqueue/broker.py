@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
@@ -30,7 +31,12 @@ REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 
 
 def _load_lua(name: str) -> str:
-    return importlib.resources.files("aqueue").joinpath(f"lua/{name}.lua").read_text()
+    lua = importlib.resources.files("aqueue").joinpath("lua")
+    return lua.joinpath("_common.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+
+
+#: Encodes the row arrays of batched script calls (read by cmsgpack in Lua).
+_rows = msgspec.msgpack.Encoder()
 
 
 @dataclass(slots=True)
@@ -55,6 +61,8 @@ class Delivery:
     task_id: str
     payload: bytes
     deliveries: int = 1
+    attempt: int = 0
+    """How many times the task has been started, this time included (0: not yet marked)."""
 
 
 @dataclass(slots=True)
@@ -69,17 +77,21 @@ class FinishItem:
     retry_delay_ms: int = 0
     payload: bytes = b""
     reason: str = ""
+    unique: bool = True
+    """Whether the task may hold a unique key to release (False skips a lookup)."""
 
-    def argv(self) -> tuple[str | bytes | int, ...]:
+    def row(self) -> tuple[str | int, ...]:
+        """The row finish.lua reads; the binary fields travel in the blob."""
         return (
             self.entry_id,
             self.task_id,
             self.state,
-            self.result,
-            self.error,
+            len(self.result),
+            len(self.error),
             self.retry_delay_ms,
-            self.payload,
+            len(self.payload),
             self.reason,
+            1 if self.unique else 0,
         )
 
 
@@ -104,6 +116,7 @@ class Broker:
             name: client.register_script(_load_lua(name))
             for name in (
                 "enqueue",
+                "fetch",
                 "start",
                 "finish",
                 "renew",
@@ -174,18 +187,26 @@ class Broker:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(messages), ENQUEUE_CHUNK):
-                    args: list[Any] = [keys.task_prefix, keys.control_channel]
-                    for m in messages[start : start + ENQUEUE_CHUNK]:
-                        unique_key = keys.unique(m.unique_key) if m.unique_key else ""
-                        args += (
+                    chunk = messages[start : start + ENQUEUE_CHUNK]
+                    rows = [
+                        (
                             m.task_id,
                             m.task_name,
-                            m.payload,
-                            "1" if m.fresh else "0",
+                            len(m.payload),
+                            1 if m.fresh else 0,
                             m.delay_ms,
-                            unique_key,
+                            keys.unique(m.unique_key) if m.unique_key else "",
                             m.unique_ttl_ms,
                         )
+                        for m in chunk
+                    ]
+                    blob = b"".join([m.payload for m in chunk])
+                    args: list[str | bytes] = [
+                        keys.task_prefix,
+                        keys.control_channel,
+                        _rows.encode(rows),
+                        blob,
+                    ]
                     await self._scripts["enqueue"](keys=script_keys, args=args, client=pipe)
                 for reply in await pipe.execute():
                     ids.extend(_text(x) for x in reply)
@@ -227,16 +248,32 @@ class Broker:
             out.extend(_delivery(queue, entry_id, fields, 1) for entry_id, fields in entries)
         return out
 
-    async def start(
-        self, queue: str, consumer: str, items: Sequence[tuple[str, str, int]]
-    ) -> list[bool]:
-        """Mark deliveries running; False for those aborted while they waited."""
+    async def fetch(self, queue: str, consumer: str, count: int) -> list[Delivery]:
+        """New entries (at most ``count``), already marked running, without blocking."""
         keys = self.keys(queue)
-        args: list[Any] = [keys.task_prefix, CONSUMER_GROUP, consumer]
-        for entry_id, task_id, attempt in items:
-            args += (entry_id, task_id, attempt)
-        flags = await self._script("start", (keys.stream,), args)
-        return [bool(int(f)) for f in flags]
+        try:
+            flat = await self._script(
+                "fetch", (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, count]
+            )
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group(queue)
+            return []
+        return [
+            Delivery(queue, _text(flat[i]), _text(flat[i + 1]), flat[i + 2], 1, int(flat[i + 3]))
+            for i in range(0, len(flat), 4)
+        ]
+
+    async def start(self, queue: str, consumer: str, deliveries: Sequence[Delivery]) -> None:
+        """Mark deliveries running, setting their ``attempt`` (0: aborted while waiting)."""
+        keys = self.keys(queue)
+        rows = _rows.encode([(d.entry_id, d.task_id) for d in deliveries])
+        attempts = await self._script(
+            "start", (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, rows]
+        )
+        for d, attempt in zip(deliveries, attempts, strict=True):
+            d.attempt = int(attempt)
 
     async def finish(self, queue: str, consumer: str, items: Sequence[FinishItem]) -> list[str]:
         """Record outcomes + XACK in one script call; returns the fenced-off entry ids."""
@@ -250,9 +287,9 @@ class Broker:
             keys.done_channel,
             s.dead_letter_maxlen,
             keys.control_channel,
+            _rows.encode([item.row() for item in items]),
+            b"".join([part for item in items for part in (item.result, item.error, item.payload)]),
         ]
-        for item in items:
-            args += item.argv()
         fenced = await self._script(
             "finish", (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead), args
         )
@@ -273,7 +310,10 @@ class Broker:
         return [_text(x) for x in lost], [_text(x) for x in aborted]
 
     async def reclaim(self, queue: str, consumer: str, count: int) -> list[Delivery]:
-        """Claim entries of dead or hung workers (dead-lettering over-delivered ones)."""
+        """Claim entries of dead or hung workers (dead-lettering over-delivered ones).
+
+        The claimed entries come back already marked running for this consumer.
+        """
         keys = self.keys(queue)
         s = self.settings
         visibility_ms = int(s.visibility_timeout * 1000)
@@ -295,10 +335,12 @@ class Broker:
             ],
         )
         out: list[Delivery] = []
-        for i in range(0, len(flat), 3):
+        for i in range(0, len(flat), 4):
             fields = flat[i + 1]
             as_dict = {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}
-            out.append(_delivery(queue, flat[i], as_dict, int(flat[i + 2])))
+            delivery = _delivery(queue, flat[i], as_dict, int(flat[i + 2]))
+            delivery.attempt = int(flat[i + 3])
+            out.append(delivery)
         return out
 
     async def abort(self, queue: str, task_id: str, error: bytes) -> str:

@@ -107,7 +107,7 @@ def prepare(app: App, delivery: Delivery, now: float) -> Job | FinishItem:
             "bad_arguments",
             f"arguments don't match {task.name}{task.spec.call_signature}: {exc}",
         )
-    attempt = env.retries + delivery.deliveries
+    attempt = delivery.attempt or env.retries + delivery.deliveries
     return Job(delivery, env, task, args, kwargs, attempt)
 
 
@@ -154,6 +154,7 @@ def _failure(app: App, job: Job, info: ErrorInfo) -> FinishItem:
         task_id=job.envelope.id,
         state="failed",
         error=encode_error(info),
+        unique=job.envelope.unique_key is not None,
     )
 
 
@@ -173,8 +174,7 @@ async def execute(
     timeout = env.timeout
     args, kwargs = job.args, job.kwargs
     if task.spec.context_param is not None:
-        kwargs = dict(kwargs)
-        kwargs[task.spec.context_param] = Context(
+        ctx = Context(
             id=env.id,
             task=task.name,
             queue=env.queue,
@@ -184,6 +184,13 @@ async def execute(
             state=state,
             _report=report,
         )
+        first = next(iter(task.spec.signature.parameters.values()))
+        if first.name == task.spec.context_param and first.kind is not first.KEYWORD_ONLY:
+            # Positionally: the other arguments may arrive positionally too.
+            args = [ctx, *args]
+        else:
+            kwargs = dict(kwargs)
+            kwargs[task.spec.context_param] = ctx
     timed_out = False
     try:
         if task.is_async:
@@ -232,7 +239,11 @@ async def execute(
             ),
         )
     return FinishItem(
-        entry_id=job.delivery.entry_id, task_id=env.id, state="succeeded", result=result
+        entry_id=job.delivery.entry_id,
+        task_id=env.id,
+        state="succeeded",
+        result=result,
+        unique=env.unique_key is not None,
     )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import os
 import typing
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -111,6 +111,14 @@ class ArgSpec:
                 params.append(p)
         self.call_signature = self.signature.replace(parameters=params)
         self.has_variadic = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+        # Fast path: a call with positional arguments only, to a function whose
+        # parameters are all positional, is valid when the count fits.
+        self._positional = all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+        )
+        self._max_args = len(params)
+        self._min_args = sum(1 for p in params if p.default is p.empty)
+        self._plain_types: list[type] | None = None
 
     def hints(self) -> dict[str, Any]:
         if self._hints is None:
@@ -125,7 +133,25 @@ class ArgSpec:
 
     def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError when the call does not fit the signature."""
+        if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
+            return
         self.call_signature.bind(*args, **kwargs)
+
+    def _plain(self) -> list[type] | None:
+        """The parameters' types when every one is a builtin scalar (or untyped)."""
+        if self._plain_types is None:
+            hints = self.hints()
+            types: list[type] = []
+            for p in self.call_signature.parameters.values():
+                tp = hints.get(p.name, object)
+                if tp is Any:
+                    tp = object
+                if tp not in (int, str, float, bool, bytes, object):
+                    self._plain_types = []
+                    return None
+                types.append(tp)
+            self._plain_types = types
+        return self._plain_types or None
 
     def _args_struct(self) -> type[msgspec.Struct]:
         if self._struct is None:
@@ -147,6 +173,13 @@ class ArgSpec:
 
         Raises TypeError or msgspec.ValidationError when they don't fit.
         """
+        if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
+            plain = self._plain() if args else None
+            if not args or (
+                plain is not None
+                and all(tp is object or type(v) is tp for v, tp in zip(args, plain, strict=False))
+            ):
+                return args, {}
         bound = self.call_signature.bind(*args, **kwargs)
         if self.has_variadic:
             # Variadic signatures are passed through as decoded.
@@ -305,7 +338,7 @@ class Task(_Enqueuer[P, R]):
         now = app._clock()
         queue = opts.queue or cfg.queue
         fresh = opts.task_id is not None
-        task_id = opts.task_id if fresh else uuid.uuid4().hex
+        task_id = opts.task_id if fresh else os.urandom(16).hex()
         assert task_id is not None
         if len(task_id) > _MAX_TASK_ID or "\n" in task_id or not task_id:
             raise EnqueueError("task_id must be 1-200 characters without newlines")

@@ -166,6 +166,11 @@ class Worker:
         self._entry_by_task: dict[str, str] = {}
         self._finishing: dict[str, list[tuple[FinishItem, _Running | None]]] = {}
         self._finish_wanted = asyncio.Event()
+        # Outcomes waiting to be recorded hold no task slot but still hold their
+        # message; at most `concurrency` of them, so a worker holds at most
+        # 2 x concurrency messages (running + one batch being acknowledged).
+        self._unacked = 0
+        self._acked = asyncio.Event()
         self._wake_promoter: dict[str, asyncio.Event] = {q: asyncio.Event() for q in self.queues}
         self._stop_requested = asyncio.Event()
         self._hard_stop = False
@@ -174,6 +179,7 @@ class Worker:
         self._state: dict[str, Any] = {}
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._outage = _Outage(mask_url(app.settings.redis_url))
         #: Optional per-task hook (``started(job)``, ``finished(item, running)``),
         #: set by ``aqueue worker --metrics-port``; None costs one check per task.
         self.observer: Any = None
@@ -255,6 +261,9 @@ class Worker:
             names,
         )
 
+    def _backoff(self, doing: str) -> _Backoff:
+        return _Backoff(doing, self._outage)
+
     # -- fetching ----------------------------------------------------------------
 
     async def _fetch_loop(self, queue: str) -> None:
@@ -265,11 +274,19 @@ class Worker:
             else (self.concurrency)
         )
         block = 200 if self.burst else BLOCK_MS
-        backoff = _Backoff("reading from " + queue)
+        backoff = self._backoff("reading from " + queue)
         while not self._stopping:
+            while self._unacked >= self.concurrency:
+                self._acked.clear()
+                await self._acked.wait()
             n = await self._capacity.reserve(share)
             try:
-                deliveries = await broker.read(queue, self.name, n, block)
+                # Under load one script call reads and marks a batch; only an
+                # empty stream costs the extra blocking read.
+                deliveries = await broker.fetch(queue, self.name, n)
+                marked = bool(deliveries)
+                if not deliveries:
+                    deliveries = await broker.read(queue, self.name, n, block)
             except asyncio.CancelledError:
                 self._capacity.release(n)
                 raise
@@ -282,40 +299,37 @@ class Worker:
                 self._capacity.release(n - len(deliveries))
             self._idle[queue] = not deliveries
             if deliveries:
-                await self._start(queue, deliveries)
+                await self._start(queue, deliveries, marked)
 
-    async def _start(self, queue: str, deliveries: list[Delivery]) -> None:
-        """Check deliveries, mark the runnable ones running and start them."""
+    async def _start(self, queue: str, deliveries: list[Delivery], marked: bool = False) -> None:
+        """Mark deliveries running (unless ``marked``), check them and start them."""
+        if not marked:
+            backoff = self._backoff("marking tasks running")
+            while True:
+                try:
+                    await self.app.broker.start(queue, self.name, deliveries)
+                    break
+                except _RETRYABLE as exc:
+                    if self._stopping:
+                        # Still pending for us: leaving hands them back.
+                        self._capacity.release(len(deliveries))
+                        return
+                    await backoff.failed(exc)
+            aborted = [d for d in deliveries if d.attempt == 0]
+            if aborted:
+                for d in aborted:
+                    logger.info("task %s aborted before it started", d.task_id)
+                self.stats.aborted += len(aborted)
+                self._capacity.release(len(aborted))
+                deliveries = [d for d in deliveries if d.attempt > 0]
         now = time.time()
-        jobs: list[Job] = []
         for delivery in deliveries:
             prepared = prepare(self.app, delivery, now)
             if isinstance(prepared, FinishItem):
                 self._log_refused(delivery, prepared)
                 self._queue_finish(queue, prepared, None)
             else:
-                jobs.append(prepared)
-        if not jobs:
-            return
-        items = [(j.delivery.entry_id, j.envelope.id, j.attempt) for j in jobs]
-        backoff = _Backoff("marking tasks running")
-        while True:
-            try:
-                flags = await self.app.broker.start(queue, self.name, items)
-                break
-            except _RETRYABLE as exc:
-                if self._stopping:
-                    # Still pending for us: leaving hands them back.
-                    self._capacity.release(len(jobs))
-                    return
-                await backoff.failed(exc)
-        for job, run in zip(jobs, flags, strict=True):
-            if not run:
-                logger.info("%s[%s] aborted before it started", job.display_name, job.envelope.id)
-                self.stats.aborted += 1
-                self._capacity.release()
-                continue
-            self._launch(job)
+                self._launch(prepared)
 
     def _launch(self, job: Job) -> None:
         running = _Running(job)
@@ -375,13 +389,16 @@ class Worker:
     # -- finishing ---------------------------------------------------------------
 
     def _queue_finish(self, queue: str, item: FinishItem, running: _Running | None) -> None:
+        """Hand an outcome to the finish loop; the task slot is free from now on."""
         self._finishing.setdefault(queue, []).append((item, running))
+        self._unacked += 1
+        self._capacity.release()
         self._finish_wanted.set()
 
     async def _finish_loop(self) -> None:
         """Record outcomes in batches: one script call per queue per round."""
         broker = self.app.broker
-        backoff = _Backoff("recording results")
+        backoff = self._backoff("recording results")
         while True:
             await self._finish_wanted.wait()
             self._finish_wanted.clear()
@@ -403,10 +420,11 @@ class Worker:
     def _finished(self, chunk: list[tuple[FinishItem, _Running | None]], fenced: set[str]) -> None:
         info = logger.isEnabledFor(logging.INFO)
         now = time.perf_counter()
+        self._unacked -= len(chunk)
+        self._acked.set()
         for item, running in chunk:
             if running is not None:
                 self._forget(running.job)
-            self._capacity.release()
             if item.entry_id in fenced:
                 self.stats.fenced += 1
                 logger.warning(
@@ -511,7 +529,7 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.app.settings.heartbeat_interval
-        backoff = _Backoff("renewing leases")
+        backoff = self._backoff("renewing leases")
         while True:
             await asyncio.sleep(interval)
             try:
@@ -542,7 +560,7 @@ class Worker:
     async def _reclaim_loop(self) -> None:
         broker = self.app.broker
         interval = max(0.5, self.app.settings.heartbeat_interval)
-        backoff = _Backoff("reclaiming stalled tasks")
+        backoff = self._backoff("reclaiming stalled tasks")
         while not self._stopping:
             for queue in self.queues:
                 # Slots held by an idle blocking read count as free here.
@@ -565,13 +583,13 @@ class Worker:
                         len(deliveries),
                         queue,
                     )
-                    await self._start(queue, deliveries)
+                    await self._start(queue, deliveries, marked=True)
             await asyncio.sleep(interval)
 
     async def _promote_loop(self, queue: str) -> None:
         broker = self.app.broker
         wake = self._wake_promoter[queue]
-        backoff = _Backoff("moving delayed tasks")
+        backoff = self._backoff("moving delayed tasks")
         while not self._stopping:
             wake.clear()
             try:
@@ -590,7 +608,7 @@ class Worker:
         """Listen for aborts and delayed-task wake-ups on the queues' control channels."""
         broker = self.app.broker
         channels = {broker.keys(q).control_channel.encode(): q for q in self.queues}
-        backoff = _Backoff("listening for control messages")
+        backoff = self._backoff("listening for control messages")
         while True:
             pubsub = broker.client.pubsub()
             try:
@@ -620,7 +638,12 @@ class Worker:
 
     async def _burst_watch(self) -> None:
         def drained() -> bool:
-            return all(self._idle.values()) and not self._running and not self._finishing
+            return (
+                all(self._idle.values())
+                and not self._running
+                and not self._finishing
+                and not self._unacked
+            )
 
         while True:
             await asyncio.sleep(0.05)
@@ -664,7 +687,7 @@ class Worker:
         # Outcomes first, then hand back what's left: the order keeps a finished
         # task from being handed back and run twice.
         deadline = time.monotonic() + 10.0
-        while (self._finishing or self._capacity.busy) and time.monotonic() < deadline:
+        while (self._finishing or self._unacked) and time.monotonic() < deadline:
             self._finish_wanted.set()
             await asyncio.sleep(0.01)
         handed_back = 0
@@ -692,28 +715,53 @@ class Worker:
         )
 
 
-class _Backoff:
-    """Exponential backoff with one readable log line per outage."""
+class _Outage:
+    """What a worker's loops share about Redis being away: one line when it goes,
+    one when it is back, however many loops notice."""
 
-    def __init__(self, doing: str) -> None:
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.failing: set[str] = set()
+        self.since: float | None = None
+
+    def failed(self, doing: str, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.warning(
+                "lost the connection to Redis at %s while %s (%s); reconnecting with backoff",
+                self.where,
+                doing,
+                exc,
+            )
+        self.failing.add(doing)
+
+    def succeeded(self, doing: str) -> None:
+        self.failing.discard(doing)
+        if self.since is not None and not self.failing:
+            logger.warning(
+                "reconnected to Redis at %s after %.1fs", self.where, time.monotonic() - self.since
+            )
+            self.since = None
+
+
+class _Backoff:
+    """Exponential backoff for one loop; logging goes through the worker's outage."""
+
+    def __init__(self, doing: str, outage: _Outage) -> None:
         self.doing = doing
+        self.outage = outage
         self.delay = 0.1
-        self.failing_since: float | None = None
+        self.failing = False
 
     async def failed(self, exc: BaseException, sleep: bool = True) -> None:
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-            logger.warning("Redis error while %s (%s); retrying with backoff", self.doing, exc)
+        self.failing = True
+        self.outage.failed(self.doing, exc)
         if sleep:
             await asyncio.sleep(self.delay)
             self.delay = min(self.delay * 2, 5.0)
 
     def succeeded(self) -> None:
-        if self.failing_since is not None:
-            logger.warning(
-                "Redis is back (%s resumed after %.1fs)",
-                self.doing,
-                time.monotonic() - self.failing_since,
-            )
-            self.failing_since = None
+        if self.failing:
+            self.failing = False
             self.delay = 0.1
+            self.outage.succeeded(self.doing)

@@ -1,20 +1,20 @@
 -- Enqueue a batch of messages into one queue, atomically.
 -- KEYS: stream, delayed, delayed_payloads
--- ARGV: task_prefix, control_channel, then 7 per message:
---   task_id, task_name, payload, fresh ('1': replace any old record),
---   delay_ms ('0': now), unique_key ('' for none), unique_ttl_ms
+-- ARGV: task_prefix, control_channel, rows, blob of payloads; a row per message:
+--   {task_id, task_name, payload length, fresh (1: replace any old record),
+--    delay_ms (0: now), unique_key ('' for none), unique_ttl_ms}
 -- Returns, per message, the id of the task that now represents it: its own
 -- id, or the id of the live task already holding its unique key.
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, control = ARGV[1], ARGV[2]
 local wake = false
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
+local rows, blob, pos = cmsgpack.unpack(ARGV[3]), ARGV[4], 1
 local out = {}
-for i = 3, #ARGV, 7 do
-  local tid, name, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local fresh, delay = ARGV[i + 3], tonumber(ARGV[i + 4])
-  local ukey, uttl = ARGV[i + 5], tonumber(ARGV[i + 6])
+for _, row in ipairs(rows) do
+  local tid, name, payload = row[1], row[2], nil
+  payload, pos = cut(blob, pos, row[3])
+  local fresh, delay, ukey, uttl = row[4], row[5], row[6], row[7]
   local owner = false
   if ukey ~= '' then
     owner = redis.call('GET', ukey)
@@ -29,7 +29,7 @@ for i = 3, #ARGV, 7 do
   end
   if not owner then
     local rec = prefix .. tid
-    if fresh == '1' then redis.call('DEL', rec) end
+    if fresh == 1 then redis.call('DEL', rec) end
     if ukey ~= '' then
       redis.call('SET', ukey, tid, 'PX', uttl)
       redis.call('HSET', rec, 'ukey', ukey)

@@ -5,7 +5,8 @@
 -- KEYS: stream, workers, dead
 -- ARGV: group, consumer, visibility_ms, dead_after_ms, count, max_deliveries,
 --   task_prefix, result_ttl_ms, done_channel, dead_maxlen
--- Returns a flat list: entry_id, fields, deliveries, ... for entries to run.
+-- Returns a flat list: entry_id, fields, deliveries, attempt, ... for entries
+-- to run (already marked running).
 local stream, workers, dead = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local visibility, dead_after = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -59,12 +60,12 @@ for _, e in ipairs(claimed) do
   if fields then
     local p = redis.call('XPENDING', stream, group, entry, entry, 1)
     local deliveries = p[1] and p[1][4] or 1
+    local tid, payload = '', ''
+    for j = 1, #fields, 2 do
+      if fields[j] == 'id' then tid = fields[j + 1] end
+      if fields[j] == 'm' then payload = fields[j + 1] end
+    end
     if deliveries > max_deliveries then
-      local tid, payload = '', ''
-      for j = 1, #fields, 2 do
-        if fields[j] == 'id' then tid = fields[j + 1] end
-        if fields[j] == 'm' then payload = fields[j + 1] end
-      end
       redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid, 'm', payload,
         'reason', 'max_deliveries',
         'error', 'delivered ' .. deliveries .. ' times without finishing (worker crashed or hung each time)',
@@ -80,9 +81,18 @@ for _, e in ipairs(claimed) do
         done[#done + 1] = tid
       end
     else
-      out[#out + 1] = entry
-      out[#out + 1] = fields
-      out[#out + 1] = deliveries
+      -- Marked here, atomically with the claim, so the record names the new
+      -- owner before the old one could try to finish (see finish.lua).
+      local attempt = 1
+      if tid ~= '' then
+        attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
+      end
+      if attempt > 0 then
+        out[#out + 1] = entry
+        out[#out + 1] = fields
+        out[#out + 1] = deliveries
+        out[#out + 1] = attempt
+      end
     end
   end
 end

@@ -1,23 +1,17 @@
--- Mark freshly delivered messages as running, or drop the ones aborted while queued.
+-- Mark freshly delivered (or reclaimed) messages as running, or drop the ones
+-- aborted while they waited.
 -- KEYS: stream
--- ARGV: task_prefix, group, consumer, then 3 per message: entry_id, task_id, attempt
--- Returns one flag per message: 1 run it, 0 it was aborted (acked and removed here).
+-- ARGV: task_prefix, group, consumer, msgpack array of {entry_id, task_id}
+-- Returns one attempt number per message; 0: it was aborted (acked and removed here).
 local stream = KEYS[1]
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local out = {}
-for i = 4, #ARGV, 3 do
-  local entry, tid, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local rec = prefix .. tid
-  if redis.call('HGET', rec, 'state') == 'aborted' then
-    redis.call('XACK', stream, group, entry)
-    redis.call('XDEL', stream, entry)
-    out[#out + 1] = 0
+for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
+  if row[2] == '' then
+    out[#out + 1] = 1  -- no task id (garbage): it runs into the dead-letter path
   else
-    redis.call('HSET', rec, 'state', 'running', 'started', now, 'worker', consumer,
-      'attempt', attempt, 'entry', entry)
-    out[#out + 1] = 1
+    out[#out + 1] = mark_started(stream, group, prefix .. row[2], row[1], consumer, now)
   end
 end
 return out

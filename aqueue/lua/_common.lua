@@ -1,0 +1,60 @@
+-- Shared by every aqueue script (prepended when the script is loaded).
+
+-- Redis' clock in milliseconds: every host compares times against one clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Batches arrive as two arguments, so a batch of thousands is cheap to send:
+-- a msgpack array of rows (strings and numbers, which cmsgpack reads) where
+-- each binary field is replaced by its length, and one blob of those binary
+-- fields back to back. `cut` takes the next binary field off the blob.
+local function cut(blob, pos, len)
+  return string.sub(blob, pos, pos + len - 1), pos + len
+end
+
+-- Mark a delivered entry running; returns its attempt number, or 0 when the
+-- task was aborted while it waited (the entry is then acked and removed).
+local function mark_started(stream, group, rec, entry, consumer, now)
+  local seen = redis.call('HMGET', rec, 'state', 'attempt')
+  if seen[1] == 'aborted' then
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    return 0
+  end
+  local attempt = (tonumber(seen[2]) or 0) + 1
+  redis.call('HSET', rec, 'state', 'running', 'started', now, 'worker', consumer, 'entry', entry,
+    'attempt', attempt)
+  return attempt
+end
+
+local function id_parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+-- Drop acknowledged entries from the head of the stream: everything older
+-- than both the oldest pending entry and the group's last delivered entry has
+-- been delivered and acknowledged. One XTRIM per batch is much cheaper than an
+-- XDEL per entry.
+local function trim_acked(stream, group)
+  local upto
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+    if info['name'] == group then upto = info['last-delivered-id'] end
+  end
+  if not upto then return end
+  local ums, useq = id_parts(upto)
+  if not ums then return end
+  local pending = redis.call('XPENDING', stream, group)
+  if pending[1] > 0 then
+    local pms, pseq = id_parts(pending[2])
+    if pms < ums or (pms == ums and pseq <= useq) then upto = pending[2] end
+  else
+    -- Nothing pending: the last delivered entry is acknowledged too.
+    upto = string.format('%d-%d', ums, useq + 1)
+  end
+  redis.call('XTRIM', stream, 'MINID', upto)
+end
