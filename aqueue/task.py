@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import msgspec
 
+from .broker import OutgoingMessage
 from .context import Context
-from .envelope import WIRE_VERSION, Envelope, encode_envelope, encode_value, sign
+from .envelope import WIRE_VERSION, Envelope, encode_envelope, sign
 from .errors import ConfigError, EnqueueError, PayloadTooLarge, SerializationError
 
 if TYPE_CHECKING:
     from .app import App
-    from .broker import OutgoingMessage
     from .result import AsyncResult
     from .sync import SyncResult
 
@@ -30,6 +30,23 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _MAX_TASK_ID = 200
+_encode = msgspec.msgpack.Encoder().encode
+_EMPTY_MAP = _encode({})
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The per-options part of building messages, computed once per options."""
+
+    queue: str
+    task_id: str | None
+    timeout: float | None
+    max_retries: int | None
+    shadow: str | None
+    trace: dict[str, str] | None
+    timed: bool
+    unique: bool
+    unique_for: float
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -289,6 +306,7 @@ class Task(_Enqueuer[P, R]):
         self._task = self
         self._opts = EnqueueOptions()
         self._result_decoder: msgspec.msgpack.Decoder[Any] | None = None
+        self._plans: dict[int, tuple[EnqueueOptions, _Plan]] = {}
         functools.update_wrapper(self, fn)
 
     @property
@@ -315,87 +333,119 @@ class Task(_Enqueuer[P, R]):
             self._result_decoder = msgspec.msgpack.Decoder(rtype)
         return self._result_decoder
 
+    def _plan(self, opts: EnqueueOptions) -> _Plan:
+        """What does not change from one message to the next for these options."""
+        cached = self._plans.get(id(opts))
+        if cached is not None and cached[0] is opts:
+            return cached[1]
+        cfg = self.config
+        if opts.eta is not None and opts.eta.tzinfo is None:
+            raise EnqueueError("eta must be a timezone-aware datetime")
+        if isinstance(opts.expires, datetime) and opts.expires.tzinfo is None:
+            raise EnqueueError("expires must be a timezone-aware datetime")
+        task_id = opts.task_id
+        if task_id is not None and (not task_id or len(task_id) > _MAX_TASK_ID or "\n" in task_id):
+            raise EnqueueError("task_id must be 1-200 characters without newlines")
+        plan = _Plan(
+            queue=opts.queue or cfg.queue,
+            task_id=task_id,
+            timeout=opts.timeout if opts.timeout is not None else cfg.timeout,
+            max_retries=opts.retries,
+            shadow=opts.shadow,
+            trace=dict(opts.trace) if opts.trace else None,
+            timed=opts.delay is not None
+            or opts.eta is not None
+            or opts.expires is not None
+            or cfg.expires is not None,
+            unique=opts.unique_key is not None or cfg.unique,
+            unique_for=opts.unique_for if opts.unique_for is not None else cfg.unique_for,
+        )
+        if len(self._plans) > 64:
+            self._plans.clear()
+        self._plans[id(opts)] = (opts, plan)
+        return plan
+
     def _message(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any], opts: EnqueueOptions
     ) -> tuple[str, OutgoingMessage]:
-        from .broker import OutgoingMessage
-
-        app = self.app
-        settings = app.settings
-        cfg = self.config
+        """Check, encode and (optionally) sign one message. Hot path: keep it lean."""
+        plan = self._plan(opts)
         try:
             self.spec.check(args, kwargs)
         except TypeError as exc:
             raise EnqueueError(f"{self.name}{self.spec.call_signature}: {exc}") from None
         try:
-            encoded_args = encode_value(args)
-            encoded_kwargs = encode_value(kwargs)
+            encoded_args = _encode(args)
+            encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
                 f"arguments of {self.name} can't be encoded with msgspec: {exc}. "
                 "Pass builtins, msgspec Structs, dataclasses, datetimes, UUIDs or Decimals"
             ) from exc
+        app = self.app
         now = app._clock()
-        queue = opts.queue or cfg.queue
-        fresh = opts.task_id is not None
-        task_id = opts.task_id if fresh else os.urandom(16).hex()
-        assert task_id is not None
-        if len(task_id) > _MAX_TASK_ID or "\n" in task_id or not task_id:
-            raise EnqueueError("task_id must be 1-200 characters without newlines")
+        task_id = plan.task_id or os.urandom(16).hex()
+        delay = 0.0
+        expires: float | None = None
+        if plan.timed:
+            delay, expires = self._timing(opts, now)
+        unique_key = None
+        if plan.unique:
+            unique_key = opts.unique_key
+            if unique_key is None:
+                digest = hashlib.sha256(encoded_args + b"|" + encoded_kwargs).hexdigest()[:32]
+                unique_key = f"{self.name}:{digest}"
+        payload = encode_envelope(
+            Envelope(
+                WIRE_VERSION,
+                task_id,
+                self.config.name,
+                msgspec.Raw(encoded_args),
+                msgspec.Raw(encoded_kwargs),
+                plan.queue,
+                now,
+                0,
+                plan.timeout,
+                plan.max_retries,
+                expires,
+                plan.shadow,
+                unique_key,
+                plan.trace,
+            )
+        )
+        if app._signing_key is not None:
+            payload = sign(payload, app._signing_key)
+        if len(payload) > app.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"{self.name} message is {len(payload):,} bytes, over max_payload_bytes="
+                f"{app.settings.max_payload_bytes:,}. Store large data elsewhere (object "
+                "storage, a database) and pass a reference"
+            )
+        message = OutgoingMessage(
+            task_id,
+            self.config.name,
+            payload,
+            plan.task_id is not None,
+            int(delay * 1000) if delay > 0 else 0,
+            unique_key or "",
+            # The lock covers the wait for the ETA too, then unique_for of queue/run time.
+            int((max(plan.unique_for, 1.0) + delay) * 1000) if unique_key else 0,
+        )
+        return plan.queue, message
+
+    def _timing(self, opts: EnqueueOptions, now: float) -> tuple[float, float | None]:
+        """(delay in seconds, absolute expiry or None) for a delayed or expiring message."""
         delay = opts.delay or 0.0
         if opts.eta is not None:
-            if opts.eta.tzinfo is None:
-                raise EnqueueError("eta must be a timezone-aware datetime")
             delay = max(delay, opts.eta.timestamp() - now)
         expires: float | None = None
         if isinstance(opts.expires, datetime):
-            if opts.expires.tzinfo is None:
-                raise EnqueueError("expires must be a timezone-aware datetime")
             expires = opts.expires.timestamp()
         elif opts.expires is not None:
             expires = now + opts.expires
-        elif cfg.expires is not None:
-            expires = now + delay + cfg.expires
-        unique_key = opts.unique_key
-        if unique_key is None and cfg.unique:
-            digest = hashlib.sha256(encoded_args + b"|" + encoded_kwargs).hexdigest()[:32]
-            unique_key = f"{self.name}:{digest}"
-        unique_for = opts.unique_for if opts.unique_for is not None else cfg.unique_for
-        env = Envelope(
-            v=WIRE_VERSION,
-            id=task_id,
-            task=self.name,
-            args=msgspec.Raw(encoded_args),
-            kwargs=msgspec.Raw(encoded_kwargs),
-            queue=queue,
-            enqueued_at=now,
-            timeout=opts.timeout if opts.timeout is not None else cfg.timeout,
-            max_retries=opts.retries,
-            expires=expires,
-            shadow=opts.shadow,
-            unique_key=unique_key,
-            trace=dict(opts.trace) if opts.trace else None,
-        )
-        payload = encode_envelope(env)
-        if app._signing_key is not None:
-            payload = sign(payload, app._signing_key)
-        if len(payload) > settings.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"{self.name} message is {len(payload):,} bytes, over max_payload_bytes="
-                f"{settings.max_payload_bytes:,}. Store large data elsewhere (object storage, "
-                "a database) and pass a reference"
-            )
-        message = OutgoingMessage(
-            task_id=task_id,
-            task_name=self.name,
-            payload=payload,
-            fresh=fresh,
-            delay_ms=int(delay * 1000) if delay > 0 else 0,
-            unique_key=unique_key or "",
-            # The lock covers the wait for the ETA too, then unique_for of queue/run time.
-            unique_ttl_ms=int((max(unique_for, 1.0) + delay) * 1000),
-        )
-        return queue, message
+        elif self.config.expires is not None:
+            expires = now + delay + self.config.expires
+        return delay, expires
 
 
 _OPTION_NAMES = {f for f in EnqueueOptions.__dataclass_fields__}
