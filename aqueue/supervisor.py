@@ -253,7 +253,7 @@ class Supervisor:
                 self.gave_up = True
                 self.stop(signal.SIGTERM)
                 break
-            delay = min(0.5 * 2 ** max(0, child.quick_deaths - 1), 30.0)
+            delay = min(0.25 * 2 ** max(0, child.quick_deaths - 1), 30.0)
             logger.warning(
                 "supervisor: worker process %d (pid %d) exited with code %d; restarting in %.1fs",
                 child.index,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .app import App
     from .task import EnqueueOptions, Task
 
-__all__ = ["SyncResult", "SyncRunner"]
+__all__ = ["SyncResult", "SyncRunner", "sync_result"]
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -163,3 +163,23 @@ class SyncResult(Generic[R]):
     def ready(self) -> bool:
         """True once the task has finished (whatever the outcome)."""
         return self.status().is_final
+
+
+def sync_result(app: App, task_id: str, queue: str | None = None) -> SyncResult[Any]:
+    """A blocking handle on any task by id (a status view in a Django project).
+
+    Without ``queue``, the queues of the App's registered tasks are searched.
+    """
+    runner = app._sync()
+    if queue is None:
+        queues = app.queues
+
+        async def find() -> str:
+            broker = runner.broker
+            for name in queues:
+                if await broker.client.exists(broker.keys(name).task(task_id)):
+                    return name
+            return app.settings.default_queue
+
+        queue = runner.call(find())
+    return SyncResult(runner, task_id, queue)
