@@ -1,7 +1,7 @@
 """Tasks for fault tests: they count their own executions in Redis.
 
-Every task records ``<prefix>:started:<key>`` when its body begins and
-``<prefix>:done:<key>`` when it returns, so a test can assert exact numbers
+Every task adds a token of its run to the set ``<prefix>:started:<key>``
+when its body begins and to ``<prefix>:done:<key>`` when it returns, so a test can assert exact numbers
 of executions and completions per task, whatever happened to the workers.
 URL and key prefix come from AQUEUE_REDIS_URL / AQUEUE_PREFIX.
 """
@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,13 +34,18 @@ async def resources(application: aqueue.App) -> AsyncIterator[dict[str, object]]
         await client.aclose()
 
 
-async def _incr(ctx: aqueue.Context, what: str, key: str) -> int:
-    """INCR a counter, riding out a Redis restart (the count must not be lost)."""
+async def _record(ctx: aqueue.Context, what: str, key: str, run: str) -> None:
+    """Add this run's token to a set, riding out Redis restarts.
+
+    A set of per-run tokens instead of a counter: re-sending the command after
+    a dropped connection can't count one run twice.
+    """
     client: aioredis.Redis = ctx.state["redis"]
     deadline = time.monotonic() + 60
     while True:
         try:
-            return int(await client.incr(f"{app.settings.prefix}:{what}:{key}"))
+            await client.sadd(f"{app.settings.prefix}:{what}:{key}", run)
+            return
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
             if time.monotonic() > deadline:
                 raise
@@ -49,26 +55,28 @@ async def _incr(ctx: aqueue.Context, what: str, key: str) -> int:
 @app.task
 async def mark(key: str, seconds: float = 0.0, *, ctx: aqueue.Context) -> int:
     """Count a start, sleep, count a completion; returns the attempt."""
-    await _incr(ctx, "started", key)
+    run = uuid.uuid4().hex
+    await _record(ctx, "started", key, run)
     if seconds:
         await asyncio.sleep(seconds)
-    await _incr(ctx, "done", key)
+    await _record(ctx, "done", key, run)
     return ctx.attempt
 
 
 @app.task
 async def attempt_of(key: str, first: float, later: float, *, ctx: aqueue.Context) -> int:
     """Sleep ``first`` seconds on attempt 1 and ``later`` on any other; return the attempt."""
-    await _incr(ctx, "started", key)
+    run = uuid.uuid4().hex
+    await _record(ctx, "started", key, run)
     await asyncio.sleep(first if ctx.attempt == 1 else later)
-    await _incr(ctx, "done", key)
+    await _record(ctx, "done", key, run)
     return ctx.attempt
 
 
 @app.task
 async def kill_own_worker(key: str, *, ctx: aqueue.Context) -> None:
     """Crash the whole worker process, every time it runs."""
-    await _incr(ctx, "started", key)
+    await _record(ctx, "started", key, uuid.uuid4().hex)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

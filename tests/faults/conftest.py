@@ -96,15 +96,17 @@ def workers(redis_url: str, prefix: str) -> Iterator[Workers]:
 
 
 class Counts:
-    """Reads the started/done counters the tasks in tests/apps/faults.py keep."""
+    """How many runs of each task started and finished (tests/apps/faults.py keeps them)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self.client = redis.Redis.from_url(url)
         self.prefix = prefix
 
     def _get(self, what: str, keys: list[str]) -> list[int]:
-        values = self.client.mget([f"{self.prefix}:{what}:{k}" for k in keys])
-        return [int(v or 0) for v in values]
+        with self.client.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.scard(f"{self.prefix}:{what}:{k}")
+            return [int(n) for n in pipe.execute()]
 
     def started(self, keys: list[str]) -> list[int]:
         return self._get("started", keys)
