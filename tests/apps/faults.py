@@ -1,8 +1,9 @@
 """Tasks for fault tests: they count their own executions in Redis.
 
 Every task adds a token of its run to the set ``<prefix>:started:<key>``
-when its body begins and to ``<prefix>:done:<key>`` when it returns, so a test can assert exact numbers
-of executions and completions per task, whatever happened to the workers.
+when its body begins and to ``<prefix>:done:<key>`` when it returns, so a
+test can assert exact numbers of executions and completions per task,
+whatever happened to the workers.
 URL and key prefix come from AQUEUE_REDIS_URL / AQUEUE_PREFIX.
 """
 
