@@ -29,7 +29,7 @@ def cli(
     """Run ``python -m aqueue ARGS`` to completion and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "aqueue", *args],
-        env=worker_env(redis_url, prefix, **env),
+        env={**worker_env(redis_url, prefix), **env},
         cwd=str(cwd),
         input=stdin if stdin is not None else "",
         capture_output=True,
@@ -44,7 +44,7 @@ def spawn(
     """Start ``python -m aqueue ARGS`` in the background (output discarded)."""
     return subprocess.Popen(
         [sys.executable, "-m", "aqueue", *args],
-        env=worker_env(redis_url, prefix, **env),
+        env={**worker_env(redis_url, prefix), **env},
         cwd=str(cwd),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
