@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import struct
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
 _any_decoder = msgspec.msgpack.Decoder()
+_LENGTH = struct.Struct(">I")
 _FAILURES: dict[TaskStatus, type[TaskFailed]] = {
     TaskStatus.FAILED: TaskFailed,
     TaskStatus.ABORTED: TaskAborted,
@@ -410,10 +412,29 @@ class ResultWaiter:
                 if confirmed is not None and not confirmed.is_set():
                     confirmed.set()
             elif kind == "message":
-                ids = [raw.decode() for raw in msg["data"].split(b"\n")]
-                ids = [i for i in ids if (queue, i) in self._waiters]
-                if ids:
-                    self._spawn(self._check_pushed(queue, ids))
+                self._pushed(queue, msg["data"])
+
+    def _pushed(self, queue: str, data: bytes) -> None:
+        """Resolve waiters from a completion push; read records the push left out."""
+        to_read: list[str] = []
+        if data[:1] == b"\0":
+            for task_id, state, body in _parse_push(data):
+                key = (queue, task_id)
+                if key not in self._waiters:
+                    continue
+                if body:
+                    field = b"result" if state == b"succeeded" else b"error"
+                    self._resolve(key, {b"state": state, field: body})
+                else:
+                    to_read.append(task_id)
+        else:
+            to_read = [
+                task_id
+                for task_id in (raw.decode() for raw in data.split(b"\n"))
+                if (queue, task_id) in self._waiters
+            ]
+        if to_read:
+            self._spawn(self._check_pushed(queue, to_read))
 
     async def _check_pushed(self, queue: str, ids: list[str]) -> None:
         try:
@@ -438,6 +459,22 @@ class ResultWaiter:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
         self._pubsub = None
+
+
+def _parse_push(data: bytes) -> list[tuple[str, bytes, bytes]]:
+    """(task id, state, result-or-error) of each task in a framed push (see finish.lua)."""
+    out = []
+    pos, end = 1, len(data)
+    unpack = _LENGTH.unpack_from
+    while pos < end:
+        parts = []
+        for _ in range(3):
+            (n,) = unpack(data, pos)
+            pos += 4
+            parts.append(data[pos : pos + n])
+            pos += n
+        out.append((parts[0].decode(), parts[1], parts[2]))
+    return out
 
 
 def encode_progress(value: Any, message: str) -> bytes:

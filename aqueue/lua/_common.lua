@@ -58,3 +58,13 @@ local function trim_acked(stream, group)
   end
   redis.call('XTRIM', stream, 'MINID', upto)
 end
+
+-- One finished task in a completion push: task id, state and (when small) the
+-- result or error, each length-prefixed; an empty body means "read the record".
+-- Waiters then need no extra round trip for small results.
+local INLINE_LIMIT = 1024
+local function push_frame(tid, state, body)
+  if #body > INLINE_LIMIT then body = '' end
+  return struct.pack('>I4', #tid) .. tid .. struct.pack('>I4', #state) .. state
+    .. struct.pack('>I4', #body) .. body
+end

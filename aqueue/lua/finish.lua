@@ -61,11 +61,16 @@ for _, row in ipairs(rows) do
         local ukey = redis.call('HGET', rec, 'ukey')
         if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
       end
-      done[#done + 1] = tid
+      if state == 'succeeded' then
+        done[#done + 1] = push_frame(tid, state, result)
+      else
+        done[#done + 1] = push_frame(tid, state, err)
+      end
     end
   end
 end
 if acked > 0 then trim_acked(stream, group) end
-if #done > 0 then redis.call('PUBLISH', channel, table.concat(done, '\n')) end
+-- A leading NUL marks the framed format (other scripts publish plain ids).
+if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
 if wake then redis.call('PUBLISH', control, 'delayed') end
 return fenced
