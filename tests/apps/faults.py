@@ -84,3 +84,13 @@ async def kill_own_worker(key: str, *, ctx: aqueue.Context) -> None:
 @app.task
 async def takes_int(x: int) -> int:
     return x * 2
+
+
+@app.task
+async def needs_flag(key: str, *, ctx: aqueue.Context) -> str:
+    """Fail until ``<prefix>:flag:<key>`` is set (a cause that can be fixed, then replayed)."""
+    client: aioredis.Redis = ctx.state["redis"]
+    if not await client.exists(f"{app.settings.prefix}:flag:{key}"):
+        raise RuntimeError(f"flag {key} is not set")
+    await _record(ctx, "done", key, uuid.uuid4().hex)
+    return key

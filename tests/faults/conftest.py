@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -160,4 +161,26 @@ def producer(url: str, prefix: str, **settings: object) -> aqueue.App:
     async def takes_int(x: int) -> int:
         raise NotImplementedError
 
+    @app.task(name="faults.needs_flag")
+    async def needs_flag(key: str) -> str:
+        raise NotImplementedError
+
     return app
+
+
+async def run_cli(redis_url: str, prefix: str, *args: str) -> tuple[int, str]:
+    """Run ``aqueue ARGS`` against faults:app; returns (exit status, stdout + stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aqueue",
+        *args,
+        env=worker_env(redis_url, prefix),
+        cwd=str(ROOT / "tests" / "apps"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
