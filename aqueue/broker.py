@@ -180,34 +180,41 @@ class Broker:
                 if not future.done():
                     future.set_result(task_id)
 
+    def _enqueue_args(
+        self, keys: QueueKeys, messages: Sequence[OutgoingMessage]
+    ) -> list[str | bytes]:
+        rows = [
+            (
+                m.task_id,
+                m.task_name,
+                len(m.payload),
+                1 if m.fresh else 0,
+                m.delay_ms,
+                keys.unique(m.unique_key) if m.unique_key else "",
+                m.unique_ttl_ms,
+            )
+            for m in messages
+        ]
+        blob = b"".join([m.payload for m in messages])
+        return [keys.task_prefix, keys.control_channel, _rows.encode(rows), blob]
+
     async def enqueue_many(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Enqueue messages in as few round trips as possible (one per chunk)."""
         keys = self.keys(queue)
         script_keys = (keys.stream, keys.delayed, keys.delayed_payloads)
         ids: list[str] = []
         try:
+            if len(messages) <= ENQUEUE_CHUNK:
+                # One script call: no pipeline, whose execute() would first ask
+                # SCRIPT EXISTS (an extra round trip on the latency path).
+                reply = await self._script(
+                    "enqueue", script_keys, self._enqueue_args(keys, messages)
+                )
+                return [_text(x) for x in reply]
             async with self.client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(messages), ENQUEUE_CHUNK):
                     chunk = messages[start : start + ENQUEUE_CHUNK]
-                    rows = [
-                        (
-                            m.task_id,
-                            m.task_name,
-                            len(m.payload),
-                            1 if m.fresh else 0,
-                            m.delay_ms,
-                            keys.unique(m.unique_key) if m.unique_key else "",
-                            m.unique_ttl_ms,
-                        )
-                        for m in chunk
-                    ]
-                    blob = b"".join([m.payload for m in chunk])
-                    args: list[str | bytes] = [
-                        keys.task_prefix,
-                        keys.control_channel,
-                        _rows.encode(rows),
-                        blob,
-                    ]
+                    args = self._enqueue_args(keys, chunk)
                     await self._scripts["enqueue"](keys=script_keys, args=args, client=pipe)
                 for reply in await pipe.execute():
                     ids.extend(_text(x) for x in reply)
@@ -438,6 +445,8 @@ class Broker:
 
     async def records(self, queue: str, task_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
         keys = self.keys(queue)
+        if len(task_ids) == 1:
+            return [await self.record(queue, task_ids[0])]
         async with self.client.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hgetall(keys.task(task_id))
