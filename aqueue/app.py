@@ -26,6 +26,7 @@ from .sync import SyncRunner
 from .task import Task, TaskConfig
 
 if TYPE_CHECKING:
+    from .deadletter import DeadLetter
     from .periodic import PeriodicDecorator
 
 __all__ = ["App"]
@@ -217,6 +218,31 @@ class App:
         error = encode_error(ErrorInfo("TaskAborted", "aborted on request"))
         state = await self.broker.abort(queue, task_id, error)
         return state not in ("",) and not TaskStatus(state).is_final
+
+    # -- dead letters ------------------------------------------------------------
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead-lettered messages (newest first) of ``queue`` or of each of the app's queues."""
+        from .deadletter import list_dead
+
+        return await list_dead(self, queue, limit)
+
+    async def replay_dead(
+        self, entry_ids: Sequence[str] | None = None, queue: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Put dead-lettered messages (all when ``entry_ids`` is None) back in their queue.
+
+        Returns ``(queue, entry id)`` of each message replayed.
+        """
+        from .deadletter import replay_dead
+
+        return await replay_dead(self, entry_ids, queue)
+
+    async def purge_dead(self, queue: str | None = None) -> int:
+        """Delete dead-lettered messages of ``queue`` (or of every app queue); returns the count."""
+        from .deadletter import purge_dead
+
+        return await purge_dead(self, queue)
 
     def _waiter(self) -> ResultWaiter:
         broker = self.broker

@@ -27,7 +27,7 @@ Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 #: Modules that add subcommands: each has ``add_parser(subparsers)`` whose
 #: parsers set ``func`` to an ``async def (args) -> exit code``.
-SUBCOMMAND_MODULES = [".demo", ".inspect", ".ops", ".multi", ".periodic_cli"]
+SUBCOMMAND_MODULES = [".demo", ".inspect", ".ops", ".multi", ".periodic_cli", ".deadletter"]
 
 
 def load_app(spec: str) -> App:
