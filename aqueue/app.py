@@ -12,14 +12,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import redis.asyncio as aioredis
 
 from .broker import REDIS_ERRORS, Broker
 from .config import DEFAULT_REDIS_URL, Settings, mask_url
+from .context import Context
 from .envelope import ErrorInfo, encode_error
-from .errors import ConfigError, ConnectionFailed
+from .errors import AqueueError, ConfigError, ConnectionFailed
 from .result import AsyncResult, ResultWaiter
 from .status import TaskStatus
 from .sync import SyncRunner
@@ -78,6 +79,14 @@ class App:
 
     # -- declaring tasks --------------------------------------------------------
 
+    # A first parameter annotated Context is filled in by the worker, so it is
+    # not part of the enqueue signature: these overloads come first.
+    @overload
+    def task(
+        self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /
+    ) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[Concatenate[Context, P], R], /) -> Task[P, R]: ...
     @overload
     def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
     @overload
@@ -175,9 +184,16 @@ class App:
         """Register an async context manager run once per worker process.
 
         It receives the App and may yield a dict of resources that tasks reach
-        through ``ctx.state`` (see :class:`aqueue.Context`).
+        through ``ctx.state`` (see :class:`aqueue.Context`). A bare async
+        generator function is wrapped with ``contextlib.asynccontextmanager``.
+        If it raises before yielding, the worker does not start.
         """
-        self._lifespan = fn
+        import inspect
+
+        if inspect.isasyncgenfunction(fn):
+            self._lifespan = contextlib.asynccontextmanager(fn)
+        else:
+            self._lifespan = fn
         return fn
 
     @property
@@ -312,7 +328,13 @@ class App:
         if self._lifespan is None:
             yield {}
             return
-        async with self._lifespan(self) as state:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                state = await stack.enter_async_context(self._lifespan(self))
+            except Exception as exc:
+                raise AqueueError(
+                    f"worker lifespan failed during startup: {type(exc).__name__}: {exc}"
+                ) from exc
             yield dict(state or {})
 
     # -- synchronous callers and frameworks ---------------------------------------
@@ -368,6 +390,12 @@ class _TaskFactory:
         self._app = app
         self._options = options
 
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /
+    ) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[Context, P], R], /) -> Task[P, R]: ...
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
     @overload

@@ -226,9 +226,13 @@ class Worker:
                 await self._stop_requested.wait()
                 await self._shutdown()
         finally:
-            for loop_task in self._loops:
-                loop_task.cancel()
-            await asyncio.gather(*self._loops, return_exceptions=True)
+            pending = set(self._loops)
+            while pending:
+                # Cancel until each loop has ended: redis-py's pubsub.subscribe()
+                # swallows a cancellation that lands while it connects.
+                for loop_task in pending:
+                    loop_task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=1.0)
             self._loops.clear()
             self._threads.shutdown(wait=False, cancel_futures=True)
 
