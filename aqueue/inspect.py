@@ -38,6 +38,8 @@ __all__ = [
 
 #: Running tasks listed per worker at most (the rest are only counted).
 MAX_LISTED_RUNNING = 1000
+#: Most waiting entries counted one by one when Redis can't say (after a purge).
+WAITING_COUNT_CAP = 10_000
 #: Environment variable naming the node a worker process belongs to
 #: (set by ``aqueue multi`` and the ``--processes`` supervisor).
 NODE_ENV = "AQUEUE_NODE"
@@ -156,13 +158,23 @@ async def queue_figures(app: App, queue: str) -> dict[str, Any]:
     if first:
         entry_ms = int(_text(first[0][0]).split("-")[0])
         oldest_age = round(max(0.0, time.time() - entry_ms / 1000), 3)
-    waiting = max(0, int(length) - pending)
+    # Acknowledged entries are trimmed in batches, so the stream's length is not
+    # the backlog: what waits is what comes after the group's last delivered id.
+    # Redis tracks that count as the group's lag, unless deletions past that id
+    # (a purge) make it unknown; then count, up to a cap.
+    if lag is not None:
+        waiting = lag
+    elif first:
+        after = await client.xrange(keys.stream, f"({last_delivered}", "+", count=WAITING_COUNT_CAP)
+        waiting = len(after or [])
+    else:
+        waiting = 0
     return {
         "queue": queue,
         "stream_length": int(length),
         "waiting": waiting,
         "pending": pending,
-        "lag": waiting if lag is None else lag,
+        "lag": waiting,
         "delayed": int(delayed),
         "dead": int(dead),
         "heartbeats": int(consumers),
