@@ -370,15 +370,26 @@ class ResultWaiter:
             event = self._subscribed[queue] = asyncio.Event()
             channel = self._broker.keys(queue).done_channel
             self._channels[channel.encode()] = queue
-            try:
-                if self._pubsub is None:
-                    self._pubsub = self._broker.client.pubsub()
-                await self._pubsub.subscribe(channel)
-            except Exception:
-                del self._subscribed[queue]
-                raise
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read_loop(), name="aqueue-results")
+
+            async def open_subscription() -> None:
+                try:
+                    if self._pubsub is None:
+                        self._pubsub = self._broker.client.pubsub()
+                    await self._pubsub.subscribe(channel)
+                except Exception:
+                    del self._subscribed[queue]
+                    raise
+                if self._reader is None or self._reader.done():
+                    self._reader = asyncio.create_task(self._read_loop(), name="aqueue-results")
+
+            # In a task of its own, shielded: redis-py swallows a cancellation (the
+            # caller's timeout) that lands while subscribe() connects, which left
+            # get(timeout=...) waiting forever.
+            opening = asyncio.create_task(open_subscription())
+            self._tasks.add(opening)
+            opening.add_done_callback(self._tasks.discard)
+            opening.add_done_callback(_settle)
+            await asyncio.shield(opening)
         # Until confirmed, the poll covers us; don't hold the caller up for long.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), self._poll_interval)
@@ -475,6 +486,12 @@ def _parse_push(data: bytes) -> list[tuple[str, bytes, bytes]]:
             pos += n
         out.append((parts[0].decode(), parts[1], parts[2]))
     return out
+
+
+def _settle(task: asyncio.Task[Any]) -> None:
+    """Drop a finished background task, retrieving its error (its caller may be gone)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def encode_progress(value: Any, message: str) -> bytes:

@@ -343,3 +343,26 @@ def test_cli_worker_lifespan_state(redis_url: str, prefix: str) -> None:
 
 async def _greet(ctx: Context) -> str:
     return ""
+
+
+async def test_get_with_a_timeout_never_hangs_on_a_fresh_app(redis_url: str, prefix: str) -> None:
+    """The first get() opens the App's result subscription; a timeout that fires while
+    it connects must still end the wait (redis-py swallows that cancellation)."""
+    producer = aqueue.App(redis_url, prefix=prefix)
+
+    @producer.task
+    async def never() -> None: ...
+
+    try:
+        r = await never.options(delay=3600).enqueue()
+        for timeout in (0.0005, 0.001, 0.002, 0.003, 0.005, 0.008, 0.012):
+            fresh = aqueue.App(redis_url, prefix=prefix)
+            try:
+                with pytest.raises(aqueue.ResultTimeout):
+                    await asyncio.wait_for(fresh.result(r.id, "default").get(timeout=timeout), 10)
+                # The subscription still opened: pushes reach later waiters.
+                assert await fresh.result(r.id, "default").status() is TaskStatus.SCHEDULED
+            finally:
+                await fresh.close()
+    finally:
+        await producer.close()
