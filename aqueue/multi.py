@@ -180,8 +180,9 @@ async def _stop(args: argparse.Namespace, name: str) -> bool:
             return True
         await asyncio.sleep(0.1)
     if args.kill:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        for victim in [pid, *_children_of(pid)]:  # a supervisor's children too
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
         print(f"{name}: still running after {args.timeout:.0f}s; killed (pid {pid})")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(pidfile)
@@ -192,6 +193,19 @@ async def _stop(args: argparse.Namespace, name: str) -> bool:
         file=sys.stderr,
     )
     return False
+
+
+def _children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (Linux /proc; empty elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _status(args: argparse.Namespace, name: str) -> bool:

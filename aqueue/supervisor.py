@@ -43,6 +43,8 @@ __all__ = [
 
 logger = logging.getLogger("aqueue.supervisor")
 
+#: Tells a child which supervisor started it (see ``_stop_with_parent``).
+SUPERVISOR_ENV = "AQUEUE_SUPERVISOR_PID"
 #: A child that ran at least this long before dying resets its backoff.
 STABLE_AFTER = 30.0
 #: Consecutive quick deaths of one child before the supervisor gives up.
@@ -161,12 +163,34 @@ async def run_worker_command(args: argparse.Namespace) -> int:
     index = int(os.environ.get("AQUEUE_PROCESS_INDEX", "0"))
     if args.logfile:
         setup_logging(args.log_level, expand(args.logfile, node, index))
-    with pidfile(expand(args.pidfile, node, index) if args.pidfile else None):
-        if args.processes is not None:
-            if args.processes < 1:
-                raise SystemExit("error: --processes must be at least 1")
-            return await Supervisor(args, node).run()
-        return await cmd_worker(args)
+    supervisor_pid = os.environ.pop(SUPERVISOR_ENV, None)
+    watchdog = None
+    if supervisor_pid is not None and int(supervisor_pid) == os.getppid():
+        watchdog = asyncio.create_task(_stop_with_parent(int(supervisor_pid)))
+    try:
+        with pidfile(expand(args.pidfile, node, index) if args.pidfile else None):
+            if args.processes is not None:
+                if args.processes < 1:
+                    raise SystemExit("error: --processes must be at least 1")
+                return await Supervisor(args, node).run()
+            return await cmd_worker(args)
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+async def _stop_with_parent(parent: int) -> None:
+    """A supervised child drains and exits when its supervisor is gone (even SIGKILLed).
+
+    Children run in process groups of their own, so a terminal's Ctrl-C reaches
+    only the supervisor, which forwards it once.
+    """
+    while True:  # no event announces a parent's death: poll the parent pid
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            break
+    logger.warning("supervisor %d is gone; stopping this worker gracefully", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def child_argv(args: argparse.Namespace, skip: set[str]) -> list[str]:
@@ -227,7 +251,8 @@ class Supervisor:
 
     async def _spawn(self, child: _Child) -> None:
         cmd, env = self._command(child)
-        child.proc = await asyncio.create_subprocess_exec(*cmd, env=env)
+        env[SUPERVISOR_ENV] = str(os.getpid())
+        child.proc = await asyncio.create_subprocess_exec(*cmd, env=env, start_new_session=True)
         child.started = time.monotonic()
         logger.info("supervisor: started worker process %d (pid %d)", child.index, child.proc.pid)
 

@@ -258,3 +258,52 @@ def test_pidfile_refuses_a_second_worker(redis_url: str, prefix: str, tmp_path: 
     assert (
         json.loads(cli(redis_url, prefix, "inspect", "basic:app", "--json").stdout)["workers"] == []
     )
+
+
+async def test_supervisor_ctrl_c_drains_once_and_orphans_stop(
+    redis_url: str, prefix: str, basic_app: aqueue.App
+) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import worker_env
+
+    sleep_then = basic_app.tasks["basic.sleep_then"]
+
+    def supervisor() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aqueue", "worker", "basic:app", "--processes", "2"],
+            env=worker_env(redis_url, prefix),
+            cwd=str(Path(__file__).parent / "apps"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own group, like a shell job
+        )
+
+    sup = supervisor()
+    try:
+        wait_for(lambda: len(inspect_json(redis_url, prefix)["workers"]) == 2, timeout=30)
+        handle = await sleep_then.enqueue(2.0, "finished")
+        wait_for(lambda: inspect_json(redis_url, prefix)["running"], timeout=20)
+        # Ctrl-C in a terminal signals the whole foreground group: only the
+        # supervisor is in it, and it forwards one SIGINT, so the task drains.
+        os.killpg(sup.pid, signal.SIGINT)
+        assert await handle.get(timeout=30) == "finished"
+        assert (await handle.info()).attempt == 1
+        assert sup.wait(30) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    # A supervisor killed outright: its children notice and stop gracefully.
+    sup = supervisor()
+    try:
+        children = wait_for(
+            lambda: len(w := inspect_json(redis_url, prefix)["workers"]) == 2 and w, timeout=30
+        )
+        sup.kill()
+        sup.wait(10)
+        wait_for(lambda: not any(pid_running(w["pid"]) for w in children), timeout=20)
+        assert inspect_json(redis_url, prefix)["workers"] == []
+    finally:
+        if sup.poll() is None:
+            sup.kill()
