@@ -183,6 +183,7 @@ async def execute(
             deadline=None if timeout is None else time.time() + timeout,
             state=state,
             _report=report,
+            _loop=asyncio.get_running_loop(),
         )
         first = next(iter(task.spec.signature.parameters.values()))
         if first.name == task.spec.context_param and first.kind is not first.KEYWORD_ONLY:

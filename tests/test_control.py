@@ -249,6 +249,34 @@ async def test_context_in_plain_def_and_positional_args(app: aqueue.App) -> None
         await where.enqueue(1, 2, 3)  # the context is not an enqueue argument
 
 
+async def test_progress_from_a_plain_def_task(app: aqueue.App) -> None:
+    reported = threading.Event()
+    release = threading.Event()
+
+    @app.task
+    def resize(ctx: Context, n: int) -> int:
+        ctx.progress_sync(n // 2, "resized half")
+        reported.set()
+        release.wait(30)
+        return n
+
+    @app.task
+    async def misuse(ctx: Context) -> str:
+        try:
+            ctx.progress_sync(1)
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    async with running_worker(app):
+        r = await resize.enqueue(10)
+        await asyncio.to_thread(reported.wait, 10)
+        assert await r.progress() == (5, "resized half")
+        release.set()
+        assert await r.get(timeout=10) == 10
+        assert "await ctx.progress" in await (await misuse.enqueue()).get(timeout=10)
+
+
 # -- lifespan -----------------------------------------------------------------------
 
 
