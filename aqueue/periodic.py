@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import redis.exceptions
 from redis.commands.core import AsyncScript
 
 from .broker import REDIS_ERRORS
@@ -338,7 +339,8 @@ class Scheduler:
             try:
                 await self.run_due()
                 delay = 0.1
-            except REDIS_ERRORS as exc:
+            except (*REDIS_ERRORS, redis.exceptions.RedisError) as exc:
+                # READONLY after a failover, LOADING, ...: the worker keeps running.
                 logger.warning("scheduler: Redis error (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_SLEEP)

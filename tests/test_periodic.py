@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -298,3 +300,44 @@ async def test_record_shows_periodic_run(app: aqueue.App) -> None:
     async with running_worker(app, beat=False):
         assert await r.get(timeout=10) == 10
     assert (await scheduler.last_ticks())["hourly"] == 7200.0 + 3600
+
+
+async def test_scheduler_survives_a_redis_restart(prefix: str) -> None:
+    from .conftest import redis_server
+
+    with redis_server() as server:
+        app = aqueue.App(server.url, prefix=prefix, connect_timeout=0.5)
+
+        @app.periodic(every=timedelta(seconds=0.2), name="pulse")
+        async def pulse() -> None: ...
+
+        scheduler = Scheduler(app)
+        runner = asyncio.create_task(scheduler.run())
+        try:
+
+            async def last_tick() -> float | None:
+                try:
+                    return (await scheduler.last_ticks())["pulse"]
+                except aqueue.ConnectionFailed:
+                    return None
+                except (OSError, redis.exceptions.ConnectionError):
+                    return None
+
+            await wait_until(last_tick)
+            server.stop()
+            await asyncio.sleep(0.6)  # ticks come and go while Redis is down
+            assert not runner.done()
+            server.start()
+            before = time.time()
+            await wait_until(lambda: _after(last_tick, before), timeout=15)
+            assert not runner.done()
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            await app.close()
+
+
+async def _after(read: Any, when: float) -> bool:
+    tick = await read()
+    return tick is not None and tick >= when - 0.2
