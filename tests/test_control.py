@@ -62,6 +62,19 @@ async def test_abort_scheduled_task_never_starts(app: aqueue.App) -> None:
     assert await r.status() is TaskStatus.ABORTED
 
 
+async def test_abort_wakes_a_waiter_of_a_waiting_task(app: aqueue.App) -> None:
+    @app.task
+    async def work() -> None: ...
+
+    for r in (await work.enqueue(), await work.options(delay=3600).enqueue()):
+        waiter = asyncio.create_task(r.get(timeout=3))  # less than the 5 s fallback poll
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        assert await r.abort() is True
+        with pytest.raises(aqueue.TaskAborted):
+            await waiter
+
+
 async def test_abort_running_coroutine_is_cancelled_promptly(app: aqueue.App) -> None:
     started = asyncio.Event()
     cancelled_at: list[float] = []

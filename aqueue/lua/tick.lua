@@ -26,8 +26,7 @@ if ukey ~= '' then
   end
   redis.call('SET', ukey, tid, 'PX', uttl)
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local rec = prefix .. tid
 redis.call('DEL', rec)
 if ukey ~= '' then redis.call('HSET', rec, 'ukey', ukey) end
