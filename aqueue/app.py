@@ -15,6 +15,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from .broker import REDIS_ERRORS, Broker
 from .config import DEFAULT_REDIS_URL, Settings, mask_url
@@ -285,6 +288,15 @@ class App:
                     socket_keepalive=True,
                     health_check_interval=30,
                     max_connections=200,
+                    # A pooled connection that Redis or the network dropped while
+                    # idle fails on its next use; without retries that command
+                    # fails even though Redis is up. Timeouts are not retried, so
+                    # an unresponsive Redis still fails within one socket timeout.
+                    retry=Retry(
+                        ExponentialBackoff(cap=0.5, base=0.05),
+                        2,
+                        supported_errors=(redis.exceptions.ConnectionError,),
+                    ),
                 )
             assert self._client is not None
             self._broker = Broker(self._client, self.settings)

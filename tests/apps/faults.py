@@ -47,7 +47,13 @@ async def _record(ctx: aqueue.Context, what: str, key: str, run: str) -> None:
         try:
             await client.sadd(f"{app.settings.prefix}:{what}:{key}", run)
             return
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        # RuntimeError: uvloop refusing a write on a connection the server just closed.
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            OSError,
+            RuntimeError,
+        ):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)

@@ -58,6 +58,8 @@ async def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(
 
         # Garbage bytes straight into the stream.
         client.xadd(stream, {"id": "garbage-1", "m": b"\xc1\xff\x00 not msgpack"})
+        # An entry without aqueue's fields at all.
+        fieldless = client.xadd(stream, {"junk": "1"}).decode()
         # A task the worker doesn't have.
         unknown = await not_on_the_worker.enqueue()
         # Arguments that don't fit the signature ("abc" for an int).
@@ -78,13 +80,14 @@ async def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(
 
         after = [await mark.enqueue(f"good{i}") for i in range(5, 10)]
         await asyncio.wait_for(asyncio.gather(*(h.get() for h in before + after)), 30)
-        await wait_until(lambda: client.xlen(f"{prefix}:{{default}}:dead") >= 3, 30)
+        await wait_until(lambda: client.xlen(f"{prefix}:{{default}}:dead") >= 4, 30)
 
         reasons = await _dead_reasons(app)
         assert reasons == {
             "garbage-1": "undecodable",
             unknown.id: "unknown_task",
             "badargs-1": "bad_arguments",
+            fieldless: "undecodable",  # no task id: the entry id stands in
         }
         for task_id in ("garbage-1", unknown.id, "badargs-1"):
             assert await app.result(task_id).status() is TaskStatus.DEAD
@@ -92,7 +95,7 @@ async def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(
             await asyncio.wait_for(unknown.get(), 10)
         assert worker.alive
         assert counts.done([f"good{i}" for i in range(10)]) == [1] * 10
-        report("poison_input", poison=4, good=10, lost=0, worker_alive=worker.alive)
+        report("poison_input", poison=5, good=10, lost=0, worker_alive=worker.alive)
 
 
 async def test_task_that_kills_its_worker_ends_in_the_dead_stream(
