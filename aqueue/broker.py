@@ -7,10 +7,9 @@ atomic and stays in one Redis Cluster slot.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.resources
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -18,6 +17,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
+from .batching import Coalescer
 from .config import Settings
 from .errors import ConnectionFailed
 from .keys import CONSUMER_GROUP, QueueKeys
@@ -95,12 +95,6 @@ class FinishItem:
         )
 
 
-@dataclass
-class _EnqueueBatch:
-    messages: list[OutgoingMessage] = field(default_factory=list)
-    futures: list[asyncio.Future[str]] = field(default_factory=list)
-
-
 class Broker:
     """Redis commands and scripts for one App (one key prefix)."""
 
@@ -109,9 +103,7 @@ class Broker:
         self.settings = settings
         self._keys: dict[str, QueueKeys] = {}
         self._groups_ready: set[str] = set()
-        self._pending: dict[str, _EnqueueBatch] = {}
-        self._flush_scheduled = False
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(self.enqueue_many)
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(_load_lua(name))
             for name in (
@@ -141,44 +133,12 @@ class Broker:
     # -- enqueue ---------------------------------------------------------------
 
     async def enqueue(self, queue: str, message: OutgoingMessage) -> str:
-        """Enqueue one message, coalesced with concurrent callers into one script call.
+        """Enqueue one message; concurrent callers share one script call.
 
         Returns the id of the task that represents the message (another id when
         a live task already holds the message's unique key).
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[str] = loop.create_future()
-        batch = self._pending.get(queue)
-        if batch is None:
-            batch = self._pending[queue] = _EnqueueBatch()
-        batch.messages.append(message)
-        batch.futures.append(future)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_pending)
-        return await future
-
-    def _flush_pending(self) -> None:
-        self._flush_scheduled = False
-        pending, self._pending = self._pending, {}
-        for queue, batch in pending.items():
-            task = asyncio.create_task(self._send_batch(queue, batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-
-    async def _send_batch(self, queue: str, batch: _EnqueueBatch) -> None:
-        try:
-            ids = await self.enqueue_many(queue, batch.messages)
-        except BaseException as exc:
-            for future in batch.futures:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for future, task_id in zip(batch.futures, ids, strict=True):
-                if not future.done():
-                    future.set_result(task_id)
+        return await self._enqueuer.submit(queue, message)
 
     def _enqueue_args(
         self, keys: QueueKeys, messages: Sequence[OutgoingMessage]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import msgspec
 import redis.exceptions
 
+from .batching import Coalescer
 from .envelope import decode_error, encode_value
 from .errors import (
     AqueueError,
@@ -217,45 +218,15 @@ class ResultWaiter:
         self._poller: asyncio.Task[None] | None = None
         self._poll_due: list[tuple[float, float, _Key]] = []
         self._poll_wakeup = asyncio.Event()
-        self._fetches: dict[str, dict[str, list[asyncio.Future[dict[bytes, bytes]]]]] = {}
-        self._fetch_scheduled = False
+        self._reads: Coalescer[str, str, dict[bytes, bytes]] = Coalescer(self._read_records)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     # -- coalesced record reads -------------------------------------------------
 
     async def fetch(self, queue: str, task_id: str) -> dict[bytes, bytes]:
-        """Read one record, batched with concurrent reads into one pipeline."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[bytes, bytes]] = loop.create_future()
-        self._fetches.setdefault(queue, {}).setdefault(task_id, []).append(future)
-        if not self._fetch_scheduled:
-            self._fetch_scheduled = True
-            loop.call_soon(self._flush_fetches)
-        return await future
-
-    def _flush_fetches(self) -> None:
-        self._fetch_scheduled = False
-        pending, self._fetches = self._fetches, {}
-        for queue, by_id in pending.items():
-            self._spawn(self._fetch_batch(queue, by_id))
-
-    async def _fetch_batch(
-        self, queue: str, by_id: dict[str, list[asyncio.Future[dict[bytes, bytes]]]]
-    ) -> None:
-        ids = list(by_id)
-        try:
-            records = await self._read_records(queue, ids)
-        except Exception as exc:
-            for futures in by_id.values():
-                for f in futures:
-                    if not f.done():
-                        f.set_exception(exc)
-            return
-        for task_id, rec in zip(ids, records, strict=True):
-            for f in by_id[task_id]:
-                if not f.done():
-                    f.set_result(rec)
+        """Read one record; concurrent reads share one pipeline."""
+        return await self._reads.submit(queue, task_id)
 
     async def _read_records(self, queue: str, ids: list[str]) -> list[dict[bytes, bytes]]:
         records: list[dict[bytes, bytes]] = []
@@ -391,23 +362,28 @@ class ResultWaiter:
             opening.add_done_callback(_settle)
             await asyncio.shield(opening)
         # Until confirmed, the poll covers us; don't hold the caller up for long.
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses the caller's
+        # cancellation (its get() timeout) when the event is set at the same moment.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), self._poll_interval)
+            async with asyncio.timeout(self._poll_interval):
+                await event.wait()
 
     async def _read_loop(self) -> None:
         backoff = 0.05
         while not self._closed:
             try:
                 msg = await self._pubsub.get_message(timeout=1.0)
-            except (redis.exceptions.ConnectionError, OSError) as exc:
-                logger.warning("result subscription lost (%s); reconnecting", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive any one failure
+                logger.warning("result subscription lost (%r); reconnecting", exc)
                 for event in self._subscribed.values():
                     event.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 try:
                     await self._pubsub.connect()  # resubscribes every channel
-                except (redis.exceptions.ConnectionError, OSError):
+                except Exception:
                     continue
                 self._recheck_all()  # pushes sent while we were away are lost
                 continue
@@ -423,7 +399,11 @@ class ResultWaiter:
                 if confirmed is not None and not confirmed.is_set():
                     confirmed.set()
             elif kind == "message":
-                self._pushed(queue, msg["data"])
+                try:
+                    self._pushed(queue, msg["data"])
+                except Exception:
+                    logger.exception("unreadable completion push on %s; polling instead", queue)
+                    self._recheck_all()
 
     def _pushed(self, queue: str, data: bytes) -> None:
         """Resolve waiters from a completion push; read records the push left out."""
