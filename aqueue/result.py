@@ -251,14 +251,18 @@ class ResultWaiter:
         key = (queue, task_id)
         future: asyncio.Future[dict[bytes, bytes]] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(future)
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 await self._subscribe(queue)  # before the first read: no push slips by
                 rec = await self.fetch(queue, task_id)
                 if _status(rec).is_final:
                     return rec
                 self._schedule_poll(key, self._poll_interval)
-                return await future
+                # The deadline again: redis-py swallows the cancellation that enforces
+                # it when that lands while a connection is being made (first use).
+                async with asyncio.timeout_at(deadline):
+                    return await future
         except TimeoutError:
             rec = await self.fetch(queue, task_id)
             if _status(rec).is_final:
