@@ -24,6 +24,9 @@ from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from .broker import Broker
 from .result import AsyncResult, ResultWaiter, TaskInfo
@@ -71,11 +74,17 @@ class SyncRunner:
     def broker(self) -> Broker:
         if self._broker is None:
             settings = self.app.settings
+            # Configured like the App's own client (see App.broker).
             client = aioredis.Redis.from_url(
                 settings.redis_url,
                 socket_connect_timeout=settings.connect_timeout,
                 socket_keepalive=True,
                 health_check_interval=30,
+                retry=Retry(
+                    ExponentialBackoff(cap=0.5, base=0.05),
+                    2,
+                    supported_errors=(redis.exceptions.ConnectionError,),
+                ),
             )
             self._broker = Broker(client, settings)
         return self._broker
