@@ -71,7 +71,10 @@ def ensure_venv(peer: str, reinstall: bool) -> tuple[str | None, str | None]:
         if not os.path.exists(py):
             log(f"creating virtualenv for {peer}")
             subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True)
-        have = open(marker).read() if os.path.exists(marker) else None
+        have = None
+        if os.path.exists(marker):
+            with open(marker) as f:
+                have = f.read()
         if have != want:
             log(f"installing {peer}: {' '.join(PEERS[peer])}")
             r = subprocess.run(
@@ -115,7 +118,7 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         os.makedirs(RAW, exist_ok=True)
-        self.logf = open(os.path.join(RAW, f"redis-{name}.log"), "wb")
+        self.logf = open(os.path.join(RAW, f"redis-{name}.log"), "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
@@ -168,7 +171,7 @@ def run_adapter(
         "--redis-url", broker.url, "--ctrl-url", ctrl.url,
         "-n", str(args.n), "--sleep-n", str(args.sleep_n), "--rt-n", str(args.rt_n),
         "--profile-n", str(args.profile_n), "--concurrency", str(args.concurrency),
-        "--timeout", str(args.timeout), "--log-dir", RAW,
+        "--timeout", str(args.timeout), "--log-dir", os.path.join(RAW, tag),
     ]
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
@@ -180,7 +183,8 @@ def run_adapter(
         )
     except subprocess.TimeoutExpired:
         return {"error": f"adapter timed out after {time.time() - t0:.0f}s"}
-    with open(os.path.join(RAW, f"{lib}-{workload}-{tag}.adapter.log"), "w") as f:
+    os.makedirs(os.path.join(RAW, tag), exist_ok=True)
+    with open(os.path.join(RAW, tag, f"{lib}-{workload}.adapter.log"), "w") as f:
         f.write(f"$ {' '.join(cmd)}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}")
     lines = [ln for ln in r.stdout.strip().splitlines() if ln.startswith("{")]
     if not lines:
@@ -246,9 +250,7 @@ def summarize(
         for lib in libs:
             lib_runs = runs.get(lib, {}).get(wl, [])
             ok = [r for r in lib_runs if "error" not in r and "skipped" not in r]
-            if lib in skipped:
-                cell = "n/a"
-            elif lib_runs and all("skipped" in r for r in lib_runs):
+            if lib in skipped or (lib_runs and all("skipped" in r for r in lib_runs)):
                 cell = "n/a"
             elif not ok:
                 cell = "FAIL" if lib_runs else "-"
@@ -294,8 +296,12 @@ def table_md(rows: list[list[str]]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smoke test: aqueue only, small N, 1 repeat")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: aqueue only, small N, 1 repeat"
+    )
     ap.add_argument("--peers", default=",".join(PEERS), help="comma list of peers ('' for none)")
     ap.add_argument("--no-aqueue", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
@@ -307,12 +313,17 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300, help="per-phase timeout, seconds")
     ap.add_argument("--workloads", default=",".join(REPEATED + ONCE))
     ap.add_argument("--reinstall", action="store_true", help="recreate the peer virtualenvs")
-    ap.add_argument("--out", default=os.path.join(RESULTS, "latest"))
+    ap.add_argument(
+        "--out", default=None,
+        help="output path prefix (default results/latest, or results/quick with --quick)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.peers, args.n, args.repeat = "", 1000, 1
         args.sleep_n, args.rt_n, args.profile_n = 500, 100, 200
         args.timeout = 60
+    if args.out is None:
+        args.out = os.path.join(RESULTS, "quick" if args.quick else "latest")
 
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in peers if p not in PEERS]
@@ -337,7 +348,7 @@ def main() -> int:
     ctrl = RedisServer("control")
     log(f"private redis-server {broker.version()} on port {broker.port} (control: {ctrl.port})")
     meta: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "platform": platform.platform(),
@@ -351,7 +362,10 @@ def main() -> int:
     t_start = time.time()
     try:
         floor = subprocess.run(
-            [sys.executable, os.path.join(HERE, "floor.py"), "-n", "30000" if args.quick else "100000"],
+            [
+                sys.executable, os.path.join(HERE, "floor.py"),
+                "-n", "30000" if args.quick else "100000",
+            ],
             capture_output=True, text=True, timeout=300,
         )
         meta["floor"] = json.loads(floor.stdout) if floor.returncode == 0 else floor.stderr[-300:]
@@ -427,8 +441,11 @@ def render_md(
         "",
     ]
     for lib, v in meta["versions"].items():
-        pk = ", ".join(f"{k} {val}" for k, val in v.items() if k not in ("worker", "result_api"))
-        lines.append(f"- **{lib}**: {pk}; worker: {v.get('worker')}; results: {v.get('result_api')}")
+        skip = ("worker", "result_api", "wall_s")
+        pk = ", ".join(f"{k} {val}" for k, val in v.items() if k not in skip)
+        lines.append(
+            f"- **{lib}**: {pk}; worker: {v.get('worker')}; results: {v.get('result_api')}"
+        )
     for lib, why in skipped.items():
         lines.append(f"- **{lib}**: NOT RUN — {why}")
     if errors:
@@ -446,8 +463,8 @@ def _brief(res: dict[str, Any]) -> str:
 
 
 def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "?"

@@ -3,8 +3,9 @@
 import asyncio
 import os
 
-import aqueue
 from common import COUNTER
+
+import aqueue
 
 app = aqueue.App(os.environ["BENCH_REDIS_URL"])
 

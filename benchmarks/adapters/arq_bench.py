@@ -20,9 +20,8 @@ class Arq(Lib):
         return [exe, "--custom-log-dict", "arq_tasks.LOG_CONFIG", "arq_tasks.WorkerSettings"]
 
     async def setup(self) -> None:
-        from arq import create_pool
-
         import arq_tasks
+        from arq import create_pool
 
         self.pool = await create_pool(arq_tasks.REDIS)
 

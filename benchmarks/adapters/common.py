@@ -333,7 +333,7 @@ class Workers:
     def start(self) -> None:
         self.t_spawn = time.time()
         for i in range(self.count):
-            log = open(f"{self.log_prefix}-w{i}.log", "wb")
+            log = open(f"{self.log_prefix}-w{i}.log", "wb")  # noqa: SIM115
             p = subprocess.Popen(
                 self.cmd,
                 cwd=HERE,
@@ -357,10 +357,8 @@ class Workers:
                 os.killpg(p.pid, signal.SIGTERM)
         deadline = time.time() + 10
         for p in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                pass
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -414,7 +412,9 @@ class Lib:
         """Enqueue one noop and await its result through the library's result API."""
         raise NotImplementedError
 
-    async def enqueue_concurrent(self, fn: Callable[[], Awaitable[None]], n: int, conc: int) -> None:
+    async def enqueue_concurrent(
+        self, fn: Callable[[], Awaitable[None]], n: int, conc: int
+    ) -> None:
         """n enqueues from `conc` coroutines sharing one client."""
         it = iter(range(n))
 
