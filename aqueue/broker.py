@@ -228,8 +228,9 @@ class Broker:
                 raise
             await self.ensure_group(queue)
             return []
+        # Replies are bytes (the client never decodes responses).
         return [
-            Delivery(queue, _text(flat[i]), _text(flat[i + 1]), flat[i + 2], 1, int(flat[i + 3]))
+            Delivery(queue, flat[i].decode(), flat[i + 1].decode(), flat[i + 2], 1, flat[i + 3])
             for i in range(0, len(flat), 4)
         ]
 

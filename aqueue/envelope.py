@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "SIGNATURE_MARK",
     "WIRE_VERSION",
     "Envelope",
     "ErrorInfo",
@@ -31,7 +32,7 @@ __all__ = [
 #: A worker rejects (dead-letters) any other version instead of guessing.
 WIRE_VERSION = 1
 
-_SIGNATURE_MARK = b"\xa7aqsig1"  # never the first byte of a msgpack array
+SIGNATURE_MARK = b"\xa7aqsig1"  # never the first byte of a msgpack array
 _SIGNATURE_LEN = 32
 
 
@@ -137,7 +138,7 @@ def decode_error(data: bytes) -> ErrorInfo:
 def sign(payload: bytes, key: bytes) -> bytes:
     """Prefix ``payload`` with an HMAC-SHA256 of it under ``key``."""
     mac = hmac.new(key, payload, hashlib.sha256).digest()
-    return _SIGNATURE_MARK + mac + payload
+    return SIGNATURE_MARK + mac + payload
 
 
 def verify(data: bytes, key: bytes | None) -> bytes:
@@ -146,9 +147,9 @@ def verify(data: bytes, key: bytes | None) -> bytes:
     With a key, the message must carry a valid signature; without one, a
     signature is ignored.
     """
-    signed = data.startswith(_SIGNATURE_MARK)
+    signed = data.startswith(SIGNATURE_MARK)
     if signed:
-        start = len(_SIGNATURE_MARK)
+        start = len(SIGNATURE_MARK)
         mac = data[start : start + _SIGNATURE_LEN]
         payload = data[start + _SIGNATURE_LEN :]
     else:

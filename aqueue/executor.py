@@ -21,6 +21,7 @@ import msgspec
 from .broker import Delivery, FinishItem
 from .context import Context
 from .envelope import (
+    SIGNATURE_MARK,
     Envelope,
     ErrorInfo,
     MessageError,
@@ -42,6 +43,7 @@ __all__ = ["Job", "execute", "prepare"]
 _args_decoder = msgspec.msgpack.Decoder(list[Any])
 _kwargs_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 _TRACEBACK_LIMIT = 16_000
+_EMPTY_MAP = b"\x80"
 
 
 @dataclass(slots=True)
@@ -74,8 +76,11 @@ def dead(delivery: Delivery, reason: str, detail: str) -> FinishItem:
 
 def prepare(app: App, delivery: Delivery, now: float) -> Job | FinishItem:
     """Decode and check a delivery; a FinishItem means it must not run."""
+    payload = delivery.payload
     try:
-        env = decode_envelope(verify(delivery.payload, app._signing_key))
+        if app._signing_key is not None or payload[:1] == SIGNATURE_MARK[:1]:
+            payload = verify(payload, app._signing_key)
+        env = decode_envelope(payload)
     except MessageError as exc:
         return dead(delivery, exc.reason, exc.detail)
     if not delivery.task_id:
@@ -99,7 +104,7 @@ def prepare(app: App, delivery: Delivery, now: float) -> Job | FinishItem:
         )
     try:
         raw_args = _args_decoder.decode(env.args)
-        raw_kwargs = _kwargs_decoder.decode(env.kwargs)
+        raw_kwargs = _kwargs_decoder.decode(env.kwargs) if env.kwargs != _EMPTY_MAP else {}
         args, kwargs = task.spec.bind(raw_args, raw_kwargs)
     except (TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         return dead(
