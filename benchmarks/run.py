@@ -121,8 +121,17 @@ class RedisServer:
         self.logf = open(os.path.join(RAW, f"redis-{name}.log"), "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
             ],
             stdout=self.logf,
             stderr=subprocess.STDOUT,
@@ -162,23 +171,48 @@ class RedisServer:
 
 
 def run_adapter(
-    lib: str, py: str, workload: str, args: argparse.Namespace, broker: RedisServer,
-    ctrl: RedisServer, tag: str,
+    lib: str,
+    py: str,
+    workload: str,
+    args: argparse.Namespace,
+    broker: RedisServer,
+    ctrl: RedisServer,
+    tag: str,
 ) -> dict[str, Any]:
     cmd = [
-        py, os.path.join(ADAPTERS, f"{lib}_bench.py"),
-        "--workload", workload,
-        "--redis-url", broker.url, "--ctrl-url", ctrl.url,
-        "-n", str(args.n), "--sleep-n", str(args.sleep_n), "--rt-n", str(args.rt_n),
-        "--profile-n", str(args.profile_n), "--concurrency", str(args.concurrency),
-        "--timeout", str(args.timeout), "--log-dir", os.path.join(RAW, tag),
+        py,
+        os.path.join(ADAPTERS, f"{lib}_bench.py"),
+        "--workload",
+        workload,
+        "--redis-url",
+        broker.url,
+        "--ctrl-url",
+        ctrl.url,
+        "-n",
+        str(args.n),
+        "--sleep-n",
+        str(args.sleep_n),
+        "--rt-n",
+        str(args.rt_n),
+        "--profile-n",
+        str(args.profile_n),
+        "--concurrency",
+        str(args.concurrency),
+        "--timeout",
+        str(args.timeout),
+        "--log-dir",
+        os.path.join(RAW, tag),
     ]
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     t0 = time.time()
     try:
         r = subprocess.run(
-            cmd, cwd=ADAPTERS, capture_output=True, text=True, env=env,
+            cmd,
+            cwd=ADAPTERS,
+            capture_output=True,
+            text=True,
+            env=env,
             timeout=args.timeout * 2 + 120,
         )
     except subprocess.TimeoutExpired:
@@ -239,7 +273,9 @@ def fmt(v: float | None, kind: str) -> str:
 
 
 def summarize(
-    libs: list[str], runs: dict[str, dict[str, list[dict[str, Any]]]], skipped: dict[str, str],
+    libs: list[str],
+    runs: dict[str, dict[str, list[dict[str, Any]]]],
+    skipped: dict[str, str],
     args: argparse.Namespace,
 ) -> tuple[dict[str, dict[str, Any]], list[list[str]]]:
     medians: dict[str, dict[str, Any]] = {}
@@ -296,9 +332,7 @@ def table_md(rows: list[list[str]]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "--quick", action="store_true", help="smoke test: aqueue only, small N, 1 repeat"
     )
@@ -314,7 +348,8 @@ def main() -> int:
     ap.add_argument("--workloads", default=",".join(REPEATED + ONCE))
     ap.add_argument("--reinstall", action="store_true", help="recreate the peer virtualenvs")
     ap.add_argument(
-        "--out", default=None,
+        "--out",
+        default=None,
         help="output path prefix (default results/latest, or results/quick with --quick)",
     )
     args = ap.parse_args()
@@ -363,10 +398,14 @@ def main() -> int:
     try:
         floor = subprocess.run(
             [
-                sys.executable, os.path.join(HERE, "floor.py"),
-                "-n", "30000" if args.quick else "100000",
+                sys.executable,
+                os.path.join(HERE, "floor.py"),
+                "-n",
+                "30000" if args.quick else "100000",
             ],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         meta["floor"] = json.loads(floor.stdout) if floor.returncode == 0 else floor.stderr[-300:]
         log(f"machine floor: {meta['floor']}")
@@ -376,7 +415,7 @@ def main() -> int:
             log(f"{lib}: {v}")
 
         for rep in range(args.repeat):
-            order = active[rep % len(active):] + active[: rep % len(active)] if active else []
+            order = active[rep % len(active) :] + active[: rep % len(active)] if active else []
             for wl in workloads:
                 if wl in ONCE and rep:
                     continue
@@ -404,8 +443,11 @@ def main() -> int:
     for lib, why in skipped.items():
         print(f"  {lib}: skipped - {why}")
     errors = [
-        (lib, wl, r["error"]) for lib, w in runs.items() for wl, rs in w.items()
-        for r in rs if "error" in r
+        (lib, wl, r["error"])
+        for lib, w in runs.items()
+        for wl, rs in w.items()
+        for r in rs
+        if "error" in r
     ]
     for lib, wl, e in errors:
         print(f"  !! {lib} {wl}: {e}")
@@ -419,7 +461,9 @@ def main() -> int:
 
 
 def render_md(
-    meta: dict[str, Any], rows: list[list[str]], skipped: dict[str, str],
+    meta: dict[str, Any],
+    rows: list[list[str]],
+    skipped: dict[str, str],
     errors: list[tuple[str, str, str]],
 ) -> str:
     a = meta["args"]
@@ -456,8 +500,15 @@ def render_md(
 
 def _brief(res: dict[str, Any]) -> str:
     keys = [
-        "enqueue_rate", "drain_rate_from_start", "drain_rate_steady", "sleep_elapsed_s",
-        "rt_p50_ms", "rt_p99_ms", "cmds_top_level_per_task", "cmds_in_lua_per_task", "wall_s",
+        "enqueue_rate",
+        "drain_rate_from_start",
+        "drain_rate_steady",
+        "sleep_elapsed_s",
+        "rt_p50_ms",
+        "rt_p99_ms",
+        "cmds_top_level_per_task",
+        "cmds_in_lua_per_task",
+        "wall_s",
     ]
     return " ".join(f"{k}={res[k]}" for k in keys if k in res)
 

@@ -17,9 +17,17 @@ class Aqueue(Lib):
 
     def worker_cmd(self, concurrency: int) -> list[str]:
         return [
-            sys.executable, "-m", "aqueue", "worker", "aqueue_tasks:app",
-            "--concurrency", str(concurrency), "--queues", "bench",
-            "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "aqueue",
+            "worker",
+            "aqueue_tasks:app",
+            "--concurrency",
+            str(concurrency),
+            "--queues",
+            "bench",
+            "--log-level",
+            "warning",
         ]
 
     async def setup(self) -> None:

@@ -20,9 +20,16 @@ class CeleryLib(Lib):
     def worker_cmd(self, concurrency: int) -> list[str]:
         exe = os.path.join(os.path.dirname(sys.executable), "celery")
         return [
-            exe, "-A", "celery_tasks", "worker",
-            "-P", "threads", "-c", str(concurrency),
-            "--loglevel", "WARNING",
+            exe,
+            "-A",
+            "celery_tasks",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
         ]
 
     async def setup(self) -> None:

@@ -15,10 +15,15 @@ class Taskiq(Lib):
     def worker_cmd(self, concurrency: int) -> list[str]:
         exe = os.path.join(os.path.dirname(sys.executable), "taskiq")
         return [
-            exe, "worker", "taskiq_tasks:broker",
-            "--workers", "1",
-            "--max-async-tasks", str(concurrency),
-            "--log-level", "WARNING",
+            exe,
+            "worker",
+            "taskiq_tasks:broker",
+            "--workers",
+            "1",
+            "--max-async-tasks",
+            str(concurrency),
+            "--log-level",
+            "WARNING",
         ]
 
     async def setup(self) -> None:
