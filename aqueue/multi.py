@@ -81,7 +81,9 @@ def add_parser(sub: Any) -> None:
         "--kill", action="store_true", help="SIGKILL workers still running after --timeout"
     )
     for flags, dest, kind in _PASSTHROUGH:
-        p.add_argument(*flags, dest=dest, type=kind, default=None, help=argparse.SUPPRESS)
+        p.add_argument(
+            *flags, dest=dest, type=kind, default=None, help="passed to each `aqueue worker`"
+        )
     p.set_defaults(func=cmd_multi)
 
 
