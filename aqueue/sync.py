@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from .broker import Broker
+from .errors import ConfigError
 from .result import AsyncResult, ResultWaiter, TaskInfo
 from .status import TaskStatus
 
@@ -46,6 +47,11 @@ class SyncRunner:
     """A private event loop in a daemon thread, with its own Redis client."""
 
     def __init__(self, app: App) -> None:
+        if app._given_client is not None:
+            raise ConfigError(
+                "task.delay() needs an App made with a URL: the Redis client passed as "
+                "App(redis=...) belongs to one event loop and can't be used from another"
+            )
         self.app = app
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()

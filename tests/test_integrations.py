@@ -91,6 +91,17 @@ async def test_delay_from_a_thread_while_the_app_runs_on_an_event_loop(
         assert await (await blocking_sleep.enqueue(0.01)).get(timeout=10) == 0.01
 
 
+async def test_delay_refuses_an_injected_client(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    app = aqueue.App(redis=client)
+    add, _ = _basic_tasks(app)
+    with pytest.raises(aqueue.ConfigError, match="needs an App made with a URL"):
+        add.delay(1, 2)
+    await client.aclose()
+
+
 def test_delay_types_check_with_mypy() -> None:
     pytest.importorskip("mypy")
     proc = subprocess.run(
