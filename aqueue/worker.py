@@ -58,7 +58,9 @@ class Worker:
 
     ``await Worker(app).run()`` runs until :meth:`stop` is called (the CLI calls
     it on SIGTERM/SIGINT). With ``burst=True`` it returns once the queues are
-    empty and nothing is running, which suits scripts and tests.
+    empty and nothing is running, which suits scripts and tests. Unless
+    ``beat=False`` (or in burst mode) it also enqueues the App's periodic tasks;
+    any number of workers may do so, each tick is enqueued once.
     """
 
     def __init__(
