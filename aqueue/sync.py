@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from .broker import Broker
+from .envelope import ErrorInfo, encode_error
 from .errors import ConfigError
 from .result import AsyncResult, ResultWaiter, TaskInfo
 from .status import TaskStatus
@@ -178,6 +179,17 @@ class SyncResult(Generic[R]):
     def ready(self) -> bool:
         """True once the task has finished (whatever the outcome)."""
         return self.status().is_final
+
+    def abort(self) -> bool:
+        """Abort the task (as ``AsyncResult.abort``); False when it had already finished."""
+        runner = self._runner
+
+        async def abort() -> str:
+            error = encode_error(ErrorInfo("TaskAborted", "aborted on request"))
+            return await runner.broker.abort(self.queue, self.id, error)
+
+        state = runner.call(abort())
+        return state != "" and not TaskStatus(state).is_final
 
 
 def sync_result(app: App, task_id: str, queue: str | None = None) -> SyncResult[Any]:

@@ -74,6 +74,10 @@ def test_delay_and_get_from_sync_code_and_threads(
     with pytest.raises(aqueue.ResultTimeout):
         pending.get(timeout=0.2)
     assert pending.status() is aqueue.TaskStatus.QUEUED
+    assert pending.abort() is True
+    with pytest.raises(aqueue.TaskAborted):
+        pending.get(timeout=5)
+    assert pending.abort() is False  # already final
 
 
 async def test_delay_from_a_thread_while_the_app_runs_on_an_event_loop(
