@@ -88,3 +88,45 @@ async def test_cli_worker_serves_metrics_and_health(
             assert (await http.get("/healthz")).status_code == 200
     finally:
         assert stop(worker) == 0
+
+
+def _two_free_ports() -> int:
+    """A port P such that P and P+1 are both free right now."""
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+    raise AssertionError("no two consecutive free ports")
+
+
+async def test_supervised_children_serve_metrics_on_consecutive_ports(
+    redis_url: str, prefix: str
+) -> None:
+    from .ops_support import spawn
+
+    base = _two_free_ports()
+    sup = spawn(
+        redis_url, prefix, "worker", "basic:app", "--processes", "2", "--metrics-port", str(base)
+    )
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def both_healthy() -> bool:
+                try:
+                    codes = [
+                        (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code
+                        for port in (base, base + 1)
+                    ]
+                except httpx.TransportError:
+                    return False
+                return codes == [200, 200]
+
+            await wait_until(both_healthy, timeout=30, interval=0.2)
+    finally:
+        assert stop(sup, timeout=40) == 0
