@@ -320,6 +320,8 @@ class App:
         if self._result_waiter is not None:
             await self._result_waiter.close()
             self._result_waiter = None
+        if self._broker is not None:
+            await self._broker.close()
         if self._broker is not None and self._given_client is None:
             with contextlib.suppress(Exception):
                 await self._broker.client.aclose()
