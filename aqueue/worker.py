@@ -106,6 +106,10 @@ class Worker:
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._outage = Outage(mask_url(app.settings.redis_url))
+        self._orphans_due: dict[str, float] = {}
+        s = app.settings
+        self._orphan_idle = min(max(3 * s.heartbeat_interval, 3.0), s.visibility_timeout / 2)
+        self._orphan_period = max(5.0, 2 * self._orphan_idle)
         #: Optional per-task hook (``started(job)``, ``finished(item, running)``),
         #: set by ``aqueue worker --metrics-port``; None costs one check per task.
         self.observer: Any = None
@@ -211,10 +215,13 @@ class Worker:
                 await self._acked.wait()
             n = await self._capacity.reserve(share)
             try:
-                # Under load one script call reads and marks a batch; only an
-                # empty stream costs the extra blocking read.
-                deliveries = await broker.fetch(queue, self.name, n)
-                marked = bool(deliveries)
+                deliveries = await self._take_orphans(queue, n)
+                marked = False
+                if not deliveries:
+                    # Under load one script call reads and marks a batch; only an
+                    # empty stream costs the extra blocking read.
+                    deliveries = await broker.fetch(queue, self.name, n)
+                    marked = bool(deliveries)
                 if not deliveries:
                     deliveries = await broker.read(queue, self.name, n, block)
             except asyncio.CancelledError:
@@ -222,6 +229,8 @@ class Worker:
                 raise
             except _RETRYABLE as exc:
                 self._capacity.release(n)
+                # A read whose reply was lost still delivered its entries to us.
+                self._orphans_due[queue] = time.monotonic() + self._orphan_idle
                 await backoff.failed(exc)
                 continue
             backoff.succeeded()
@@ -230,6 +239,36 @@ class Worker:
             self._idle[queue] = not deliveries
             if deliveries:
                 await self._start(queue, deliveries, marked)
+
+    async def _take_orphans(self, queue: str, n: int) -> list[Delivery]:
+        """Entries delivered to this worker in a reply it never saw (lost with its connection).
+
+        Without this they would wait out the visibility timeout, since this
+        worker's heartbeat says it is alive. Only entries idle for
+        ``_orphan_idle`` count: by then everything this worker really holds is
+        in ``_running`` (until acknowledged) and skipped; a refused message
+        taken twice is fenced off when it is dead-lettered the second time.
+        """
+        now = time.monotonic()
+        due = self._orphans_due.get(queue)
+        if due is None or now < due:
+            if due is None:
+                self._orphans_due[queue] = now + self._orphan_period
+            return []
+        deliveries = await self.app.broker.claim_own_stale(
+            queue, self.name, int(self._orphan_idle * 1000), n, set(self._running)
+        )
+        # Again soon when there may be more; else now and then, since a read the
+        # Redis client retried by itself after a dropped connection raised nothing.
+        self._orphans_due[queue] = now + (0 if len(deliveries) == n else self._orphan_period)
+        if deliveries:
+            logger.warning(
+                "recovered %d task(s) of %s delivered to this worker in a reply its "
+                "connection lost",
+                len(deliveries),
+                queue,
+            )
+        return deliveries
 
     async def _start(self, queue: str, deliveries: list[Delivery], marked: bool = False) -> None:
         """Mark deliveries running (unless ``marked``), check them and start them."""
@@ -423,7 +462,7 @@ class Worker:
         if item.state == "dead":
             logger.error(
                 "message %s (task id %s) moved to the dead-letter stream: %s. "
-                "Inspect it with `aqueue dead list --queue %s`",
+                "Inspect it with `aqueue dead list MODULE:APP --queue %s`",
                 delivery.entry_id,
                 item.task_id,
                 error.message,
@@ -499,6 +538,7 @@ class Worker:
                     deliveries = await broker.reclaim(queue, self.name, n)
                 except _RETRYABLE as exc:
                     self._capacity.release(n)
+                    self._orphans_due[queue] = time.monotonic() + self._orphan_idle
                     await backoff.failed(exc, sleep=False)
                     continue
                 except BaseException:
