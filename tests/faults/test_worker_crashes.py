@@ -7,6 +7,8 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 import aqueue
 from aqueue import TaskStatus
 
@@ -20,16 +22,19 @@ async def _results(handles: list[aqueue.AsyncResult[Any]], timeout: float) -> li
     return await asyncio.wait_for(asyncio.gather(*(h.get() for h in handles)), timeout)
 
 
+@pytest.mark.parametrize("settings", ["fast", "defaults"])
 async def test_sigkill_with_20_tasks_in_flight(
-    redis_url: str, prefix: str, workers: Workers, counts: Counts
+    redis_url: str, prefix: str, workers: Workers, counts: Counts, settings: str
 ) -> None:
+    # fast: heartbeat every 0.5 s, dead after 2 s; defaults: 1 s and 5 s.
+    env = FAST if settings == "fast" else {}
     keys = [f"k{i}" for i in range(20)]
-    first = workers.start("-c", "20", **FAST)
+    first = workers.start("-c", "20", **env)
     async with producer(redis_url, prefix) as app:
         mark = app.tasks["faults.mark"]
         handles = [await mark.enqueue(k, 3.0) for k in keys]
         await wait_until(lambda: counts.started(keys) == [1] * 20, 30)
-        second = workers.start("-c", "20", **FAST)
+        second = workers.start("-c", "20", **env)
         await wait_until(lambda: counts.workers_alive() == 2, 30)
         assert counts.done(keys) == [0] * 20  # all 20 are in flight on the first worker
 
@@ -46,7 +51,7 @@ async def test_sigkill_with_20_tasks_in_flight(
         assert [await h.status() for h in handles] == [TaskStatus.SUCCEEDED] * 20
         assert second.alive
         report(
-            "sigkill",
+            f"sigkill_{settings}",
             tasks=20,
             lost=20 - sum(counts.done(keys)),
             duplicated_completions=sum(counts.done(keys)) - 20,
