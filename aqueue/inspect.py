@@ -106,9 +106,12 @@ async def delete_worker_info(worker: Worker) -> None:
     import asyncio
 
     for loop_task in worker._loops:
-        if loop_task.get_name() == "aqueue-heartbeat" and not loop_task.done():
-            loop_task.cancel()
-            await asyncio.gather(loop_task, return_exceptions=True)
+        if loop_task.get_name() == "aqueue-heartbeat":
+            # Until it has ended: redis-py swallows a cancellation that lands
+            # while it opens a connection.
+            while not loop_task.done():
+                loop_task.cancel()
+                await asyncio.wait({loop_task}, timeout=1.0)
     app = worker.app
     await app.broker.client.delete(worker_info_key(app.settings.prefix, worker.name))
 
