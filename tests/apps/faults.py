@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis
 import redis.asyncio as aioredis
 import redis.exceptions
 
@@ -99,4 +100,18 @@ async def needs_flag(key: str, *, ctx: aqueue.Context) -> str:
     if not await client.exists(f"{app.settings.prefix}:flag:{key}"):
         raise RuntimeError(f"flag {key} is not set")
     await _record(ctx, "done", key, uuid.uuid4().hex)
+    return key
+
+
+@app.task
+def sync_mark(key: str, seconds: float) -> str:
+    """A plain def task (it runs in a worker thread): count a start, block, count a completion."""
+    client = redis.Redis.from_url(app.settings.redis_url)
+    run = uuid.uuid4().hex
+    try:
+        client.sadd(f"{app.settings.prefix}:started:{key}", run)
+        time.sleep(seconds)
+        client.sadd(f"{app.settings.prefix}:done:{key}", run)
+    finally:
+        client.close()
     return key
