@@ -163,3 +163,35 @@ async def test_enqueue_to_unresponsive_redis_times_out(prefix: str) -> None:
                 os.kill(srv.proc.pid, signal.SIGCONT)
             report("enqueue_unresponsive_redis", raised_after_s=elapsed_since(began))
             print(caught.value)
+
+
+async def test_sigterm_while_redis_is_down(prefix: str, workers: Workers) -> None:
+    """The worker can't hand its tasks back, so it exits anyway and they are reclaimed."""
+    import signal
+
+    with redis_server("--appendonly", "yes", "--appendfsync", "always") as srv:
+        counts = Counts(srv.url, prefix)
+        keys = [f"d{i}" for i in range(5)]
+        first = workers.start("-c", "5", "--grace-period", "1", url=srv.url, **ENV)
+        async with producer(srv.url, prefix) as app:
+            mark = app.tasks["faults.mark"]
+            handles = [await mark.enqueue(k, 10.0) for k in keys]
+            await wait_until(lambda: counts.started(keys) == [1] * 5, 30)
+            srv.stop()
+            first.signal(signal.SIGTERM)
+            assert first.wait(30) == 0
+            out = first.output()
+            assert "could not hand back" in out, out
+            srv.start()
+            began = time.monotonic()
+            workers.start("-c", "5", url=srv.url, **ENV)
+            await asyncio.wait_for(asyncio.gather(*(h.get() for h in handles)), 40)
+            assert counts.done(keys) == [1] * 5
+            report(
+                "sigterm_during_outage",
+                tasks=5,
+                lost=0,
+                reexecuted=sum(counts.started(keys)) - 5,
+                all_done_after_restart_s=elapsed_since(began),
+            )
+        counts.close()
