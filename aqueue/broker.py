@@ -365,7 +365,8 @@ class Broker:
         Returns (entries this worker lost, entries whose task is to be aborted).
         """
         keys = self.keys(queue)
-        args: list[Any] = [CONSUMER_GROUP, consumer, keys.task_prefix]
+        lease_ms = int(self.settings.visibility_timeout * 1000)
+        args: list[Any] = [CONSUMER_GROUP, consumer, keys.task_prefix, lease_ms]
         for entry_id, task_id in running:
             args += (entry_id, task_id)
         lost, aborted = await self._script("renew", (keys.stream, keys.workers), args)

@@ -286,3 +286,31 @@ async def test_unique_lock_covers_the_delay(app: aqueue.App) -> None:
     ttl_ms = await app.broker.client.pttl(keys.unique("digest"))
     assert 3600_000 < ttl_ms <= 3602_000
     assert await r.status() is TaskStatus.SCHEDULED
+
+
+async def test_unique_key_held_while_a_long_task_runs(redis_url: str, prefix: str) -> None:
+    app = aqueue.App(redis_url, prefix=prefix, visibility_timeout=1.0, heartbeat_interval=0.1)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @app.task
+    async def rebuild() -> str:
+        started.set()
+        await release.wait()
+        return "done"
+
+    bound = rebuild.options(unique_key="rebuild", unique_for=0.5)
+    try:
+        async with running_worker(app):
+            first = await bound.enqueue()
+            await asyncio.wait_for(started.wait(), 10)
+            await asyncio.sleep(1.5)  # three times unique_for, several lease renewals
+            assert await first.status() is TaskStatus.RUNNING
+            again = await bound.enqueue()
+            assert again.id == first.id
+            release.set()
+            assert await first.get(timeout=10) == "done"
+        keys = app.broker.keys(app.settings.default_queue)
+        assert await app.broker.client.exists(keys.unique("rebuild")) == 0
+    finally:
+        await app.close()

@@ -1,22 +1,29 @@
 -- Heartbeat this worker and extend the leases of the entries it is running.
 -- KEYS: stream, workers
--- ARGV: group, consumer, task_prefix, then entry_id, task_id pairs
+-- ARGV: group, consumer, task_prefix, lease_ms, then entry_id, task_id pairs
 -- Returns {lost, aborted}: entries this consumer no longer owns (reclaimed
 -- elsewhere; their outcome would be fenced off, so the worker stops them) and
 -- entries whose task was asked to abort (in case the push was missed).
+-- A running unique task's key is kept alive for at least one more lease.
 local stream, workers = KEYS[1], KEYS[2]
-local group, consumer, prefix = ARGV[1], ARGV[2], ARGV[3]
+local group, consumer, prefix, lease = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', workers, now, consumer)
 local lost, aborted = {}, {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local entry = ARGV[i]
   if #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1 then
     -- JUSTID: resets the idle time without counting another delivery.
     redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID')
-    if redis.call('HGET', prefix .. ARGV[i + 1], 'abort') then
+    local tid = ARGV[i + 1]
+    local seen = redis.call('HMGET', prefix .. tid, 'abort', 'ukey')
+    if seen[1] then
       aborted[#aborted + 1] = entry
+    end
+    local ukey = seen[2]
+    if ukey and redis.call('GET', ukey) == tid and redis.call('PTTL', ukey) < lease then
+      redis.call('PEXPIRE', ukey, lease)
     end
   else
     lost[#lost + 1] = entry
