@@ -19,6 +19,7 @@ is recorded without running, so deploying a weekly job never fires it at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -262,6 +263,7 @@ class Scheduler:
         self._seen: dict[str, float] = {}
         self._script: AsyncScript | None = None
         self._script_broker: Broker | None = None
+        self._stop = asyncio.Event()
 
     @property
     def periodic(self) -> dict[str, PeriodicTask]:
@@ -330,23 +332,28 @@ class Scheduler:
             return MAX_SLEEP
         return min(MAX_SLEEP, max(0.0, min(nexts) - now))
 
+    def stop(self) -> None:
+        """Make :meth:`run` return (without relying on cancellation)."""
+        self._stop.set()
+
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Run until :meth:`stop` is called or the task is cancelled."""
         if not self.periodic:
             return
         delay = 0.1
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.run_due()
                 delay = 0.1
+                # A hair past the tick so the clock surely reads at or after it.
+                pause = self.seconds_until_next() + 0.001
             except (*REDIS_ERRORS, redis.exceptions.RedisError) as exc:
                 # READONLY after a failover, LOADING, ...: the worker keeps running.
                 logger.warning("scheduler: Redis error (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_SLEEP)
-                continue
-            # A hair past the tick so the clock surely reads at or after it.
-            await asyncio.sleep(self.seconds_until_next() + 0.001)
+                pause, delay = delay, min(delay * 2, MAX_SLEEP)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._stop.wait()
 
     async def last_ticks(self) -> dict[str, float | None]:
         """The last tick claimed for each periodic task (None: never)."""

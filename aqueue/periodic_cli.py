@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -39,10 +38,9 @@ async def cmd_beat(args: argparse.Namespace) -> int:
     try:
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (runner, stopper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        scheduler.stop()  # not a cancel: redis-py may swallow one mid-connect
+        stopper.cancel()
+        await asyncio.gather(runner, stopper, return_exceptions=True)
         await app.close()
     if runner.done() and not runner.cancelled() and runner.exception() is not None:
         logger.error("scheduler crashed: %s", runner.exception())

@@ -333,6 +333,8 @@ async def test_scheduler_survives_a_redis_restart(prefix: str) -> None:
             before = time.time()
             await wait_until(lambda: _after(last_tick, before), timeout=15)
             assert not runner.done()
+            scheduler.stop()
+            await asyncio.wait_for(runner, 5)  # stop() ends run() without a cancel
         finally:
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
