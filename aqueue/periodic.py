@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
-from .broker import REDIS_ERRORS
+from .broker import REDIS_ERRORS, OutgoingMessage
 from .context import Context
 from .errors import ConfigError, EnqueueError
 from .task import EnqueueOptions, Task
@@ -239,7 +239,7 @@ def make_decorator(
     return PeriodicDecorator(app, schedule, args, kwargs or {}, singleton, task_options)
 
 
-def _tick_message(periodic: PeriodicTask, tick: float) -> Any:
+def _tick_message(periodic: PeriodicTask, tick: float) -> OutgoingMessage:
     task = periodic.task
     opts = EnqueueOptions(task_id=periodic.task_id(tick))
     if periodic.singleton:
