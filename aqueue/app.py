@@ -285,6 +285,10 @@ class App:
                 self._client = aioredis.Redis.from_url(
                     self.settings.redis_url,
                     socket_connect_timeout=self.settings.connect_timeout,
+                    # Explicit (older redis-py versions default to none): a Redis that
+                    # accepts connections but never answers must not hang
+                    # enqueue() for ever. Longer than the workers' 2 s blocking reads.
+                    socket_timeout=max(self.settings.connect_timeout, 5.0),
                     socket_keepalive=True,
                     health_check_interval=30,
                     max_connections=200,
