@@ -314,3 +314,21 @@ async def test_unique_key_held_while_a_long_task_runs(redis_url: str, prefix: st
         assert await app.broker.client.exists(keys.unique("rebuild")) == 0
     finally:
         await app.close()
+
+
+async def test_due_tasks_are_promoted_once_with_many_workers(app: aqueue.App) -> None:
+    from collections import Counter
+
+    runs: Counter[int] = Counter()
+
+    @app.task
+    async def job(n: int) -> int:
+        runs[n] += 1
+        return n
+
+    async with running_worker(app), running_worker(app), running_worker(app):
+        handles = await job.options(delay=0.3).enqueue_many([(n,) for n in range(300)])
+        assert {await h.status() for h in handles[:5]} == {TaskStatus.SCHEDULED}
+        values = await asyncio.gather(*(h.get(timeout=20) for h in handles))
+    assert values == list(range(300))
+    assert runs == Counter(range(300))  # every one exactly once
