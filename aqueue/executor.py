@@ -224,15 +224,16 @@ async def execute(
                     raise
     except asyncio.CancelledError:
         raise
-    except KeyboardInterrupt:
-        raise
-    except SystemExit as exc:  # a task calling sys.exit() must not stop the worker
-        return _after_error(app, job, exc)
     except Exception as exc:
         error: BaseException = exc
         if timed_out:
             error = TimeoutError(f"{job.display_name} timed out after {timeout}s")
         return _after_error(app, job, error)
+    except BaseException as exc:
+        # sys.exit(), KeyboardInterrupt or any other BaseException raised by task
+        # code: the task failed, the worker goes on. Let through, it would stop
+        # the worker or leave the task running for ever, holding its slot.
+        return _after_error(app, job, exc)
     try:
         result = encode_value(value)
     except (TypeError, ValueError, OverflowError) as exc:

@@ -115,3 +115,16 @@ def sync_mark(key: str, seconds: float) -> str:
     finally:
         client.close()
     return key
+
+
+class Bail(BaseException):
+    """Not an Exception: task code that raises it must not take the worker down."""
+
+
+@app.task
+async def raise_base(kind: str) -> None:
+    if kind == "exit":
+        raise SystemExit(3)
+    if kind == "keyboard":
+        raise KeyboardInterrupt
+    raise Bail(kind)

@@ -165,6 +165,10 @@ def producer(url: str, prefix: str, **settings: object) -> aqueue.App:
     async def needs_flag(key: str) -> str:
         raise NotImplementedError
 
+    @app.task(name="faults.raise_base")
+    async def raise_base(kind: str) -> None:
+        raise NotImplementedError
+
     @app.task(name="faults.sync_mark")
     def sync_mark(key: str, seconds: float) -> str:
         raise NotImplementedError

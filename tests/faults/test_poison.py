@@ -132,3 +132,24 @@ async def test_task_that_kills_its_worker_ends_in_the_dead_stream(
             executions=counts.started(["boom"])[0],
             dead_lettered_after_s=dead_after,
         )
+
+
+async def test_base_exceptions_from_task_code_fail_the_task_not_the_worker(
+    redis_url: str, prefix: str, workers: Workers, counts: Counts
+) -> None:
+    worker = workers.start("-c", "1", **ENV)  # one slot: a leaked one would stop everything
+    async with producer(redis_url, prefix) as app:
+        raise_base = app.tasks["faults.raise_base"]
+        for kind, type_name in (
+            ("custom", "faults.Bail"),
+            ("keyboard", "KeyboardInterrupt"),
+            ("exit", "SystemExit"),
+        ):
+            handle = await raise_base.enqueue(kind)
+            with pytest.raises(aqueue.TaskFailed) as caught:
+                await asyncio.wait_for(handle.get(), 20)
+            assert caught.value.exc_type == type_name
+            assert await handle.status() is TaskStatus.FAILED
+        after = await app.tasks["faults.mark"].enqueue("after")
+        assert await asyncio.wait_for(after.get(), 20) == 1
+        assert worker.alive
