@@ -103,6 +103,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         threads=args.threads,
         grace_period=args.grace_period,
         burst=args.burst,
+        prefetch=args.prefetch,
         beat=not getattr(args, "no_beat", False),
     )
     loop = asyncio.get_running_loop()
@@ -146,6 +147,14 @@ def _add_worker_parser(sub: Any) -> None:
         type=int,
         default=None,
         help="threads for plain def tasks (default min(concurrency, 16))",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="messages read ahead while tasks run, so Redis prepares the next batch "
+        "meanwhile (default concurrency/2, at most 100); a worker holds at most "
+        "concurrency + prefetch messages",
     )
     p.add_argument(
         "--grace-period",

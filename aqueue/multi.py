@@ -37,6 +37,7 @@ _PASSTHROUGH: list[tuple[tuple[str, ...], str, Any]] = [
     (("-q", "--queues"), "queues", str),
     (("--url",), "url", str),
     (("--threads",), "threads", int),
+    (("--prefetch",), "prefetch", int),
     (("--grace-period",), "grace_period", float),
     (("--visibility-timeout",), "visibility_timeout", float),
     (("--processes",), "processes", int),

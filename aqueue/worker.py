@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ import redis.exceptions
 
 from .broker import REDIS_ERRORS, Delivery, FinishItem
 from .config import mask_url
-from .envelope import decode_error
+from .envelope import ErrorInfo, decode_error, encode_error
 from .executor import Job, execute, prepare
 from .inspect import delete_worker_info, publish_worker_info
 from .result import encode_progress
@@ -74,9 +75,12 @@ class Worker:
         burst: bool = False,
         name: str | None = None,
         beat: bool = True,
+        prefetch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if prefetch is not None and prefetch < 0:
+            raise ValueError("prefetch must be zero or more")
         self.app = app
         self.queues = list(queues or app.queues)
         self.concurrency = concurrency
@@ -87,7 +91,14 @@ class Worker:
         self.beat = beat and not burst
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
-        self._capacity = Capacity(concurrency)
+        #: Messages read ahead while the running ones finish, so Redis prepares
+        #: the next batch while this process runs the current one.
+        self.prefetch = min(concurrency // 2, 100) if prefetch is None else prefetch
+        # Slots count the messages held (running or read ahead); at most
+        # `concurrency` of them run at once, the rest wait in `_ready`.
+        self._capacity = Capacity(concurrency + self.prefetch)
+        self._executing = 0
+        self._ready: deque[_Running] = deque()
         self._running: dict[str, _Running] = {}
         self._entry_by_task: dict[str, str] = {}
         self._finishing: dict[str, list[tuple[FinishItem, _Running | None]]] = {}
@@ -305,6 +316,15 @@ class Worker:
         entry = job.delivery.entry_id
         self._running[entry] = running
         self._entry_by_task[job.envelope.id] = entry
+        if self._executing >= self.concurrency:
+            self._ready.append(running)  # read ahead: runs when a task ends
+            return
+        self._execute(running)
+
+    def _execute(self, running: _Running) -> None:
+        job = running.job
+        self._executing += 1
+        running.started = time.perf_counter()
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s[%s] started (attempt %d)", job.display_name, job.envelope.id, job.attempt
@@ -312,6 +332,19 @@ class Worker:
         running.task = asyncio.create_task(self._run(running))
         if self.observer is not None:
             self.observer.started(job)
+
+    def _task_ended(self) -> None:
+        """A task stopped executing: start the next one read ahead, if any."""
+        self._executing -= 1
+        while self._ready and (self._executing < self.concurrency or self._stopping):
+            running = self._ready.popleft()
+            if running.cancel_reason is None and not self._stopping:
+                self._execute(running)
+            elif running.cancel_reason == "abort":
+                self._queue_finish(running.job.delivery.queue, _aborted(running.job), running)
+            else:  # lost, or stopping (leaving hands it back): nothing to record
+                self._forget(running.job)
+                self._capacity.release()
 
     async def _run(self, running: _Running) -> None:
         job = running.job
@@ -322,23 +355,18 @@ class Worker:
         except asyncio.CancelledError:
             reason = running.cancel_reason
             if reason == "abort":
-                from .envelope import ErrorInfo, encode_error
-
-                item = FinishItem(
-                    entry_id=job.delivery.entry_id,
-                    task_id=job.envelope.id,
-                    state="aborted",
-                    error=encode_error(ErrorInfo("TaskAborted", "aborted while running")),
-                )
+                item = _aborted(job)
             else:
                 # Lease lost (another worker has it) or shutdown (leaving hands it
                 # back): nothing is recorded here.
                 self._forget(job)
                 self._capacity.release()
+                self._task_ended()
                 if reason is None:
                     raise
                 return
         self._queue_finish(queue, item, running)
+        self._task_ended()
 
     def _forget(self, job: Job) -> None:
         self._running.pop(job.delivery.entry_id, None)
@@ -509,7 +537,12 @@ class Worker:
 
     def _cancel(self, entry: str, reason: str) -> None:
         running = self._running.get(entry)
-        if running is None or running.task is None or running.task.done():
+        if running is None:
+            return
+        if running.task is None:  # read ahead, not started: skipped when its turn comes
+            running.cancel_reason = running.cancel_reason or reason
+            return
+        if running.task.done():
             return
         job = running.job
         if reason == "lost":
@@ -629,6 +662,10 @@ class Worker:
     async def _shutdown(self) -> None:
         self._stopping = True
         broker = self.app.broker
+        while self._ready:  # read ahead, never started: leaving hands them back
+            waiting = self._ready.popleft()
+            self._forget(waiting.job)
+            self._capacity.release()
         keep = {"aqueue-finish", "aqueue-heartbeat", "aqueue-control"}
         for loop_task in self._loops:
             if loop_task.get_name() not in keep:
@@ -683,3 +720,12 @@ class Worker:
             s.dead,
             handed_back,
         )
+
+
+def _aborted(job: Job) -> FinishItem:
+    return FinishItem(
+        entry_id=job.delivery.entry_id,
+        task_id=job.envelope.id,
+        state="aborted",
+        error=encode_error(ErrorInfo("TaskAborted", "aborted while running")),
+    )
