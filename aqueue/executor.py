@@ -222,8 +222,13 @@ async def execute(
                     # The thread can't be stopped; it keeps its pool slot until it returns.
                     timed_out = True
                     raise
-    except asyncio.CancelledError:
-        raise
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        if current is None or current.cancelling():
+            raise  # the worker cancelled it (abort, lost lease, shutdown)
+        # Raised by the task's own code: a failure like any other, not a crash
+        # that leaves the message to wait out its lease.
+        return _after_error(app, job, exc)
     except Exception as exc:
         error: BaseException = exc
         if timed_out:

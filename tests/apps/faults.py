@@ -127,4 +127,6 @@ async def raise_base(kind: str) -> None:
         raise SystemExit(3)
     if kind == "keyboard":
         raise KeyboardInterrupt
+    if kind == "cancel":
+        raise asyncio.CancelledError  # from task code, not from the worker
     raise Bail(kind)

@@ -144,6 +144,7 @@ async def test_base_exceptions_from_task_code_fail_the_task_not_the_worker(
             ("custom", "faults.Bail"),
             ("keyboard", "KeyboardInterrupt"),
             ("exit", "SystemExit"),
+            ("cancel", "asyncio.exceptions.CancelledError"),
         ):
             handle = await raise_base.enqueue(kind)
             with pytest.raises(aqueue.TaskFailed) as caught:
