@@ -124,10 +124,12 @@ async def run_demo(args: argparse.Namespace) -> int:
     if await _answers(url):
         print(f"Using Redis at {mask_url(url)}")
         return await _run(url, args)
-    print(f"No Redis answers at {mask_url(url)}; starting a throwaway redis-server for this run.")
+    print(f"No Redis answers at {mask_url(url)}.")
     with throwaway_redis() as private_url:
         await _wait_for(private_url, time.monotonic() + 10)
-        print(f"  started at {private_url} (removed afterwards)")
+        print(
+            f"Started a throwaway redis-server for this run at {private_url} (removed afterwards)"
+        )
         return await _run(private_url, args)
 
 
