@@ -68,3 +68,18 @@ local function push_frame(tid, state, body)
   return struct.pack('>I4', #tid) .. tid .. struct.pack('>I4', #state) .. state
     .. struct.pack('>I4', #body) .. body
 end
+
+-- The task id and message of a stream entry's field list ('' when missing).
+local function entry_fields(fields)
+  local tid, payload = '', ''
+  for j = 1, #fields, 2 do
+    if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1] end
+  end
+  return tid, payload
+end
+
+-- A task that ended frees its unique key, unless another task holds it by now.
+local function release_unique(rec, tid)
+  local ukey = redis.call('HGET', rec, 'ukey')
+  if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
+end

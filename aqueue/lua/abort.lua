@@ -17,8 +17,7 @@ if state == 'queued' or state == 'scheduled' or state == 'retrying' then
   redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)
   -- Queued entries stay in the stream; the start script drops them unrun.
   if state ~= 'queued' then redis.call('PEXPIRE', rec, ttl) end
-  local ukey = redis.call('HGET', rec, 'ukey')
-  if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
+  release_unique(rec, tid)
   redis.call('PUBLISH', ARGV[4], tid)
 elseif state == 'running' then
   redis.call('HSET', rec, 'abort', '1')

@@ -13,10 +13,7 @@ if not reply then return out end
 local now = now_ms()
 for _, e in ipairs(reply[1][2]) do
   local entry, fields = e[1], e[2]
-  local tid, payload = '', ''
-  for j = 1, #fields, 2 do
-    if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1] end
-  end
+  local tid, payload = entry_fields(fields)
   local attempt = 1
   if tid ~= '' then
     attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)

@@ -58,8 +58,7 @@ for _, row in ipairs(rows) do
       end
       redis.call('PEXPIRE', rec, ttl)
       if unique == 1 then
-        local ukey = redis.call('HGET', rec, 'ukey')
-        if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
+        release_unique(rec, tid)
       end
       if state == 'succeeded' then
         done[#done + 1] = push_frame(tid, state, result)

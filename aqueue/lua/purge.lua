@@ -20,8 +20,7 @@ local function abort_record(tid, waiting_states)
   if state and waiting_states[state] then
     redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)
     redis.call('PEXPIRE', rec, ttl)
-    local ukey = redis.call('HGET', rec, 'ukey')
-    if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
+    release_unique(rec, tid)
     done[#done + 1] = tid
   end
 end

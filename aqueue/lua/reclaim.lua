@@ -60,11 +60,7 @@ for _, e in ipairs(claimed) do
   if fields then
     local p = redis.call('XPENDING', stream, group, entry, entry, 1)
     local deliveries = p[1] and p[1][4] or 1
-    local tid, payload = '', ''
-    for j = 1, #fields, 2 do
-      if fields[j] == 'id' then tid = fields[j + 1] end
-      if fields[j] == 'm' then payload = fields[j + 1] end
-    end
+    local tid, payload = entry_fields(fields)
     if deliveries > max_deliveries then
       redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid, 'm', payload,
         'reason', 'max_deliveries',
@@ -76,8 +72,7 @@ for _, e in ipairs(claimed) do
         local rec = prefix .. tid
         redis.call('HSET', rec, 'state', 'dead', 'finished', now, 'error', '')
         redis.call('PEXPIRE', rec, ttl)
-        local ukey = redis.call('HGET', rec, 'ukey')
-        if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
+        release_unique(rec, tid)
         done[#done + 1] = tid
       end
     else

@@ -14,10 +14,7 @@ for i = 2, #ARGV do
   local new = ''
   if found then
     local fields = found[2]
-    local tid, payload = '', ''
-    for j = 1, #fields, 2 do
-      if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1] end
-    end
+    local tid, payload = entry_fields(fields)
     new = redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
     if tid ~= '' then
       local rec = prefix .. tid
