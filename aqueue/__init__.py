@@ -35,6 +35,7 @@ from .errors import (
 )
 from .result import AsyncResult, TaskInfo
 from .status import TaskStatus
+from .sync import SyncResult
 from .task import Task
 from .worker import Worker
 
@@ -51,6 +52,7 @@ __all__ = [
     "Retry",
     "SerializationError",
     "Settings",
+    "SyncResult",
     "Task",
     "TaskAborted",
     "TaskDead",

@@ -23,7 +23,7 @@ from .broker import REDIS_ERRORS, Broker
 from .config import DEFAULT_REDIS_URL, Settings, mask_url
 from .context import Context
 from .envelope import ErrorInfo, encode_error
-from .errors import AqueueError, ConfigError, ConnectionFailed
+from .errors import AqueueError, ConfigError, ConnectionFailed, UnknownTask
 from .result import AsyncResult, ResultWaiter
 from .status import TaskStatus
 from .sync import SyncRunner
@@ -209,6 +209,28 @@ class App:
         return found
 
     # -- results -----------------------------------------------------------------
+
+    async def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Enqueue a registered task by its name (Celery's ``send_task``).
+
+        ``options`` are the per-call options of :meth:`Task.options`. Raises
+        :class:`UnknownTask` when no task of that name is registered here.
+        """
+        task = self.tasks.get(name)
+        if task is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self.tasks), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownTask(f"no task named {name!r} is registered on this App{hint}")
+        enqueuer = task.options(**options) if options else task
+        return await enqueuer.enqueue(*args, **dict(kwargs or {}))
 
     def result(self, task_id: str, queue: str | None = None) -> AsyncResult[Any]:
         """A handle on a task enqueued anywhere, by its id.

@@ -235,3 +235,16 @@ async def test_results_wake_many_waiters_on_one_subscription(app: aqueue.App) ->
     clients = await client.client_list()
     subscribers = [c for c in clients if int(c.get("sub", 0)) > 0 and "done" not in c["cmd"]]
     assert len([c for c in subscribers if c["cmd"] in ("subscribe", "ping")]) <= 3
+
+
+async def test_send_task_by_name(app: aqueue.App) -> None:
+    @app.task(name="reports.build")
+    async def build(report: str, pages: int = 1) -> str:
+        return f"{report}:{pages}"
+
+    with pytest.raises(aqueue.UnknownTask, match=r"did you mean 'reports\.build'"):
+        await app.send_task("reports.biuld", ["weekly"])
+    async with running_worker(app):
+        r = await app.send_task("reports.build", ["weekly"], {"pages": 3}, task_id="w-1")
+        assert r.id == "w-1"
+        assert await r.get(timeout=10) == "weekly:3"
