@@ -294,6 +294,20 @@ class Broker:
         """New entries for this consumer: at most ``count``, waiting up to ``block_ms``."""
         keys = self.keys(queue)
         try:
+            if self.direct.enabled:
+                # On the latency path: a task enqueued on an idle queue wakes this read.
+                raw = await self.direct.call(
+                    "XREADGROUP", "GROUP", CONSUMER_GROUP, consumer, "COUNT", count,
+                    "BLOCK", block_ms, "STREAMS", keys.stream, ">",
+                )  # fmt: skip
+                # RESP2 answers [[stream, entries]], RESP3 {stream: entries}; entries
+                # are [id, [field, value, ...]].
+                streams = raw.items() if isinstance(raw, dict) else (raw or [])
+                return [
+                    _delivery(queue, entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), 1)
+                    for _stream, entries in streams
+                    for entry_id, flat in entries
+                ]
             reply = await self.client.xreadgroup(
                 CONSUMER_GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
             )
@@ -304,8 +318,8 @@ class Broker:
             await self.ensure_group(queue)
             return []
         out: list[Delivery] = []
-        streams: Any = reply or []
-        for _stream, entries in streams:
+        parsed: Any = reply or []
+        for _stream, entries in parsed:
             out.extend(_delivery(queue, entry_id, fields, 1) for entry_id, fields in entries)
         return out
 
