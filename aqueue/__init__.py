@@ -16,9 +16,9 @@ Run workers with ``aqueue worker module:app``.
 
 from ._version import __version__
 from .app import App
-from .config import Settings
-from .context import Context
-from .errors import (
+from .core.config import Settings
+from .core.context import Context
+from .core.errors import (
     AqueueError,
     ConfigError,
     ConnectionFailed,
@@ -33,11 +33,12 @@ from .errors import (
     TaskFailed,
     UnknownTask,
 )
-from .result import AsyncResult, TaskInfo
-from .status import TaskStatus
+from .core.records import TaskInfo
+from .core.status import TaskStatus
+from .result import AsyncResult
+from .runtime.worker import Worker
 from .sync import SyncResult
 from .task import Task
-from .worker import Worker
 
 __all__ = [
     "App",

@@ -1,37 +1,33 @@
-"""The App: configuration, the task registry and the connection to Redis.
+"""The App: settings, the task registry, decorators, lifespan, and a facade over its Client.
 
 A web app holds one App for its whole lifespan; workers import the same App.
+Everything that talks to Redis on the App's behalf is its
+:class:`~aqueue.client.Client` (``app.client``); the App itself is what a
+user declares: tasks, periodic schedules, a worker lifespan, settings.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import inspect
 import os
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
-import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-
-from .broker import REDIS_ERRORS, Broker
-from .config import DEFAULT_REDIS_URL, Settings, mask_url
-from .context import Context
-from .envelope import ErrorInfo, encode_error
-from .errors import AqueueError, ConfigError, ConnectionFailed, UnknownTask
-from .result import AsyncResult, ResultWaiter
-from .status import TaskStatus
-from .sync import SyncRunner
+from ._redis.broker import Broker
+from .client import Client
+from .core.config import DEFAULT_REDIS_URL, Settings, mask_url, options_from_object
+from .core.context import Context
+from .core.errors import AqueueError, ConfigError, UnknownTask, did_you_mean
+from .deadletter import DeadLetter, list_dead, purge_dead, replay_dead
+from .discovery import autodiscover_tasks
+from .periodic import PeriodicDecorator, PeriodicTask, make_schedule
+from .result import AsyncResult
 from .task import Task, TaskConfig
 
 if TYPE_CHECKING:
-    from .deadletter import DeadLetter
-    from .periodic import PeriodicDecorator
+    import redis.asyncio as aioredis
 
 __all__ = ["App"]
 
@@ -62,20 +58,25 @@ class App:
         if redis_url is not None:
             values["redis_url"] = redis_url
         values.setdefault("redis_url", os.environ.get("AQUEUE_REDIS_URL", DEFAULT_REDIS_URL))
-        self.settings = Settings.from_options(values)
-        self._signing_key = (
-            self.settings.signing_key.encode() if self.settings.signing_key is not None else None
-        )
+        #: What talks to Redis for this App: broker, codec, clock, result waiter.
+        self.client = Client(Settings.from_options(values), redis)
+        #: Registered tasks by name.
         self.tasks: dict[str, Task[Any, Any]] = {}
-        self._given_client = redis
-        self._client: aioredis.Redis | None = redis
-        self._broker: Broker | None = None
-        self._result_waiter: ResultWaiter | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Periodic tasks by name (each is in :attr:`tasks` too).
+        self.periodic_tasks: dict[str, PeriodicTask] = {}
         self._lifespan: Lifespan | None = None
-        self._clock = time.time
-        self._sync_runner: SyncRunner | None = None
-        self._sync_lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        """The validated settings (change them with :meth:`configure`)."""
+        return self.client.settings
+
+    def configure(self, **options: Any) -> None:
+        """Change settings before the App connects (``app.configure(redis_url=...)``).
+
+        Options are validated like the constructor's; unknown ones are rejected.
+        """
+        self.client.configure(self.settings.replace(**options))
 
     def __repr__(self) -> str:
         return f"<aqueue.App {mask_url(self.settings.redis_url)} tasks={len(self.tasks)}>"
@@ -130,11 +131,7 @@ class App:
         allowed = set(TaskConfig.__dataclass_fields__)
         for key in options:
             if key not in allowed:
-                import difflib
-
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"unknown task option {key!r}{hint}")
+                raise ConfigError(f"unknown task option {key!r}{did_you_mean(key, allowed)}")
         name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
         queue = options.pop("queue", None) or self.settings.default_queue
         if "{" in queue or "}" in queue or not queue:
@@ -170,18 +167,19 @@ class App:
         still queued or running. Other options (``name``, ``queue``, ``timeout``,
         ...) are those of :meth:`task`.
         """
-        from .periodic import make_decorator
-
-        return make_decorator(
-            self,
-            cron=cron,
-            every=every,
-            tz=tz,
-            args=args,
-            kwargs=kwargs,
-            singleton=singleton,
-            task_options=task_options,
+        return PeriodicDecorator(
+            self._register,
+            self._unregister,
+            self.periodic_tasks,
+            make_schedule(cron, every, tz, args),
+            args,
+            kwargs or {},
+            singleton,
+            task_options,
         )
+
+    def _unregister(self, task: Task[Any, Any]) -> None:
+        self.tasks.pop(task.name, None)
 
     def lifespan(self, fn: Lifespan) -> Lifespan:
         """Register an async context manager run once per worker process.
@@ -191,8 +189,6 @@ class App:
         generator function is wrapped with ``contextlib.asynccontextmanager``.
         If it raises before yielding, the worker does not start.
         """
-        import inspect
-
         if inspect.isasyncgenfunction(fn):
             self._lifespan = contextlib.asynccontextmanager(fn)
         else:
@@ -224,11 +220,9 @@ class App:
         """
         task = self.tasks.get(name)
         if task is None:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(self.tasks), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnknownTask(f"no task named {name!r} is registered on this App{hint}")
+            raise UnknownTask(
+                f"no task named {name!r} is registered on this App{did_you_mean(name, self.tasks)}"
+            )
         enqueuer = task.options(**options) if options else task
         return await enqueuer.enqueue(*args, **dict(kwargs or {}))
 
@@ -238,35 +232,13 @@ class App:
         Without ``queue``, the queues of this App's registered tasks are searched
         on first use.
         """
-        return AsyncResult(self, task_id, queue)
-
-    def _result(self, task_id: str, queue: str, task: Task[Any, R]) -> AsyncResult[R]:
-        return AsyncResult(self, task_id, queue, task)
-
-    async def _find_queue(self, task_id: str) -> str:
-        broker = self.broker
-        queues = self.queues
-        async with broker.client.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                pipe.exists(broker.keys(queue).task(task_id))
-            found = await pipe.execute()
-        for queue, exists in zip(queues, found, strict=True):
-            if exists:
-                return queue
-        return self.settings.default_queue
-
-    async def _abort(self, queue: str, task_id: str) -> bool:
-        error = encode_error(ErrorInfo("TaskAborted", "aborted on request"))
-        state = await self.broker.abort(queue, task_id, error)
-        return state not in ("",) and not TaskStatus(state).is_final
+        return AsyncResult(self.client, task_id, queue, search=self.queues)
 
     # -- dead letters ------------------------------------------------------------
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Dead-lettered messages (newest first) of ``queue`` or of each of the app's queues."""
-        from .deadletter import list_dead
-
-        return await list_dead(self, queue, limit)
+        return await list_dead(self.client, [queue] if queue else self.queues, limit)
 
     async def replay_dead(
         self, entry_ids: Sequence[str] | None = None, queue: str | None = None
@@ -275,85 +247,26 @@ class App:
 
         Returns ``(queue, entry id)`` of each message replayed.
         """
-        from .deadletter import replay_dead
-
-        return await replay_dead(self, entry_ids, queue)
+        return await replay_dead(self.client, [queue] if queue else self.queues, entry_ids)
 
     async def purge_dead(self, queue: str | None = None) -> int:
         """Delete dead-lettered messages of ``queue`` (or of every app queue); returns the count."""
-        from .deadletter import purge_dead
-
-        return await purge_dead(self, queue)
-
-    def _waiter(self) -> ResultWaiter:
-        broker = self.broker
-        if self._result_waiter is None:
-            self._result_waiter = ResultWaiter(broker, self.settings.result_poll_interval)
-        return self._result_waiter
+        return await purge_dead(self.client, [queue] if queue else self.queues)
 
     # -- connection --------------------------------------------------------------
 
     @property
     def broker(self) -> Broker:
-        """The Redis adapter, connected lazily on the running event loop."""
-        loop = asyncio.get_running_loop()
-        if self._broker is None or (self._given_client is None and self._loop is not loop):
-            if self._broker is not None and self._given_client is None:
-                # Used from another event loop (a new test, asyncio.run again):
-                # the old client can't be awaited there, so start afresh.
-                self._result_waiter = None
-            self._loop = loop
-            if self._given_client is None:
-                self._client = aioredis.Redis.from_url(
-                    self.settings.redis_url,
-                    socket_connect_timeout=self.settings.connect_timeout,
-                    # Explicit (older redis-py versions default to none): a Redis that
-                    # accepts connections but never answers must not hang
-                    # enqueue() for ever. Longer than the workers' 2 s blocking reads.
-                    socket_timeout=max(self.settings.connect_timeout, 5.0),
-                    socket_keepalive=True,
-                    health_check_interval=30,
-                    max_connections=200,
-                    # A pooled connection that Redis or the network dropped while
-                    # idle fails on its next use; without retries that command
-                    # fails even though Redis is up. Timeouts are not retried, so
-                    # an unresponsive Redis still fails within one socket timeout.
-                    retry=Retry(
-                        ExponentialBackoff(cap=0.5, base=0.05),
-                        2,
-                        supported_errors=(redis.exceptions.ConnectionError,),
-                    ),
-                )
-            assert self._client is not None
-            self._broker = Broker(self._client, self.settings)
-        return self._broker
-
-    def _broker_for_enqueue(self) -> Broker:
-        return self.broker
+        """The Client's broker on the running event loop (connected lazily)."""
+        return self.client.broker
 
     async def connect(self) -> None:
         """Connect and check that Redis answers; raises ConnectionFailed if not."""
-        try:
-            await self.broker.client.ping()
-        except REDIS_ERRORS as exc:
-            raise ConnectionFailed(
-                f"Redis at {mask_url(self.settings.redis_url)} did not answer: {exc}. "
-                "Is it running? Set AQUEUE_REDIS_URL or pass the URL to App()"
-            ) from exc
+        await self.client.connect()
 
     async def close(self) -> None:
         """Close the result subscription and (unless injected) the Redis client."""
-        if self._result_waiter is not None:
-            await self._result_waiter.close()
-            self._result_waiter = None
-        if self._broker is not None:
-            await self._broker.close()
-        if self._broker is not None and self._given_client is None:
-            with contextlib.suppress(Exception):
-                await self._broker.client.aclose()
-        if self._given_client is None:
-            self._broker = None
-            self._client = None
+        await self.client.close()
 
     async def __aenter__(self) -> App:
         await self.connect()
@@ -379,20 +292,9 @@ class App:
 
     # -- synchronous callers and frameworks ---------------------------------------
 
-    def _sync(self) -> SyncRunner:
-        """The private event-loop thread behind ``task.delay`` (started on first use)."""
-        with self._sync_lock:
-            runner = self._sync_runner
-            if runner is None or runner.pid != os.getpid():  # new, or forked since
-                runner = self._sync_runner = SyncRunner(self)
-            return runner
-
     def close_sync(self) -> None:
         """Stop the thread behind ``task.delay`` (a daemon thread: optional)."""
-        with self._sync_lock:
-            runner, self._sync_runner = self._sync_runner, None
-        if runner is not None and runner.pid == os.getpid():
-            runner.close()
+        self.client.close_sync()
 
     def config_from_object(self, source: object, namespace: str | None = None) -> None:
         """Take options from a settings object, module, mapping or import path.
@@ -402,25 +304,13 @@ class App:
         the namespace are rejected with the closest valid one. Call it before
         the App connects.
         """
-        import dataclasses
-
-        from .config_source import options_from_object
-
-        if self._broker is not None or self._sync_runner is not None:
-            raise ConfigError("config_from_object() must be called before the App connects")
-        values = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(Settings)}
-        values.update(options_from_object(source, namespace))
-        self.settings = Settings.from_options(values)
-        key = self.settings.signing_key
-        self._signing_key = key.encode() if key is not None else None
+        self.configure(**options_from_object(source, namespace))
 
     def autodiscover_tasks(
         self, packages: list[str] | None = None, related_name: str = "tasks"
     ) -> list[str]:
         """Import ``<package>.tasks`` of each package (default: Django's installed apps)."""
-        from .integrations.django import autodiscover_tasks
-
-        return autodiscover_tasks(self, packages, related_name)
+        return autodiscover_tasks(packages, related_name)
 
 
 class _TaskFactory:

@@ -27,22 +27,26 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import redis.exceptions
-from redis.commands.core import AsyncScript
-
-from .broker import REDIS_ERRORS, OutgoingMessage
-from .context import Context
-from .errors import ConfigError, EnqueueError
+from ._redis.connection import ANY_REDIS_ERROR
+from .client import Client
+from .core.context import Context
+from .core.errors import ConfigError, EnqueueError
+from .core.protocol import OutgoingMessage
 from .task import EnqueueOptions, Task
 
-if TYPE_CHECKING:
-    from .app import App
-    from .broker import Broker
-
-__all__ = ["PeriodicTask", "Schedule", "Scheduler", "TickOutcome"]
+__all__ = [
+    "PeriodicDecorator",
+    "PeriodicOwner",
+    "PeriodicTask",
+    "Schedule",
+    "Scheduler",
+    "TickOutcome",
+    "make_schedule",
+    "periodic_tasks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -158,19 +162,38 @@ class TickOutcome:
     task_id: str
 
 
+class PeriodicOwner(Protocol):
+    """What periodic scheduling needs of an App: its Client and its schedules."""
+
+    @property
+    def client(self) -> Client: ...
+    @property
+    def periodic_tasks(self) -> dict[str, PeriodicTask]: ...
+
+
+#: Registers a function as a task with the given options (``App.task``'s work).
+Register = Callable[[Callable[..., Any], dict[str, Any]], Task[Any, Any]]
+#: Takes a task back out of the registry (a periodic declaration that failed).
+Unregister = Callable[[Task[Any, Any]], None]
+
+
 class PeriodicDecorator:
     """What ``@app.periodic(...)`` returns: registers the task and its schedule."""
 
     def __init__(
         self,
-        app: App,
+        register: Register,
+        unregister: Unregister,
+        registry: dict[str, PeriodicTask],
         schedule: Schedule,
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         singleton: bool,
         task_options: dict[str, Any],
     ) -> None:
-        self._app = app
+        self._register = register
+        self._unregister = unregister
+        self._registry = registry
         self._schedule = schedule
         self._args = tuple(args)
         self._kwargs = dict(kwargs)
@@ -188,12 +211,11 @@ class PeriodicDecorator:
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     def __call__(self, fn: Callable[..., Any], /) -> Task[Any, Any]:
-        app = self._app
-        registry = periodic_tasks(app)
+        registry = self._registry
         name = self._options.get("name") or f"{fn.__module__}.{fn.__qualname__}"
         if name in registry:
             raise ConfigError(f"a periodic task named {name!r} is already registered")
-        task = app._register(fn, dict(self._options))
+        task = self._register(fn, dict(self._options))
         periodic = PeriodicTask(
             name=task.name,
             task=task,
@@ -206,37 +228,26 @@ class PeriodicDecorator:
             # Check the arguments now, not at the first tick at 03:00 on Monday.
             _tick_message(periodic, 0.0)
         except EnqueueError as exc:
-            del app.tasks[task.name]
+            self._unregister(task)
             raise ConfigError(f"periodic task {task.name}: {exc}") from exc
         registry[task.name] = periodic
         return task
 
 
-def periodic_tasks(app: App) -> dict[str, PeriodicTask]:
+def periodic_tasks(app: PeriodicOwner) -> dict[str, PeriodicTask]:
     """The App's periodic tasks by name."""
-    found: dict[str, PeriodicTask] | None = app.__dict__.get("_periodic_tasks")
-    if found is None:
-        found = app.__dict__["_periodic_tasks"] = {}
-    return found
+    return app.periodic_tasks
 
 
-def make_decorator(
-    app: App,
-    *,
-    cron: str | None,
-    every: float | timedelta | None,
-    tz: str,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any] | None,
-    singleton: bool,
-    task_options: dict[str, Any],
-) -> PeriodicDecorator:
+def make_schedule(
+    cron: str | None, every: float | timedelta | None, tz: str, args: Sequence[Any]
+) -> Schedule:
+    """Validate what ``@app.periodic(...)`` was given and make its schedule."""
     if isinstance(every, timedelta):
         every = every.total_seconds()
-    schedule = Schedule(cron=cron, every=every, tz=tz)
     if isinstance(args, str | bytes) or not isinstance(args, Sequence):
         raise ConfigError("args= must be a tuple of positional arguments")
-    return PeriodicDecorator(app, schedule, args, kwargs or {}, singleton, task_options)
+    return Schedule(cron=cron, every=every, tz=tz)
 
 
 def _tick_message(periodic: PeriodicTask, tick: float) -> OutgoingMessage:
@@ -246,7 +257,7 @@ def _tick_message(periodic: PeriodicTask, tick: float) -> OutgoingMessage:
         opts = EnqueueOptions(
             task_id=opts.task_id, unique_key=f"periodic:{periodic.name}", unique_for=SINGLETON_TTL
         )
-    _, message = task._message(periodic.args, periodic.kwargs, opts)
+    _, message = task.build_message(periodic.args, periodic.kwargs, opts)
     return message
 
 
@@ -257,45 +268,23 @@ class Scheduler:
     :meth:`run_due` directly.
     """
 
-    def __init__(self, app: App, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, app: PeriodicOwner, *, clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.clock = clock
         self._seen: dict[str, float] = {}
-        self._script: AsyncScript | None = None
-        self._script_broker: Broker | None = None
         self._stop = asyncio.Event()
 
     @property
     def periodic(self) -> dict[str, PeriodicTask]:
-        return periodic_tasks(self.app)
-
-    def _tick_script(self, broker: Broker) -> AsyncScript:
-        if self._script is None or self._script_broker is not broker:
-            from .broker import _load_lua
-
-            self._script = broker.client.register_script(_load_lua("tick"))
-            self._script_broker = broker
-        return self._script
+        return self.app.periodic_tasks
 
     async def claim(self, periodic: PeriodicTask, tick: float) -> TickOutcome:
         """Try to claim ``tick`` of ``periodic`` and enqueue its run."""
-        broker = self.app.broker
-        keys = broker.keys(periodic.queue)
         message = _tick_message(periodic, tick)
-        unique_key = keys.unique(message.unique_key) if message.unique_key else ""
-        outcome, task_id = await self._tick_script(broker)(
-            keys=[keys.periodic(periodic.name), keys.stream],
-            args=[
-                keys.task_prefix,
-                round(tick * 1000),
-                message.task_id,
-                message.task_name,
-                message.payload,
-                unique_key,
-                message.unique_ttl_ms,
-            ],
+        outcome, task_id = await self.app.client.broker.claim_tick(
+            periodic.queue, periodic.name, round(tick * 1000), message
         )
-        result = TickOutcome(periodic.name, tick, _text(outcome), _text(task_id))
+        result = TickOutcome(periodic.name, tick, outcome, task_id)
         if result.outcome == "enqueued":
             logger.info(
                 "periodic %s: enqueued the %s tick as %s",
@@ -347,7 +336,7 @@ class Scheduler:
                 delay = 0.1
                 # A hair past the tick so the clock surely reads at or after it.
                 pause = self.seconds_until_next() + 0.001
-            except (*REDIS_ERRORS, redis.exceptions.RedisError) as exc:
+            except ANY_REDIS_ERROR as exc:
                 # READONLY after a failover, LOADING, ...: the worker keeps running.
                 logger.warning("scheduler: Redis error (%s); retrying in %.1fs", exc, delay)
                 pause, delay = delay, min(delay * 2, MAX_SLEEP)
@@ -357,16 +346,11 @@ class Scheduler:
 
     async def last_ticks(self) -> dict[str, float | None]:
         """The last tick claimed for each periodic task (None: never)."""
-        broker = self.app.broker
-        out: dict[str, float | None] = {}
-        for name, periodic in self.periodic.items():
-            raw = await broker.client.get(broker.keys(periodic.queue).periodic(name))
-            out[name] = int(raw) / 1000 if raw is not None else None
-        return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        views = self.app.client.views
+        return {
+            name: await views.last_tick(periodic.queue, name)
+            for name, periodic in self.periodic.items()
+        }
 
 
 def _fmt(tick: float, tz: str) -> str:

@@ -1,4 +1,12 @@
-"""Registered tasks: the typed enqueue side of a task function."""
+"""Registered tasks: the typed enqueue side of a task function.
+
+``@app.task`` turns a function into a :class:`Task` whose ``enqueue`` keeps
+the function's signature (ParamSpec), so ``await add.enqueue(1, 2)`` is an
+``AsyncResult[int]`` to a type checker. A Task builds and checks messages
+itself and sends them through its App's :class:`~aqueue.client.Client`.
+Task arguments go through ``enqueue(*args, **kwargs)``; queue options go
+through the decorator or ``.options(...)``, never the same namespace.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +14,28 @@ import functools
 import hashlib
 import inspect
 import os
-import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
-from .broker import OutgoingMessage
-from .context import Context
-from .envelope import WIRE_VERSION, Envelope, encode_envelope, sign
-from .errors import ConfigError, EnqueueError, PayloadTooLarge, SerializationError
+from .client import Client
+from .core.arguments import ArgSpec
+from .core.config import Settings
+from .core.errors import (
+    ConfigError,
+    EnqueueError,
+    PayloadTooLarge,
+    SerializationError,
+    did_you_mean,
+)
+from .core.protocol import WIRE_VERSION, Envelope, OutgoingMessage, encode_envelope
+from .result import AsyncResult
+from .sync import SyncResult, send
 
-if TYPE_CHECKING:
-    from .app import App
-    from .result import AsyncResult
-    from .sync import SyncResult
-
-__all__ = ["EnqueueOptions", "Task", "TaskCall", "TaskConfig"]
+__all__ = ["EnqueueOptions", "Task", "TaskCall", "TaskConfig", "TaskOwner"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -107,108 +118,13 @@ class EnqueueOptions:
     trace: Mapping[str, str] | None = None
 
 
-class ArgSpec:
-    """How a task's arguments are checked on the producer and typed on the worker."""
+class TaskOwner(Protocol):
+    """What a Task needs of the App that registered it."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-        self.signature = inspect.signature(fn)
-        self._hints: dict[str, Any] | None = None
-        self._struct: type[msgspec.Struct] | None = None
-        self.context_param: str | None = None
-        params = []
-        for p in self.signature.parameters.values():
-            if (
-                p.annotation is Context
-                or p.annotation == "Context"
-                or (isinstance(p.annotation, str) and p.annotation.endswith(".Context"))
-            ):
-                self.context_param = p.name
-            else:
-                params.append(p)
-        self.call_signature = self.signature.replace(parameters=params)
-        self.has_variadic = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
-        # Fast path: a call with positional arguments only, to a function whose
-        # parameters are all positional, is valid when the count fits.
-        self._positional = all(
-            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
-        )
-        self._max_args = len(params)
-        self._min_args = sum(1 for p in params if p.default is p.empty)
-        self._plain_types: list[type] | None = None
-
-    def hints(self) -> dict[str, Any]:
-        if self._hints is None:
-            try:
-                self._hints = typing.get_type_hints(self.fn)
-            except Exception:  # unresolvable forward references: fall back to no typing
-                self._hints = {}
-        return self._hints
-
-    def return_type(self) -> Any:
-        return self.hints().get("return", Any)
-
-    def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-        """Raise TypeError when the call does not fit the signature."""
-        if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
-            return
-        self.call_signature.bind(*args, **kwargs)
-
-    def _plain(self) -> list[type] | None:
-        """The parameters' types when every one is a builtin scalar (or untyped)."""
-        if self._plain_types is None:
-            hints = self.hints()
-            types: list[type] = []
-            for p in self.call_signature.parameters.values():
-                tp = hints.get(p.name, object)
-                if tp is Any:
-                    tp = object
-                if tp not in (int, str, float, bool, bytes, object):
-                    self._plain_types = []
-                    return None
-                types.append(tp)
-            self._plain_types = types
-        return self._plain_types or None
-
-    def _args_struct(self) -> type[msgspec.Struct]:
-        if self._struct is None:
-            hints = self.hints()
-            fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-            for p in self.call_signature.parameters.values():
-                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                    continue
-                tp = hints.get(p.name, Any)
-                if p.default is p.empty:
-                    fields.append((p.name, tp))
-                else:
-                    fields.append((p.name, tp, p.default))
-            self._struct = msgspec.defstruct("Arguments", fields, kw_only=True)
-        return self._struct
-
-    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-        """Turn decoded wire arguments into typed call arguments.
-
-        Raises TypeError or msgspec.ValidationError when they don't fit.
-        """
-        if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
-            plain = self._plain() if args else None
-            if not args or (
-                plain is not None
-                and all(tp is object or type(v) is tp for v, tp in zip(args, plain, strict=False))
-            ):
-                return args, {}
-        bound = self.call_signature.bind(*args, **kwargs)
-        if self.has_variadic:
-            # Variadic signatures are passed through as decoded.
-            return list(bound.args), dict(bound.kwargs)
-        typed = msgspec.convert(bound.arguments, self._args_struct(), strict=False)
-        call_kwargs = {name: getattr(typed, name) for name in typed.__struct_fields__}
-        positional = [
-            call_kwargs.pop(p.name)
-            for p in self.call_signature.parameters.values()
-            if p.kind is p.POSITIONAL_ONLY
-        ]
-        return positional, call_kwargs
+    @property
+    def client(self) -> Client: ...
+    @property
+    def settings(self) -> Settings: ...
 
 
 class TaskCall(Generic[R]):
@@ -231,10 +147,9 @@ class _Enqueuer(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send one run of the task to its queue; returns a handle to await."""
         task = self._task
-        app = task.app
-        queue, message = task._message(args, kwargs, self._opts)
-        task_id = await app._broker_for_enqueue().enqueue(queue, message)
-        return app._result(task_id, queue, task)
+        queue, message = task.build_message(args, kwargs, self._opts)
+        task_id = await task.client.broker.enqueue(queue, message)
+        return AsyncResult(task.client, task_id, queue, task.result_decoder)
 
     async def enqueue_many(
         self, calls: Iterable[tuple[Any, ...] | TaskCall[R]]
@@ -244,7 +159,6 @@ class _Enqueuer(Generic[P, R]):
         Each item is a tuple of positional arguments or a ``task.call(...)``.
         """
         task = self._task
-        app = task.app
         by_queue: dict[str, list[OutgoingMessage]] = {}
         order: list[tuple[str, int]] = []
         for item in calls:
@@ -257,15 +171,16 @@ class _Enqueuer(Generic[P, R]):
                     f"enqueue_many takes tuples of arguments or {task.name}.call(...), "
                     f"got {type(item).__name__}"
                 )
-            queue, message = task._message(args, kwargs, self._opts)
+            queue, message = task.build_message(args, kwargs, self._opts)
             batch = by_queue.setdefault(queue, [])
             order.append((queue, len(batch)))
             batch.append(message)
         if self._opts.task_id is not None and len(order) > 1:
             raise EnqueueError("a fixed task_id can't be used for more than one message")
-        broker = app._broker_for_enqueue()
+        broker = task.client.broker
         ids = {queue: await broker.enqueue_many(queue, msgs) for queue, msgs in by_queue.items()}
-        return [app._result(ids[queue][i], queue, task) for queue, i in order]
+        decoder = task.result_decoder
+        return [AsyncResult(task.client, ids[queue][i], queue, decoder) for queue, i in order]
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> SyncResult[R]:
         """Enqueue from synchronous code (no event loop needed); a blocking handle.
@@ -275,7 +190,10 @@ class _Enqueuer(Generic[P, R]):
         acknowledges. See :mod:`aqueue.sync`.
         """
         task = self._task
-        return task.app._sync().delay(task, self._opts, args, kwargs)
+        # Checked and encoded here, so a bad argument raises in the caller's thread.
+        queue, message = task.build_message(args, kwargs, self._opts)
+        result: SyncResult[R] = send(task.client, queue, message, task.result_decoder)
+        return result
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
         """Bind arguments now, enqueue later (``enqueue_many([t.call(1), ...])``)."""
@@ -297,7 +215,7 @@ class BoundTask(_Enqueuer[P, R]):
 class Task(_Enqueuer[P, R]):
     """A registered task. Call it to run it here; ``enqueue`` it to run it on a worker."""
 
-    def __init__(self, app: App, fn: Callable[..., Any], config: TaskConfig) -> None:
+    def __init__(self, app: TaskOwner, fn: Callable[..., Any], config: TaskConfig) -> None:
         self.app = app
         self.fn = fn
         self.config = config
@@ -312,6 +230,11 @@ class Task(_Enqueuer[P, R]):
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def client(self) -> Client:
+        """The Client of the App that registered this task."""
+        return self.app.client
 
     def __repr__(self) -> str:
         return f"<aqueue.Task {self.name!r} queue={self.config.queue!r}>"
@@ -365,7 +288,7 @@ class Task(_Enqueuer[P, R]):
         self._plans[id(opts)] = (opts, plan)
         return plan
 
-    def _message(
+    def build_message(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any], opts: EnqueueOptions
     ) -> tuple[str, OutgoingMessage]:
         """Check, encode and (optionally) sign one message. Hot path: keep it lean."""
@@ -382,8 +305,9 @@ class Task(_Enqueuer[P, R]):
                 f"arguments of {self.name} can't be encoded with msgspec: {exc}. "
                 "Pass builtins, msgspec Structs, dataclasses, datetimes, UUIDs or Decimals"
             ) from exc
-        app = self.app
-        now = app._clock()
+        client = self.client
+        settings = client.settings
+        now = client.clock()
         task_id = plan.task_id or os.urandom(16).hex()
         delay = 0.0
         expires: float | None = None
@@ -395,30 +319,30 @@ class Task(_Enqueuer[P, R]):
             if unique_key is None:
                 digest = hashlib.sha256(encoded_args + b"|" + encoded_kwargs).hexdigest()[:32]
                 unique_key = f"{self.name}:{digest}"
-        payload = encode_envelope(
-            Envelope(
-                WIRE_VERSION,
-                task_id,
-                self.config.name,
-                msgspec.Raw(encoded_args),
-                msgspec.Raw(encoded_kwargs),
-                plan.queue,
-                now,
-                0,
-                plan.timeout,
-                plan.max_retries,
-                expires,
-                plan.shadow,
-                unique_key,
-                plan.trace,
+        payload = client.codec.seal(
+            encode_envelope(
+                Envelope(
+                    WIRE_VERSION,
+                    task_id,
+                    self.config.name,
+                    msgspec.Raw(encoded_args),
+                    msgspec.Raw(encoded_kwargs),
+                    plan.queue,
+                    now,
+                    0,
+                    plan.timeout,
+                    plan.max_retries,
+                    expires,
+                    plan.shadow,
+                    unique_key,
+                    plan.trace,
+                )
             )
         )
-        if app._signing_key is not None:
-            payload = sign(payload, app._signing_key)
-        if len(payload) > app.settings.max_payload_bytes:
+        if len(payload) > settings.max_payload_bytes:
             raise PayloadTooLarge(
                 f"{self.name} message is {len(payload):,} bytes, over max_payload_bytes="
-                f"{app.settings.max_payload_bytes:,}. Store large data elsewhere (object "
+                f"{settings.max_payload_bytes:,}. Store large data elsewhere (object "
                 "storage, a database) and pass a reference"
             )
         message = OutgoingMessage(
@@ -452,13 +376,9 @@ _OPTION_NAMES = {f for f in EnqueueOptions.__dataclass_fields__}
 
 
 def _merge(opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
-    import difflib
-
     for key in options:
         if key not in _OPTION_NAMES:
-            close = difflib.get_close_matches(key, _OPTION_NAMES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown enqueue option {key!r}{hint}")
+            raise ConfigError(f"unknown enqueue option {key!r}{did_you_mean(key, _OPTION_NAMES)}")
     values = dict(options)
     for name in ("timeout", "delay", "unique_for"):
         if name in values:

@@ -7,7 +7,7 @@ import types
 import pytest
 
 import aqueue
-from aqueue.config import Settings, mask_url
+from aqueue.core.config import Settings, mask_url
 
 
 def test_all_is_honest() -> None:

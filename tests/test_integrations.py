@@ -144,7 +144,7 @@ def test_config_from_mapping_object_and_namespace() -> None:
     )
     app.config_from_object(django_like, namespace="AQUEUE")
     assert app.settings.redis_url == "redis://cache:6379/2"
-    assert app.settings.prefix == "shop" and app._signing_key == b"s3cret"
+    assert app.settings.prefix == "shop" and app.client.codec.signing_key == b"s3cret"
 
     typo = types.SimpleNamespace(AQUEUE_VISIBLITY_TIMEOUT=5)
     with pytest.raises(aqueue.ConfigError, match="did you mean 'AQUEUE_VISIBILITY_TIMEOUT'"):

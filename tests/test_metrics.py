@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 import aqueue
-from aqueue.metrics import serve_metrics
+from aqueue.runtime.metrics import serve_metrics
 
 from .conftest import free_port, running_worker, start_cli_worker, wait_until
 from .ops_support import stop

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import aqueue
-from aqueue.keys import worker_info_key
+from aqueue.core.keys import worker_info_key
 
 from .conftest import free_port, start_cli_worker
 from .ops_support import cli, inspect_json, pid_running, spawn, stop, wait_for

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 import aqueue
-from aqueue.keys import QueueKeys
+from aqueue.core.keys import QueueKeys
 
 from ..conftest import ROOT, worker_env
 

@@ -6,7 +6,7 @@ import asyncio
 import signal
 import time
 
-from aqueue.keys import CONSUMER_GROUP, QueueKeys
+from aqueue.core.keys import CONSUMER_GROUP, QueueKeys
 
 from ..conftest import wait_until
 from .conftest import Counts, Workers, elapsed_since, producer, report

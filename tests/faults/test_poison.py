@@ -11,8 +11,7 @@ import redis
 
 import aqueue
 from aqueue import TaskStatus
-from aqueue.broker import OutgoingMessage
-from aqueue.envelope import WIRE_VERSION, Envelope, encode_envelope
+from aqueue.core.protocol import WIRE_VERSION, Envelope, OutgoingMessage, encode_envelope
 
 from ..conftest import wait_until
 from .conftest import Counts, Workers, elapsed_since, producer, report

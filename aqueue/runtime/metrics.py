@@ -22,14 +22,15 @@ import contextlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .broker import REDIS_ERRORS
-
-if TYPE_CHECKING:
-    from .broker import FinishItem
-    from .executor import Job
-    from .worker import Worker
+from .._redis.connection import REDIS_ERRORS
+from ..core.errors import ConfigError
+from ..core.protocol import FinishItem
+from ..core.status import TaskStatus
+from .executor import Job
+from .running import Running
+from .worker import Worker
 
 __all__ = ["MetricsServer", "WorkerMetrics", "serve_metrics"]
 
@@ -46,9 +47,7 @@ def _require_prometheus() -> Any:
     try:
         import prometheus_client
     except ImportError:
-        raise SystemExit(
-            "error: --metrics-port needs prometheus-client: pip install 'aqueue[metrics]'"
-        ) from None
+        raise ConfigError("metrics need prometheus-client: pip install 'aqueue[metrics]'") from None
     return prometheus_client
 
 
@@ -125,25 +124,34 @@ class WorkerMetrics:
             registry=registry,
         )
         self.last_lag = 0.0
-        self._names: dict[str, str] = {}
         self._lag_task: asyncio.Task[None] | None = None
+
+    def start_sampling(self) -> None:
+        """Start measuring event-loop lag (on the running loop)."""
+        self._lag_task = asyncio.create_task(self._sample_loop_lag())
+
+    async def stop_sampling(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            await asyncio.gather(self._lag_task, return_exceptions=True)
+            self._lag_task = None
 
     # -- the worker's observer hook --------------------------------------------------
 
     def started(self, job: Job) -> None:
         self.started_total.labels(job.task.name).inc()
 
-    def finished(self, item: FinishItem, running: Any) -> None:
+    def finished(self, item: FinishItem, running: Running | None) -> None:
         name = running.job.task.name if running is not None else "-"
         state = item.state
-        if state == "succeeded":
+        if state is TaskStatus.SUCCEEDED:
             self.succeeded_total.labels(name).inc()
-        elif state == "failed":
+        elif state is TaskStatus.FAILED:
             self.failed_total.labels(name).inc()
-        elif state == "retrying":
+        elif state is TaskStatus.RETRYING:
             self.retried_total.labels(name).inc()
         else:
-            self.other_total.labels(name, state).inc()
+            self.other_total.labels(name, state.value).inc()
         if running is not None:
             self.duration.labels(name).observe(time.perf_counter() - running.started)
 
@@ -157,18 +165,16 @@ class WorkerMetrics:
             self.loop_lag.set(self.last_lag)
 
     async def refresh_queues(self) -> None:
-        from .inspect import queue_figures
-
-        app = self.worker.app
+        views = self.worker.app.client.views
         for queue in self.worker.queues:
-            fig = await queue_figures(app, queue)
+            fig = await views.queue_figures(queue)
             self.waiting.labels(queue).set(fig["waiting"])
             self.pending.labels(queue).set(fig["pending"])
             self.lag.labels(queue).set(fig["lag"])
             self.delayed.labels(queue).set(fig["delayed"])
             self.dead.labels(queue).set(fig["dead"])
             self.oldest.labels(queue).set(fig["oldest_waiting_age"] or 0.0)
-        self.running.set(len(self.worker._running))
+        self.running.set(self.worker.running_count)
 
     async def render(self) -> bytes:
         prom = _require_prometheus()
@@ -185,7 +191,7 @@ class WorkerMetrics:
         if not ok:
             report["reason"] = f"event loop lagging {self.last_lag:.2f}s"
         try:
-            await asyncio.wait_for(self.worker.app.broker.client.ping(), 2.0)
+            await asyncio.wait_for(self.worker.app.client.broker.ping(), 2.0)
             report["redis"] = "ok"
         except (TimeoutError, *REDIS_ERRORS) as exc:
             ok = False
@@ -209,14 +215,12 @@ class MetricsServer:
         return port
 
     async def start(self, port: int, host: str = "0.0.0.0") -> None:
-        self.metrics._lag_task = asyncio.create_task(self.metrics._sample_loop_lag())
+        self.metrics.start_sampling()
         self._server = await asyncio.start_server(self._handle, host, port)
         logger.info("metrics: serving /metrics and /healthz on %s:%d", host, self.port)
 
     async def close(self) -> None:
-        if self.metrics._lag_task is not None:
-            self.metrics._lag_task.cancel()
-            await asyncio.gather(self.metrics._lag_task, return_exceptions=True)
+        await self.metrics.stop_sampling()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):

@@ -22,6 +22,8 @@ message and traceback text, and is raised on the caller as :class:`TaskFailed`.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from datetime import timedelta
 
 __all__ = [
@@ -38,7 +40,17 @@ __all__ = [
     "TaskExpired",
     "TaskFailed",
     "UnknownTask",
+    "did_you_mean",
 ]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` naming the closest of ``choices``, or ``""``.
+
+    Every message about an unknown name (option, task, setting) ends with it.
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class AqueueError(Exception):

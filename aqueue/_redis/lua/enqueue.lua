@@ -15,33 +15,13 @@ for _, row in ipairs(rows) do
   local tid, name, payload = row[1], row[2], nil
   payload, pos = cut(blob, pos, row[3])
   local fresh, delay, ukey, uttl = row[4], row[5], row[6], row[7]
-  local owner = false
-  if ukey ~= '' then
-    owner = redis.call('GET', ukey)
-    if owner then
-      local st = redis.call('HGET', prefix .. owner, 'state')
-      if st == 'queued' or st == 'scheduled' or st == 'running' or st == 'retrying' then
-        out[#out + 1] = owner
-      else
-        owner = false
-      end
-    end
-  end
-  if not owner then
-    local rec = prefix .. tid
-    if fresh == 1 then redis.call('DEL', rec) end
-    if ukey ~= '' then
-      redis.call('SET', ukey, tid, 'PX', uttl)
-      redis.call('HSET', rec, 'ukey', ukey)
-    end
-    if delay > 0 then
-      redis.call('ZADD', delayed, now + delay, tid)
-      if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then wake = true end
-      redis.call('HSET', payloads, tid, payload)
-      redis.call('HSET', rec, 'state', 'scheduled', 'name', name, 'enq', now, 'eta', now + delay)
-    else
-      redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
-      redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+  local owner = ukey ~= '' and live_owner(prefix, ukey)
+  if owner then
+    out[#out + 1] = owner
+  else
+    if enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, fresh == 1, delay, ukey,
+        uttl, now) then
+      wake = true
     end
     out[#out + 1] = tid
   end

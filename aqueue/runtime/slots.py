@@ -1,4 +1,4 @@
-"""Small parts of the worker runtime: task slots, counters, backoff."""
+"""Small parts of the worker runtime: task slots, counters, outage logging, backoff."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["Backoff", "Capacity", "Outage", "WorkerStats"]
 
+# Everything a worker says goes to one logger, which users filter on.
 logger = logging.getLogger("aqueue.worker")
 
 

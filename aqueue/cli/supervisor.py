@@ -28,17 +28,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .inspect import NODE_ENV
+from ..runtime.monitor import NODE_ENV
 
 __all__ = [
+    "SUPERVISOR_ENV",
     "Supervisor",
-    "add_worker_options",
     "child_argv",
     "expand",
+    "node_name",
     "pid_alive",
     "pidfile",
     "read_pidfile",
-    "run_worker_command",
 ]
 
 logger = logging.getLogger("aqueue.supervisor")
@@ -51,42 +51,6 @@ STABLE_AFTER = 30.0
 MAX_QUICK_DEATHS = 5
 #: Extra seconds a child gets beyond its grace period before it is killed.
 KILL_MARGIN = 15.0
-
-
-def add_worker_options(p: argparse.ArgumentParser) -> None:
-    """The process-management options of ``aqueue worker``."""
-    p.add_argument(
-        "--processes",
-        type=int,
-        default=None,
-        metavar="N",
-        help="run N worker processes under a supervisor that restarts crashed ones",
-    )
-    p.add_argument(
-        "--node",
-        default=None,
-        help="node name shown by `aqueue inspect` (default: the host name)",
-    )
-    p.add_argument(
-        "--pidfile",
-        default=None,
-        help="write the pid here and refuse to start if it names a live worker; "
-        "%%n = node name, %%i = process index (0: supervisor)",
-    )
-    p.add_argument(
-        "--logfile",
-        default=None,
-        help="log to this file instead of stderr; %%n and %%i as for --pidfile",
-    )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        metavar="PORT",
-        help="serve Prometheus /metrics and /healthz on this port (with --processes, "
-        "child i uses PORT+i-1); needs the 'metrics' extra",
-    )
-    p.set_defaults(func=run_worker_command, _worker_parser=p)
 
 
 def expand(pattern: str, node: str, index: int) -> str:
@@ -151,59 +115,18 @@ def pidfile(path: str | None) -> Iterator[None]:
                 os.unlink(path)
 
 
-# -- the worker command ------------------------------------------------------------
-
-
-async def run_worker_command(args: argparse.Namespace) -> int:
-    """``aqueue worker``: one worker, or a supervisor when ``--processes`` is given."""
-    from .cli import cmd_worker, setup_logging
-
-    node = node_name(args)
-    os.environ[NODE_ENV] = node
-    index = int(os.environ.get("AQUEUE_PROCESS_INDEX", "0"))
-    if args.logfile:
-        setup_logging(args.log_level, expand(args.logfile, node, index))
-    supervisor_pid = os.environ.pop(SUPERVISOR_ENV, None)
-    watchdog = None
-    if supervisor_pid is not None and int(supervisor_pid) == os.getppid():
-        watchdog = asyncio.create_task(_stop_with_parent(int(supervisor_pid)))
-    try:
-        with pidfile(expand(args.pidfile, node, index) if args.pidfile else None):
-            if args.processes is not None:
-                if args.processes < 1:
-                    raise SystemExit("error: --processes must be at least 1")
-                return await Supervisor(args, node).run()
-            return await cmd_worker(args)
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
-
-
-async def _stop_with_parent(parent: int) -> None:
-    """A supervised child drains and exits when its supervisor is gone (even SIGKILLed).
-
-    Children run in process groups of their own, so a terminal's Ctrl-C reaches
-    only the supervisor, which forwards it once.
-    """
-    while True:  # no event announces a parent's death: poll the parent pid
-        await asyncio.sleep(1.0)
-        if os.getppid() != parent:
-            break
-    logger.warning("supervisor %d is gone; stopping this worker gracefully", parent)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
 def child_argv(args: argparse.Namespace, skip: set[str]) -> list[str]:
     """Rebuild a command line for the worker parser from parsed ``args``."""
-    parser: argparse.ArgumentParser = args._worker_parser
+    parser: argparse.ArgumentParser = args.worker_parser
     positional: list[str] = []
     options: list[str] = []
     for action in parser._actions:
-        if action.dest in skip or action.dest in ("help", "func", "_worker_parser"):
+        if action.dest in skip or action.dest in ("help", "func", "command", "worker_parser"):
             continue
         value = getattr(args, action.dest, None)
         if not action.option_strings:
-            positional.append(str(value))
+            if value is not None:
+                positional.append(str(value))
         elif isinstance(action, argparse._StoreTrueAction):
             if value:
                 options.append(action.option_strings[-1])

@@ -1,17 +1,25 @@
-"""App configuration: explicit, validated at construction, secrets masked."""
+"""App configuration: explicit, validated at construction, secrets masked.
+
+Settings come from keyword options, ``AQUEUE_*`` environment variables or a
+settings object (Django settings, a module, a mapping:
+``app.config_from_object("django.conf:settings", namespace="AQUEUE")``). An
+unknown name is rejected with the closest valid one, so a typo is never
+silently ignored.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import importlib
 import os
+import types
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
-__all__ = ["DEFAULT_REDIS_URL", "Settings", "mask_url"]
+__all__ = ["DEFAULT_REDIS_URL", "Settings", "mask_url", "options_from_object"]
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -90,10 +98,14 @@ class Settings:
         known = {f.name for f in dataclasses.fields(cls)}
         for key in options:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"unknown option {key!r}{hint}")
+                raise ConfigError(f"unknown option {key!r}{did_you_mean(key, known)}")
         return cls(**options)
+
+    def replace(self, **options: Any) -> Settings:
+        """A copy with ``options`` changed (validated like the constructor's)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values.update(options)
+        return Settings.from_options(values)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -148,3 +160,71 @@ def mask_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     netloc = f"{user}:***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+# -- reading options from a settings object --------------------------------------
+
+
+def _resolve(source: object) -> object:
+    """``"pkg.module:attr"``, ``"pkg.module.attr"`` or ``"pkg.module"`` to the object."""
+    if not isinstance(source, str):
+        return source
+    module_name, sep, attr = source.partition(":")
+    if not sep:
+        try:
+            return importlib.import_module(source)
+        except ImportError:
+            module_name, _, attr = source.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"can't import {module_name!r} for configuration: {exc}") from exc
+    try:
+        return getattr(module, attr) if attr else module
+    except AttributeError:
+        raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+def _items(obj: object) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        return {str(k): v for k, v in obj.items()}
+    names = dir(obj)
+    return {n: getattr(obj, n) for n in names if not n.startswith("_")}
+
+
+def options_from_object(source: object, namespace: str | None = None) -> dict[str, Any]:
+    """The App options found in ``source``, validated by name.
+
+    With ``namespace="AQUEUE"`` only names starting ``AQUEUE_`` are read, and
+    the rest of the name is the option in any case (``AQUEUE_PREFIX`` ->
+    ``prefix``). Without a namespace, a mapping's keys are option names, and an
+    object's public lower-case attributes are (upper-case ones, like other
+    settings of a Django module, are left alone).
+    """
+    obj = _resolve(source)
+    known = [f.name for f in dataclasses.fields(Settings)]
+    found: dict[str, Any] = {}
+    if namespace:
+        head = namespace.rstrip("_") + "_"
+        for name, value in _items(obj).items():
+            if not name.upper().startswith(head.upper()):
+                continue
+            option = name[len(head) :].lower()
+            if option not in known:
+                spelled = [head + k.upper() if name.isupper() else head + k for k in known]
+                raise ConfigError(f"unknown aqueue setting {name!r}{did_you_mean(name, spelled)}")
+            found[option] = value
+        return found
+    items = _items(obj)
+    if not isinstance(obj, Mapping):
+        items = {k: v for k, v in items.items() if k.islower() and not callable(v)}
+        items = {k: v for k, v in items.items() if not _is_module(v)}
+    for name, value in items.items():
+        if name not in known:
+            raise ConfigError(f"unknown aqueue setting {name!r}{did_you_mean(name, known)}")
+        found[name] = value
+    return found
+
+
+def _is_module(value: object) -> bool:
+    return isinstance(value, types.ModuleType)

@@ -17,19 +17,9 @@ if not last then return {'new', ''} end
 local tid, name, payload = ARGV[3], ARGV[4], ARGV[5]
 local ukey, uttl = ARGV[6], tonumber(ARGV[7])
 if ukey ~= '' then
-  local owner = redis.call('GET', ukey)
-  if owner then
-    local st = redis.call('HGET', prefix .. owner, 'state')
-    if st == 'queued' or st == 'scheduled' or st == 'running' or st == 'retrying' then
-      return {'skipped', owner}
-    end
-  end
-  redis.call('SET', ukey, tid, 'PX', uttl)
+  local owner = live_owner(prefix, ukey)
+  if owner then return {'skipped', owner} end
 end
-local now = now_ms()
-local rec = prefix .. tid
-redis.call('DEL', rec)
-if ukey ~= '' then redis.call('HSET', rec, 'ukey', ukey) end
-redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
-redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+-- The same routine as enqueue.lua, always into the stream (never delayed).
+enqueue_one(stream, '', '', prefix, tid, name, payload, true, 0, ukey, uttl, now_ms())
 return {'enqueued', tid}

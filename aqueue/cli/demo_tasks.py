@@ -10,9 +10,9 @@ import asyncio
 import hashlib
 import os
 
-import aqueue
+from ..app import App
 
-app = aqueue.App(
+app = App(
     os.environ.get("AQUEUE_DEMO_URL"),
     prefix=os.environ.get("AQUEUE_DEMO_PREFIX", "aqueue-demo"),
 )

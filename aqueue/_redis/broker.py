@@ -1,17 +1,16 @@
-"""The one door to Redis: every command and script aqueue runs is here.
+"""The broker: every state change aqueue makes in Redis, one script each.
 
 Every multi-key state change (enqueue, start, finish, retry, promote,
-reclaim, hand-back) is one Lua script over the keys of one queue, so it is
-atomic and stays in one Redis Cluster slot.
+reclaim, hand-back, abort, purge, replay, periodic tick) is one Lua script
+over the keys of one queue, so it is atomic and stays in one Redis Cluster
+slot. Reads that change nothing live in :mod:`.views`.
 """
+
+# Over 400 lines: one method per state change, each a thin wrapper of its script.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import importlib.resources
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -19,156 +18,23 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
-from .batching import Coalescer
-from .config import Settings
-from .errors import ConnectionFailed
-from .keys import CONSUMER_GROUP, QueueKeys
+from ..core.batching import Coalescer
+from ..core.config import Settings
+from ..core.errors import ConnectionFailed
+from ..core.keys import CONSUMER_GROUP, QueueKeys
+from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
+from .connection import REDIS_ERRORS, DirectLine
+from .pubsub import Subscription
+from .scripts import SCRIPT_NAMES, script_source
+from .views import RedisViews
 
-__all__ = ["Broker", "Delivery", "FinishItem", "OutgoingMessage"]
+__all__ = ["ENQUEUE_CHUNK", "Broker"]
 
 #: Largest number of messages sent in one enqueue script call.
 ENQUEUE_CHUNK = 1000
 
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-
-
-try:
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
-    _pack_command = None  # type: ignore[assignment]
-
-
-class DirectLine:
-    """aqueue's own short path to Redis for its hot commands.
-
-    redis-py's asyncio client spends about 100 us of CPU per command (pool
-    lock, retries, observability hooks, a timeout wrapper); aqueue's scripts
-    and record reads go over a few connections of its own instead, made by the
-    client's pool (so URL, TLS, password and ACL user all apply) and packed by
-    hiredis. A connection that fails or is interrupted mid-command is dropped,
-    never reused. Replies come as the connection's protocol gives them (RESP2
-    or RESP3); Redis Cluster clients and installs without hiredis take the
-    client's normal path.
-    """
-
-    MAX_IDLE = 8
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        pool = getattr(client, "connection_pool", None)
-        self.enabled = (
-            _pack_command is not None and pool is not None and hasattr(pool, "make_connection")
-        )
-        self._pool = pool
-        self._idle: list[Any] = []
-
-    async def call(self, *args: Any) -> Any:
-        """Send one command and return its reply (raising Redis errors)."""
-        assert _pack_command is not None and self._pool is not None
-        packed = _pack_command(args)
-        reused = bool(self._idle)
-        conn = self._idle.pop() if reused else self._pool.make_connection()
-        try:
-            await conn.send_packed_command(packed, check_health=False)
-            reply = await conn.read_response()
-        except redis.exceptions.ResponseError:
-            self._release(conn)  # an error reply leaves the connection in sync
-            raise
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            await conn.disconnect(nowait=True)
-            if not reused:
-                raise
-            # A reused connection may have gone stale (Redis restarted): try
-            # once on a fresh one, as redis-py's own retry would.
-            conn = self._pool.make_connection()
-            try:
-                await conn.send_packed_command(packed, check_health=False)
-                reply = await conn.read_response()
-            except BaseException:
-                await conn.disconnect(nowait=True)
-                raise
-        except BaseException:  # cancelled mid-command: the reply is still on its way
-            await conn.disconnect(nowait=True)
-            raise
-        self._release(conn)
-        return reply
-
-    def _release(self, conn: Any) -> None:
-        if len(self._idle) < self.MAX_IDLE:
-            self._idle.append(conn)
-        else:
-            task = asyncio.ensure_future(conn.disconnect())
-            task.add_done_callback(lambda t: t.exception())
-
-    async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
-
-
-def _load_lua(name: str) -> str:
-    lua = importlib.resources.files("aqueue").joinpath("lua")
-    return lua.joinpath("_common.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
-
-
 #: Encodes the row arrays of batched script calls (read by cmsgpack in Lua).
 _rows = msgspec.msgpack.Encoder()
-
-
-@dataclass(slots=True)
-class OutgoingMessage:
-    """A message on its way into a queue."""
-
-    task_id: str
-    task_name: str
-    payload: bytes
-    fresh: bool = False
-    delay_ms: int = 0
-    unique_key: str = ""
-    unique_ttl_ms: int = 0
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One stream entry handed to this worker."""
-
-    queue: str
-    entry_id: str
-    task_id: str
-    payload: bytes
-    deliveries: int = 1
-    attempt: int = 0
-    """How many times the task has been started, this time included (0: not yet marked)."""
-
-
-@dataclass(slots=True)
-class FinishItem:
-    """The outcome of one delivery, as the finish script takes it."""
-
-    entry_id: str
-    task_id: str
-    state: str
-    result: bytes = b""
-    error: bytes = b""
-    retry_delay_ms: int = 0
-    payload: bytes = b""
-    reason: str = ""
-    unique: bool = True
-    """Whether the task may hold a unique key to release (False skips a lookup)."""
-
-    def row(self) -> tuple[str | int, ...]:
-        """The row finish.lua reads; the binary fields travel in the blob."""
-        return (
-            self.entry_id,
-            self.task_id,
-            self.state,
-            len(self.result),
-            len(self.error),
-            self.retry_delay_ms,
-            len(self.payload),
-            self.reason,
-            1 if self.unique else 0,
-        )
 
 
 class Broker:
@@ -181,22 +47,11 @@ class Broker:
         self._groups_ready: set[str] = set()
         self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(self.enqueue_many)
         self.direct = DirectLine(client)
-        self._sources: dict[str, str] = {}
+        #: Reads that change nothing (queue figures, worker registry, lookups).
+        self.views = RedisViews(client, settings.prefix)
+        self._sources = {name: script_source(name) for name in SCRIPT_NAMES}
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(self._source(name))
-            for name in (
-                "enqueue",
-                "fetch",
-                "start",
-                "finish",
-                "renew",
-                "reclaim",
-                "promote",
-                "abort",
-                "leave",
-                "purge",
-                "replay",
-            )
+            name: client.register_script(source) for name, source in self._sources.items()
         }
 
     def keys(self, queue: str) -> QueueKeys:
@@ -204,10 +59,6 @@ class Broker:
         if keys is None:
             keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue)
         return keys
-
-    def _source(self, name: str) -> str:
-        source = self._sources[name] = _load_lua(name)
-        return source
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if not self.direct.enabled:
@@ -222,6 +73,13 @@ class Broker:
     async def close(self) -> None:
         """Close aqueue's own connections (the client is closed by its owner)."""
         await self.direct.close()
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    def subscription(self) -> Subscription:
+        """A new pub/sub subscription (one connection, any number of channels)."""
+        return Subscription(self.client)
 
     # -- enqueue ---------------------------------------------------------------
 
@@ -509,14 +367,38 @@ class Broker:
         )
         return int(from_stream), int(from_delayed)
 
-    # -- dead letters ----------------------------------------------------------
+    async def set_progress(self, queue: str, task_id: str, value: Any, message: str) -> None:
+        """Store a running task's latest progress report in its record."""
+        key = self.keys(queue).task(task_id)
+        await self.client.hset(key, "progress", encode_progress(value, message))
 
-    async def dead_entries(
-        self, queue: str, limit: int, before: str = "+"
-    ) -> list[tuple[str, dict[bytes, bytes]]]:
-        """Dead-letter entries of a queue, newest first, up to ``before`` (inclusive)."""
-        reply: Any = await self.client.xrevrange(self.keys(queue).dead, before, "-", count=limit)
-        return [(_text(entry), dict(fields)) for entry, fields in reply]
+    async def claim_tick(
+        self, queue: str, schedule: str, tick_ms: int, message: OutgoingMessage
+    ) -> tuple[str, str]:
+        """Claim one tick of a periodic schedule and enqueue its run, atomically.
+
+        Returns ``(outcome, task id)``; outcome is 'enqueued', 'claimed' (another
+        scheduler had it), 'new' (first sight: recorded, not run) or 'skipped'
+        (a singleton whose previous run is live).
+        """
+        keys = self.keys(queue)
+        unique_key = keys.unique(message.unique_key) if message.unique_key else ""
+        outcome, task_id = await self._script(
+            "tick",
+            (keys.periodic(schedule), keys.stream),
+            [
+                keys.task_prefix,
+                tick_ms,
+                message.task_id,
+                message.task_name,
+                message.payload,
+                unique_key,
+                message.unique_ttl_ms,
+            ],
+        )
+        return _text(outcome), _text(task_id)
+
+    # -- dead letters ----------------------------------------------------------
 
     async def replay_dead(self, queue: str, entry_ids: Sequence[str]) -> list[str]:
         """Re-enqueue dead-lettered messages; per id the new stream entry id ('' if unknown)."""
@@ -534,6 +416,22 @@ class Broker:
             pipe.delete(dead)
             n, _ = await pipe.execute()
         return int(n)
+
+    async def delete_every_key(self) -> int:
+        """Delete every key under this App's prefix (a demo's or a test's own).
+
+        Scans the keyspace; returns how many keys were deleted.
+        """
+        deleted = 0
+        batch: list[Any] = []
+        async for key in self.client.scan_iter(match=f"{self.settings.prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await self.client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += await self.client.unlink(*batch)
+        return deleted
 
     # -- records ---------------------------------------------------------------
 

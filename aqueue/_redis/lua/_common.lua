@@ -83,3 +83,37 @@ local function release_unique(rec, tid)
   local ukey = redis.call('HGET', rec, 'ukey')
   if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
 end
+
+-- The id of the live task holding a unique key, or false.
+local function live_owner(prefix, ukey)
+  local owner = redis.call('GET', ukey)
+  if not owner then return false end
+  local st = redis.call('HGET', prefix .. owner, 'state')
+  if st == 'queued' or st == 'scheduled' or st == 'running' or st == 'retrying' then
+    return owner
+  end
+  return false
+end
+
+-- Enqueue one message: into the stream now, or into the delayed set when
+-- delay > 0. `fresh` first clears an old record of the same id; a unique key
+-- ('' for none) is taken for `uttl` ms. Returns true when the message became
+-- the earliest delayed one (sleeping workers must be woken).
+local function enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, fresh, delay,
+                           ukey, uttl, now)
+  local rec = prefix .. tid
+  if fresh then redis.call('DEL', rec) end
+  if ukey ~= '' then
+    redis.call('SET', ukey, tid, 'PX', uttl)
+    redis.call('HSET', rec, 'ukey', ukey)
+  end
+  if delay > 0 then
+    redis.call('ZADD', delayed, now + delay, tid)
+    redis.call('HSET', payloads, tid, payload)
+    redis.call('HSET', rec, 'state', 'scheduled', 'name', name, 'enq', now, 'eta', now + delay)
+    return redis.call('ZRANGE', delayed, 0, 0)[1] == tid
+  end
+  redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
+  redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+  return false
+end

@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .base import APP_ENV
 from .supervisor import expand, pid_alive, read_pidfile
 
-__all__ = ["add_parser"]
+__all__ = ["add_parsers"]
 
 #: Worker options ``multi`` passes through to each worker: (flags, dest, kind).
 _PASSTHROUGH: list[tuple[tuple[str, ...], str, Any]] = [
@@ -44,7 +45,7 @@ _PASSTHROUGH: list[tuple[tuple[str, ...], str, Any]] = [
 ]
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "multi",
         help="start/stop/restart/status of detached named workers (pidfiles)",
@@ -53,7 +54,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("action", choices=["start", "stop", "restart", "status"])
     p.add_argument("names", nargs="+", metavar="NAME", help="node names (e.g. w1 w2)")
-    p.add_argument("--app", help="MODULE:APP (needed by start and restart)")
+    p.add_argument(
+        "-A", "--app", help="MODULE:APP (needed by start and restart; default AQUEUE_APP)"
+    )
     p.add_argument(
         "--pidfile",
         default="%n.pid",
@@ -225,6 +228,7 @@ def _status(args: argparse.Namespace, name: str) -> bool:
 
 
 async def cmd_multi(args: argparse.Namespace) -> int:
+    args.app = args.app or os.environ.get(APP_ENV)
     if args.action in ("start", "restart") and not args.app:
         print(f"error: multi {args.action} needs --app MODULE:APP", file=sys.stderr)
         return 2

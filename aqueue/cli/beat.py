@@ -1,4 +1,10 @@
-"""``aqueue beat`` (a scheduler without a worker) and ``aqueue schedule`` (list schedules)."""
+"""``aqueue beat`` (a scheduler without a worker) and ``aqueue schedule`` (list schedules).
+
+``beat`` needs the App (the schedules are declared in code). ``schedule``
+with the App lists each schedule, its last claimed tick and the next ones;
+with only ``--url``/``--prefix`` it lists the last tick of every schedule
+found in Redis.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +17,21 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .periodic import Scheduler, periodic_tasks
+from ..app import App
+from ..periodic import Scheduler
+from .base import add_app_option, add_redis_options, target_from_args
 
-__all__ = ["add_parser"]
+__all__ = ["add_parsers"]
 
 logger = logging.getLogger("aqueue.beat")
 
 
-async def cmd_beat(args: argparse.Namespace) -> int:
-    from .cli import app_from_args
-
-    app = app_from_args(args)
+async def beat(args: argparse.Namespace) -> int:
+    """``aqueue beat MODULE:APP``: enqueue the App's periodic tasks until SIGTERM/SIGINT."""
+    app = target_from_args(args, args.app, required=True).app
     scheduler = Scheduler(app)
     if not scheduler.periodic:
-        logger.error("%s has no periodic tasks (declare them with @app.periodic)", args.app)
+        logger.error("the app has no periodic tasks (declare them with @app.periodic)")
         return 1
     await app.connect()
     for name, periodic in scheduler.periodic.items():
@@ -48,13 +55,15 @@ async def cmd_beat(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_schedule(args: argparse.Namespace) -> int:
-    from .cli import app_from_args
-
-    app = app_from_args(args)
-    periodic = periodic_tasks(app)
+async def schedule(args: argparse.Namespace) -> int:
+    """``aqueue schedule``: periodic tasks, their last claimed tick and the next ones."""
+    target = target_from_args(args, args.app)
+    if not target.from_code:
+        return await _claimed_ticks(target.app)
+    app = target.app
+    periodic = app.periodic_tasks
     if not periodic:
-        print(f"{args.app} has no periodic tasks")
+        print("the app has no periodic tasks")
         return 0
     scheduler = Scheduler(app)
     last: dict[str, float | None] = {}
@@ -77,7 +86,19 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+async def _claimed_ticks(app: App) -> int:
+    async with app:
+        ticks = await app.client.views.claimed_ticks()
+    if not ticks:
+        print("no periodic schedule has claimed a tick here (give -A MODULE:APP to see them)")
+        return 0
+    for queue, name, tick in ticks:
+        when = datetime.fromtimestamp(tick, ZoneInfo("UTC")).isoformat()
+        print(f"{name}: queue={queue}\n  last tick claimed: {when}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "beat",
         help="enqueue periodic tasks without running a worker",
@@ -85,20 +106,22 @@ def add_parser(sub: Any) -> None:
         "one too unless started with --no-beat; any number may run, each tick is "
         "enqueued once).",
     )
-    p.add_argument("app", metavar="MODULE:APP")
-    p.add_argument("--url", help="Redis URL (default: the app's, or AQUEUE_REDIS_URL)")
+    p.add_argument("app", nargs="?", metavar="MODULE:APP")
+    add_app_option(p, required=True)
+    add_redis_options(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.set_defaults(func=cmd_beat)
+    p.set_defaults(func=beat)
 
     p = sub.add_parser(
         "schedule",
         help="list periodic tasks and their next run times",
         description="List MODULE:APP's periodic tasks, the last tick claimed and the next ones.",
     )
-    p.add_argument("app", metavar="MODULE:APP")
-    p.add_argument("--url", help="Redis URL (default: the app's, or AQUEUE_REDIS_URL)")
+    p.add_argument("app", nargs="?", metavar="MODULE:APP", help="optional: the App")
+    add_app_option(p)
+    add_redis_options(p)
     p.add_argument("-n", "--count", type=int, default=3, help="next run times to show (default 3)")
     p.add_argument(
         "--offline", action="store_true", help="don't connect to Redis (no last tick shown)"
     )
-    p.set_defaults(func=cmd_schedule)
+    p.set_defaults(func=schedule)

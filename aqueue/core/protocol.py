@@ -1,4 +1,13 @@
-"""The wire format: one msgspec Struct per message, msgpack-encoded.
+"""The wire format and the messages that cross the Redis adapter.
+
+* the envelope: one msgspec Struct per task message, msgpack-encoded and
+  versioned, arguments deferred as ``Raw``;
+* :class:`Codec`: packs and unpacks envelopes, signing them when the App has
+  a ``signing_key``;
+* what flows in and out of the broker: :class:`OutgoingMessage` (enqueue),
+  :class:`Delivery` (a stream entry handed to a worker) and
+  :class:`FinishItem` (an outcome, with its :class:`TaskStatus`);
+* the completion-push frame that ``finish.lua`` publishes.
 
 Nothing here ever unpickles: a message can only carry data msgspec knows
 (builtins, Structs, dataclasses, datetimes, UUIDs, Decimals, ...) and can only
@@ -9,21 +18,32 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from .status import TaskStatus
+
 __all__ = [
     "SIGNATURE_MARK",
     "WIRE_VERSION",
+    "Codec",
+    "Delivery",
     "Envelope",
     "ErrorInfo",
+    "FinishItem",
     "MessageError",
+    "OutgoingMessage",
     "decode_envelope",
     "decode_error",
+    "decode_progress",
     "encode_envelope",
     "encode_error",
+    "encode_progress",
     "encode_value",
+    "parse_push",
     "sign",
     "verify",
 ]
@@ -162,3 +182,128 @@ def verify(data: bytes, key: bytes | None) -> bytes:
     if not hmac.compare_digest(mac, expected):
         raise MessageError("bad_signature", "message signature does not match the signing key")
     return payload
+
+
+class Codec:
+    """Packs envelopes into message bytes and back, signing when given a key.
+
+    Built once per App from its ``signing_key``; the producer, the executor
+    and the dead-letter listing use the same one.
+    """
+
+    __slots__ = ("signing_key",)
+
+    def __init__(self, signing_key: str | bytes | None = None) -> None:
+        if isinstance(signing_key, str):
+            signing_key = signing_key.encode()
+        self.signing_key: bytes | None = signing_key
+
+    def seal(self, payload: bytes) -> bytes:
+        """Sign an encoded envelope (unchanged when there is no key)."""
+        return payload if self.signing_key is None else sign(payload, self.signing_key)
+
+    def pack(self, env: Envelope) -> bytes:
+        return self.seal(encode_envelope(env))
+
+    def unpack(self, data: bytes) -> Envelope:
+        """Verify (when keyed, or when the message is signed) and decode.
+
+        Raises :class:`MessageError` saying what is wrong with the message.
+        """
+        if self.signing_key is not None or data[:1] == SIGNATURE_MARK[:1]:
+            data = verify(data, self.signing_key)
+        return decode_envelope(data)
+
+
+# -- what crosses the Redis adapter ------------------------------------------------
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """A message on its way into a queue."""
+
+    task_id: str
+    task_name: str
+    payload: bytes
+    fresh: bool = False
+    """The producer chose the id: an existing live task of that id wins."""
+    delay_ms: int = 0
+    unique_key: str = ""
+    unique_ttl_ms: int = 0
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One stream entry handed to this worker."""
+
+    queue: str
+    entry_id: str
+    task_id: str
+    payload: bytes
+    deliveries: int = 1
+    attempt: int = 0
+    """How many times the task has been started, this time included (0: not yet marked)."""
+
+
+@dataclass(slots=True)
+class FinishItem:
+    """The outcome of one delivery, as the finish script takes it."""
+
+    entry_id: str
+    task_id: str
+    state: TaskStatus
+    result: bytes = b""
+    error: bytes = b""
+    retry_delay_ms: int = 0
+    payload: bytes = b""
+    reason: str = ""
+    unique: bool = True
+    """Whether the task may hold a unique key to release (False skips a lookup)."""
+
+    def row(self) -> tuple[str | int, ...]:
+        """The row finish.lua reads; the binary fields travel in the blob."""
+        return (
+            self.entry_id,
+            self.task_id,
+            self.state.value,
+            len(self.result),
+            len(self.error),
+            self.retry_delay_ms,
+            len(self.payload),
+            self.reason,
+            1 if self.unique else 0,
+        )
+
+
+# -- completion pushes and progress -------------------------------------------------
+
+_LENGTH = struct.Struct(">I")
+
+
+def parse_push(data: bytes) -> list[tuple[str, bytes, bytes]]:
+    """(task id, state, result-or-error) of each task in a framed push.
+
+    A framed push (see ``finish.lua``) starts with a zero byte, then for each
+    task three length-prefixed (4 bytes, big-endian) fields.
+    """
+    out = []
+    pos, end = 1, len(data)
+    unpack = _LENGTH.unpack_from
+    while pos < end:
+        parts = []
+        for _ in range(3):
+            (n,) = unpack(data, pos)
+            pos += 4
+            parts.append(data[pos : pos + n])
+            pos += n
+        out.append((parts[0].decode(), parts[1], parts[2]))
+    return out
+
+
+def encode_progress(value: Any, message: str) -> bytes:
+    return _encoder.encode((value, message))
+
+
+def decode_progress(raw: bytes) -> tuple[Any, str]:
+    value, message = _any_decoder.decode(raw)
+    return value, str(message)

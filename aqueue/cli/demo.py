@@ -25,14 +25,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
+from ..app import App
+from ..core.config import DEFAULT_REDIS_URL, mask_url
+from ..core.errors import ConnectionFailed
 
-from .config import DEFAULT_REDIS_URL, mask_url
-
-__all__ = ["add_parser"]
+__all__ = ["add_parsers"]
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="end-to-end demo: worker + producer + results, with throughput and latency",
@@ -90,14 +90,14 @@ def throwaway_redis() -> Iterator[str]:
 
 
 async def _answers(url: str) -> bool:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+    app = App(url, connect_timeout=1.0)
     try:
-        await client.ping()
+        await app.connect()
         return True
-    except Exception:
+    except ConnectionFailed:
         return False
     finally:
-        await client.aclose()
+        await app.close()
 
 
 async def _wait_for(url: str, deadline: float) -> None:
@@ -137,7 +137,7 @@ async def _run(url: str, args: argparse.Namespace) -> int:
     prefix = f"aqueue-demo-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, AQUEUE_DEMO_URL=url, AQUEUE_DEMO_PREFIX=prefix)
     os.environ.update(AQUEUE_DEMO_URL=url, AQUEUE_DEMO_PREFIX=prefix)
-    from . import _demo_tasks as demo
+    from . import demo_tasks as demo  # reads the URL and prefix set just above
 
     worker = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
         [
@@ -145,7 +145,7 @@ async def _run(url: str, args: argparse.Namespace) -> int:
             "-m",
             "aqueue",
             "worker",
-            "aqueue._demo_tasks:app",
+            "aqueue.cli.demo_tasks:app",
             "--concurrency",
             str(args.concurrency),
             "--log-level",
@@ -209,15 +209,5 @@ async def _run(url: str, args: argparse.Namespace) -> int:
 
 async def _cleanup(url: str, prefix: str) -> None:
     """Delete the keys this demo created (its own prefix only)."""
-    client = aioredis.Redis.from_url(url)
-    try:
-        batch = []
-        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await client.unlink(*batch)
-    finally:
-        await client.aclose()
+    async with App(url, prefix=prefix) as app:
+        await app.client.broker.delete_every_key()

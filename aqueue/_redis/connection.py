@@ -1,0 +1,128 @@
+"""The one connection factory: every Redis client aqueue makes comes from here.
+
+The App's client, the private loop behind ``task.delay()`` and the CLI all
+call :func:`connect`, so timeouts, keepalive and retries are the same
+everywhere. :class:`DirectLine` is aqueue's short path for its hot commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from ..core.config import Settings
+
+__all__ = ["ANY_REDIS_ERROR", "REDIS_ERRORS", "RETRYABLE", "DirectLine", "connect"]
+
+#: What a lost or unreachable Redis raises: the operation did not take effect.
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: Anything Redis may answer with besides a value (READONLY after a failover, ...).
+ANY_REDIS_ERROR = (redis.exceptions.RedisError, OSError)
+#: What a worker loop rides out with backoff (a Redis still loading its data too).
+RETRYABLE = (*REDIS_ERRORS, redis.exceptions.BusyLoadingError)
+
+
+def connect(settings: Settings, max_connections: int = 200) -> aioredis.Redis:
+    """A client for ``settings.redis_url`` with aqueue's timeouts and retries.
+
+    The socket timeout is explicit (older redis-py versions default to none):
+    a Redis that accepts connections but never answers must not hang a caller
+    for ever. It is longer than the workers' 2 s blocking reads.
+    """
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.connect_timeout,
+        socket_timeout=max(settings.connect_timeout, 5.0),
+        socket_keepalive=True,
+        health_check_interval=30,
+        max_connections=max_connections,
+        # A pooled connection that Redis or the network dropped while idle
+        # fails on its next use; without retries that command fails even
+        # though Redis is up. Timeouts are not retried, so an unresponsive
+        # Redis still fails within one socket timeout.
+        retry=Retry(
+            ExponentialBackoff(cap=0.5, base=0.05),
+            2,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        ),
+    )
+
+
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
+    _pack_command = None  # type: ignore[assignment]
+
+
+class DirectLine:
+    """aqueue's own short path to Redis for its hot commands.
+
+    redis-py's asyncio client spends about 100 us of CPU per command (pool
+    lock, retries, observability hooks, a timeout wrapper); aqueue's scripts
+    and record reads go over a few connections of its own instead, made by the
+    client's pool (so URL, TLS, password and ACL user all apply) and packed by
+    hiredis. A connection that fails or is interrupted mid-command is dropped,
+    never reused. Replies come as the connection's protocol gives them (RESP2
+    or RESP3); Redis Cluster clients and installs without hiredis take the
+    client's normal path.
+    """
+
+    MAX_IDLE = 8
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        pool = getattr(client, "connection_pool", None)
+        self.enabled = (
+            _pack_command is not None and pool is not None and hasattr(pool, "make_connection")
+        )
+        self._pool = pool
+        self._idle: list[Any] = []
+
+    async def call(self, *args: Any) -> Any:
+        """Send one command and return its reply (raising Redis errors)."""
+        assert _pack_command is not None and self._pool is not None
+        packed = _pack_command(args)
+        reused = bool(self._idle)
+        conn = self._idle.pop() if reused else self._pool.make_connection()
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            reply = await conn.read_response()
+        except redis.exceptions.ResponseError:
+            self._release(conn)  # an error reply leaves the connection in sync
+            raise
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            await conn.disconnect(nowait=True)
+            if not reused:
+                raise
+            # A reused connection may have gone stale (Redis restarted): try
+            # once on a fresh one, as redis-py's own retry would.
+            conn = self._pool.make_connection()
+            try:
+                await conn.send_packed_command(packed, check_health=False)
+                reply = await conn.read_response()
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+        except BaseException:  # cancelled mid-command: the reply is still on its way
+            await conn.disconnect(nowait=True)
+            raise
+        self._release(conn)
+        return reply
+
+    def _release(self, conn: Any) -> None:
+        if len(self._idle) < self.MAX_IDLE:
+            self._idle.append(conn)
+        else:
+            task = asyncio.ensure_future(conn.disconnect())
+            task.add_done_callback(lambda t: t.exception())
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()

@@ -1,0 +1,183 @@
+"""Reads that change no task's state: queue figures, the worker registry, lookups.
+
+What ``aqueue inspect``, ``check``, metrics, the dead-letter listing and
+``schedule`` show comes from here. The worker registry is the one write:
+each worker keeps a short JSON description of itself under
+``<prefix>:worker:<name>`` with a TTL of a few heartbeats, and deletes it
+when it stops. Workers are found through the per-queue heartbeat sets, so
+nothing scans the keyspace, except :meth:`RedisViews.discover_queues` for an
+operator command run without an App.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..core.keys import CONSUMER_GROUP, QueueKeys, worker_info_key
+
+__all__ = ["WAITING_COUNT_CAP", "RedisViews"]
+
+#: Most waiting entries counted one by one when Redis can't say (after a purge).
+WAITING_COUNT_CAP = 10_000
+_QUEUE_KEY_SUFFIXES = (":stream", ":delayed", ":dead", ":workers")
+
+
+class RedisViews:
+    """Read-only views of one App's keys (one prefix)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(self.prefix, queue)
+
+    # -- tasks -------------------------------------------------------------------
+
+    async def find_queue(self, task_id: str, queues: Sequence[str]) -> str | None:
+        """The first of ``queues`` holding a record for ``task_id`` (None: none does)."""
+        if not queues:
+            return None
+        async with self.client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.exists(self.keys(queue).task(task_id))
+            found = await pipe.execute()
+        for queue, exists in zip(queues, found, strict=True):
+            if exists:
+                return queue
+        return None
+
+    async def last_tick(self, queue: str, schedule: str) -> float | None:
+        """The last tick claimed for a periodic schedule (epoch seconds; None: never)."""
+        raw = await self.client.get(self.keys(queue).periodic(schedule))
+        return int(raw) / 1000 if raw is not None else None
+
+    async def claimed_ticks(self) -> list[tuple[str, str, float]]:
+        """(queue, schedule, last tick) of every periodic schedule with keys here.
+
+        Scans the keyspace: for ``aqueue schedule`` without an App.
+        """
+        head = f"{self.prefix}:{{"
+        found: list[tuple[str, str, float]] = []
+        async for raw in self.client.scan_iter(match=f"{self.prefix}:{{*}}:periodic:*", count=1000):
+            key = _text(raw)
+            queue, sep, rest = key[len(head) :].partition("}:periodic:")
+            if not sep:
+                continue
+            tick = await self.client.get(raw)
+            if tick is not None:
+                found.append((queue, rest, int(tick) / 1000))
+        return sorted(found)
+
+    async def dead_entries(
+        self, queue: str, limit: int, before: str = "+"
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Dead-letter entries of a queue, newest first, up to ``before`` (inclusive)."""
+        reply: Any = await self.client.xrevrange(self.keys(queue).dead, before, "-", count=limit)
+        return [(_text(entry), dict(fields)) for entry, fields in reply]
+
+    # -- queues ------------------------------------------------------------------
+
+    async def discover_queues(self) -> list[str]:
+        """Every queue with keys under this prefix (for operator commands without an App).
+
+        Scans the keyspace: for the CLI, never for a hot path.
+        """
+        found: set[str] = set()
+        head = f"{self.prefix}:{{"
+        async for raw in self.client.scan_iter(match=f"{self.prefix}:{{*}}:*", count=1000):
+            key = _text(raw)
+            if key.endswith(_QUEUE_KEY_SUFFIXES) and key.startswith(head):
+                queue, sep, _ = key[len(head) :].partition("}:")
+                if sep:
+                    found.add(queue)
+        return sorted(found)
+
+    async def queue_figures(self, queue: str) -> dict[str, Any]:
+        """Depths of one queue: waiting, running (pending), delayed, dead, lag, oldest age."""
+        keys = self.keys(queue)
+        client = self.client
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.xlen(keys.stream)
+            pipe.zcard(keys.delayed)
+            pipe.xlen(keys.dead)
+            pipe.zcard(keys.workers)
+            length, delayed, dead, consumers = await pipe.execute()
+        pending = 0
+        lag: int | None = None
+        last_delivered = "0-0"
+        if length:
+            for group in await client.xinfo_groups(keys.stream):
+                if _text(group.get("name")) == CONSUMER_GROUP:
+                    pending = int(group.get("pending") or 0)
+                    raw_lag = group.get("lag")
+                    lag = int(raw_lag) if raw_lag is not None else None
+                    last_delivered = _text(group.get("last-delivered-id")) or "0-0"
+        oldest_age: float | None = None
+        first = await client.xrange(keys.stream, f"({last_delivered}", "+", count=1)
+        if first:
+            entry_ms = int(_text(first[0][0]).split("-")[0])
+            oldest_age = round(max(0.0, time.time() - entry_ms / 1000), 3)
+        # Acknowledged entries are trimmed in batches, so the stream's length is not
+        # the backlog: what waits is what comes after the group's last delivered id.
+        # Redis tracks that count as the group's lag, unless deletions past that id
+        # (a purge) make it unknown; then count, up to a cap.
+        if lag is not None:
+            waiting = lag
+        elif first:
+            after = await client.xrange(
+                keys.stream, f"({last_delivered}", "+", count=WAITING_COUNT_CAP
+            )
+            waiting = len(after or [])
+        else:
+            waiting = 0
+        return {
+            "queue": queue,
+            "stream_length": int(length),
+            "waiting": waiting,
+            "pending": pending,
+            "lag": waiting,
+            "delayed": int(delayed),
+            "dead": int(dead),
+            "heartbeats": int(consumers),
+            "oldest_waiting_age": oldest_age,
+        }
+
+    # -- the worker registry -------------------------------------------------------
+
+    async def publish_worker(self, name: str, description: dict[str, Any], ttl_ms: int) -> None:
+        """Write one worker's description with a TTL (on every heartbeat)."""
+        await self.client.set(
+            worker_info_key(self.prefix, name), json.dumps(description), px=ttl_ms
+        )
+
+    async def delete_worker(self, name: str) -> None:
+        await self.client.delete(worker_info_key(self.prefix, name))
+
+    async def live_workers(self, queues: Sequence[str]) -> list[dict[str, Any]]:
+        """Descriptions of the workers alive on ``queues``, by node then name."""
+        client = self.client
+        names: set[str] = set()
+        for queue in queues:
+            members: list[Any] = await client.zrange(self.keys(queue).workers, 0, -1)
+            names.update(_text(m) for m in members)
+        if not names:
+            return []
+        ordered = sorted(names)
+        async with client.pipeline(transaction=False) as pipe:
+            for name in ordered:
+                pipe.get(worker_info_key(self.prefix, name))
+            raw = await pipe.execute()
+        found = [json.loads(r) for r in raw if r]
+        return sorted(found, key=lambda w: (w.get("node") or "", w["name"]))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)

@@ -1,0 +1,150 @@
+"""What every ``aqueue`` command shares: finding the App, Redis options, logging, the loop.
+
+Operator commands name their App the way Celery users expect: ``-A/--app
+MODULE:APP`` (or ``AQUEUE_APP``), or the older positional ``MODULE:APP``.
+Most of them need no App at all: with only ``--url`` (or
+``AQUEUE_REDIS_URL``) and ``--prefix`` they look at what is in Redis, and
+find the queues there. An App is needed for what only code knows: task
+names and signatures, periodic schedules, a signing key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..app import App
+
+__all__ = [
+    "APP_ENV",
+    "Target",
+    "add_app_option",
+    "add_redis_options",
+    "load_app",
+    "looks_like_app",
+    "run_async",
+    "setup_logging",
+    "split_queues",
+    "target_from_args",
+]
+
+#: Environment variable naming the App when ``-A/--app`` is not given.
+APP_ENV = "AQUEUE_APP"
+
+_APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+_ENTRY_ID = re.compile(r"^\d+-\d+$")
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (default attribute ``app``) and return the App."""
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "app"
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(
+            f"error: can't import {module_name!r} ({exc}). Run from the directory that "
+            f"contains it, or set PYTHONPATH"
+        ) from None
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise SystemExit(f"error: {spec!r} is not an aqueue.App (found {type(app).__name__})")
+    return app
+
+
+def looks_like_app(text: str) -> bool:
+    """True for ``pkg.module:app`` (a stream entry id like ``1700000000000-0`` is not)."""
+    return ":" in text and bool(_APP_SPEC.match(text)) and not _ENTRY_ID.match(text)
+
+
+def add_app_option(p: argparse.ArgumentParser, required: bool = False) -> None:
+    what = "where the aqueue.App lives, e.g. tasks:app"
+    if not required:
+        what += " (optional: without it, queues are found in Redis)"
+    p.add_argument("-A", "--app", dest="app_option", metavar="MODULE:APP", help=what)
+
+
+def add_redis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="Redis URL (default: the app's, or AQUEUE_REDIS_URL)")
+    p.add_argument("--prefix", help="key prefix (default: the app's, or AQUEUE_PREFIX)")
+
+
+def split_queues(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [q.strip() for q in text.split(",") if q.strip()] or None
+
+
+@dataclass
+class Target:
+    """The App a command works on, and whether it came from code or only from Redis options."""
+
+    app: App
+    from_code: bool
+
+    async def queues(self, wanted: Sequence[str] | None = None) -> list[str]:
+        """``wanted``, else the App's queues, else every queue found in Redis."""
+        if wanted:
+            return list(wanted)
+        if self.from_code:
+            return self.app.queues
+        found = await self.app.client.views.discover_queues()
+        return found or [self.app.settings.default_queue]
+
+
+def target_from_args(
+    args: argparse.Namespace, positional: str | None = None, required: bool = False
+) -> Target:
+    """The App named by ``-A/--app``, ``positional`` or ``AQUEUE_APP``, with
+    ``--url``, ``--prefix`` and ``--visibility-timeout`` applied; without one,
+    an App made from the Redis options alone (unless ``required``)."""
+    spec = getattr(args, "app_option", None) or positional or os.environ.get(APP_ENV)
+    if spec:
+        app = load_app(spec)
+        from_code = True
+    elif required:
+        raise SystemExit(
+            f"error: aqueue {args.command} needs the App: -A MODULE:APP (or {APP_ENV})"
+        )
+    else:
+        app = App()
+        from_code = False
+    overrides: dict[str, Any] = {}
+    if getattr(args, "url", None):
+        overrides["redis_url"] = args.url
+    if getattr(args, "prefix", None):
+        overrides["prefix"] = args.prefix
+    if getattr(args, "visibility_timeout", None):
+        overrides["visibility_timeout"] = args.visibility_timeout
+    if overrides:
+        app.configure(**overrides)
+    return Target(app, from_code)
+
+
+def setup_logging(level: str, logfile: str | None = None) -> None:
+    handler: logging.Handler = (
+        logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def run_async(coro: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed, else on the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)

@@ -1,0 +1,192 @@
+"""``aqueue worker``: one worker process, or several under a supervisor.
+
+``aqueue worker tasks:app`` (or ``-A tasks:app``) runs one
+:class:`~aqueue.Worker` until SIGTERM/SIGINT; a second signal stops at once.
+``--processes N`` runs N of them under a :class:`~.supervisor.Supervisor`
+that restarts crashed ones. Signal handlers are installed here, never by the
+library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from ..core.errors import AqueueError
+from ..runtime.metrics import MetricsServer, serve_metrics
+from ..runtime.monitor import NODE_ENV
+from ..runtime.worker import Worker
+from .base import add_app_option, setup_logging, split_queues, target_from_args
+from .supervisor import SUPERVISOR_ENV, Supervisor, expand, node_name, pidfile
+
+__all__ = ["add_parsers", "run_worker", "start"]
+
+logger = logging.getLogger("aqueue.cli")
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run a worker",
+        description="Run tasks of MODULE:APP from its queues until SIGTERM/SIGINT.",
+    )
+    p.add_argument(
+        "app", nargs="?", metavar="MODULE:APP", help="where the aqueue.App lives, e.g. tasks:app"
+    )
+    add_app_option(p, required=True)
+    p.add_argument(
+        "-c", "--concurrency", type=int, default=100, help="tasks run at once (default 100)"
+    )
+    p.add_argument(
+        "-q",
+        "--queues",
+        help="comma-separated queues to read (default: every queue the app's tasks use)",
+    )
+    p.add_argument("--url", help="Redis URL (default: the app's, or AQUEUE_REDIS_URL)")
+    p.add_argument("--prefix", help="key prefix (default: the app's, or AQUEUE_PREFIX)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for plain def tasks (default min(concurrency, 16))",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="messages read ahead while tasks run, so Redis prepares the next batch "
+        "meanwhile (default concurrency/2, at most 100); a worker holds at most "
+        "concurrency + prefetch messages",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=30.0,
+        help="seconds running tasks get to finish on SIGTERM before they are handed back "
+        "(default 30)",
+    )
+    p.add_argument(
+        "--visibility-timeout",
+        type=float,
+        default=None,
+        help="seconds a delivery stays leased without renewal before other workers "
+        "reclaim it (default: the app's, 60)",
+    )
+    p.add_argument(
+        "--burst", action="store_true", help="exit once the queues are empty (scripts, tests)"
+    )
+    p.add_argument(
+        "--no-beat",
+        action="store_true",
+        help="don't enqueue periodic tasks from this worker (run `aqueue beat` instead)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default info: one line per task)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N worker processes under a supervisor that restarts crashed ones",
+    )
+    p.add_argument(
+        "--node",
+        default=None,
+        help="node name shown by `aqueue inspect` (default: the host name)",
+    )
+    p.add_argument(
+        "--pidfile",
+        default=None,
+        help="write the pid here and refuse to start if it names a live worker; "
+        "%%n = node name, %%i = process index (0: supervisor)",
+    )
+    p.add_argument(
+        "--logfile",
+        default=None,
+        help="log to this file instead of stderr; %%n and %%i as for --pidfile",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on this port (with --processes, "
+        "child i uses PORT+i-1); needs the 'metrics' extra",
+    )
+    p.set_defaults(func=start, worker_parser=p)
+
+
+async def start(args: argparse.Namespace) -> int:
+    """``aqueue worker``: one worker, or a supervisor when ``--processes`` is given."""
+    node = node_name(args)
+    os.environ[NODE_ENV] = node
+    index = int(os.environ.get("AQUEUE_PROCESS_INDEX", "0"))
+    if args.logfile:
+        setup_logging(args.log_level, expand(args.logfile, node, index))
+    supervisor_pid = os.environ.pop(SUPERVISOR_ENV, None)
+    watchdog = None
+    if supervisor_pid is not None and int(supervisor_pid) == os.getppid():
+        watchdog = asyncio.create_task(_stop_with_parent(int(supervisor_pid)))
+    try:
+        with pidfile(expand(args.pidfile, node, index) if args.pidfile else None):
+            if args.processes is not None:
+                if args.processes < 1:
+                    raise SystemExit("error: --processes must be at least 1")
+                return await Supervisor(args, node).run()
+            return await run_worker(args)
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+async def run_worker(args: argparse.Namespace) -> int:
+    """One worker in this process, stopped by SIGTERM/SIGINT."""
+    app = target_from_args(args, args.app, required=True).app
+    worker = Worker(
+        app,
+        queues=split_queues(args.queues),
+        concurrency=args.concurrency,
+        threads=args.threads,
+        grace_period=args.grace_period,
+        burst=args.burst,
+        prefetch=args.prefetch,
+        beat=not args.no_beat,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    metrics: MetricsServer | None = None
+    try:
+        if args.metrics_port:
+            metrics = await serve_metrics(worker, args.metrics_port)
+        await worker.run()
+    except AqueueError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        if metrics is not None:
+            await metrics.close()
+        await app.close()
+    return 0
+
+
+async def _stop_with_parent(parent: int) -> None:
+    """A supervised child drains and exits when its supervisor is gone (even SIGKILLed).
+
+    Children run in process groups of their own, so a terminal's Ctrl-C reaches
+    only the supervisor, which forwards it once.
+    """
+    while True:  # no event announces a parent's death: poll the parent pid
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            break
+    logger.warning("supervisor %d is gone; stopping this worker gracefully", parent)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,212 @@
+"""The Client: what the enqueue side of one App holds for its whole lifespan.
+
+A FastAPI app, a script or a worker reaches Redis through its App's Client.
+The Client owns, per event loop, the Redis client, the broker and the result
+waiter (a new loop — a new test, ``asyncio.run`` again — gets fresh ones,
+unless the Redis client was injected), plus the codec that signs messages,
+the clock that stamps them, and the private loop thread behind
+``task.delay()``. Tasks, results, periodic schedules and dead-letter
+operations ask the Client for what they need; nothing reaches into the App.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._redis.broker import Broker
+from ._redis.connection import REDIS_ERRORS, connect
+from ._redis.views import RedisViews
+from .core.config import Settings, mask_url
+from .core.errors import ConfigError, ConnectionFailed
+from .core.protocol import Codec, ErrorInfo, encode_error
+from .core.status import TaskStatus
+from .waiter import ResultWaiter
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+__all__ = ["Client", "SyncRunner"]
+
+T = TypeVar("T")
+
+_ABORTED_ON_REQUEST = encode_error(ErrorInfo("TaskAborted", "aborted on request"))
+
+
+class Client:
+    """Connection-side state of one App: broker, codec, clock, result waiter, sync runner."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self.codec = Codec(settings.signing_key)
+        #: Epoch seconds; stamps enqueue times and ETAs.
+        self.clock = clock
+        self._given_redis = redis
+        self._redis = redis
+        self._broker: Broker | None = None
+        self._waiter: ResultWaiter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sync_runner: SyncRunner | None = None
+        self._sync_lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def configure(self, settings: Settings) -> None:
+        """Use new settings; only before the first connection."""
+        if self._broker is not None or self._sync_runner is not None:
+            raise ConfigError(
+                "settings (configure(), config_from_object()) must be changed before the "
+                "App connects"
+            )
+        self._settings = settings
+        self.codec = Codec(settings.signing_key)
+
+    @property
+    def injected(self) -> bool:
+        """True when the Redis client was given to the App (``App(redis=...)``)."""
+        return self._given_redis is not None
+
+    # -- per event loop ------------------------------------------------------------
+
+    @property
+    def broker(self) -> Broker:
+        """The broker, connected lazily on the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._broker is None or (self._given_redis is None and self._loop is not loop):
+            if self._broker is not None and self._given_redis is None:
+                # Used from another event loop (a new test, asyncio.run again):
+                # the old client can't be awaited there, so start afresh.
+                self._waiter = None
+            self._loop = loop
+            if self._given_redis is None:
+                self._redis = connect(self._settings)
+            assert self._redis is not None
+            self._broker = Broker(self._redis, self._settings)
+        return self._broker
+
+    @property
+    def views(self) -> RedisViews:
+        """Read-only views of this App's keys (queue figures, workers, lookups)."""
+        return self.broker.views
+
+    @property
+    def waiter(self) -> ResultWaiter:
+        """The one result waiter of this loop: one subscription for every AsyncResult."""
+        broker = self.broker
+        if self._waiter is None:
+            self._waiter = ResultWaiter(broker, self._settings.result_poll_interval)
+        return self._waiter
+
+    async def connect(self) -> None:
+        """Check that Redis answers; raises ConnectionFailed if not."""
+        try:
+            await self.broker.ping()
+        except REDIS_ERRORS as exc:
+            raise ConnectionFailed(
+                f"Redis at {mask_url(self._settings.redis_url)} did not answer: {exc}. "
+                "Is it running? Set AQUEUE_REDIS_URL or pass the URL to App()"
+            ) from exc
+
+    async def close(self) -> None:
+        """Close the result subscription and (unless injected) the Redis client."""
+        if self._waiter is not None:
+            await self._waiter.close()
+            self._waiter = None
+        if self._broker is not None:
+            await self._broker.close()
+            if self._given_redis is None:
+                with contextlib.suppress(Exception):
+                    await self._broker.client.aclose()
+        if self._given_redis is None:
+            self._broker = None
+            self._redis = None
+
+    # -- operations that are not a task's --------------------------------------------
+
+    async def find_queue(self, task_id: str, queues: Sequence[str]) -> str:
+        """Which of ``queues`` holds the task (the default queue when none does)."""
+        found = await self.views.find_queue(task_id, queues)
+        return found or self._settings.default_queue
+
+    async def abort(self, queue: str, task_id: str) -> bool:
+        """Abort a task; False when it had already finished (or is unknown)."""
+        state = await self.broker.abort(queue, task_id, _ABORTED_ON_REQUEST)
+        return state != "" and not TaskStatus(state).is_final
+
+    # -- synchronous callers -----------------------------------------------------------
+
+    def sync(self) -> SyncRunner:
+        """The private event-loop thread behind ``task.delay`` (started on first use)."""
+        if self._given_redis is not None:
+            raise ConfigError(
+                "task.delay() needs an App made with a URL: the Redis client passed as "
+                "App(redis=...) belongs to one event loop and can't be used from another"
+            )
+        with self._sync_lock:
+            runner = self._sync_runner
+            if runner is None or runner.pid != os.getpid():  # new, or forked since
+                runner = self._sync_runner = SyncRunner(self._settings, self.clock)
+            return runner
+
+    def close_sync(self) -> None:
+        """Stop the thread behind ``task.delay`` (a daemon thread: optional)."""
+        with self._sync_lock:
+            runner, self._sync_runner = self._sync_runner, None
+        if runner is not None and runner.pid == os.getpid():
+            runner.close()
+
+
+class SyncRunner:
+    """A private event loop in a daemon thread, with a Client of its own.
+
+    A Django view, a management command or a script has no event loop: the
+    runner's loop sends their enqueues and blocks the calling thread until
+    Redis has acknowledged. Its Client (same settings, same factory, so the
+    same timeouts) never shares a connection with an event loop running
+    elsewhere in the process, and any number of threads may use it at once.
+    After ``os.fork`` the child starts a fresh runner on first use.
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.client = Client(settings, clock=clock)
+        self._thread = threading.Thread(target=self._run, name="aqueue-sync-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the private loop and wait for its value in this thread."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("aqueue's sync API can't be called from its own event loop")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        """Close the runner's Client and stop the loop thread."""
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.call(self.client.close(), timeout=5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)

@@ -1,0 +1,124 @@
+"""How a task's arguments are checked on the producer and typed on the worker.
+
+The producer checks a call against the signature (cheaply, for the common
+all-positional case) before anything is encoded; the worker decodes the
+wire arguments against the function's annotations with msgspec, so a Struct,
+dataclass, datetime or UUID argument arrives as that type.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from .context import Context
+
+__all__ = ["ArgSpec"]
+
+
+class ArgSpec:
+    """How a task's arguments are checked on the producer and typed on the worker."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.signature = inspect.signature(fn)
+        self._hints: dict[str, Any] | None = None
+        self._struct: type[msgspec.Struct] | None = None
+        self.context_param: str | None = None
+        params = []
+        for p in self.signature.parameters.values():
+            if (
+                p.annotation is Context
+                or p.annotation == "Context"
+                or (isinstance(p.annotation, str) and p.annotation.endswith(".Context"))
+            ):
+                self.context_param = p.name
+            else:
+                params.append(p)
+        self.call_signature = self.signature.replace(parameters=params)
+        self.has_variadic = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+        # Fast path: a call with positional arguments only, to a function whose
+        # parameters are all positional, is valid when the count fits.
+        self._positional = all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+        )
+        self._max_args = len(params)
+        self._min_args = sum(1 for p in params if p.default is p.empty)
+        self._plain_types: list[type] | None = None
+
+    def hints(self) -> dict[str, Any]:
+        if self._hints is None:
+            try:
+                self._hints = typing.get_type_hints(self.fn)
+            except Exception:  # unresolvable forward references: fall back to no typing
+                self._hints = {}
+        return self._hints
+
+    def return_type(self) -> Any:
+        return self.hints().get("return", Any)
+
+    def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError when the call does not fit the signature."""
+        if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
+            return
+        self.call_signature.bind(*args, **kwargs)
+
+    def _plain(self) -> list[type] | None:
+        """The parameters' types when every one is a builtin scalar (or untyped)."""
+        if self._plain_types is None:
+            hints = self.hints()
+            types: list[type] = []
+            for p in self.call_signature.parameters.values():
+                tp = hints.get(p.name, object)
+                if tp is Any:
+                    tp = object
+                if tp not in (int, str, float, bool, bytes, object):
+                    self._plain_types = []
+                    return None
+                types.append(tp)
+            self._plain_types = types
+        return self._plain_types or None
+
+    def _args_struct(self) -> type[msgspec.Struct]:
+        if self._struct is None:
+            hints = self.hints()
+            fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+            for p in self.call_signature.parameters.values():
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
+                tp = hints.get(p.name, Any)
+                if p.default is p.empty:
+                    fields.append((p.name, tp))
+                else:
+                    fields.append((p.name, tp, p.default))
+            self._struct = msgspec.defstruct("Arguments", fields, kw_only=True)
+        return self._struct
+
+    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Turn decoded wire arguments into typed call arguments.
+
+        Raises TypeError or msgspec.ValidationError when they don't fit.
+        """
+        if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
+            plain = self._plain() if args else None
+            if not args or (
+                plain is not None
+                and all(tp is object or type(v) is tp for v, tp in zip(args, plain, strict=False))
+            ):
+                return args, {}
+        bound = self.call_signature.bind(*args, **kwargs)
+        if self.has_variadic:
+            # Variadic signatures are passed through as decoded.
+            return list(bound.args), dict(bound.kwargs)
+        typed = msgspec.convert(bound.arguments, self._args_struct(), strict=False)
+        call_kwargs = {name: getattr(typed, name) for name in typed.__struct_fields__}
+        positional = [
+            call_kwargs.pop(p.name)
+            for p in self.call_signature.parameters.values()
+            if p.kind is p.POSITIONAL_ONLY
+        ]
+        return positional, call_kwargs

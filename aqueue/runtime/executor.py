@@ -1,0 +1,320 @@
+"""Running one message: decode, check, call the task, turn what happened into an outcome.
+
+Nothing here talks to Redis: the worker feeds a :class:`Delivery` in and
+records the :class:`FinishItem` that comes out, so every path (bad bytes,
+unknown task, wrong arguments, expiry, success, failure, retry, timeout) can
+be tested with plain values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import random
+import time
+import traceback
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ..core.config import Settings
+from ..core.context import Context
+from ..core.errors import Retry
+from ..core.protocol import (
+    Codec,
+    Delivery,
+    Envelope,
+    ErrorInfo,
+    FinishItem,
+    MessageError,
+    encode_envelope,
+    encode_error,
+    encode_value,
+)
+from ..core.status import TaskStatus
+from ..task import Task
+
+__all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
+
+#: How a running task's ``ctx.progress(value, message)`` reaches Redis.
+ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
+
+_args_decoder = msgspec.msgpack.Decoder(list[Any])
+_kwargs_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+_TRACEBACK_LIMIT = 16_000
+_EMPTY_MAP = b"\x80"
+
+
+@dataclass(slots=True)
+class Job:
+    """A delivery that decoded and names a registered task, ready to run."""
+
+    delivery: Delivery
+    envelope: Envelope
+    task: Task[Any, Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    attempt: int
+
+    @property
+    def display_name(self) -> str:
+        return self.envelope.shadow or self.task.name
+
+
+def dead(delivery: Delivery, reason: str, detail: str) -> FinishItem:
+    """An outcome that sends the delivery to the dead-letter stream."""
+    return FinishItem(
+        entry_id=delivery.entry_id,
+        task_id=delivery.task_id or delivery.entry_id,
+        state=TaskStatus.DEAD,
+        error=encode_error(ErrorInfo(reason, detail)),
+        payload=delivery.payload,
+        reason=reason,
+    )
+
+
+def aborted(job: Job) -> FinishItem:
+    """The outcome of a task cancelled by an abort request."""
+    return FinishItem(
+        entry_id=job.delivery.entry_id,
+        task_id=job.envelope.id,
+        state=TaskStatus.ABORTED,
+        error=encode_error(ErrorInfo("TaskAborted", "aborted while running")),
+    )
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > _TRACEBACK_LIMIT:
+        tb = "...\n" + tb[-_TRACEBACK_LIMIT:]
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else (f"{kind.__module__}.{kind.__qualname__}")
+    )
+    return ErrorInfo(name, str(exc), tb)
+
+
+class Executor:
+    """Turns deliveries into jobs and jobs into outcomes, for one worker process.
+
+    ``tasks`` is the App's registry, ``codec`` its signing codec; ``threads``
+    runs plain ``def`` tasks; ``state`` is what the worker's lifespan made
+    (``ctx.state``); ``report`` stores progress.
+    """
+
+    def __init__(
+        self,
+        tasks: Mapping[str, Task[Any, Any]],
+        codec: Codec,
+        settings: Settings,
+        threads: concurrent.futures.ThreadPoolExecutor,
+        state: dict[str, Any] | None = None,
+        report: ProgressReport | None = None,
+    ) -> None:
+        self.tasks = tasks
+        self.codec = codec
+        self.settings = settings
+        self.threads = threads
+        self.state: dict[str, Any] = {} if state is None else state
+        self.report = report
+
+    # -- before running ---------------------------------------------------------------
+
+    def prepare(self, delivery: Delivery, now: float) -> Job | FinishItem:
+        """Decode and check a delivery; a FinishItem means it must not run."""
+        try:
+            env = self.codec.unpack(delivery.payload)
+        except MessageError as exc:
+            return dead(delivery, exc.reason, exc.detail)
+        if not delivery.task_id:
+            delivery.task_id = env.id
+        task = self.tasks.get(env.task)
+        if task is None:
+            return dead(
+                delivery,
+                "unknown_task",
+                f"no task named {env.task!r} is registered on this worker",
+            )
+        if env.expires is not None and now > env.expires:
+            late = now - env.expires
+            return FinishItem(
+                entry_id=delivery.entry_id,
+                task_id=env.id,
+                state=TaskStatus.EXPIRED,
+                error=encode_error(
+                    ErrorInfo("TaskExpired", f"expired {late:.3f}s before a worker could start it")
+                ),
+            )
+        try:
+            raw_args = _args_decoder.decode(env.args)
+            raw_kwargs = _kwargs_decoder.decode(env.kwargs) if env.kwargs != _EMPTY_MAP else {}
+            args, kwargs = task.spec.bind(raw_args, raw_kwargs)
+        except (TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return dead(
+                delivery,
+                "bad_arguments",
+                f"arguments don't match {task.name}{task.spec.call_signature}: {exc}",
+            )
+        attempt = delivery.attempt or env.retries + delivery.deliveries
+        return Job(delivery, env, task, args, kwargs, attempt)
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self, job: Job) -> FinishItem:
+        """Run the job's task once and describe the outcome.
+
+        ``asyncio.CancelledError`` propagates when the worker cancelled the
+        task (abort, lost lease, shutdown): the worker knows why.
+        """
+        args, kwargs = self._with_context(job)
+        timeout = job.envelope.timeout
+        try:
+            if job.task.is_async:
+                value = await self._await_coroutine(job, args, kwargs)
+            else:
+                value = await self._await_thread(job, args, kwargs)
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise  # the worker cancelled it (abort, lost lease, shutdown)
+            # Raised by the task's own code: a failure like any other, not a crash
+            # that leaves the message to wait out its lease.
+            return self._after_error(job, exc)
+        except _TimedOut:
+            error = TimeoutError(f"{job.display_name} timed out after {timeout}s")
+            return self._after_error(job, error)
+        except BaseException as exc:
+            # sys.exit(), KeyboardInterrupt or any other BaseException raised by task
+            # code: the task failed, the worker goes on. Let through, it would stop
+            # the worker or leave the task running for ever, holding its slot.
+            return self._after_error(job, exc)
+        return self._success(job, value)
+
+    def _with_context(self, job: Job) -> tuple[list[Any], dict[str, Any]]:
+        """The call's arguments, with the task's Context added when it declares one."""
+        task, env = job.task, job.envelope
+        args, kwargs = job.args, job.kwargs
+        if task.spec.context_param is None:
+            return args, kwargs
+        ctx = Context(
+            id=env.id,
+            task=task.name,
+            queue=env.queue,
+            attempt=job.attempt,
+            enqueued_at=env.enqueued_at,
+            deadline=None if env.timeout is None else time.time() + env.timeout,
+            state=self.state,
+            _report=self.report,
+            _loop=asyncio.get_running_loop(),
+        )
+        first = next(iter(task.spec.signature.parameters.values()))
+        if first.name == task.spec.context_param and first.kind is not first.KEYWORD_ONLY:
+            # Positionally: the other arguments may arrive positionally too.
+            return [ctx, *args], kwargs
+        return args, {**kwargs, task.spec.context_param: ctx}
+
+    @staticmethod
+    async def _await_coroutine(job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        timeout = job.envelope.timeout
+        if timeout is None:
+            return await job.task.fn(*args, **kwargs)
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                return await job.task.fn(*args, **kwargs)
+        except TimeoutError:
+            if scope.expired():
+                raise _TimedOut from None
+            raise
+
+    async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        timeout = job.envelope.timeout
+        call = functools.partial(contextvars.copy_context().run, job.task.fn, *args, **kwargs)
+        future = asyncio.get_running_loop().run_in_executor(self.threads, call)
+        if timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            # The thread can't be stopped; it keeps its pool slot until it returns.
+            raise _TimedOut from None
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    def _success(self, job: Job, value: Any) -> FinishItem:
+        try:
+            result = encode_value(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return self._failure(
+                job,
+                ErrorInfo(
+                    "aqueue.errors.SerializationError",
+                    f"return value of {job.task.name} can't be encoded with msgspec: {exc}",
+                ),
+            )
+        return FinishItem(
+            entry_id=job.delivery.entry_id,
+            task_id=job.envelope.id,
+            state=TaskStatus.SUCCEEDED,
+            result=result,
+            unique=job.envelope.unique_key is not None,
+        )
+
+    def _after_error(self, job: Job, exc: BaseException) -> FinishItem:
+        cfg = job.task.config
+        env = job.envelope
+        max_retries = env.max_retries if env.max_retries is not None else cfg.retries
+        retries_left = env.retries < max_retries
+        if isinstance(exc, Retry):
+            if not retries_left:
+                return self._failure(
+                    job, ErrorInfo("aqueue.errors.Retry", f"retries exhausted: {exc}", "")
+                )
+            delay = (
+                exc.delay
+                if exc.delay is not None
+                else cfg.retry_delay_for(env.retries, random.random())
+            )
+            return self._retry(job, exc, delay)
+        if retries_left and isinstance(exc, cfg.retry_on):
+            return self._retry(job, exc, cfg.retry_delay_for(env.retries, random.random()))
+        return self._failure(job, _error_info(exc))
+
+    def _retry(self, job: Job, exc: BaseException, delay: float) -> FinishItem:
+        env = msgspec.structs.replace(job.envelope, retries=job.envelope.retries + 1)
+        return FinishItem(
+            entry_id=job.delivery.entry_id,
+            task_id=env.id,
+            state=TaskStatus.RETRYING,
+            error=encode_error(_error_info(exc)),
+            retry_delay_ms=max(0, int(delay * 1000)),
+            payload=self.codec.seal(encode_envelope(env)),
+        )
+
+    def _failure(self, job: Job, info: ErrorInfo) -> FinishItem:
+        if self.settings.dead_letter_on_failure:
+            return FinishItem(
+                entry_id=job.delivery.entry_id,
+                task_id=job.envelope.id,
+                state=TaskStatus.DEAD,
+                error=encode_error(info),
+                payload=job.delivery.payload,
+                reason="failed",
+            )
+        return FinishItem(
+            entry_id=job.delivery.entry_id,
+            task_id=job.envelope.id,
+            state=TaskStatus.FAILED,
+            error=encode_error(info),
+            unique=job.envelope.unique_key is not None,
+        )
+
+
+class _TimedOut(Exception):
+    """The task ran past its timeout (raised instead of the TimeoutError that says so)."""

@@ -1,0 +1,204 @@
+"""Running: the jobs a worker holds, at most ``concurrency`` of them executing at once.
+
+A prepared job is *admitted*: it begins at once when a slot is free, or
+waits in the read-ahead line until a running task ends. Each running job is
+an asyncio task that asks the :class:`~.executor.Executor` for its outcome
+and hands that outcome to the finisher. A job can be *cancelled* (abort
+request, lease lost, shutdown); the reason decides what is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..core.protocol import FinishItem
+from .executor import Executor, Job, aborted
+from .slots import Capacity
+
+__all__ = ["Inflight", "Observer", "Runner", "Running"]
+
+# Everything a worker says goes to one logger, which users filter on.
+logger = logging.getLogger("aqueue.worker")
+
+
+@dataclass(slots=True)
+class Running:
+    """A job this worker holds: executing (``task`` set) or read ahead."""
+
+    job: Job
+    task: asyncio.Task[None] | None = None
+    leased_at: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.perf_counter)
+    cancel_reason: str | None = None
+    """'abort', 'lost' (another worker has it) or 'shutdown'."""
+
+
+class Observer(Protocol):
+    """Per-task hooks (``aqueue worker --metrics-port`` sets one)."""
+
+    def started(self, job: Job) -> None: ...
+    def finished(self, item: FinishItem, running: Running | None) -> None: ...
+
+
+#: Stores a progress report in Redis: (queue, task id, value, message).
+StoreProgress = Callable[[str, str, Any, str], Awaitable[None]]
+#: Hands an outcome to the finisher: (queue, outcome, the job it ends, if any).
+Finish = Callable[[str, FinishItem, "Running | None"], None]
+
+
+class Inflight:
+    """The jobs a worker holds, by stream entry id and by task id."""
+
+    def __init__(self) -> None:
+        self.by_entry: dict[str, Running] = {}
+        self._entry_by_task: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_entry)
+
+    def __iter__(self) -> Iterator[Running]:
+        return iter(self.by_entry.values())
+
+    def add(self, running: Running) -> None:
+        job = running.job
+        self.by_entry[job.delivery.entry_id] = running
+        self._entry_by_task[job.envelope.id] = job.delivery.entry_id
+
+    def get(self, entry_id: str) -> Running | None:
+        return self.by_entry.get(entry_id)
+
+    def entry_of(self, task_id: str) -> str | None:
+        return self._entry_by_task.get(task_id)
+
+    def forget(self, job: Job) -> None:
+        self.by_entry.pop(job.delivery.entry_id, None)
+        if self._entry_by_task.get(job.envelope.id) == job.delivery.entry_id:
+            del self._entry_by_task[job.envelope.id]
+
+
+class Runner:
+    """Begins admitted jobs while fewer than ``concurrency`` execute."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        inflight: Inflight,
+        capacity: Capacity,
+        concurrency: int,
+        finish: Finish,
+        store_progress: StoreProgress,
+    ) -> None:
+        self.executor = executor
+        self.store_progress = store_progress
+        self.inflight = inflight
+        self.capacity = capacity
+        self.concurrency = concurrency
+        self.finish = finish
+        self.executing = 0
+        self.stopping = False
+        self.observer: Observer | None = None
+        self._ready: deque[Running] = deque()
+
+    def admit(self, job: Job) -> None:
+        """Take a prepared job: begin it now, or read it ahead until a slot frees."""
+        running = Running(job)
+        self.inflight.add(running)
+        if self.executing >= self.concurrency:
+            self._ready.append(running)
+            return
+        self._begin(running)
+
+    def _begin(self, running: Running) -> None:
+        job = running.job
+        self.executing += 1
+        running.started = time.perf_counter()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s[%s] started (attempt %d)", job.display_name, job.envelope.id, job.attempt
+            )
+        running.task = asyncio.create_task(self._run(running))
+        if self.observer is not None:
+            self.observer.started(job)
+
+    async def _run(self, running: Running) -> None:
+        job = running.job
+        try:
+            item = await self.executor.run(job)
+        except asyncio.CancelledError:
+            reason = running.cancel_reason
+            if reason == "abort":
+                item = aborted(job)
+            else:
+                # Lease lost (another worker has it) or shutdown (leaving hands it
+                # back): nothing is recorded here.
+                self.inflight.forget(job)
+                self.capacity.release()
+                self._ended()
+                if reason is None:
+                    raise
+                return
+        self.finish(job.delivery.queue, item, running)
+        self._ended()
+
+    def _ended(self) -> None:
+        """A job stopped executing: begin the next one read ahead, if any."""
+        self.executing -= 1
+        while self._ready and (self.executing < self.concurrency or self.stopping):
+            running = self._ready.popleft()
+            if running.cancel_reason is None and not self.stopping:
+                self._begin(running)
+            elif running.cancel_reason == "abort":
+                self.finish(running.job.delivery.queue, aborted(running.job), running)
+            else:  # lost, or stopping (leaving hands it back): nothing to record
+                self.inflight.forget(running.job)
+                self.capacity.release()
+
+    def cancel(self, entry_id: str, reason: str) -> None:
+        """Cancel one held job: 'abort' records it aborted; 'lost' and 'shutdown' don't."""
+        running = self.inflight.get(entry_id)
+        if running is None:
+            return
+        if running.task is None:  # read ahead, not begun: skipped when its turn comes
+            running.cancel_reason = running.cancel_reason or reason
+            return
+        if running.task.done():
+            return
+        job = running.job
+        if reason == "lost":
+            logger.warning(
+                "%s[%s]: lease lost (this worker was unresponsive and another worker "
+                "took the task over); cancelling this copy",
+                job.display_name,
+                job.envelope.id,
+            )
+        elif reason == "abort":
+            logger.info("%s[%s]: abort requested; cancelling", job.display_name, job.envelope.id)
+        # For a plain def task this cancels the wait, not the thread (threads
+        # can't be interrupted): the thread's eventual outcome is discarded.
+        running.cancel_reason = reason
+        running.task.cancel()
+
+    def drop_read_ahead(self) -> None:
+        """Forget every job read ahead and never begun (leaving hands them back)."""
+        while self._ready:
+            waiting = self._ready.popleft()
+            self.inflight.forget(waiting.job)
+            self.capacity.release()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The asyncio tasks of every job executing now."""
+        return [r.task for r in self.inflight if r.task is not None]
+
+    async def report_progress(self, task_id: str, value: Any, message: str) -> None:
+        """Where ``ctx.progress`` goes: only for a job this worker still holds."""
+        entry = self.inflight.entry_of(task_id)
+        running = self.inflight.get(entry) if entry else None
+        if running is None:
+            return
+        await self.store_progress(running.job.delivery.queue, task_id, value, message)

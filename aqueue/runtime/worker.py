@@ -1,0 +1,356 @@
+"""The worker: runs an App's tasks from one or more queues, until told to stop.
+
+One event loop runs up to ``concurrency`` tasks at once. The worker is the
+wiring of four jobs, each in a module of its own:
+
+- :mod:`.fetching`: reads only as many messages as it has free slots and
+  accepts them (mark running, check, admit or refuse);
+- :mod:`.running`: begins admitted jobs, runs each through the
+  :mod:`.executor`, cancels on abort, lost lease or shutdown;
+- :mod:`.finishing`: records outcomes in batches, one script call each;
+- :mod:`.maintenance`: lease renewal, reclaiming dead workers' work,
+  delayed tasks, the control channel.
+
+On shutdown it stops fetching, lets running tasks finish within the grace
+period, records their outcomes, then hands back what did not finish so
+another worker picks it up at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from .._redis.broker import Broker
+from .._redis.connection import RETRYABLE
+from .._version import __version__
+from ..core.config import mask_url
+from ..periodic import Scheduler
+from .executor import Executor
+from .fetching import Fetcher
+from .finishing import Finisher
+from .maintenance import Maintenance
+from .monitor import describe_worker
+from .running import Inflight, Observer, Runner
+from .slots import Backoff, Capacity, Outage, WorkerStats
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["Worker", "WorkerStats"]
+
+# Everything a worker says goes to one logger, which users filter on.
+logger = logging.getLogger("aqueue.worker")
+
+
+class Worker:
+    """Runs the tasks of an App from one or more queues.
+
+    ``await Worker(app).run()`` runs until :meth:`stop` is called (the CLI calls
+    it on SIGTERM/SIGINT). With ``burst=True`` it returns once the queues are
+    empty and nothing is running, which suits scripts and tests. Unless
+    ``beat=False`` (or in burst mode) it also enqueues the App's periodic tasks;
+    any number of workers may do so, each tick is enqueued once.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 100,
+        threads: int | None = None,
+        grace_period: float = 30.0,
+        burst: bool = False,
+        name: str | None = None,
+        beat: bool = True,
+        prefetch: int | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if prefetch is not None and prefetch < 0:
+            raise ValueError("prefetch must be zero or more")
+        self.app = app
+        self.queues = list(queues or app.queues)
+        self.concurrency = concurrency
+        self.threads = threads or min(concurrency, 16)
+        self.grace_period = grace_period
+        self.burst = burst
+        #: Run the periodic-task scheduler here too (never in burst mode).
+        self.beat = beat and not burst
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stats = WorkerStats()
+        #: Messages read ahead while the running ones finish, so Redis prepares
+        #: the next batch while this process runs the current one.
+        self.prefetch = min(concurrency // 2, 100) if prefetch is None else prefetch
+        self._stop_requested = asyncio.Event()
+        self._hard_stop = False
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._outage = Outage(mask_url(app.settings.redis_url))
+        self._thread_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.threads, thread_name_prefix="aqueue-task"
+        )
+        self._wire()
+
+    def _wire(self) -> None:
+        """Build the worker's parts; each gets only what it uses."""
+        app, settings = self.app, self.app.settings
+        # Slots count the messages held (running or read ahead); at most
+        # `concurrency` of them execute at once, the rest are read ahead.
+        capacity = Capacity(self.concurrency + self.prefetch)
+        self._inflight = inflight = Inflight()
+        self._executor = Executor(app.tasks, app.client.codec, settings, self._thread_pool)
+        self._finisher = Finisher(
+            self._broker,
+            self.name,
+            self.concurrency,
+            capacity,
+            self.stats,
+            self._backoff("recording results"),
+            inflight.forget,
+        )
+        self._runner = Runner(
+            self._executor,
+            inflight,
+            capacity,
+            self.concurrency,
+            self._finisher.submit,
+            self._store_progress,
+        )
+        self._executor.report = self._runner.report_progress
+        orphan_idle = min(
+            max(3 * settings.heartbeat_interval, 3.0), settings.visibility_timeout / 2
+        )
+        self._fetcher = Fetcher(
+            self._broker,
+            self.name,
+            self.queues,
+            self.concurrency,
+            capacity,
+            self._executor,
+            self._runner,
+            self._finisher,
+            self.stats,
+            self._backoff,
+            orphan_idle,
+            self.burst,
+        )
+        self._maintenance = Maintenance(
+            self._broker,
+            settings,
+            self.name,
+            self.queues,
+            self.concurrency,
+            capacity,
+            self._runner,
+            self._fetcher,
+            self.stats,
+            self._backoff,
+            self.describe,
+        )
+
+    # -- what others may ask ---------------------------------------------------------
+
+    @property
+    def observer(self) -> Observer | None:
+        """Optional per-task hooks (``started(job)``, ``finished(item, running)``),
+        set by ``aqueue worker --metrics-port``; None costs one check per task."""
+        return self._runner.observer
+
+    @observer.setter
+    def observer(self, observer: Observer | None) -> None:
+        self._runner.observer = observer
+        self._finisher.observer = observer
+
+    @property
+    def running_count(self) -> int:
+        """Jobs this worker holds: executing or read ahead."""
+        return len(self._inflight)
+
+    def describe(self) -> dict[str, Any]:
+        """What this worker publishes about itself on every heartbeat."""
+        return describe_worker(
+            self.name, self.queues, self.concurrency, self.stats, self._inflight, self._stopping
+        )
+
+    def _broker(self) -> Broker:
+        return self.app.client.broker
+
+    def _backoff(self, doing: str) -> Backoff:
+        return Backoff(doing, self._outage)
+
+    async def _store_progress(self, queue: str, task_id: str, value: Any, message: str) -> None:
+        await self._broker().set_progress(queue, task_id, value, message)
+
+    # -- control ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop gracefully; a second call stops at once (no grace period)."""
+        if self._stop_requested.is_set():
+            if not self._hard_stop:
+                logger.warning("second stop request: cancelling running tasks now")
+            self._hard_stop = True
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Run until stopped (or, in burst mode, until the queues are drained)."""
+        app = self.app
+        broker = self._broker()
+        await app.connect()
+        for queue in self.queues:
+            await broker.ensure_group(queue)
+        self._log_banner()
+        try:
+            async with app.run_lifespan() as state:
+                self._executor.state = state
+                await self._maintenance.heartbeat()
+                spawn = self._spawn_loop
+                spawn(self._finisher.loop(), "finish")
+                spawn(self._maintenance.heartbeat_loop(), "heartbeat")
+                spawn(self._maintenance.control_loop(), "control")
+                spawn(self._maintenance.reclaim_loop(), "reclaim")
+                for queue in self.queues:
+                    spawn(self._fetcher.loop(queue), f"fetch:{queue}")
+                    spawn(self._maintenance.promote_loop(queue), f"promote:{queue}")
+                if self.burst:
+                    spawn(self._stop_when_drained(), "burst")
+                if self.beat:
+                    spawn(Scheduler(app).run(), "beat")
+                await self._stop_requested.wait()
+                await self._shutdown()
+        finally:
+            await _cancel_until_done(self._loops)
+            self._loops.clear()
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _spawn_loop(self, coro: Awaitable[None], name: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker loop %s crashed; stopping the worker", name)
+                self._hard_stop = True
+                self._stop_requested.set()
+
+        self._loops.append(asyncio.create_task(guarded(), name=f"aqueue-{name}"))
+
+    def _log_banner(self) -> None:
+        names = ", ".join(sorted(self.app.tasks)) or "(none)"
+        logger.info(
+            "aqueue %s worker %s\n  redis:       %s\n  queues:      %s\n"
+            "  concurrency: %d (threads for sync tasks: %d)\n  tasks:       %s",
+            __version__,
+            self.name,
+            mask_url(self.app.settings.redis_url),
+            ", ".join(self.queues),
+            self.concurrency,
+            self.threads,
+            names,
+        )
+
+    async def _stop_when_drained(self) -> None:
+        """Burst mode: stop once every queue read empty and nothing is held."""
+
+        def drained() -> bool:
+            return all(self._fetcher.idle.values()) and not self._inflight and self._finisher.idle
+
+        while True:
+            await asyncio.sleep(0.05)
+            if drained():
+                # Double-check after a short pause: a read may be mid-flight.
+                await asyncio.sleep(0.25)
+                if drained():
+                    self.stop()
+                    return
+
+    # -- shutdown --------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self._fetcher.stopping = self._maintenance.stopping = self._runner.stopping = True
+        self._runner.drop_read_ahead()  # never begun: leaving hands them back
+        keep = {"aqueue-finish", "aqueue-heartbeat", "aqueue-control"}
+        for loop_task in self._loops:
+            if loop_task.get_name() not in keep:
+                loop_task.cancel()
+        await self._wait_for_running()
+        # Outcomes first, then hand back what's left: the order keeps a finished
+        # task from being handed back and run twice.
+        await self._finisher.drain(10.0)
+        handed_back = await self._hand_back()
+        await self._leave_registry()
+        s = self.stats
+        logger.info(
+            "worker stopped: %d succeeded, %d failed, %d retried, %d dead, %d handed back",
+            s.succeeded,
+            s.failed,
+            s.retried,
+            s.dead,
+            handed_back,
+        )
+
+    async def _wait_for_running(self) -> None:
+        """Give running tasks the grace period, then cancel what is left."""
+        running = self._runner.tasks()
+        if running and not self._hard_stop:
+            logger.info(
+                "stopping: waiting up to %.0fs for %d running task(s)",
+                self.grace_period,
+                len(running),
+            )
+            deadline = time.monotonic() + self.grace_period
+            pending = set(running)
+            while pending and not self._hard_stop:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                _, pending = await asyncio.wait(pending, timeout=min(left, 0.2))
+        for entry, held in list(self._inflight.by_entry.items()):
+            if held.task is not None and not held.task.done():
+                self._runner.cancel(entry, "shutdown")
+        await asyncio.gather(*self._runner.tasks(), return_exceptions=True)
+
+    async def _hand_back(self) -> int:
+        """Hand back whatever is still pending for this worker, queue by queue."""
+        handed_back = 0
+        broker = self._broker()
+        for queue in self.queues:
+            try:
+                handed_back += await broker.leave(queue, self.name)
+            except RETRYABLE as exc:
+                logger.error(
+                    "could not hand back unfinished tasks of %s (%s); other workers will "
+                    "reclaim them once this worker's heartbeat is gone",
+                    queue,
+                    exc,
+                )
+        self.stats.handed_back += handed_back
+        return handed_back
+
+    async def _leave_registry(self) -> None:
+        """Remove this worker's description, after its last heartbeat."""
+        heartbeat = [t for t in self._loops if t.get_name() == "aqueue-heartbeat"]
+        await _cancel_until_done(heartbeat)
+        with contextlib.suppress(*RETRYABLE):
+            await self._broker().views.delete_worker(self.name)
+
+
+async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel until each task has ended: redis-py swallows a cancellation that
+    lands while it opens a connection (pubsub.subscribe() among others)."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
