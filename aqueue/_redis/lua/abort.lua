@@ -8,8 +8,7 @@ local prefix, tid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local rec = prefix .. tid
 local state = redis.call('HGET', rec, 'state')
 if not state then return '' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local err = ARGV[6]
 if state == 'queued' or state == 'scheduled' or state == 'retrying' then
   redis.call('ZREM', delayed, tid)

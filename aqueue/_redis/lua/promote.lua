@@ -5,8 +5,7 @@
 -- Returns {moved, ms until the next delayed task is due or -1}.
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
 for _, tid in ipairs(due) do
   local payload = redis.call('HGET', payloads, tid)

@@ -10,8 +10,7 @@
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, group, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local channel, err, limit = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local done = {}
 
 local function abort_record(tid, waiting_states)

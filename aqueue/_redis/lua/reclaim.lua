@@ -12,8 +12,7 @@ local group, consumer = ARGV[1], ARGV[2]
 local visibility, dead_after = tonumber(ARGV[3]), tonumber(ARGV[4])
 local count, max_deliveries = tonumber(ARGV[5]), tonumber(ARGV[6])
 local prefix, ttl, channel, dead_maxlen = ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 
 local claimed = {}
 local summary = redis.call('XPENDING', stream, group)

@@ -7,8 +7,7 @@
 -- A running unique task's key is kept alive for at least one more lease.
 local stream, workers = KEYS[1], KEYS[2]
 local group, consumer, prefix, lease = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('ZADD', workers, now, consumer)
 local lost, aborted = {}, {}
 for i = 5, #ARGV, 2 do
