@@ -28,7 +28,7 @@ from .result import Decoder
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["SyncResult", "send", "sync_result"]
+__all__ = ["SyncResult", "SyncRunner", "send", "sync_result"]
 
 R = TypeVar("R")
 
