@@ -116,7 +116,8 @@ class Client:
             await self.broker.ping()
         except REDIS_ERRORS as exc:
             raise ConnectionFailed(
-                f"Redis at {mask_url(self._settings.redis_url)} did not answer: {exc}. "
+                f"Redis at {mask_url(self._settings.redis_url)} did not answer: "
+                f"{str(exc).rstrip('.')}. "
                 "Is it running? Set AQUEUE_REDIS_URL or pass the URL to App()"
             ) from exc
 

@@ -6,9 +6,9 @@ crashed or stalled its workers ``max_deliveries`` times, or (with
 ``dead_letter_on_failure``) failed for good. Each entry keeps the original
 payload, so it can be inspected and replayed once the cause is fixed::
 
-    aqueue dead list tasks:app [--queue Q] [--limit N] [--json]
-    aqueue dead replay tasks:app ID... | --all [--queue Q]
-    aqueue dead purge tasks:app [--queue Q] [--yes]
+    aqueue dead list [-A tasks:app] [--queue Q] [--limit N] [--json]
+    aqueue dead replay ID... | --all [--queue Q]
+    aqueue dead purge [--queue Q] [--yes]
 
 The same operations are :meth:`App.dead_letters`, :meth:`App.replay_dead`
 and :meth:`App.purge_dead`; the functions here take the App's Client and the

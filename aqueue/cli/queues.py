@@ -110,6 +110,14 @@ async def purge(args: argparse.Namespace) -> int:
     target = target_from_args(args, app_spec)
     async with target.app:
         client = target.app.client
+        forgot_queue = app_spec is None and looks_like_app(queue)
+        if forgot_queue and queue not in await client.views.discover_queues():
+            print(
+                f"error: {queue!r} looks like an App, not a queue: "
+                "aqueue purge [-A MODULE:APP] QUEUE",
+                file=sys.stderr,
+            )
+            return 2
         figures = await client.views.queue_figures(queue)
         if not args.yes:
             question = (

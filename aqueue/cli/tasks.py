@@ -1,9 +1,9 @@
 """Commands on one task: ``status``, ``result``, ``abort``, ``enqueue``.
 
 ``status``, ``result`` and ``abort`` need only the task id and Redis
-(``--url``, ``--prefix``); the queue is found among the App's queues, or
-among those in Redis when no App is given. ``enqueue`` needs the App (task
-names and signatures live in code).
+(``--url``, ``--prefix``); the queue is found among the App's queues, then
+among those in Redis (only those when no App is given). ``enqueue`` needs
+the App (task names and signatures live in code).
 """
 
 from __future__ import annotations
@@ -87,8 +87,12 @@ def _handle(args: argparse.Namespace) -> tuple[Target, str]:
 
 async def _result(target: Target, task_id: str, queue: str | None) -> AsyncResult[Any]:
     if queue is None:
-        queue = await target.app.client.find_queue(task_id, await target.queues())
-    return target.app.result(task_id, queue)
+        views = target.app.client.views
+        queue = await views.find_queue(task_id, await target.queues())
+        if queue is None and target.from_code:
+            # Sent elsewhere (``enqueue --queue``, ``options(queue=...)``): look in Redis.
+            queue = await views.find_queue(task_id, await views.discover_queues())
+    return target.app.result(task_id, queue or target.app.settings.default_queue)
 
 
 async def status(args: argparse.Namespace) -> int:
