@@ -22,12 +22,13 @@ from .core.context import Context
 from .core.errors import AqueueError, ConfigError, UnknownTask, did_you_mean
 from .deadletter import DeadLetter, list_dead, purge_dead, replay_dead
 from .discovery import autodiscover_tasks
-from .periodic import PeriodicDecorator, PeriodicTask, make_schedule
 from .result import AsyncResult
 from .task import Task, TaskConfig
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+
+    from .periodic import PeriodicDecorator, PeriodicTask
 
 __all__ = ["App"]
 
@@ -167,6 +168,10 @@ class App:
         still queued or running. Other options (``name``, ``queue``, ``timeout``,
         ...) are those of :meth:`task`.
         """
+        # Imported on first use: the schedule machinery (time zones, cron) is
+        # not on a worker's start-up path unless the App declares schedules.
+        from .periodic import PeriodicDecorator, make_schedule
+
         return PeriodicDecorator(
             self._register,
             self._unregister,

@@ -217,6 +217,8 @@ class Task(_Enqueuer[P, R]):
 
     def __init__(self, app: TaskOwner, fn: Callable[..., Any], config: TaskConfig) -> None:
         self.app = app
+        #: The Client of the App that registered this task (one for the App's life).
+        self.client: Client = app.client
         self.fn = fn
         self.config = config
         self.spec = ArgSpec(fn)
@@ -230,11 +232,6 @@ class Task(_Enqueuer[P, R]):
     @property
     def name(self) -> str:
         return self.config.name
-
-    @property
-    def client(self) -> Client:
-        """The Client of the App that registered this task."""
-        return self.app.client
 
     def __repr__(self) -> str:
         return f"<aqueue.Task {self.name!r} queue={self.config.queue!r}>"
@@ -319,26 +316,27 @@ class Task(_Enqueuer[P, R]):
             if unique_key is None:
                 digest = hashlib.sha256(encoded_args + b"|" + encoded_kwargs).hexdigest()[:32]
                 unique_key = f"{self.name}:{digest}"
-        payload = client.codec.seal(
-            encode_envelope(
-                Envelope(
-                    WIRE_VERSION,
-                    task_id,
-                    self.config.name,
-                    msgspec.Raw(encoded_args),
-                    msgspec.Raw(encoded_kwargs),
-                    plan.queue,
-                    now,
-                    0,
-                    plan.timeout,
-                    plan.max_retries,
-                    expires,
-                    plan.shadow,
-                    unique_key,
-                    plan.trace,
-                )
+        payload = encode_envelope(
+            Envelope(
+                WIRE_VERSION,
+                task_id,
+                self.config.name,
+                msgspec.Raw(encoded_args),
+                msgspec.Raw(encoded_kwargs),
+                plan.queue,
+                now,
+                0,
+                plan.timeout,
+                plan.max_retries,
+                expires,
+                plan.shadow,
+                unique_key,
+                plan.trace,
             )
         )
+        codec = client.codec
+        if codec.signing_key is not None:
+            payload = codec.seal(payload)
         if len(payload) > settings.max_payload_bytes:
             raise PayloadTooLarge(
                 f"{self.name} message is {len(payload):,} bytes, over max_payload_bytes="

@@ -14,14 +14,16 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import AqueueError
-from ..runtime.metrics import MetricsServer, serve_metrics
 from ..runtime.monitor import NODE_ENV
 from ..runtime.worker import Worker
 from .base import add_app_option, setup_logging, split_queues, target_from_args
 from .supervisor import SUPERVISOR_ENV, Supervisor, expand, node_name, pidfile
+
+if TYPE_CHECKING:
+    from ..runtime.metrics import MetricsServer
 
 __all__ = ["add_parsers", "run_worker", "start"]
 
@@ -166,6 +168,8 @@ async def run_worker(args: argparse.Namespace) -> int:
     metrics: MetricsServer | None = None
     try:
         if args.metrics_port:
+            from ..runtime.metrics import serve_metrics  # prometheus only when asked for
+
             metrics = await serve_metrics(worker, args.metrics_port)
         await worker.run()
     except AqueueError as exc:

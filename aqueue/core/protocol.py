@@ -54,6 +54,7 @@ WIRE_VERSION = 1
 
 SIGNATURE_MARK = b"\xa7aqsig1"  # never the first byte of a msgpack array
 _SIGNATURE_LEN = 32
+_MARK_HEAD = SIGNATURE_MARK[:1]
 
 
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
@@ -210,7 +211,7 @@ class Codec:
 
         Raises :class:`MessageError` saying what is wrong with the message.
         """
-        if self.signing_key is not None or data[:1] == SIGNATURE_MARK[:1]:
+        if self.signing_key is not None or data[:1] == _MARK_HEAD:
             data = verify(data, self.signing_key)
         return decode_envelope(data)
 
@@ -260,12 +261,15 @@ class FinishItem:
     unique: bool = True
     """Whether the task may hold a unique key to release (False skips a lookup)."""
 
-    def row(self) -> tuple[str | int, ...]:
-        """The row finish.lua reads; the binary fields travel in the blob."""
+    def row(self) -> tuple[str | int | TaskStatus, ...]:
+        """The row finish.lua reads; the binary fields travel in the blob.
+
+        The state goes as the enum itself: msgspec writes its value.
+        """
         return (
             self.entry_id,
             self.task_id,
-            self.state.value,
+            self.state,
             len(self.result),
             len(self.error),
             self.retry_delay_ms,

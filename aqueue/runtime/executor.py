@@ -25,12 +25,14 @@ from ..core.config import Settings
 from ..core.context import Context
 from ..core.errors import Retry
 from ..core.protocol import (
+    SIGNATURE_MARK,
     Codec,
     Delivery,
     Envelope,
     ErrorInfo,
     FinishItem,
     MessageError,
+    decode_envelope,
     encode_envelope,
     encode_error,
     encode_value,
@@ -128,8 +130,13 @@ class Executor:
 
     def prepare(self, delivery: Delivery, now: float) -> Job | FinishItem:
         """Decode and check a delivery; a FinishItem means it must not run."""
+        payload = delivery.payload
+        codec = self.codec
         try:
-            env = self.codec.unpack(delivery.payload)
+            if codec.signing_key is None and not payload.startswith(SIGNATURE_MARK):
+                env = decode_envelope(payload)  # the common case, without another call
+            else:
+                env = codec.unpack(payload)
         except MessageError as exc:
             return dead(delivery, exc.reason, exc.detail)
         if not delivery.task_id:
@@ -172,13 +179,19 @@ class Executor:
         ``asyncio.CancelledError`` propagates when the worker cancelled the
         task (abort, lost lease, shutdown): the worker knows why.
         """
-        args, kwargs = self._with_context(job)
+        task = job.task
+        args, kwargs = job.args, job.kwargs
+        if task.spec.context_param is not None:
+            args, kwargs = self._with_context(job, task.spec.context_param)
         timeout = job.envelope.timeout
         try:
-            if job.task.is_async:
-                value = await self._await_coroutine(job, args, kwargs)
-            else:
+            if not task.is_async:
                 value = await self._await_thread(job, args, kwargs)
+            elif timeout is None:
+                # The common case, without another coroutine frame per task.
+                value = await task.fn(*args, **kwargs)
+            else:
+                value = await self._await_coroutine(job, args, kwargs)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if current is None or current.cancelling():
@@ -194,14 +207,28 @@ class Executor:
             # code: the task failed, the worker goes on. Let through, it would stop
             # the worker or leave the task running for ever, holding its slot.
             return self._after_error(job, exc)
-        return self._success(job, value)
+        try:
+            result = encode_value(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return self._failure(
+                job,
+                ErrorInfo(
+                    "aqueue.errors.SerializationError",
+                    f"return value of {task.name} can't be encoded with msgspec: {exc}",
+                ),
+            )
+        return FinishItem(
+            entry_id=job.delivery.entry_id,
+            task_id=job.envelope.id,
+            state=TaskStatus.SUCCEEDED,
+            result=result,
+            unique=job.envelope.unique_key is not None,
+        )
 
-    def _with_context(self, job: Job) -> tuple[list[Any], dict[str, Any]]:
-        """The call's arguments, with the task's Context added when it declares one."""
+    def _with_context(self, job: Job, param: str) -> tuple[list[Any], dict[str, Any]]:
+        """The call's arguments with the task's Context added as ``param``."""
         task, env = job.task, job.envelope
         args, kwargs = job.args, job.kwargs
-        if task.spec.context_param is None:
-            return args, kwargs
         ctx = Context(
             id=env.id,
             task=task.name,
@@ -214,17 +241,14 @@ class Executor:
             _loop=asyncio.get_running_loop(),
         )
         first = next(iter(task.spec.signature.parameters.values()))
-        if first.name == task.spec.context_param and first.kind is not first.KEYWORD_ONLY:
+        if first.name == param and first.kind is not first.KEYWORD_ONLY:
             # Positionally: the other arguments may arrive positionally too.
             return [ctx, *args], kwargs
-        return args, {**kwargs, task.spec.context_param: ctx}
+        return args, {**kwargs, param: ctx}
 
     @staticmethod
     async def _await_coroutine(job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        timeout = job.envelope.timeout
-        if timeout is None:
-            return await job.task.fn(*args, **kwargs)
-        scope = asyncio.timeout(timeout)
+        scope = asyncio.timeout(job.envelope.timeout)
         try:
             async with scope:
                 return await job.task.fn(*args, **kwargs)
@@ -246,25 +270,6 @@ class Executor:
             raise _TimedOut from None
 
     # -- outcomes ---------------------------------------------------------------------
-
-    def _success(self, job: Job, value: Any) -> FinishItem:
-        try:
-            result = encode_value(value)
-        except (TypeError, ValueError, OverflowError) as exc:
-            return self._failure(
-                job,
-                ErrorInfo(
-                    "aqueue.errors.SerializationError",
-                    f"return value of {job.task.name} can't be encoded with msgspec: {exc}",
-                ),
-            )
-        return FinishItem(
-            entry_id=job.delivery.entry_id,
-            task_id=job.envelope.id,
-            state=TaskStatus.SUCCEEDED,
-            result=result,
-            unique=job.envelope.unique_key is not None,
-        )
 
     def _after_error(self, job: Job, exc: BaseException) -> FinishItem:
         cfg = job.task.config

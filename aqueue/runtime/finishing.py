@@ -33,14 +33,6 @@ logger = logging.getLogger("aqueue.worker")
 #: Largest number of outcomes recorded in one script call.
 FINISH_CHUNK = 500
 
-_COUNTERS = {
-    TaskStatus.SUCCEEDED: "succeeded",
-    TaskStatus.FAILED: "failed",
-    TaskStatus.RETRYING: "retried",
-    TaskStatus.ABORTED: "aborted",
-    TaskStatus.EXPIRED: "expired",
-    TaskStatus.DEAD: "dead",
-}
 _WARN = (TaskStatus.FAILED, TaskStatus.DEAD)
 
 
@@ -135,12 +127,14 @@ class Finisher:
                     item.task_id,
                 )
                 continue
-            counter = _COUNTERS.get(item.state)
-            if counter is not None:
-                setattr(stats, counter, getattr(stats, counter) + 1)
+            state = item.state
+            if state is TaskStatus.SUCCEEDED:
+                stats.succeeded += 1
+            else:
+                stats.count(state)
             if self.observer is not None:
                 self.observer.finished(item, running)
-            if running is not None and (info or item.state in _WARN):
+            if running is not None and (info or state in _WARN):
                 log_outcome(item, running.job, (now - running.started) * 1000)
 
 

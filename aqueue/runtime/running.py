@@ -57,7 +57,7 @@ class Inflight:
 
     def __init__(self) -> None:
         self.by_entry: dict[str, Running] = {}
-        self._entry_by_task: dict[str, str] = {}
+        self.entry_by_task: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.by_entry)
@@ -65,21 +65,16 @@ class Inflight:
     def __iter__(self) -> Iterator[Running]:
         return iter(self.by_entry.values())
 
-    def add(self, running: Running) -> None:
-        job = running.job
-        self.by_entry[job.delivery.entry_id] = running
-        self._entry_by_task[job.envelope.id] = job.delivery.entry_id
-
     def get(self, entry_id: str) -> Running | None:
         return self.by_entry.get(entry_id)
 
     def entry_of(self, task_id: str) -> str | None:
-        return self._entry_by_task.get(task_id)
+        return self.entry_by_task.get(task_id)
 
     def forget(self, job: Job) -> None:
         self.by_entry.pop(job.delivery.entry_id, None)
-        if self._entry_by_task.get(job.envelope.id) == job.delivery.entry_id:
-            del self._entry_by_task[job.envelope.id]
+        if self.entry_by_task.get(job.envelope.id) == job.delivery.entry_id:
+            del self.entry_by_task[job.envelope.id]
 
 
 class Runner:
@@ -108,7 +103,10 @@ class Runner:
     def admit(self, job: Job) -> None:
         """Take a prepared job: begin it now, or read it ahead until a slot frees."""
         running = Running(job)
-        self.inflight.add(running)
+        entry = job.delivery.entry_id
+        inflight = self.inflight  # both maps at once: this runs for every task
+        inflight.by_entry[entry] = running
+        inflight.entry_by_task[job.envelope.id] = entry
         if self.executing >= self.concurrency:
             self._ready.append(running)
             return

@@ -9,6 +9,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..core.status import TaskStatus
+
 __all__ = ["Backoff", "Capacity", "Outage", "WorkerStats"]
 
 # Everything a worker says goes to one logger, which users filter on.
@@ -85,6 +87,21 @@ class WorkerStats:
     reclaimed: int = 0
     fenced: int = 0
     handed_back: int = 0
+
+    def count(self, outcome: TaskStatus) -> None:
+        """Count one recorded outcome."""
+        if outcome is TaskStatus.SUCCEEDED:
+            self.succeeded += 1
+        elif outcome is TaskStatus.FAILED:
+            self.failed += 1
+        elif outcome is TaskStatus.RETRYING:
+            self.retried += 1
+        elif outcome is TaskStatus.DEAD:
+            self.dead += 1
+        elif outcome is TaskStatus.EXPIRED:
+            self.expired += 1
+        elif outcome is TaskStatus.ABORTED:
+            self.aborted += 1
 
     @property
     def processed(self) -> int:

@@ -33,7 +33,6 @@ from .._redis.broker import Broker
 from .._redis.connection import RETRYABLE
 from .._version import __version__
 from ..core.config import mask_url
-from ..periodic import Scheduler
 from .executor import Executor
 from .fetching import Fetcher
 from .finishing import Finisher
@@ -223,7 +222,9 @@ class Worker:
                     spawn(self._maintenance.promote_loop(queue), f"promote:{queue}")
                 if self.burst:
                     spawn(self._stop_when_drained(), "burst")
-                if self.beat:
+                if self.beat and app.periodic_tasks:
+                    from ..periodic import Scheduler  # only when there is something to schedule
+
                     spawn(Scheduler(app).run(), "beat")
                 await self._stop_requested.wait()
                 await self._shutdown()
