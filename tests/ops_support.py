@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aqueue
+
 from .conftest import ROOT, worker_env
 
 APPS = ROOT / "tests" / "apps"
@@ -91,3 +93,18 @@ def pid_running(pid: int) -> bool:
     if status.exists():
         return "State:\tZ" not in status.read_text()
     return True
+
+
+def basic_producer(redis_url: str, prefix: str) -> aqueue.App:
+    """The tasks of tests/apps/basic.py on this test's prefix, for enqueueing here."""
+    app = aqueue.App(redis_url, prefix=prefix)
+
+    @app.task(name="basic.add")
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="basic.sleep_then")
+    async def sleep_then(seconds: float, value: str) -> str:
+        return value
+
+    return app

@@ -17,22 +17,13 @@ import redis
 import aqueue
 
 from .conftest import free_port, wait_until, worker_env
-from .ops_support import APPS, spawn, stop, wait_for
+from .ops_support import APPS, basic_producer, spawn, stop, wait_for
 
 
 @pytest.fixture
 async def producer(redis_url: str, prefix: str) -> AsyncIterator[aqueue.App]:
     """The tasks of tests/apps/basic.py on this test's prefix, for enqueueing here."""
-    app = aqueue.App(redis_url, prefix=prefix)
-
-    @app.task(name="basic.add")
-    async def add(x: int, y: int) -> int:
-        return x + y
-
-    @app.task(name="basic.sleep_then")
-    async def sleep_then(seconds: float, value: str) -> str:
-        return value
-
+    app = basic_producer(redis_url, prefix)
     try:
         yield app
     finally:

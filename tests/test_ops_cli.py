@@ -16,23 +16,12 @@ import aqueue
 from aqueue.core.keys import worker_info_key
 
 from .conftest import free_port, start_cli_worker
-from .ops_support import cli, inspect_json, pid_running, spawn, stop, wait_for
+from .ops_support import basic_producer, cli, inspect_json, pid_running, spawn, stop, wait_for
 
 
 @pytest.fixture
 def basic_app(redis_url: str, prefix: str) -> aqueue.App:
-    """The tasks of tests/apps/basic.py on this test's prefix, for enqueueing here."""
-    app = aqueue.App(redis_url, prefix=prefix)
-
-    @app.task(name="basic.add")
-    async def add(x: int, y: int) -> int:
-        return x + y
-
-    @app.task(name="basic.sleep_then")
-    async def sleep_then(seconds: float, value: str) -> str:
-        return value
-
-    return app
+    return basic_producer(redis_url, prefix)
 
 
 async def test_inspect_json_matches_reality(

@@ -28,6 +28,7 @@ __all__ = [
     "Target",
     "add_app_option",
     "add_redis_options",
+    "add_target_arguments",
     "load_app",
     "looks_like_app",
     "run_async",
@@ -77,6 +78,17 @@ def add_app_option(p: argparse.ArgumentParser, required: bool = False) -> None:
 def add_redis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="Redis URL (default: the app's, or AQUEUE_REDIS_URL)")
     p.add_argument("--prefix", help="key prefix (default: the app's, or AQUEUE_PREFIX)")
+
+
+def add_target_arguments(
+    p: argparse.ArgumentParser, positional_app: bool = True, required: bool = False
+) -> None:
+    """``[MODULE:APP]``, ``-A/--app``, ``--url`` and ``--prefix``: where a command looks."""
+    if positional_app:
+        help_text = "the App (or -A)" if required else "optional: the App"
+        p.add_argument("app", nargs="?", metavar="MODULE:APP", help=help_text)
+    add_app_option(p, required)
+    add_redis_options(p)
 
 
 def split_queues(text: str | None) -> list[str] | None:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from ..app import App
 from ..periodic import Scheduler
-from .base import add_app_option, add_redis_options, target_from_args
+from .base import add_target_arguments, target_from_args
 
 __all__ = ["add_parsers"]
 
@@ -106,9 +106,7 @@ def add_parsers(sub: Any) -> None:
         "one too unless started with --no-beat; any number may run, each tick is "
         "enqueued once).",
     )
-    p.add_argument("app", nargs="?", metavar="MODULE:APP")
-    add_app_option(p, required=True)
-    add_redis_options(p)
+    add_target_arguments(p, required=True)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=beat)
 
@@ -117,9 +115,7 @@ def add_parsers(sub: Any) -> None:
         help="list periodic tasks and their next run times",
         description="List MODULE:APP's periodic tasks, the last tick claimed and the next ones.",
     )
-    p.add_argument("app", nargs="?", metavar="MODULE:APP", help="optional: the App")
-    add_app_option(p)
-    add_redis_options(p)
+    add_target_arguments(p)
     p.add_argument("-n", "--count", type=int, default=3, help="next run times to show (default 3)")
     p.add_argument(
         "--offline", action="store_true", help="don't connect to Redis (no last tick shown)"

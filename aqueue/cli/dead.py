@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..deadletter import list_dead, purge_dead, replay_dead
-from .base import add_app_option, add_redis_options, looks_like_app, target_from_args
+from .base import add_target_arguments, looks_like_app, target_from_args
 
 __all__ = ["add_parsers"]
 
@@ -101,11 +101,8 @@ def add_parsers(sub: Any) -> None:
     commands = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser, positional_app: bool = True) -> None:
-        if positional_app:
-            p.add_argument("app", nargs="?", metavar="MODULE:APP", help="optional: the App")
-        add_app_option(p)
+        add_target_arguments(p, positional_app)
         p.add_argument("--queue", help="one queue (default: the app's, or all found)")
-        add_redis_options(p)
 
     ls = commands.add_parser("list", help="show dead-lettered messages, newest first")
     common(ls)

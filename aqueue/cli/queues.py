@@ -21,7 +21,14 @@ from ..client import Client
 from ..core.errors import ConnectionFailed
 from ..core.protocol import ErrorInfo, encode_error
 from ..runtime.monitor import snapshot
-from .base import add_app_option, add_redis_options, looks_like_app, split_queues, target_from_args
+from .base import (
+    add_app_option,
+    add_redis_options,
+    add_target_arguments,
+    looks_like_app,
+    split_queues,
+    target_from_args,
+)
 
 __all__ = ["add_parsers", "purge_queue", "render"]
 
@@ -32,11 +39,9 @@ def add_parsers(sub: Any) -> None:
         help="show queues, live workers, running and registered tasks",
         description="Show queue depths, live workers, running tasks and the app's tasks.",
     )
-    p.add_argument("app", nargs="?", metavar="MODULE:APP", help="optional: the App")
-    add_app_option(p)
+    add_target_arguments(p)
     p.add_argument("--queues", help="comma-separated queues (default: the app's, or all found)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    add_redis_options(p)
     p.set_defaults(func=inspect_command)
 
     c = sub.add_parser(
@@ -46,10 +51,8 @@ def add_parsers(sub: Any) -> None:
         "is reachable and every given queue has at least one live worker, 1 when a queue "
         "has none, 2 when Redis is unreachable, each with a one-line reason on stderr.",
     )
-    c.add_argument("app", nargs="?", metavar="MODULE:APP", help="optional: the App")
-    add_app_option(c)
+    add_target_arguments(c)
     c.add_argument("--queues", help="comma-separated queues (default: the app's, or all found)")
-    add_redis_options(c)
     c.set_defaults(func=check)
 
     g = sub.add_parser(
