@@ -29,6 +29,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "aqueue.client",
             "aqueue.waiter",
             "aqueue.result",
+            "aqueue.inline",
             "aqueue.sync",
             "aqueue.task",
             "aqueue.periodic",

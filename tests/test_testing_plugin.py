@@ -123,6 +123,13 @@ async def test_stuck_work_raises_naming_the_task(aqueue_app, aqueue_worker):
     assert isinstance(raised.value, aqueue.AqueueError)
 
 
+@pytest.mark.asyncio
+async def test_eager_mode_needs_no_redis(aqueue_eager):
+    r = await place.enqueue(Order(1, 2.0))
+    assert await r == "order 1: 2.00"
+    assert await r.status() is aqueue.TaskStatus.SUCCEEDED
+
+
 def test_each_test_had_its_own_prefix_and_the_app_is_restored():
     assert len(set(PREFIXES)) == 2
     assert app.settings.prefix == "aqueue"
@@ -151,7 +158,7 @@ def test_a_user_project_passes_with_only_the_plugin(
         "-p", "no:cacheprovider", f"--asyncio-mode={mode}", "-s", "-q"
     )
     print(f"user project ({mode} mode) took {time.perf_counter() - started:.2f}s")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
     result.stdout.fnmatch_lines(["*STUCK-MESSAGE*run_until_idle() gave up after 1s*"])
 
 

@@ -11,7 +11,8 @@ options and ``aqueue_*`` fixtures, and does nothing until a test asks for one:
   ``--aqueue-app``, or override the fixture) pointed at that server under a
   key prefix of the test's own, closed and restored afterwards;
 - ``aqueue_worker``: a :class:`~aqueue.testing.worker.TestWorker` on the test's
-  event loop.
+  event loop;
+- ``aqueue_eager``: the project's App in eager mode (no Redis at all).
 
 Async fixtures are declared with pytest-asyncio when it is installed, so they
 work in its auto and strict modes alike.
@@ -35,7 +36,7 @@ from .worker import TestWorker
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["aqueue_app", "aqueue_redis", "aqueue_worker", "load_app"]
+__all__ = ["aqueue_app", "aqueue_eager", "aqueue_redis", "aqueue_worker", "load_app"]
 
 REDIS_URL_ENV = "AQUEUE_TEST_REDIS_URL"
 
@@ -152,3 +153,10 @@ else:
 def aqueue_worker(aqueue_app: App) -> TestWorker:
     """Runs the App's tasks on the test's event loop: ``await aqueue_worker.run_until_idle()``."""
     return TestWorker(aqueue_app)
+
+
+@pytest.fixture
+def aqueue_eager(aqueue_user_app: App) -> Iterator[App]:
+    """The App in eager mode: ``enqueue()`` runs the task inline, no Redis at all."""
+    with aqueue_user_app.eager():
+        yield aqueue_user_app
