@@ -7,13 +7,17 @@ through its entry point, exactly as in a user's checkout.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TASKS = """
 import asyncio
@@ -49,6 +53,27 @@ async def stuck() -> None:
 @app.task
 async def broken() -> None:
     raise ValueError("no such customer")
+
+
+ATTEMPTS = []
+
+
+@app.task(retries=2, retry_delay=0, retry_jitter=False)
+async def flaky(ctx: aqueue.Context, n: int) -> int:
+    ATTEMPTS.append(ctx.attempt)
+    if ctx.attempt < 3:
+        raise ConnectionError("provider busy")
+    return n
+
+
+@app.task(unique=True)
+async def rebuild_index(shop: int) -> int:
+    return shop
+
+
+@app.periodic(every=86400)
+async def weekly_report() -> str:
+    return "report"
 """
 
 TESTS = """
@@ -124,6 +149,26 @@ async def test_stuck_work_raises_naming_the_task(aqueue_app, aqueue_worker):
 
 
 @pytest.mark.asyncio
+async def test_retries_unique_delays_and_periodic(aqueue_app, aqueue_worker):
+    import tasks
+
+    r = await tasks.flaky.enqueue(7)
+    first = await tasks.rebuild_index.enqueue(1)
+    again = await tasks.rebuild_index.enqueue(1)
+    assert again.id == first.id
+    later = await add.options(delay=3 * 86400).enqueue(5, 5)
+    report = await tasks.weekly_report.enqueue()
+    await aqueue_worker.run_until_idle()
+    assert await r == 7 and tasks.ATTEMPTS == [1, 2, 3]
+    assert [f.status.value for f in aqueue_worker.results() if f.task == "tasks.flaky"] == [
+        "retrying", "retrying", "succeeded"
+    ]
+    assert await first == 1 and await report == "report"
+    (waiting,) = await aqueue_worker.enqueued()
+    assert waiting.id == later.id and waiting.args == (5, 5)
+
+
+@pytest.mark.asyncio
 async def test_eager_mode_needs_no_redis(aqueue_eager):
     r = await place.enqueue(Order(1, 2.0))
     assert await r == "order 1: 2.00"
@@ -158,7 +203,7 @@ def test_a_user_project_passes_with_only_the_plugin(
         "-p", "no:cacheprovider", f"--asyncio-mode={mode}", "-s", "-q"
     )
     print(f"user project ({mode} mode) took {time.perf_counter() - started:.2f}s")
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=8)
     result.stdout.fnmatch_lines(["*STUCK-MESSAGE*run_until_idle() gave up after 1s*"])
 
 
@@ -206,3 +251,24 @@ async def test_needs_app(aqueue_app):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--asyncio-mode=auto")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*aqueue_app = MODULE:APP*"])
+
+
+def doc_files(section: str) -> dict[str, str]:
+    """The files of one section of docs/testing.md (each block after ``<!-- file: PATH -->``)."""
+    text = (ROOT / "docs" / "testing.md").read_text()
+    body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    found = re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", body, flags=re.S)
+    return dict(found)
+
+
+def test_the_fastapi_example_of_the_docs_passes(pytester: pytest.Pytester) -> None:
+    files = doc_files("FastAPI")
+    assert {"shop/tasks.py", "shop/api.py", "tests/test_orders.py"} <= set(files)
+    for path, content in files.items():
+        target = pytester.path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    started = time.perf_counter()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "tests")
+    print(f"FastAPI example took {time.perf_counter() - started:.2f}s")
+    result.assert_outcomes(passed=2)
