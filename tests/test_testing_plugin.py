@@ -272,3 +272,17 @@ def test_the_fastapi_example_of_the_docs_passes(pytester: pytest.Pytester) -> No
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "tests")
     print(f"FastAPI example took {time.perf_counter() - started:.2f}s")
     result.assert_outcomes(passed=2)
+
+
+def test_the_django_example_of_the_docs_passes(pytester: pytest.Pytester) -> None:
+    shared = doc_files("FastAPI")
+    files = {p: shared[p] for p in ("shop/__init__.py", "shop/tasks.py")} | doc_files("Django")
+    assert {"shop/views.py", "conftest.py", "tests/test_views.py"} <= set(files)
+    for path, content in files.items():
+        target = pytester.path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    started = time.perf_counter()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "tests")
+    print(f"Django example took {time.perf_counter() - started:.2f}s")
+    result.assert_outcomes(passed=1)
