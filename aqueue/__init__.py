@@ -35,10 +35,16 @@ from .core.errors import (
 )
 from .core.records import TaskInfo
 from .core.status import TaskStatus
+from .inline import install_inline_runner as _install_inline_runner
 from .result import AsyncResult
+from .runtime.eager import run_inline as _run_inline
 from .runtime.worker import Worker
 from .sync import SyncResult
 from .task import Task
+
+# Eager mode (``app.eager()``) runs tasks with the runtime's executor; the client
+# side only holds the slot, so it never imports the runtime.
+_install_inline_runner(_run_inline)
 
 __all__ = [
     "App",

@@ -22,6 +22,7 @@ from .core.context import Context
 from .core.errors import AqueueError, ConfigError, UnknownTask, did_you_mean
 from .deadletter import DeadLetter, list_dead, purge_dead, replay_dead
 from .discovery import autodiscover_tasks
+from .inline import EagerMode
 from .result import AsyncResult
 from .task import Task, TaskConfig
 
@@ -294,6 +295,19 @@ class App:
                     f"worker lifespan failed during startup: {type(exc).__name__}: {exc}"
                 ) from exc
             yield dict(state or {})
+
+    # -- tests ---------------------------------------------------------------------
+
+    def eager(self) -> EagerMode:
+        """Run tasks inline at ``enqueue()``, without Redis (``with app.eager(): ...``).
+
+        Also ``async with app.eager():``. Each ``enqueue()`` runs the task to
+        its final outcome through the worker's executor (typed arguments,
+        Context, timeout, retries at once) and returns a finished
+        ``AsyncResult``. Leases, crashes, delays, unique keys and other
+        processes are not modelled: see docs/testing.md.
+        """
+        return EagerMode(self.client)
 
     # -- synchronous callers and frameworks ---------------------------------------
 

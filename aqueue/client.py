@@ -59,6 +59,8 @@ class Client:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync_runner: SyncRunner | None = None
         self._sync_lock = threading.Lock()
+        #: Above zero inside ``app.eager()``: enqueue runs tasks inline, without Redis.
+        self.eager = 0
 
     @property
     def settings(self) -> Settings:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import msgspec
 
 from .core.protocol import decode_progress
-from .core.records import TaskInfo, value_of
+from .core.records import Record, TaskInfo, value_of
 from .core.status import TaskStatus
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["AsyncResult", "TaskInfo"]
+__all__ = ["AsyncResult", "FinishedResult", "TaskInfo"]
 
 R = TypeVar("R")
 #: Makes the decoder that types a task's value (built on first use).
@@ -101,3 +101,37 @@ class AsyncResult(Generic[R]):
         if self.queue is None:
             self.queue = await self._client.find_queue(self.id, self._search)
         return self.queue
+
+
+class FinishedResult(AsyncResult[R]):
+    """The handle eager mode returns: the task already ran here, its record is held.
+
+    Nothing is read from Redis: ``await``, ``status()`` and ``info()`` answer
+    from the record the inline run produced.
+    """
+
+    __slots__ = ("record",)
+
+    def __init__(
+        self,
+        client: Client,
+        task_id: str,
+        queue: str,
+        decoder: Decoder | None,
+        record: Record,
+    ) -> None:
+        super().__init__(client, task_id, queue, decoder)
+        self.record = record
+
+    async def get(self, timeout: float | None = None) -> R:  # noqa: ASYNC109
+        value: R = value_of(self.id, self.record, self._decoder() if self._decoder else None)
+        return value
+
+    async def info(self) -> TaskInfo:
+        return TaskInfo.from_record(self.id, self.queue, self.record)
+
+    async def progress(self) -> tuple[Any, str] | None:
+        return None
+
+    async def abort(self) -> bool:
+        return False  # it has finished

@@ -32,6 +32,7 @@ from .core.errors import (
     did_you_mean,
 )
 from .core.protocol import WIRE_VERSION, Envelope, OutgoingMessage, encode_envelope
+from .inline import run_eagerly
 from .result import AsyncResult
 from .sync import SyncResult, send
 
@@ -148,6 +149,8 @@ class _Enqueuer(Generic[P, R]):
         """Send one run of the task to its queue; returns a handle to await."""
         task = self._task
         queue, message = task.build_message(args, kwargs, self._opts)
+        if task.client.eager:
+            return await run_eagerly(task, queue, message)
         task_id = await task.client.broker.enqueue(queue, message)
         return AsyncResult(task.client, task_id, queue, task.result_decoder)
 
@@ -177,6 +180,8 @@ class _Enqueuer(Generic[P, R]):
             batch.append(message)
         if self._opts.task_id is not None and len(order) > 1:
             raise EnqueueError("a fixed task_id can't be used for more than one message")
+        if task.client.eager:
+            return [await run_eagerly(task, queue, by_queue[queue][i]) for queue, i in order]
         broker = task.client.broker
         ids = {queue: await broker.enqueue_many(queue, msgs) for queue, msgs in by_queue.items()}
         decoder = task.result_decoder

@@ -29,6 +29,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "aqueue.client",
             "aqueue.waiter",
             "aqueue.result",
+            "aqueue.inline",
             "aqueue.sync",
             "aqueue.task",
             "aqueue.periodic",
@@ -38,7 +39,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
         ),
     ),
     (4, "runtime", ("aqueue.runtime",)),
-    (5, "faces", ("aqueue.cli", "aqueue.integrations")),
+    (5, "faces", ("aqueue.cli", "aqueue.integrations", "aqueue.testing")),
 ]
 #: The package facade: it re-exports the public names; nothing imports it.
 FACADES = {"aqueue", "aqueue.__main__"}

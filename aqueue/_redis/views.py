@@ -81,6 +81,36 @@ class RedisViews:
         reply: Any = await self.client.xrevrange(self.keys(queue).dead, before, "-", count=limit)
         return [(_text(entry), dict(fields)) for entry, fields in reply]
 
+    async def waiting_messages(
+        self, queue: str, limit: int = 1000
+    ) -> list[tuple[bytes, float | None]]:
+        """Messages of a queue no worker has read yet: (payload, due time or None).
+
+        Stream entries past the consumer group's last delivered id come first
+        (due now), then the delayed set in due order. For the test kit and
+        inspection, never for a hot path.
+        """
+        keys = self.keys(queue)
+        client = self.client
+        last_delivered = "0-0"
+        if await client.exists(keys.stream):
+            for group in await client.xinfo_groups(keys.stream):
+                if _text(group.get("name")) == CONSUMER_GROUP:
+                    last_delivered = _text(group.get("last-delivered-id")) or "0-0"
+        entries: Any = await client.xrange(keys.stream, f"({last_delivered}", "+", count=limit)
+        found: list[tuple[bytes, float | None]] = [
+            (bytes(fields[b"m"]), None) for _, fields in entries if b"m" in fields
+        ]
+        delayed: Any = await client.zrange(keys.delayed, 0, limit - 1, withscores=True)
+        if delayed:
+            payloads: Any = await client.hmget(keys.delayed_payloads, [tid for tid, _ in delayed])
+            found += [
+                (payload, score / 1000)
+                for (_, score), payload in zip(delayed, payloads, strict=True)
+                if payload is not None
+            ]
+        return found
+
     # -- queues ------------------------------------------------------------------
 
     async def discover_queues(self) -> list[str]:

@@ -1,0 +1,62 @@
+"""Eager mode's switch and slot: ``enqueue()`` runs the task here, without Redis.
+
+``app.eager()`` turns the switch on for one App's Client. The runner itself
+(the worker's Executor) lives in the runtime, which this layer must not
+import: the package facade, which sits above every layer, installs it with
+:func:`install_inline_runner` when ``aqueue`` is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+from .client import Client
+from .core.errors import ConfigError
+from .core.protocol import OutgoingMessage
+from .core.records import Record
+from .result import FinishedResult
+
+__all__ = ["EagerMode", "InlineRunner", "install_inline_runner", "run_eagerly"]
+
+
+class InlineRunner(Protocol):
+    """Runs one message of a task in this process; returns the record a worker would write."""
+
+    async def __call__(self, task: Any, queue: str, message: OutgoingMessage) -> Record: ...
+
+
+class EagerMode:
+    """``app.eager()``: a sync or async context manager; nests."""
+
+    #: What runs the messages (installed once by ``aqueue/__init__.py``).
+    runner: ClassVar[InlineRunner | None] = None
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __enter__(self) -> EagerMode:
+        self._client.eager += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.eager -= 1
+
+    async def __aenter__(self) -> EagerMode:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__()
+
+
+def install_inline_runner(runner: InlineRunner) -> None:
+    """Set what runs tasks inside ``app.eager()``."""
+    EagerMode.runner = runner
+
+
+async def run_eagerly(task: Any, queue: str, message: OutgoingMessage) -> FinishedResult[Any]:
+    """Run the message of ``task`` (a :class:`~aqueue.task.Task`) now; a finished handle."""
+    runner = EagerMode.runner
+    if runner is None:
+        raise ConfigError("eager mode needs aqueue's runtime: `import aqueue` first")
+    record = await runner(task, queue, message)
+    return FinishedResult(task.client, message.task_id, queue, task.result_decoder, record)
