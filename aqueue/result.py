@@ -33,7 +33,7 @@ class AsyncResult(Generic[R]):
     first use among ``search``, the App's queues).
     """
 
-    __slots__ = ("_client", "_decoder", "_search", "id", "queue")
+    __slots__ = ("_client", "_decoder", "_search", "id", "parent", "queue")
 
     def __init__(
         self,
@@ -48,6 +48,8 @@ class AsyncResult(Generic[R]):
         self._search = search
         self.id = task_id
         self.queue = queue
+        #: Workflows: the result of the chain step before this one (None if first).
+        self.parent: AsyncResult[Any] | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id} queue={self.queue!r}>"

@@ -8,6 +8,9 @@ Task arguments go through ``enqueue(*args, **kwargs)``; queue options go
 through the decorator or ``.options(...)``, never the same namespace.
 """
 
+# Over 400 lines: building and checking messages, and their typed enqueue, signature and
+# delay entry points, share the per-options plan cache.
+
 from __future__ import annotations
 
 import functools
@@ -21,6 +24,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
+from .canvas import Signature
 from .client import Client
 from .core.arguments import ArgSpec
 from .core.config import Settings
@@ -31,7 +35,7 @@ from .core.errors import (
     SerializationError,
     did_you_mean,
 )
-from .core.protocol import WIRE_VERSION, Envelope, OutgoingMessage, encode_envelope
+from .core.protocol import WIRE_VERSION, ChainLink, Envelope, OutgoingMessage, encode_envelope
 from .result import AsyncResult
 from .sync import SyncResult, send
 
@@ -200,6 +204,18 @@ class _Enqueuer(Generic[P, R]):
         self._task.spec.check(args, kwargs)
         return TaskCall(self._task, args, kwargs)
 
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """A signature: this call as a workflow step (``chain``, ``group``, ``chord``).
+
+        In a chain, a step after the first gets its parent's value as its first
+        argument before these; see docs/workflows.md for how that is typed.
+        """
+        return Signature(self._task, args, kwargs, self._opts)
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable signature: in a chain it ignores its parent's value."""
+        return Signature(self._task, args, kwargs, self._opts, immutable=True)
+
 
 class BoundTask(_Enqueuer[P, R]):
     """A task with per-call options; made by :meth:`Task.options`."""
@@ -245,6 +261,10 @@ class Task(_Enqueuer[P, R]):
         ``delay``, ``eta``, ``expires``, ``shadow``, ``unique_key``, ``unique_for``."""
         return BoundTask(self, _merge(self._opts, options))
 
+    def merge_options(self, opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
+        """``opts`` with ``options`` applied, checked (``Signature.options``)."""
+        return _merge(opts, options)
+
     def result_decoder(self) -> msgspec.msgpack.Decoder[Any]:
         if self._result_decoder is None:
             rtype = self.spec.return_type()
@@ -286,12 +306,24 @@ class Task(_Enqueuer[P, R]):
         return plan
 
     def build_message(
-        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], opts: EnqueueOptions
+        self,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        opts: EnqueueOptions,
+        *,
+        task_id: str | None = None,
+        then: ChainLink | None = None,
+        takes_parent: bool = False,
     ) -> tuple[str, OutgoingMessage]:
-        """Check, encode and (optionally) sign one message. Hot path: keep it lean."""
+        """Check, encode and (optionally) sign one message. Hot path: keep it lean.
+
+        Workflows: ``task_id`` fixes the id, ``then`` is the chain step that
+        follows, ``takes_parent`` says the parent's value comes first (checked
+        against the signature with a stand-in, then added by the worker).
+        """
         plan = self._plan(opts)
         try:
-            self.spec.check(args, kwargs)
+            self.spec.check((None, *args) if takes_parent else args, kwargs)
         except TypeError as exc:
             raise EnqueueError(f"{self.name}{self.spec.call_signature}: {exc}") from None
         try:
@@ -305,7 +337,8 @@ class Task(_Enqueuer[P, R]):
         client = self.client
         settings = client.settings
         now = client.clock()
-        task_id = plan.task_id or os.urandom(16).hex()
+        fixed_id = task_id or plan.task_id
+        task_id = fixed_id or os.urandom(16).hex()
         delay = 0.0
         expires: float | None = None
         if plan.timed:
@@ -332,6 +365,7 @@ class Task(_Enqueuer[P, R]):
                 plan.shadow,
                 unique_key,
                 plan.trace,
+                then,
             )
         )
         codec = client.codec
@@ -347,7 +381,7 @@ class Task(_Enqueuer[P, R]):
             task_id,
             self.config.name,
             payload,
-            plan.task_id is not None,
+            fixed_id is not None,
             int(delay * 1000) if delay > 0 else 0,
             unique_key or "",
             # The lock covers the wait for the ETA too, then unique_for of queue/run time.

@@ -31,6 +31,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "aqueue.result",
             "aqueue.sync",
             "aqueue.task",
+            "aqueue.canvas",
             "aqueue.periodic",
             "aqueue.deadletter",
             "aqueue.discovery",

@@ -22,7 +22,7 @@ from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConnectionFailed
 from ..core.keys import CONSUMER_GROUP, QueueKeys
-from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
+from ..core.protocol import Delivery, FinishItem, Handoff, OutgoingMessage, encode_progress
 from .connection import REDIS_ERRORS, DirectLine
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, script_source
@@ -222,10 +222,18 @@ class Broker:
             s.dead_letter_maxlen,
             keys.control_channel,
             _rows.encode([item.row() for item in items]),
-            b"".join([part for item in items for part in (item.result, item.error, item.payload)]),
+            b"".join(
+                [
+                    part
+                    for item in items
+                    for part in (item.result, item.error, item.payload, item.follow)
+                ]
+            ),
         ]
         fenced = await self._script(
-            "finish", (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead), args
+            "finish",
+            (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead, keys.outbox),
+            args,
         )
         return [_text(x) for x in fenced]
 
@@ -397,6 +405,38 @@ class Broker:
             ],
         )
         return _text(outcome), _text(task_id)
+
+    # -- workflows (issue 12) ----------------------------------------------------
+
+    async def handoffs(self, queue: str, count: int) -> list[tuple[str, bytes]]:
+        """The oldest ``count`` workflow hand-offs in the queue's outbox: (entry id, rows)."""
+        entries: Any = await self.client.xrange(self.keys(queue).outbox, count=count)
+        return [(_text(entry_id), fields[b"f"]) for entry_id, fields in entries]
+
+    async def forward(self, queue: str, steps: Sequence[Handoff]) -> int:
+        """Enqueue (or fail) workflow steps that belong to ``queue``; returns how many
+        were enqueued. Idempotent: a step forwarded before is left alone."""
+        keys = self.keys(queue)
+        rows = _rows.encode(
+            [(task_id, name, len(body), kind) for _, task_id, name, body, kind in steps]
+        )
+        n = await self._script(
+            "forward",
+            (keys.stream,),
+            [
+                keys.task_prefix,
+                keys.done_channel,
+                int(self.settings.result_ttl * 1000),
+                rows,
+                b"".join([step[3] for step in steps]),
+            ],
+        )
+        return int(n)
+
+    async def drop_handoffs(self, queue: str, entry_ids: Sequence[str]) -> None:
+        """Forget hand-offs that were forwarded."""
+        if entry_ids:
+            await self.client.xdel(self.keys(queue).outbox, *entry_ids)
 
     # -- dead letters ----------------------------------------------------------
 

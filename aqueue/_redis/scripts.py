@@ -26,6 +26,7 @@ SCRIPT_NAMES = (
     "purge",
     "replay",
     "tick",
+    "forward",
 )
 
 

@@ -55,6 +55,11 @@ class QueueKeys:
         return f"{self.base}:dead"
 
     @property
+    def outbox(self) -> str:
+        """Stream of workflow hand-offs (next steps) written with this queue's outcomes."""
+        return f"{self.base}:outbox"
+
+    @property
     def workers(self) -> str:
         """Sorted set of consumer names by last heartbeat (ms)."""
         return f"{self.base}:workers"

@@ -27,20 +27,26 @@ import msgspec
 from .status import TaskStatus
 
 __all__ = [
+    "HANDOFF_ENQUEUE",
+    "HANDOFF_FAIL",
     "SIGNATURE_MARK",
     "WIRE_VERSION",
+    "ChainLink",
     "Codec",
     "Delivery",
     "Envelope",
     "ErrorInfo",
     "FinishItem",
+    "Handoff",
     "MessageError",
     "OutgoingMessage",
     "decode_envelope",
     "decode_error",
+    "decode_handoffs",
     "decode_progress",
     "encode_envelope",
     "encode_error",
+    "encode_handoffs",
     "encode_progress",
     "encode_value",
     "parse_push",
@@ -55,6 +61,16 @@ WIRE_VERSION = 1
 SIGNATURE_MARK = b"\xa7aqsig1"  # never the first byte of a msgpack array
 _SIGNATURE_LEN = 32
 _MARK_HEAD = SIGNATURE_MARK[:1]
+
+
+class ChainLink(msgspec.Struct, array_like=True, frozen=True):
+    """The next step of a chain, carried by the step before it (workflows)."""
+
+    queue: str
+    payload: bytes
+    """The next step's sealed message; its own ``then`` holds the steps after it."""
+    immutable: bool = False
+    """True: the step ignores its parent's value (``task.si``)."""
 
 
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
@@ -78,6 +94,8 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True)
     unique_key: str | None = None
     trace: dict[str, str] | None = None
     """Trace context (e.g. W3C ``traceparent``) carried from the producer."""
+    then: ChainLink | None = None
+    """Workflows: the chain step to enqueue when this task has finished."""
 
 
 class ErrorInfo(msgspec.Struct, array_like=True, frozen=True):
@@ -260,6 +278,8 @@ class FinishItem:
     reason: str = ""
     unique: bool = True
     """Whether the task may hold a unique key to release (False skips a lookup)."""
+    follow: bytes = b""
+    """Workflows: hand-off rows the finish script writes to the queue's outbox."""
 
     def row(self) -> tuple[str | int | TaskStatus, ...]:
         """The row finish.lua reads; the binary fields travel in the blob.
@@ -276,6 +296,7 @@ class FinishItem:
             len(self.payload),
             self.reason,
             1 if self.unique else 0,
+            len(self.follow),
         )
 
 
@@ -311,3 +332,23 @@ def encode_progress(value: Any, message: str) -> bytes:
 def decode_progress(raw: bytes) -> tuple[Any, str]:
     value, message = _any_decoder.decode(raw)
     return value, str(message)
+
+
+# -- workflow hand-offs ---------------------------------------------------------------
+
+#: What a finished workflow step hands on: ``(queue, task id, task name, body, kind)``
+#: per next step; kind ``HANDOFF_ENQUEUE`` (body: the step's message) or
+#: ``HANDOFF_FAIL`` (body: the error the step fails with, never having run).
+Handoff = tuple[str, str, str, bytes, int]
+HANDOFF_ENQUEUE = 0
+HANDOFF_FAIL = 1
+
+_handoffs_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, str, bytes, int]])
+
+
+def encode_handoffs(rows: list[Handoff]) -> bytes:
+    return _encoder.encode(rows)
+
+
+def decode_handoffs(data: bytes) -> list[Handoff]:
+    return _handoffs_decoder.decode(data)

@@ -40,6 +40,7 @@ from .maintenance import Maintenance
 from .monitor import describe_worker
 from .running import Inflight, Observer, Runner
 from .slots import Backoff, Capacity, Outage, WorkerStats
+from .workflow import Forwarder
 
 if TYPE_CHECKING:
     from ..app import App
@@ -143,6 +144,8 @@ class Worker:
             orphan_idle,
             self.burst,
         )
+        self._forwarder = Forwarder(self._broker, self.queues)
+        self._finisher.handed_off = self._forwarder.handed_off
         self._maintenance = Maintenance(
             self._broker,
             settings,
@@ -217,6 +220,7 @@ class Worker:
                 spawn(self._maintenance.heartbeat_loop(), "heartbeat")
                 spawn(self._maintenance.control_loop(), "control")
                 spawn(self._maintenance.reclaim_loop(), "reclaim")
+                spawn(self._forwarder.loop(), "forward")
                 for queue in self.queues:
                     spawn(self._fetcher.loop(queue), f"fetch:{queue}")
                     spawn(self._maintenance.promote_loop(queue), f"promote:{queue}")

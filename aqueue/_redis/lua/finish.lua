@@ -2,12 +2,13 @@
 -- A delivery that is no longer this consumer's (its lease lapsed and another
 -- worker reclaimed it, which re-marked the task record atomically with the
 -- claim) or no longer pending is fenced off: nothing is written.
--- KEYS: stream, delayed, delayed_payloads, dead
+-- KEYS: stream, delayed, delayed_payloads, dead, outbox
 -- ARGV: task_prefix, group, consumer, result_ttl_ms, done_channel, dead_maxlen,
 --   control_channel, rows, blob; a row per delivery:
 --   {entry_id, task_id, state, result length, error length, retry_delay_ms,
---    payload length, reason, unique (1: release the task's unique key)};
---   the blob holds result, error, payload of each
+--    payload length, reason, unique (1: release the task's unique key),
+--    follow length (workflows: hand-off rows for the outbox)};
+--   the blob holds result, error, payload, follow of each
 -- state is one of succeeded, failed, expired, aborted, retrying, dead.
 -- Returns the entry ids that were fenced off.
 local stream, delayed, payloads, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -23,6 +24,10 @@ for _, row in ipairs(rows) do
   result, pos = cut(blob, pos, row[4])
   err, pos = cut(blob, pos, row[5])
   payload, pos = cut(blob, pos, row[7])
+  -- workflows (issue 12) >>>
+  local follow
+  follow, pos = cut(blob, pos, row[10] or 0)
+  -- <<< workflows
   local retry_delay, reason, unique = row[6], row[8], row[9]
   local rec = prefix .. tid
   local owned = true
@@ -57,6 +62,10 @@ for _, row in ipairs(rows) do
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now)
       end
       redis.call('PEXPIRE', rec, ttl)
+      -- workflows (issue 12) >>> the next steps leave with this outcome, atomically:
+      -- a forwarder moves them to their queues (see forward.lua)
+      if follow ~= '' then redis.call('XADD', KEYS[5], '*', 'f', follow) end
+      -- <<< workflows
       if unique == 1 then
         release_unique(rec, tid)
       end

@@ -1,0 +1,136 @@
+"""Workflows on the worker: what a finished chain step hands on, and forwarding it.
+
+A chain step's message carries the next step (``Envelope.then``). When the
+step reaches a final state, :func:`follow_ups` describes what comes next — the
+next step's message with the step's value as its first argument, or, when the
+step ended without a value, a failure for every step after it — and the
+finish script writes that to the queue's *outbox* in the same call that
+records the outcome. Nothing is lost or doubled between "step done" and
+"next step enqueued": both happen in one script or neither does.
+
+The :class:`Forwarder` then moves hand-offs from the outbox to the queues they
+belong to (``forward.lua``, one slot each, so workflows may span queues on
+Redis Cluster) and drops them. A forwarder that stops in between leaves the
+hand-off in the outbox; any worker of that queue forwards it again later, and
+``forward.lua`` leaves alone a step forwarded before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from .._redis.broker import Broker
+from .._redis.connection import RETRYABLE
+from ..core.protocol import (
+    HANDOFF_ENQUEUE,
+    HANDOFF_FAIL,
+    ChainLink,
+    Codec,
+    Envelope,
+    ErrorInfo,
+    FinishItem,
+    Handoff,
+    decode_error,
+    decode_handoffs,
+    encode_error,
+    encode_handoffs,
+)
+from ..core.status import TaskStatus
+
+__all__ = ["Forwarder", "follow_ups"]
+
+logger = logging.getLogger("aqueue.worker")
+
+_raw_args = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_encode = msgspec.msgpack.Encoder().encode
+
+#: How often each queue's outbox is looked at for hand-offs left by a crash.
+RECOVERY_INTERVAL = 2.0
+_BATCH = 100
+
+
+def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -> bytes:
+    """The hand-off rows for the outbox once a chain step has this outcome (b"": none)."""
+    link = envelope.then
+    if link is None or not item.state.is_final:
+        return b""
+    if item.state is TaskStatus.SUCCEEDED:
+        return encode_handoffs([_next_step(link, item.result, codec, now)])
+    failure = decode_error(item.error)
+    error = encode_error(
+        ErrorInfo(
+            failure.type,
+            f"an earlier step of the chain (task {item.task_id}) ended {item.state.value}: "
+            f"{failure.message}",
+            failure.traceback,
+        )
+    )
+    rows: list[Handoff] = []
+    while link is not None:
+        step = codec.unpack(link.payload)
+        rows.append((link.queue, step.id, step.task, error, HANDOFF_FAIL))
+        link = step.then
+    return encode_handoffs(rows)
+
+
+def _next_step(link: ChainLink, value: bytes, codec: Codec, now: float) -> Handoff:
+    step = codec.unpack(link.payload)
+    changes: dict[str, object] = {"enqueued_at": now}
+    if not link.immutable:
+        # The parent's value (already msgpack) becomes the first argument as is.
+        args = [msgspec.Raw(value), *_raw_args.decode(step.args)]
+        changes["args"] = msgspec.Raw(_encode(args))
+    step = msgspec.structs.replace(step, **changes)
+    return (link.queue, step.id, step.task, codec.pack(step), HANDOFF_ENQUEUE)
+
+
+class Forwarder:
+    """Moves workflow hand-offs from this worker's queues' outboxes to their queues."""
+
+    def __init__(self, broker: Callable[[], Broker], queues: Sequence[str]) -> None:
+        self._broker = broker
+        self.queues = list(queues)
+        self._due: set[str] = set()
+        self._wanted = asyncio.Event()
+
+    def handed_off(self, queue: str) -> None:
+        """An outcome with hand-offs was recorded in ``queue``: forward them soon."""
+        self._due.add(queue)
+        self._wanted.set()
+
+    async def loop(self) -> None:
+        """Forward at once when told, and every few seconds whatever a crash left."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECOVERY_INTERVAL):
+                    await self._wanted.wait()
+            self._wanted.clear()
+            due, self._due = self._due, set()
+            for queue in due or self.queues:
+                try:
+                    await self.forward(queue)
+                except RETRYABLE as exc:
+                    # Left in the outbox: the next round forwards it.
+                    logger.warning("forwarding workflow steps of %s failed: %s", queue, exc)
+
+    async def forward(self, queue: str) -> int:
+        """Forward every hand-off in ``queue``'s outbox; returns how many steps."""
+        broker = self._broker()
+        forwarded = 0
+        while True:
+            entries = await broker.handoffs(queue, _BATCH)
+            if not entries:
+                return forwarded
+            by_queue: dict[str, list[Handoff]] = {}
+            for _entry_id, rows in entries:
+                for row in decode_handoffs(rows):
+                    by_queue.setdefault(row[0], []).append(row)
+            for target, steps in by_queue.items():
+                await broker.forward(target, steps)
+                forwarded += len(steps)
+            await broker.drop_handoffs(queue, [entry_id for entry_id, _ in entries])

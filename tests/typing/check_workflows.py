@@ -1,0 +1,56 @@
+"""Checked by ``mypy --strict`` (see tests/test_typing.py); never imported.
+
+Signatures are typed like ``enqueue``; a chain follows each step's value into
+the next step's parameter; a group's values keep the members' type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+import aqueue
+from aqueue import AsyncResult
+from aqueue.canvas import Chain, Signature, chain
+
+app = aqueue.App("redis://localhost:6379/0")
+
+
+@app.task
+async def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+async def half(x: float) -> float:
+    return x / 2
+
+
+@app.task
+def spell(n: int) -> str:
+    return "x" * n
+
+
+@app.task
+async def shout(word: str) -> str:
+    return word.upper()
+
+
+async def use() -> None:
+    assert_type(add.s(1, 2), Signature[int])
+    assert_type(add.si(1, 2), Signature[int])
+    assert_type(add.s(1, 2).options(queue="high"), Signature[int])
+    assert_type(add.options(queue="high").s(1, 2), Signature[int])
+    add.s("a", 2)  # type: ignore[arg-type]
+    add.s(1, 2, 3)  # type: ignore[call-arg]
+
+    # Each step's first parameter must accept the value before it (int -> float is fine).
+    assert_type(chain(add.s(1, 2), half), Chain[float])
+    assert_type(chain(add.s(1, 2), spell, shout), Chain[str])
+    assert_type(add.s(1, 2) | spell | shout, Chain[str])
+    assert_type(chain(add.s(1, 2), spell, add.si(3, 4)), Chain[int])
+    last = await chain(add.s(1, 2), spell, shout).enqueue()
+    assert_type(last, AsyncResult[str])
+    assert_type(await last, str)
+    assert_type(last.parent, AsyncResult[Any] | None)
+    chain(add.s(1, 2), shout)  # type: ignore[misc]
+    add.s(1, 2) | shout  # type: ignore[operator]
