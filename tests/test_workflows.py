@@ -1,4 +1,4 @@
-"""Chains against a real Redis and real workers."""
+"""Chains and groups against a real Redis and real workers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 import aqueue
-from aqueue import EnqueueError, TaskFailed, TaskStatus
-from aqueue.canvas import chain
+from aqueue import AsyncResult, EnqueueError, TaskFailed, TaskStatus
+from aqueue.canvas import GroupResult, chain, group
 from aqueue.core.protocol import HANDOFF_ENQUEUE, encode_handoffs
 
 from .conftest import running_worker, wait_until
@@ -121,3 +121,33 @@ async def test_outbox_left_by_a_crash_is_forwarded_by_any_worker(app: aqueue.App
         assert await app.result("later", "words").get(timeout=15) == "xx"
     assert await broker.client.xlen(broker.keys("numbers").outbox) == 0
     assert runs == {"spell": 1}
+
+
+async def test_group_of_ten_thousand_in_order(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    add, _spell, _length, _boom, _constant = make_tasks(app, runs)
+    n = 10_000
+    gr = await group(add.s(i, i) for i in range(n)).enqueue()
+    assert isinstance(gr, GroupResult) and len(gr) == n
+    async with running_worker(app, queues=["numbers"], concurrency=200):
+        assert await gr.get(timeout=120) == [2 * i for i in range(n)]
+        assert await gr.completed() == n
+        assert await gr.failed() == 0
+    assert runs["add"] == n
+
+
+async def test_group_failures_raise_or_are_collected(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    add, _spell, _length, boom, _constant = make_tasks(app, runs)
+    members = [add.s(1, 1), boom.s(7), add.s(2, 2)]
+    gr = await group(members).enqueue()
+    async with running_worker(app, queues=["numbers", "words"]):
+        with pytest.raises(TaskFailed, match="no 7"):
+            await gr.get(timeout=10)
+        values = await gr.get(timeout=10, return_exceptions=True)
+        assert values[0] == 2 and values[2] == 4
+        assert isinstance(values[1], TaskFailed) and values[1].exc_type == "ValueError"
+        assert await gr.completed() == 2 and await gr.failed() == 1 and await gr.ready()
+        seen = [r async for r in gr.as_completed()]
+        assert sorted(r.id for r in seen) == sorted(r.id for r in gr)
+        assert all(isinstance(r, AsyncResult) for r in seen)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, assert_type
 
 import aqueue
-from aqueue import AsyncResult
-from aqueue.canvas import Chain, Signature, chain
+from aqueue import AsyncResult, TaskFailed
+from aqueue.canvas import Chain, GroupResult, Signature, chain, group
 
 app = aqueue.App("redis://localhost:6379/0")
 
@@ -54,3 +54,12 @@ async def use() -> None:
     assert_type(last.parent, AsyncResult[Any] | None)
     chain(add.s(1, 2), shout)  # type: ignore[misc]
     add.s(1, 2) | shout  # type: ignore[operator]
+
+    gr = await group(add.s(i, i) for i in range(10)).enqueue()
+    assert_type(gr, GroupResult[int])
+    assert_type(await gr, list[int])
+    assert_type(await gr.get(timeout=5.0), list[int])
+    assert_type(await gr.get(return_exceptions=True), list[int | TaskFailed])
+    assert_type(await gr.completed(), int)
+    async for member in gr.as_completed():
+        assert_type(member, AsyncResult[int])
