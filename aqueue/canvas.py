@@ -2,9 +2,8 @@
 
 ``add.s(1, 2)`` is a :class:`Signature` (a call that has not been sent);
 ``chain(a.s(x), b, c)`` — or ``a.s(x) | b | c`` — runs the steps one after
-another, each step's value becoming the next step's first argument;
-``group(add.s(i, i) for i in range(n))`` runs calls side by side and gives a
-:class:`GroupResult`.
+another, each step's value becoming the next step's first argument. Groups
+and chords are in :mod:`aqueue.groups`.
 
 A chain is sent as its first step's message carrying the rest (each step's
 message carries the one after it); the worker that finishes a step hands the
@@ -14,23 +13,20 @@ next one on in the same script call that records the outcome (see
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 import msgspec
 
-from .core.errors import EnqueueError, TaskFailed
-from .core.protocol import ChainLink, OutgoingMessage
-from .core.status import TaskStatus
+from .core.errors import EnqueueError
+from .core.protocol import ChainLink, ChordMember, OutgoingMessage
 from .result import AsyncResult
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Chain", "Group", "GroupResult", "Signature", "StepTask", "ValueTask", "chain", "group"]
+__all__ = ["Chain", "Signature", "StepTask", "ValueTask", "as_steps", "chain"]
 
 R = TypeVar("R")
 R1 = TypeVar("R1")
@@ -60,6 +56,7 @@ class StepTask(Protocol):
         task_id: str | None = None,
         then: ChainLink | None = None,
         takes_parent: bool = False,
+        member: ChordMember | None = None,
     ) -> tuple[str, OutgoingMessage]: ...
 
 
@@ -105,7 +102,7 @@ class Signature(Generic[R_co]):
         return Signature(self.task, self.args, self.kwargs, opts, self.immutable)
 
     def __or__(self, other: ValueTask[R_co, R2] | Signature[R2]) -> Chain[R2]:
-        return Chain([*_steps(self), *_steps(other)])
+        return Chain([*as_steps(self), *as_steps(other)])
 
     async def enqueue(self) -> AsyncResult[R_co]:
         """Send the call; returns a handle to await."""
@@ -173,13 +170,11 @@ class Chain(Signature[R_co]):
         return result
 
 
-def _steps(step: Step) -> list[Signature[Any]]:
+def as_steps(step: Step) -> list[Signature[Any]]:
     if isinstance(step, Chain):
         return list(step.steps)
     if isinstance(step, Signature):
         return [step]
-    if isinstance(step, Group):
-        raise EnqueueError("a group inside a chain is not supported yet; enqueue it on its own")
     make = getattr(step, "s", None)
     if callable(make):
         # A task as a step: called with its parent's value alone.
@@ -228,143 +223,4 @@ def chain(*steps: Any) -> Chain[Any]:
     ``task.si(...)`` (ignores the parent's value) or a task itself (takes the
     parent's value alone). Past five steps the type checker sees ``Chain[Any]``.
     """
-    return Chain([signature for step in steps for signature in _steps(step)])
-
-
-class Group(Generic[R_co]):
-    """Calls run side by side: ``await group(...).enqueue()`` is a :class:`GroupResult`."""
-
-    __slots__ = ("signatures",)
-
-    def __init__(self, signatures: list[Signature[R_co]]) -> None:
-        for signature in signatures:
-            if not isinstance(signature, Signature) or isinstance(signature, Chain):
-                raise EnqueueError(
-                    f"a group's members must be task.s(...) or task.si(...), got {signature!r}"
-                )
-        self.signatures = signatures
-
-    def __len__(self) -> int:
-        return len(self.signatures)
-
-    def __repr__(self) -> str:
-        return f"<Group of {len(self.signatures)}>"
-
-    async def enqueue(self) -> GroupResult[R_co]:
-        """Send every member: one round trip per 1,000 messages of each queue.
-
-        Every member is checked and encoded before anything is sent, so a bad
-        argument raises here and nothing is enqueued.
-        """
-        by_queue: dict[str, list[OutgoingMessage]] = {}
-        order: list[tuple[str, int, StepTask]] = []
-        for signature in self.signatures:
-            task = signature.task
-            queue, message = task.build_message(signature.args, signature.kwargs, signature.opts)
-            batch = by_queue.setdefault(queue, [])
-            order.append((queue, len(batch), task))
-            batch.append(message)
-        if not order:
-            return GroupResult([])
-        client = order[0][2].client
-        broker = client.broker
-        ids = {queue: await broker.enqueue_many(queue, msgs) for queue, msgs in by_queue.items()}
-        return GroupResult(
-            [
-                AsyncResult(client, ids[queue][i], queue, task.result_decoder)
-                for queue, i, task in order
-            ]
-        )
-
-
-def group(signatures: Iterable[Signature[R]], /) -> Group[R]:
-    """Calls run side by side: ``group(add.s(i, i) for i in range(100))``."""
-    return Group(list(signatures))
-
-
-class GroupResult(Generic[R_co]):
-    """The members of a sent group, in order. ``await`` it for their values.
-
-    ``await gr`` raises the first failure (in group order);
-    ``await gr.get(return_exceptions=True)`` puts each failure, a
-    :class:`~aqueue.TaskFailed`, in its member's place instead.
-    """
-
-    __slots__ = ("results",)
-
-    def __init__(self, results: list[AsyncResult[R_co]]) -> None:
-        self.results = results
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self) -> Iterator[AsyncResult[R_co]]:
-        return iter(self.results)
-
-    def __repr__(self) -> str:
-        return f"<GroupResult of {len(self.results)}>"
-
-    def __await__(self) -> Generator[Any, None, list[R_co]]:
-        return self.get().__await__()
-
-    @overload
-    async def get(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109
-        *,
-        return_exceptions: Literal[False] = False,
-    ) -> list[R_co]: ...
-    @overload
-    async def get(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109
-        *,
-        return_exceptions: Literal[True],
-    ) -> list[R_co | TaskFailed]: ...
-    async def get(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109
-        *,
-        return_exceptions: bool = False,
-    ) -> list[R_co] | list[R_co | TaskFailed]:
-        """Every member's value in group order, waiting up to ``timeout`` in all."""
-        async with asyncio.timeout(timeout):
-            if not return_exceptions:
-                return list(await asyncio.gather(*(r.get() for r in self.results)))
-            values: list[Any] = await asyncio.gather(
-                *(r.get() for r in self.results), return_exceptions=True
-            )
-        for value in values:
-            if isinstance(value, BaseException) and not isinstance(value, TaskFailed):
-                raise value
-        return values
-
-    async def completed(self) -> int:
-        """How many members have succeeded so far."""
-        return sum(1 for status in await self._statuses() if status is TaskStatus.SUCCEEDED)
-
-    async def failed(self) -> int:
-        """How many members have ended without a value (failed, aborted, expired, dead)."""
-        return sum(
-            1
-            for status in await self._statuses()
-            if status.is_final and status is not TaskStatus.SUCCEEDED
-        )
-
-    async def ready(self) -> bool:
-        """True when every member has reached a final state."""
-        return all(status.is_final for status in await self._statuses())
-
-    async def _statuses(self) -> list[TaskStatus]:
-        return list(await asyncio.gather(*(r.status() for r in self.results)))
-
-    async def as_completed(self) -> AsyncIterator[AsyncResult[R_co]]:
-        """Each member's handle as it reaches a final state (awaiting it then won't wait)."""
-
-        async def settle(result: AsyncResult[R_co]) -> AsyncResult[R_co]:
-            with contextlib.suppress(TaskFailed):
-                await result
-            return result
-
-        for finished in asyncio.as_completed([settle(r) for r in self.results]):
-            yield await finished
+    return Chain([signature for step in steps for signature in as_steps(step)])

@@ -35,7 +35,14 @@ from .core.errors import (
     SerializationError,
     did_you_mean,
 )
-from .core.protocol import WIRE_VERSION, ChainLink, Envelope, OutgoingMessage, encode_envelope
+from .core.protocol import (
+    WIRE_VERSION,
+    ChainLink,
+    ChordMember,
+    Envelope,
+    OutgoingMessage,
+    encode_envelope,
+)
 from .result import AsyncResult
 from .sync import SyncResult, send
 
@@ -314,12 +321,14 @@ class Task(_Enqueuer[P, R]):
         task_id: str | None = None,
         then: ChainLink | None = None,
         takes_parent: bool = False,
+        member: ChordMember | None = None,
     ) -> tuple[str, OutgoingMessage]:
         """Check, encode and (optionally) sign one message. Hot path: keep it lean.
 
         Workflows: ``task_id`` fixes the id, ``then`` is the chain step that
         follows, ``takes_parent`` says the parent's value comes first (checked
-        against the signature with a stand-in, then added by the worker).
+        against the signature with a stand-in, then added by the worker),
+        ``member`` names the chord that counts this task.
         """
         plan = self._plan(opts)
         try:
@@ -366,6 +375,7 @@ class Task(_Enqueuer[P, R]):
                 unique_key,
                 plan.trace,
                 then,
+                member,
             )
         )
         codec = client.codec

@@ -32,6 +32,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "aqueue.sync",
             "aqueue.task",
             "aqueue.canvas",
+            "aqueue.groups",
             "aqueue.periodic",
             "aqueue.deadletter",
             "aqueue.discovery",

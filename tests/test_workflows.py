@@ -1,16 +1,21 @@
-"""Chains and groups against a real Redis and real workers."""
+"""Chains, groups and chords against a real Redis and real workers."""
 
 from __future__ import annotations
 
 import collections
+import re
+import threading
 from typing import Any
 
 import pytest
+import redis
 
 import aqueue
 from aqueue import AsyncResult, EnqueueError, TaskFailed, TaskStatus
-from aqueue.canvas import GroupResult, chain, group
-from aqueue.core.protocol import HANDOFF_ENQUEUE, encode_handoffs
+from aqueue.canvas import chain
+from aqueue.core.protocol import HANDOFF_CHORD, HANDOFF_ENQUEUE, encode_handoffs, encode_value
+from aqueue.groups import GroupResult, chord, group
+from aqueue.runtime.workflow import Forwarder
 
 from .conftest import running_worker, wait_until
 
@@ -100,8 +105,8 @@ async def test_a_hand_off_forwarded_twice_runs_the_step_once(app: aqueue.App) ->
     queue, message = spell.build_message((4,), {}, spell.options()._opts, task_id="step-2")
     broker = app.client.broker
     row = ("words", "step-2", spell.name, message.payload, HANDOFF_ENQUEUE)
-    assert await broker.forward(queue, [row]) == 1
-    assert await broker.forward(queue, [row]) == 0
+    assert await broker.forward(queue, [row]) == (1, [])
+    assert await broker.forward(queue, [row]) == (0, [])
     async with running_worker(app, queues=["words"]) as worker:
         assert await app.result("step-2", "words").get(timeout=10) == "xxxx"
         await wait_until(lambda: worker.stats.succeeded >= 1)
@@ -151,3 +156,159 @@ async def test_group_failures_raise_or_are_collected(app: aqueue.App) -> None:
         seen = [r async for r in gr.as_completed()]
         assert sorted(r.id for r in seen) == sorted(r.id for r in gr)
         assert all(isinstance(r, AsyncResult) for r in seen)
+
+
+def make_chord_tasks(app: aqueue.App, runs: collections.Counter[str]) -> tuple[Any, ...]:
+    @app.task(queue="numbers")
+    async def square(x: int) -> int:
+        runs["square"] += 1
+        if x < 0:
+            raise ValueError(f"negative {x}")
+        return x * x
+
+    @app.task(queue="words")
+    async def count_letters(word: str) -> int:
+        runs["count_letters"] += 1
+        return len(word)
+
+    @app.task(queue="totals")
+    async def total(values: list[int], offset: int = 0) -> int:
+        runs["total"] += 1
+        return sum(values) + offset
+
+    @app.task(queue="totals")
+    async def tally(values: list[Any]) -> list[str]:
+        runs["tally"] += 1
+        return [
+            f"{v.exc_type}: {v.message}" if isinstance(v, TaskFailed) else str(v) for v in values
+        ]
+
+    return square, count_letters, total, tally
+
+
+async def test_chord_across_three_queues_calls_back_once_with_values_in_order(
+    app: aqueue.App,
+) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    square, count_letters, total, _tally = make_chord_tasks(app, runs)
+    members = [square.s(i) if i % 2 else count_letters.s("x" * i) for i in range(20)]
+    c = chord(group(members), total.s(1000))
+    r = await c.enqueue()
+    assert r.queue == "totals" and c.members is not None and len(c.members) == 20
+    async with running_worker(app, queues=["numbers", "words", "totals"]):
+        expected = sum(i * i if i % 2 else i for i in range(20)) + 1000
+        assert await r.get(timeout=15) == expected
+        assert await c.members.get(timeout=5) == [i * i if i % 2 else i for i in range(20)]
+    assert runs["total"] == 1
+
+
+async def test_chord_with_a_failed_member_fails_listing_every_failure(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    square, _count_letters, total, _tally = make_chord_tasks(app, runs)
+    r = await chord(group(square.s(x) for x in (1, -2, 3, -4)), total).enqueue()
+    async with running_worker(app, queues=["numbers", "totals"]):
+        with pytest.raises(TaskFailed) as failed:
+            await r.get(timeout=15)
+    assert failed.value.exc_type == "ValueError"
+    assert "2 of 4 chord members failed" in failed.value.message
+    assert "#1" in failed.value.message and "negative -2" in failed.value.message
+    assert "#3" in failed.value.message and "negative -4" in failed.value.message
+    assert runs["total"] == 0 and runs["square"] == 4
+
+
+async def test_chord_allowing_failures_passes_them_in_place(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    square, _count_letters, _total, tally = make_chord_tasks(app, runs)
+    c = chord(group(square.s(x) for x in (1, -2, 3)), tally, allow_failures=True)
+    r = await c.enqueue()
+    async with running_worker(app, queues=["numbers", "totals"]):
+        assert await r.get(timeout=15) == ["1", "ValueError: negative -2", "9"]
+    assert runs["tally"] == 1
+
+
+async def test_chord_of_no_members_calls_back_at_once(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    _square, _count_letters, total, _tally = make_chord_tasks(app, runs)
+    r = await chord(group([]), total.s(7)).enqueue()
+    async with running_worker(app, queues=["totals"]):
+        assert await r.get(timeout=10) == 7
+
+
+async def test_a_chord_member_forwarded_twice_is_counted_once(app: aqueue.App) -> None:
+    """Two forwarders racing (or one repeating after a crash, before it dropped
+    the hand-offs): each member is counted once and the callback enqueued once."""
+    runs: collections.Counter[str] = collections.Counter()
+    square, _count_letters, total, _tally = make_chord_tasks(app, runs)
+    c = chord(group(square.s(x) for x in (2, 3)), total)
+    r = await c.enqueue()
+    assert c.id is not None
+    broker = app.client.broker
+    forwarder = Forwarder(lambda: broker, ["numbers"], app.client.codec)
+    first = ("totals", c.id, "0", b"s" + encode_value(4), HANDOFF_CHORD)
+    second = ("totals", c.id, "1", b"s" + encode_value(9), HANDOFF_CHORD)
+    assert await broker.forward("totals", [first]) == (0, [])
+    assert await broker.forward("totals", [first]) == (0, [])
+    assert await broker.forward("totals", [second, second]) == (0, [c.id])
+    assert await broker.forward("totals", [second]) == (0, [c.id])  # due, not yet fired
+    assert await forwarder.fire("totals", c.id) is True
+    assert await forwarder.fire("totals", c.id) is False
+    assert await broker.forward("totals", [first, second]) == (0, [])
+    async with running_worker(app, queues=["totals"]) as worker:
+        assert await r.get(timeout=10) == 13
+        await wait_until(lambda: worker.stats.succeeded >= 1)
+    assert runs == {"total": 1}
+
+
+async def test_every_script_of_a_workflow_across_queues_stays_in_one_slot(
+    app: aqueue.App, redis_url: str, prefix: str
+) -> None:
+    """Redis Cluster runs a script only when every key it touches is in one slot.
+    Watch every command the scripts of a chain and a chord spanning three queues
+    run (MONITOR), and check that each script touched keys of one hash tag only."""
+    runs: collections.Counter[str] = collections.Counter()
+    add, spell, length, _boom, _constant = make_tasks(app, runs)
+    square, count_letters, total, _tally = make_chord_tasks(app, runs)
+    commands: list[dict[str, Any]] = []
+    watching = threading.Event()
+    stop = threading.Event()
+    monitor_client = redis.Redis.from_url(redis_url)
+
+    def watch() -> None:
+        with monitor_client.monitor() as monitor:
+            watching.set()
+            for command in monitor.listen():
+                if stop.is_set():
+                    return
+                commands.append(command)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert watching.wait(10)
+    try:
+        async with running_worker(app, queues=["numbers", "words", "totals"]):
+            last = await chain(add.s(1, 2), spell, length).enqueue()
+            members = [square.s(3), count_letters.s("abcd")]
+            callback = await chord(group(members), total).enqueue()
+            assert await last.get(timeout=10) == 3
+            assert await callback.get(timeout=10) == 13
+    finally:
+        stop.set()
+        await app.client.broker.client.ping()  # wakes the monitor so it sees `stop`
+        watcher.join(10)
+        monitor_client.close()
+    tag = re.compile(re.escape(prefix) + r":\{([^}]*)\}")
+    scripts: list[set[str]] = []
+    current: set[str] | None = None
+    for command in commands:
+        if command.get("client_type") != "lua":
+            current = None  # a command from outside a script ends the script before it
+            continue
+        if current is None:
+            current = set()
+            scripts.append(current)
+        if not command["command"].upper().startswith("PUBLISH"):
+            current.update(tag.findall(command["command"]))
+    assert any(":chord:" in c["command"] for c in commands)  # the chord scripts were seen
+    assert any(":outbox" in c["command"] for c in commands)
+    assert len(scripts) > 5
+    assert [tags for tags in scripts if len(tags) > 1] == []

@@ -413,25 +413,68 @@ class Broker:
         entries: Any = await self.client.xrange(self.keys(queue).outbox, count=count)
         return [(_text(entry_id), fields[b"f"]) for entry_id, fields in entries]
 
-    async def forward(self, queue: str, steps: Sequence[Handoff]) -> int:
-        """Enqueue (or fail) workflow steps that belong to ``queue``; returns how many
-        were enqueued. Idempotent: a step forwarded before is left alone."""
+    async def forward(self, queue: str, handoffs: Sequence[Handoff]) -> tuple[int, list[str]]:
+        """Apply hand-offs that belong to ``queue``: enqueue or fail chain steps, count
+        chord members. Idempotent: a step or member forwarded before is left alone.
+
+        Returns (steps enqueued, ids of chords whose callback is now due).
+        """
         keys = self.keys(queue)
-        rows = _rows.encode(
-            [(task_id, name, len(body), kind) for _, task_id, name, body, kind in steps]
-        )
-        n = await self._script(
+        rows = _rows.encode([(key, name, len(body), kind) for _, key, name, body, kind in handoffs])
+        enqueued, complete = await self._script(
             "forward",
             (keys.stream,),
             [
                 keys.task_prefix,
                 keys.done_channel,
                 int(self.settings.result_ttl * 1000),
+                keys.chord_prefix,
                 rows,
-                b"".join([step[3] for step in steps]),
+                b"".join([handoff[3] for handoff in handoffs]),
             ],
         )
-        return int(n)
+        return int(enqueued), [_text(x) for x in complete]
+
+    async def create_chord(
+        self, queue: str, chord_id: str, size: int, allow_failures: bool, callback: OutgoingMessage
+    ) -> None:
+        """Record a chord before its members are sent: size, failure mode, callback."""
+        await self.client.hset(
+            self.keys(queue).chord(chord_id),
+            mapping={
+                "n": size,
+                "done": 0,
+                "allow": 1 if allow_failures else 0,
+                "cbid": callback.task_id,
+                "cbname": callback.task_name,
+                "cb": callback.payload,
+            },
+        )
+
+    async def chord_state(self, queue: str, chord_id: str) -> dict[bytes, bytes]:
+        """A chord's hash: ``n``, ``done``, ``allow``, ``cbid``, ``cbname``, ``cb``, ``m:<i>``."""
+        state: Any = await self.client.hgetall(self.keys(queue).chord(chord_id))
+        return dict(state)
+
+    async def fire_chord(
+        self, queue: str, chord_id: str, task_id: str, name: str, fail: bool, body: bytes
+    ) -> bool:
+        """Enqueue (or fail) a chord's callback unless done before; True if this call did."""
+        keys = self.keys(queue)
+        fired = await self._script(
+            "chord",
+            (keys.stream, keys.chord(chord_id)),
+            [
+                keys.task_prefix,
+                keys.done_channel,
+                int(self.settings.result_ttl * 1000),
+                task_id,
+                name,
+                1 if fail else 0,
+                body,
+            ],
+        )
+        return bool(fired)
 
     async def drop_handoffs(self, queue: str, entry_ids: Sequence[str]) -> None:
         """Forget hand-offs that were forwarded."""

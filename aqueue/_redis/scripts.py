@@ -27,6 +27,7 @@ SCRIPT_NAMES = (
     "replay",
     "tick",
     "forward",
+    "chord",
 )
 
 

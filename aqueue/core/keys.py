@@ -82,6 +82,15 @@ class QueueKeys:
         """Hash holding one task's state, attempt, result or error."""
         return f"{self.base}:task:{task_id}"
 
+    @property
+    def chord_prefix(self) -> str:
+        return f"{self.base}:chord:"
+
+    def chord(self, chord_id: str) -> str:
+        """Hash of one chord whose callback runs in this queue: size, count, the
+        members' outcomes (until the callback is enqueued), the callback's message."""
+        return f"{self.base}:chord:{chord_id}"
+
     def unique(self, unique_key: str) -> str:
         """String holding the id of the live task that owns ``unique_key``."""
         return f"{self.base}:unique:{unique_key}"

@@ -24,14 +24,18 @@ from typing import Any
 
 import msgspec
 
+from .errors import TaskAborted, TaskDead, TaskExpired, TaskFailed
 from .status import TaskStatus
 
 __all__ = [
+    "FAILED_MEMBER_EXT",
+    "HANDOFF_CHORD",
     "HANDOFF_ENQUEUE",
     "HANDOFF_FAIL",
     "SIGNATURE_MARK",
     "WIRE_VERSION",
     "ChainLink",
+    "ChordMember",
     "Codec",
     "Delivery",
     "Envelope",
@@ -47,8 +51,10 @@ __all__ = [
     "encode_envelope",
     "encode_error",
     "encode_handoffs",
+    "encode_member_failure",
     "encode_progress",
     "encode_value",
+    "ext_hook",
     "parse_push",
     "sign",
     "verify",
@@ -71,6 +77,15 @@ class ChainLink(msgspec.Struct, array_like=True, frozen=True):
     """The next step's sealed message; its own ``then`` holds the steps after it."""
     immutable: bool = False
     """True: the step ignores its parent's value (``task.si``)."""
+
+
+class ChordMember(msgspec.Struct, array_like=True, frozen=True):
+    """A group member whose outcome a chord counts (workflows)."""
+
+    queue: str
+    """The callback's queue: the chord's counter lives under its hash tag."""
+    chord: str
+    index: int
 
 
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
@@ -96,6 +111,8 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True)
     """Trace context (e.g. W3C ``traceparent``) carried from the producer."""
     then: ChainLink | None = None
     """Workflows: the chain step to enqueue when this task has finished."""
+    member: ChordMember | None = None
+    """Workflows: the chord that counts this task's outcome."""
 
 
 class ErrorInfo(msgspec.Struct, array_like=True, frozen=True):
@@ -342,6 +359,12 @@ def decode_progress(raw: bytes) -> tuple[Any, str]:
 Handoff = tuple[str, str, str, bytes, int]
 HANDOFF_ENQUEUE = 0
 HANDOFF_FAIL = 1
+#: A chord member's outcome: ``(callback queue, chord id, member index, outcome, 2)``,
+#: the outcome ``b"s"`` + value or ``b"f"`` + :func:`encode_member_failure`.
+HANDOFF_CHORD = 2
+
+#: msgpack extension code of a failed chord member passed to the callback.
+FAILED_MEMBER_EXT = 17
 
 _handoffs_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, str, bytes, int]])
 
@@ -352,3 +375,26 @@ def encode_handoffs(rows: list[Handoff]) -> bytes:
 
 def decode_handoffs(data: bytes) -> list[Handoff]:
     return _handoffs_decoder.decode(data)
+
+
+def encode_member_failure(task_id: str, state: str, error: bytes) -> bytes:
+    """A failed chord member, as the callback will receive it (see :func:`ext_hook`)."""
+    info = decode_error(error)
+    return _encoder.encode((task_id, state, info.type, info.message, info.traceback))
+
+
+def ext_hook(code: int, data: memoryview) -> Any:
+    """Decodes msgpack extensions in task arguments: a failed chord member is a
+    :class:`~aqueue.TaskFailed` (or the subclass of its state)."""
+    if code != FAILED_MEMBER_EXT:
+        return msgspec.msgpack.Ext(code, bytes(data))
+    task_id, state, exc_type, message, traceback = _any_decoder.decode(data)
+    failure = _MEMBER_FAILURES.get(state, TaskFailed)
+    return failure(task_id, exc_type, message, traceback)
+
+
+_MEMBER_FAILURES: dict[str, type[TaskFailed]] = {
+    TaskStatus.ABORTED.value: TaskAborted,
+    TaskStatus.EXPIRED.value: TaskExpired,
+    TaskStatus.DEAD.value: TaskDead,
+}

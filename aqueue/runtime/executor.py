@@ -36,6 +36,7 @@ from ..core.protocol import (
     encode_envelope,
     encode_error,
     encode_value,
+    ext_hook,
 )
 from ..core.status import TaskStatus
 from ..task import Task
@@ -45,7 +46,8 @@ __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 #: How a running task's ``ctx.progress(value, message)`` reaches Redis.
 ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
 
-_args_decoder = msgspec.msgpack.Decoder(list[Any])
+# ext_hook: a chord's callback gets failed members as TaskFailed (workflows).
+_args_decoder = msgspec.msgpack.Decoder(list[Any], ext_hook=ext_hook)
 _kwargs_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 _TRACEBACK_LIMIT = 16_000
 _EMPTY_MAP = b"\x80"

@@ -142,7 +142,8 @@ class Runner:
                 if reason is None:
                     raise
                 return
-        if job.envelope.then is not None:  # workflows: a chain step hands on the next
+        envelope = job.envelope
+        if envelope.then is not None or envelope.member is not None:  # workflows: hand on
             item.follow = follow_ups(job.envelope, item, self.executor.codec, time.time())
         self.finish(job.delivery.queue, item, running)
         self._ended()

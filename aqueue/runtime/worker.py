@@ -144,7 +144,7 @@ class Worker:
             orphan_idle,
             self.burst,
         )
-        self._forwarder = Forwarder(self._broker, self.queues)
+        self._forwarder = Forwarder(self._broker, self.queues, app.client.codec)
         self._finisher.handed_off = self._forwarder.handed_off
         self._maintenance = Maintenance(
             self._broker,

@@ -27,6 +27,8 @@ import msgspec
 from .._redis.broker import Broker
 from .._redis.connection import RETRYABLE
 from ..core.protocol import (
+    FAILED_MEMBER_EXT,
+    HANDOFF_CHORD,
     HANDOFF_ENQUEUE,
     HANDOFF_FAIL,
     ChainLink,
@@ -39,6 +41,7 @@ from ..core.protocol import (
     decode_handoffs,
     encode_error,
     encode_handoffs,
+    encode_member_failure,
 )
 from ..core.status import TaskStatus
 
@@ -55,12 +58,23 @@ _BATCH = 100
 
 
 def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -> bytes:
-    """The hand-off rows for the outbox once a chain step has this outcome (b"": none)."""
-    link = envelope.then
-    if link is None or not item.state.is_final:
+    """The hand-off rows for the outbox once a workflow step has this outcome (b"": none)."""
+    if not item.state.is_final:
         return b""
+    rows: list[Handoff] = []
+    member = envelope.member
+    if member is not None:
+        if item.state is TaskStatus.SUCCEEDED:
+            outcome = b"s" + item.result
+        else:
+            outcome = b"f" + encode_member_failure(item.task_id, item.state.value, item.error)
+        rows.append((member.queue, member.chord, str(member.index), outcome, HANDOFF_CHORD))
+    link = envelope.then
+    if link is None:
+        return encode_handoffs(rows) if rows else b""
     if item.state is TaskStatus.SUCCEEDED:
-        return encode_handoffs([_next_step(link, item.result, codec, now)])
+        rows.append(_next_step(link, item.result, codec, now))
+        return encode_handoffs(rows)
     failure = decode_error(item.error)
     error = encode_error(
         ErrorInfo(
@@ -70,7 +84,6 @@ def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -
             failure.traceback,
         )
     )
-    rows: list[Handoff] = []
     while link is not None:
         step = codec.unpack(link.payload)
         rows.append((link.queue, step.id, step.task, error, HANDOFF_FAIL))
@@ -92,9 +105,10 @@ def _next_step(link: ChainLink, value: bytes, codec: Codec, now: float) -> Hando
 class Forwarder:
     """Moves workflow hand-offs from this worker's queues' outboxes to their queues."""
 
-    def __init__(self, broker: Callable[[], Broker], queues: Sequence[str]) -> None:
+    def __init__(self, broker: Callable[[], Broker], queues: Sequence[str], codec: Codec) -> None:
         self._broker = broker
         self.queues = list(queues)
+        self.codec = codec
         self._due: set[str] = set()
         self._wanted = asyncio.Event()
 
@@ -130,7 +144,58 @@ class Forwarder:
             for _entry_id, rows in entries:
                 for row in decode_handoffs(rows):
                     by_queue.setdefault(row[0], []).append(row)
-            for target, steps in by_queue.items():
-                await broker.forward(target, steps)
-                forwarded += len(steps)
+            for target, handoffs in by_queue.items():
+                _enqueued, complete = await broker.forward(target, handoffs)
+                forwarded += len(handoffs)
+                for chord_id in complete:
+                    await self.fire(target, chord_id)
+            # Dropped only now: a forwarder that stops before this is repeated by
+            # the next one, and forward.lua / chord.lua ignore what was done.
             await broker.drop_handoffs(queue, [entry_id for entry_id, _ in entries])
+
+    async def fire(self, queue: str, chord_id: str) -> bool:
+        """Every member of the chord has ended: enqueue its callback (or fail it)."""
+        broker = self._broker()
+        state = await broker.chord_state(queue, chord_id)
+        if not state or b"fired" in state:
+            return False
+        size = int(state[b"n"])
+        outcomes = [state.get(b"m:%d" % i, b"") for i in range(size)]
+        task_id, name = state[b"cbid"].decode(), state[b"cbname"].decode()
+        failures = [(i, o[1:]) for i, o in enumerate(outcomes) if not o.startswith(b"s")]
+        if failures and state.get(b"allow") != b"1":
+            return await broker.fire_chord(
+                queue, chord_id, task_id, name, True, _chord_failure(failures, size)
+            )
+        values = [
+            msgspec.Raw(o[1:])
+            if o.startswith(b"s")
+            else msgspec.msgpack.Ext(FAILED_MEMBER_EXT, o[1:])
+            for o in outcomes
+        ]
+        callback = self.codec.unpack(state[b"cb"])
+        args = [values, *_raw_args.decode(callback.args)]
+        callback = msgspec.structs.replace(callback, args=msgspec.Raw(_encode(args)))
+        return await broker.fire_chord(
+            queue, chord_id, task_id, name, False, self.codec.pack(callback)
+        )
+
+
+def _chord_failure(failures: list[tuple[int, bytes]], size: int) -> bytes:
+    """The error of a chord whose members failed: every failure, in group order."""
+    described = []
+    first_type = "aqueue.TaskFailed"
+    for n, (index, data) in enumerate(failures):
+        try:
+            task_id, state, exc_type, message, _tb = msgspec.msgpack.decode(data)
+        except (msgspec.DecodeError, ValueError):
+            task_id, state, exc_type, message = "?", "failed", "Unknown", "no outcome recorded"
+        if n == 0:
+            first_type = exc_type
+        described.append(f"#{index} (task {task_id}, {state}) {exc_type}: {message}")
+    return encode_error(
+        ErrorInfo(
+            first_type,
+            f"{len(failures)} of {size} chord members failed: " + "; ".join(described),
+        )
+    )

@@ -10,7 +10,8 @@ from typing import Any, assert_type
 
 import aqueue
 from aqueue import AsyncResult, TaskFailed
-from aqueue.canvas import Chain, GroupResult, Signature, chain, group
+from aqueue.canvas import Chain, Signature, chain
+from aqueue.groups import Chord, GroupResult, chord, group
 
 app = aqueue.App("redis://localhost:6379/0")
 
@@ -33,6 +34,16 @@ def spell(n: int) -> str:
 @app.task
 async def shout(word: str) -> str:
     return word.upper()
+
+
+@app.task
+async def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@app.task
+async def joined(words: list[str], sep: str) -> str:
+    return sep.join(words)
 
 
 async def use() -> None:
@@ -63,3 +74,13 @@ async def use() -> None:
     assert_type(await gr.completed(), int)
     async for member in gr.as_completed():
         assert_type(member, AsyncResult[int])
+
+    # A chord's callback takes the list of the members' values.
+    assert_type(chord(group(add.s(i, i) for i in range(10)), total), Chord[int])
+    # Where the typing stops: a step (or callback) that takes its parent's value
+    # *and* arguments of its own. mypy can't split the first parameter off a
+    # task's ParamSpec, so it reports the value as missing; it runs as intended.
+    with_sep = joined.s(",")  # type: ignore[call-arg, arg-type]
+    assert_type(chord(group(spell.s(i) for i in range(3)), with_sep), Chord[str])
+    assert_type(await chord(group([add.s(1, 1)]), total).enqueue(), AsyncResult[int])
+    chord(group(spell.s(i) for i in range(3)), total)  # type: ignore[misc]

@@ -1,34 +1,52 @@
--- Workflows: enqueue (or fail) next steps handed over from a queue's outbox.
--- KEYS: stream (of the queue the steps belong to)
--- ARGV: task_prefix, done_channel, result_ttl_ms, rows, blob; a row per step:
---   {task_id, task_name, body length, kind (0: enqueue the body as the step's
---    message; 1: the step fails, never having run, with the body as its error)}
+-- Workflows: apply hand-offs from a queue's outbox to the queue they belong to.
+-- KEYS: stream (of the queue the steps and chords belong to)
+-- ARGV: task_prefix, done_channel, result_ttl_ms, chord_prefix, rows, blob; a row
+--   per hand-off: {id, name, body length, kind}; kind 0: enqueue task `id` with
+--   the body as its message; 1: task `id` fails, never having run, with the body
+--   as its error; 2: a member of chord `id` ended (name: its index, body: its
+--   outcome), counted once however often it is forwarded.
 -- A step whose record exists was forwarded before (by a forwarder that stopped
 -- before it dropped the hand-off, or by another worker at the same time): it is
 -- left alone, so a hand-off forwarded twice never runs a step twice.
--- Returns how many steps were enqueued.
+-- Returns {steps enqueued, ids of chords whose members have all ended and whose
+-- callback was not enqueued yet}.
 local stream = KEYS[1]
-local prefix, channel, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, channel, ttl, chords = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
-local rows, blob, pos = cmsgpack.unpack(ARGV[4]), ARGV[5], 1
-local done, enqueued = {}, 0
+local rows, blob, pos = cmsgpack.unpack(ARGV[5]), ARGV[6], 1
+local done, enqueued, complete, seen = {}, 0, {}, {}
 for _, row in ipairs(rows) do
-  local tid, name, kind = row[1], row[2], row[4]
+  local id, name, kind = row[1], row[2], row[4]
   local body
   body, pos = cut(blob, pos, row[3])
-  local rec = prefix .. tid
-  if redis.call('EXISTS', rec) == 0 then
-    if kind == 0 then
-      redis.call('XADD', stream, '*', 'id', tid, 'm', body)
-      redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
-      enqueued = enqueued + 1
-    else
-      redis.call('HSET', rec, 'state', 'failed', 'name', name, 'error', body, 'enq', now,
-        'finished', now)
-      redis.call('PEXPIRE', rec, ttl)
-      done[#done + 1] = push_frame(tid, 'failed', body)
+  if kind == 2 then
+    local chord = chords .. id
+    -- A chord that is gone (fired long ago, or never made) counts nothing.
+    if redis.call('EXISTS', chord) == 1 then
+      if redis.call('HSETNX', chord, 'm:' .. name, body) == 1 then
+        redis.call('HINCRBY', chord, 'done', 1)
+      end
+      local c = redis.call('HMGET', chord, 'n', 'done', 'fired')
+      if not c[3] and tonumber(c[2]) >= tonumber(c[1]) and not seen[id] then
+        seen[id] = true
+        complete[#complete + 1] = id
+      end
+    end
+  else
+    local rec = prefix .. id
+    if redis.call('EXISTS', rec) == 0 then
+      if kind == 0 then
+        redis.call('XADD', stream, '*', 'id', id, 'm', body)
+        redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+        enqueued = enqueued + 1
+      else
+        redis.call('HSET', rec, 'state', 'failed', 'name', name, 'error', body, 'enq', now,
+          'finished', now)
+        redis.call('PEXPIRE', rec, ttl)
+        done[#done + 1] = push_frame(id, 'failed', body)
+      end
     end
   end
 end
 if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
-return enqueued
+return {enqueued, complete}
