@@ -11,11 +11,15 @@
     result = await add.enqueue(1, 2)   # AsyncResult[int]
     assert await result == 3
 
+    # Workflows: aqueue.chain(add.s(1, 2), double), aqueue.group(...),
+    # aqueue.chord(aqueue.group(...), total); see docs/workflows.md.
+
 Run workers with ``aqueue worker module:app``.
 """
 
 from ._version import __version__
 from .app import App
+from .canvas import Chain, Signature, chain
 from .core.config import Settings
 from .core.context import Context
 from .core.errors import (
@@ -35,6 +39,7 @@ from .core.errors import (
 )
 from .core.records import TaskInfo
 from .core.status import TaskStatus
+from .groups import Chord, Group, GroupResult, chord, group
 from .result import AsyncResult
 from .runtime.worker import Worker
 from .sync import SyncResult
@@ -44,15 +49,20 @@ __all__ = [
     "App",
     "AqueueError",
     "AsyncResult",
+    "Chain",
+    "Chord",
     "ConfigError",
     "ConnectionFailed",
     "Context",
     "EnqueueError",
+    "Group",
+    "GroupResult",
     "PayloadTooLarge",
     "ResultTimeout",
     "Retry",
     "SerializationError",
     "Settings",
+    "Signature",
     "SyncResult",
     "Task",
     "TaskAborted",
@@ -64,4 +74,7 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "__version__",
+    "chain",
+    "chord",
+    "group",
 ]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from aqueue.canvas import chain
-from aqueue.groups import chord, group
+from aqueue import chain, chord, group
 
 from ..conftest import wait_until
 from .conftest import Counts, Workers, producer, report

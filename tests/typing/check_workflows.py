@@ -9,9 +9,17 @@ from __future__ import annotations
 from typing import Any, assert_type
 
 import aqueue
-from aqueue import AsyncResult, TaskFailed
-from aqueue.canvas import Chain, Signature, chain
-from aqueue.groups import Chord, GroupResult, chord, group
+from aqueue import (
+    AsyncResult,
+    Chain,
+    Chord,
+    GroupResult,
+    Signature,
+    TaskFailed,
+    chain,
+    chord,
+    group,
+)
 
 app = aqueue.App("redis://localhost:6379/0")
 
