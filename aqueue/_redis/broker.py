@@ -408,10 +408,11 @@ class Broker:
 
     # -- workflows (issue 12) ----------------------------------------------------
 
-    async def handoffs(self, queue: str, count: int) -> list[tuple[str, bytes]]:
-        """The oldest ``count`` workflow hand-offs in the queue's outbox: (entry id, rows)."""
+    async def handoffs(self, queue: str, count: int) -> list[tuple[str, list[bytes]]]:
+        """The oldest ``count`` entries of the queue's outbox: (entry id, encoded hand-off
+        rows of each outcome the finish call that wrote the entry recorded)."""
         entries: Any = await self.client.xrange(self.keys(queue).outbox, count=count)
-        return [(_text(entry_id), fields[b"f"]) for entry_id, fields in entries]
+        return [(_text(entry_id), list(fields.values())) for entry_id, fields in entries]
 
     async def forward(self, queue: str, handoffs: Sequence[Handoff]) -> tuple[int, list[str]]:
         """Apply hand-offs that belong to ``queue``: enqueue or fail chain steps, count

@@ -54,7 +54,8 @@ _encode = msgspec.msgpack.Encoder().encode
 
 #: How often each queue's outbox is looked at for hand-offs left by a crash.
 RECOVERY_INTERVAL = 2.0
-_BATCH = 100
+#: Outbox entries forwarded per round (each holds one finish call's hand-offs, up to 500).
+_BATCH = 10
 
 
 def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -> bytes:
@@ -141,9 +142,10 @@ class Forwarder:
             if not entries:
                 return forwarded
             by_queue: dict[str, list[Handoff]] = {}
-            for _entry_id, rows in entries:
-                for row in decode_handoffs(rows):
-                    by_queue.setdefault(row[0], []).append(row)
+            for _entry_id, blobs in entries:
+                for rows in blobs:
+                    for row in decode_handoffs(rows):
+                        by_queue.setdefault(row[0], []).append(row)
             for target, handoffs in by_queue.items():
                 _enqueued, complete = await broker.forward(target, handoffs)
                 forwarded += len(handoffs)

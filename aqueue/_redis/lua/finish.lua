@@ -18,6 +18,7 @@ local wake = false
 local now = now_ms()
 local rows, blob, pos = cmsgpack.unpack(ARGV[8]), ARGV[9], 1
 local fenced, done, acked = {}, {}, 0
+local handoffs = {}  -- workflows (issue 12)
 for _, row in ipairs(rows) do
   local entry, tid, state = row[1], row[2], row[3]
   local result, err, payload
@@ -62,9 +63,8 @@ for _, row in ipairs(rows) do
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now)
       end
       redis.call('PEXPIRE', rec, ttl)
-      -- workflows (issue 12) >>> the next steps leave with this outcome, atomically:
-      -- a forwarder moves them to their queues (see forward.lua)
-      if follow ~= '' then redis.call('XADD', KEYS[5], '*', 'f', follow) end
+      -- workflows (issue 12) >>> the next steps leave with this outcome, atomically
+      if follow ~= '' then handoffs[#handoffs + 1] = follow end
       -- <<< workflows
       if unique == 1 then
         release_unique(rec, tid)
@@ -77,6 +77,14 @@ for _, row in ipairs(rows) do
     end
   end
 end
+-- workflows (issue 12) >>> one outbox entry for the batch's hand-offs (a field
+-- each); a forwarder moves them to their queues (see forward.lua)
+if #handoffs > 0 then
+  local fields = {}
+  for i, h in ipairs(handoffs) do fields[2 * i - 1], fields[2 * i] = i, h end
+  redis.call('XADD', KEYS[5], '*', unpack(fields))
+end
+-- <<< workflows
 if acked > 0 then trim_acked(stream, group) end
 -- A leading NUL marks the framed format (other scripts publish plain ids).
 if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end

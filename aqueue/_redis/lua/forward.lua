@@ -14,23 +14,23 @@ local stream = KEYS[1]
 local prefix, channel, ttl, chords = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
 local rows, blob, pos = cmsgpack.unpack(ARGV[5]), ARGV[6], 1
-local done, enqueued, complete, seen = {}, 0, {}, {}
+local done, enqueued, complete = {}, 0, {}
+-- Per chord in this call: whether it exists and how many members are new, so
+-- the counter is bumped once per chord per call, not once per member.
+local chord_order, chord_new = {}, {}
 for _, row in ipairs(rows) do
   local id, name, kind = row[1], row[2], row[4]
   local body
   body, pos = cut(blob, pos, row[3])
   if kind == 2 then
     local chord = chords .. id
-    -- A chord that is gone (fired long ago, or never made) counts nothing.
-    if redis.call('EXISTS', chord) == 1 then
-      if redis.call('HSETNX', chord, 'm:' .. name, body) == 1 then
-        redis.call('HINCRBY', chord, 'done', 1)
-      end
-      local c = redis.call('HMGET', chord, 'n', 'done', 'fired')
-      if not c[3] and tonumber(c[2]) >= tonumber(c[1]) and not seen[id] then
-        seen[id] = true
-        complete[#complete + 1] = id
-      end
+    if chord_new[id] == nil then
+      -- A chord that is gone (fired long ago, or never made) counts nothing.
+      chord_new[id] = redis.call('EXISTS', chord) == 1 and 0 or false
+      chord_order[#chord_order + 1] = id
+    end
+    if chord_new[id] and redis.call('HSETNX', chord, 'm:' .. name, body) == 1 then
+      chord_new[id] = chord_new[id] + 1
     end
   else
     local rec = prefix .. id
@@ -46,6 +46,15 @@ for _, row in ipairs(rows) do
         done[#done + 1] = push_frame(id, 'failed', body)
       end
     end
+  end
+end
+for _, id in ipairs(chord_order) do
+  local new = chord_new[id]
+  if new then
+    local chord = chords .. id
+    if new > 0 then redis.call('HINCRBY', chord, 'done', new) end
+    local c = redis.call('HMGET', chord, 'n', 'done', 'fired')
+    if not c[3] and tonumber(c[2]) >= tonumber(c[1]) then complete[#complete + 1] = id end
   end
 end
 if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
