@@ -293,7 +293,7 @@ class Broker:
         dead_after_ms = min(int(s.dead_worker_after * 1000), visibility_ms)
         flat = await self._script(
             "reclaim",
-            (keys.stream, keys.workers, keys.dead),
+            (keys.stream, keys.workers, keys.dead, keys.outbox),
             [
                 CONSUMER_GROUP,
                 consumer,
@@ -408,11 +408,12 @@ class Broker:
 
     # -- workflows (issue 12) ----------------------------------------------------
 
-    async def handoffs(self, queue: str, count: int) -> list[tuple[str, list[bytes]]]:
-        """The oldest ``count`` entries of the queue's outbox: (entry id, encoded hand-off
-        rows of each outcome the finish call that wrote the entry recorded)."""
+    async def handoffs(self, queue: str, count: int) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The oldest ``count`` entries of the queue's outbox: (entry id, fields). A
+        finish call writes a field of encoded hand-off rows per outcome; the reclaimer
+        writes ``dead`` (the message it dead-lettered) and ``deliveries``."""
         entries: Any = await self.client.xrange(self.keys(queue).outbox, count=count)
-        return [(_text(entry_id), list(fields.values())) for entry_id, fields in entries]
+        return [(_text(entry_id), dict(fields)) for entry_id, fields in entries]
 
     async def forward(self, queue: str, handoffs: Sequence[Handoff]) -> tuple[int, list[str]]:
         """Apply hand-offs that belong to ``queue``: enqueue or fail chain steps, count

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -37,6 +38,7 @@ from ..core.protocol import (
     ErrorInfo,
     FinishItem,
     Handoff,
+    MessageError,
     decode_error,
     decode_handoffs,
     encode_error,
@@ -142,10 +144,15 @@ class Forwarder:
             if not entries:
                 return forwarded
             by_queue: dict[str, list[Handoff]] = {}
-            for _entry_id, blobs in entries:
-                for rows in blobs:
-                    for row in decode_handoffs(rows):
-                        by_queue.setdefault(row[0], []).append(row)
+            for _entry_id, fields in entries:
+                if b"dead" in fields:
+                    rows = [self._dead_letter_handoff(fields[b"dead"], fields.get(b"deliveries"))]
+                else:
+                    rows = list(fields.values())
+                for encoded in rows:
+                    if encoded:
+                        for row in decode_handoffs(encoded):
+                            by_queue.setdefault(row[0], []).append(row)
             for target, handoffs in by_queue.items():
                 _enqueued, complete = await broker.forward(target, handoffs)
                 forwarded += len(handoffs)
@@ -154,6 +161,23 @@ class Forwarder:
             # Dropped only now: a forwarder that stops before this is repeated by
             # the next one, and forward.lua / chord.lua ignore what was done.
             await broker.drop_handoffs(queue, [entry_id for entry_id, _ in entries])
+
+    def _dead_letter_handoff(self, payload: bytes, deliveries: bytes | None) -> bytes:
+        """The hand-off of a step the reclaimer dead-lettered (b"": not a workflow step)."""
+        try:
+            envelope = self.codec.unpack(payload)
+        except MessageError:
+            return b""  # garbage never belonged to a workflow
+        if envelope.then is None and envelope.member is None:
+            return b""
+        times = deliveries.decode() if deliveries else "too many"
+        error = ErrorInfo(
+            "DeadLetter",
+            f"moved to the dead-letter stream: delivered {times} times without finishing "
+            "(worker crashed or hung each time)",
+        )
+        item = FinishItem("", envelope.id, TaskStatus.DEAD, error=encode_error(error))
+        return follow_ups(envelope, item, self.codec, time.time())
 
     async def fire(self, queue: str, chord_id: str) -> bool:
         """Every member of the chord has ended: enqueue its callback (or fail it)."""
