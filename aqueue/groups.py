@@ -162,6 +162,11 @@ class GroupResult(Generic[R_co]):
         """True when every member has reached a final state."""
         return all(status.is_final for status in await self._statuses())
 
+    async def abort(self) -> int:
+        """Abort every member not finished yet; returns how many were stopped."""
+        stopped = await asyncio.gather(*(r.abort() for r in self.results))
+        return sum(1 for was_stopped in stopped if was_stopped)
+
     async def _statuses(self) -> list[TaskStatus]:
         return list(await asyncio.gather(*(r.status() for r in self.results)))
 

@@ -99,6 +99,25 @@ class AsyncResult(Generic[R]):
         queue = await self._resolve_queue()
         return await self._client.abort(queue, self.id)
 
+    async def abort_chain(self) -> int:
+        """Abort this chain step and every step before it (``.parent``) not finished.
+
+        Steps not enqueued yet are marked aborted and never run; returns how many
+        steps were stopped. Call it on the handle ``chain.enqueue()`` returned.
+        """
+        steps: list[AsyncResult[Any]] = []
+        step: AsyncResult[Any] | None = self
+        while step is not None:
+            steps.append(step)
+            step = step.parent
+        stopped = 0
+        # Last to first: a step that finishes meanwhile finds its successor aborted.
+        for step in steps:
+            queue = await step._resolve_queue()
+            if await self._client.abort_step(queue, step.id):
+                stopped += 1
+        return stopped
+
     async def _resolve_queue(self) -> str:
         if self.queue is None:
             self.queue = await self._client.find_queue(self.id, self._search)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import re
 import threading
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 import aqueue
-from aqueue import AsyncResult, EnqueueError, TaskFailed, TaskStatus
+from aqueue import AsyncResult, EnqueueError, TaskAborted, TaskFailed, TaskStatus
 from aqueue.canvas import chain
 from aqueue.core.protocol import HANDOFF_CHORD, HANDOFF_ENQUEUE, encode_handoffs, encode_value
 from aqueue.groups import GroupResult, chord, group
@@ -312,3 +313,63 @@ async def test_every_script_of_a_workflow_across_queues_stays_in_one_slot(
     assert any(":outbox" in c["command"] for c in commands)
     assert len(scripts) > 5
     assert [tags for tags in scripts if len(tags) > 1] == []
+
+
+async def test_aborting_a_running_chain_aborts_every_step_not_finished(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    started = asyncio.Event()
+    never = asyncio.Event()
+
+    @app.task(queue="numbers")
+    async def first(x: int) -> int:
+        runs["first"] += 1
+        return x
+
+    @app.task(queue="numbers")
+    async def blocked(x: int) -> int:
+        runs["blocked"] += 1
+        started.set()
+        await never.wait()
+        return x
+
+    @app.task(queue="words")
+    async def later(x: int) -> int:
+        runs["later"] += 1
+        return x
+
+    async with running_worker(app, queues=["numbers", "words"]) as worker:
+        last = await chain(first.s(1), blocked, later, later).enqueue()
+        await asyncio.wait_for(started.wait(), 10)
+        assert await last.abort_chain() == 3  # the running step and the two not yet sent
+        with pytest.raises(TaskAborted):
+            await last.get(timeout=10)
+        statuses = []
+        step: AsyncResult[Any] | None = last
+        while step is not None:
+            statuses.append(await step.status())
+            step = step.parent
+        assert statuses == [TaskStatus.ABORTED] * 3 + [TaskStatus.SUCCEEDED]
+        # The aborted step's own hand-off has been forwarded, and changed nothing.
+        broker = app.client.broker
+        outbox = broker.keys("numbers").outbox
+
+        async def forwarded() -> bool:
+            return worker.stats.aborted >= 1 and await broker.client.xlen(outbox) == 0
+
+        await wait_until(forwarded)
+    assert runs == {"first": 1, "blocked": 1}
+
+
+async def test_aborting_a_group_aborts_every_member_not_finished(app: aqueue.App) -> None:
+    never = asyncio.Event()
+
+    @app.task(queue="numbers")
+    async def wait_forever(i: int) -> int:
+        await never.wait()
+        return i
+
+    gr = await group(wait_forever.s(i) for i in range(5)).enqueue()
+    assert await gr.abort() == 5
+    values = await gr.get(timeout=10, return_exceptions=True)  # final: no worker needed
+    assert all(isinstance(v, TaskAborted) for v in values)
+    assert await gr.failed() == 5

@@ -22,7 +22,14 @@ from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConnectionFailed
 from ..core.keys import CONSUMER_GROUP, QueueKeys
-from ..core.protocol import Delivery, FinishItem, Handoff, OutgoingMessage, encode_progress
+from ..core.protocol import (
+    HANDOFF_ABORT,
+    Delivery,
+    FinishItem,
+    Handoff,
+    OutgoingMessage,
+    encode_progress,
+)
 from .connection import REDIS_ERRORS, DirectLine
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, script_source
@@ -423,7 +430,7 @@ class Broker:
         """
         keys = self.keys(queue)
         rows = _rows.encode([(key, name, len(body), kind) for _, key, name, body, kind in handoffs])
-        enqueued, complete = await self._script(
+        enqueued, complete, _settled = await self._script(
             "forward",
             (keys.stream,),
             [
@@ -436,6 +443,25 @@ class Broker:
             ],
         )
         return int(enqueued), [_text(x) for x in complete]
+
+    async def abort_unsent(self, queue: str, task_id: str, error: bytes) -> bool:
+        """Abort a workflow step that was not enqueued yet: its record says aborted, so
+        it is never enqueued. False when it has a record (it was enqueued meanwhile)."""
+        keys = self.keys(queue)
+        rows = _rows.encode([(task_id, "", len(error), HANDOFF_ABORT)])
+        _enqueued, _complete, settled = await self._script(
+            "forward",
+            (keys.stream,),
+            [
+                keys.task_prefix,
+                keys.done_channel,
+                int(self.settings.result_ttl * 1000),
+                keys.chord_prefix,
+                rows,
+                error,
+            ],
+        )
+        return int(settled) == 1
 
     async def create_chord(
         self, queue: str, chord_id: str, size: int, allow_failures: bool, callback: OutgoingMessage

@@ -29,6 +29,7 @@ from .status import TaskStatus
 
 __all__ = [
     "FAILED_MEMBER_EXT",
+    "HANDOFF_ABORT",
     "HANDOFF_CHORD",
     "HANDOFF_ENQUEUE",
     "HANDOFF_FAIL",
@@ -362,6 +363,10 @@ HANDOFF_FAIL = 1
 #: A chord member's outcome: ``(callback queue, chord id, member index, outcome, 2)``,
 #: the outcome ``b"s"`` + value or ``b"f"`` + :func:`encode_member_failure`.
 HANDOFF_CHORD = 2
+
+#: A chain step aborted before it was enqueued: ``(queue, task id, "", error, 3)``;
+#: its record says aborted, so forwarding it later leaves it alone.
+HANDOFF_ABORT = 3
 
 #: msgpack extension code of a failed chord member passed to the callback.
 FAILED_MEMBER_EXT = 17

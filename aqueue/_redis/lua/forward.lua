@@ -4,17 +4,18 @@
 --   per hand-off: {id, name, body length, kind}; kind 0: enqueue task `id` with
 --   the body as its message; 1: task `id` fails, never having run, with the body
 --   as its error; 2: a member of chord `id` ended (name: its index, body: its
---   outcome), counted once however often it is forwarded.
+--   outcome), counted once however often it is forwarded; 3: task `id` is
+--   aborted before it was enqueued, with the body as its error.
 -- A step whose record exists was forwarded before (by a forwarder that stopped
 -- before it dropped the hand-off, or by another worker at the same time): it is
 -- left alone, so a hand-off forwarded twice never runs a step twice.
 -- Returns {steps enqueued, ids of chords whose members have all ended and whose
--- callback was not enqueued yet}.
+-- callback was not enqueued yet, steps failed or aborted here}.
 local stream = KEYS[1]
 local prefix, channel, ttl, chords = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
 local rows, blob, pos = cmsgpack.unpack(ARGV[5]), ARGV[6], 1
-local done, enqueued, complete = {}, 0, {}
+local done, enqueued, complete, settled = {}, 0, {}, 0
 -- Per chord in this call: whether it exists and how many members are new, so
 -- the counter is bumped once per chord per call, not once per member.
 local chord_order, chord_new = {}, {}
@@ -40,10 +41,12 @@ for _, row in ipairs(rows) do
         redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
         enqueued = enqueued + 1
       else
-        redis.call('HSET', rec, 'state', 'failed', 'name', name, 'error', body, 'enq', now,
+        local state = kind == 3 and 'aborted' or 'failed'
+        redis.call('HSET', rec, 'state', state, 'name', name, 'error', body, 'enq', now,
           'finished', now)
         redis.call('PEXPIRE', rec, ttl)
-        done[#done + 1] = push_frame(id, 'failed', body)
+        done[#done + 1] = push_frame(id, state, body)
+        settled = settled + 1
       end
     end
   end
@@ -58,4 +61,4 @@ for _, id in ipairs(chord_order) do
   end
 end
 if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
-return {enqueued, complete}
+return {enqueued, complete, settled}
