@@ -17,6 +17,7 @@ import functools
 import hashlib
 import inspect
 import os
+import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -246,6 +247,9 @@ class Task(_Enqueuer[P, R]):
         self.config = config
         self.spec = ArgSpec(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
+        #: An ``async def`` that yields: its chunks stream to readers, its value is
+        #: the list of them.
+        self.is_stream = inspect.isasyncgenfunction(fn)
         self._task = self
         self._opts = EnqueueOptions()
         self._result_decoder: msgspec.msgpack.Decoder[Any] | None = None
@@ -277,6 +281,9 @@ class Task(_Enqueuer[P, R]):
             rtype = self.spec.return_type()
             if rtype is type(None):
                 rtype = Any
+            if self.is_stream:  # AsyncIterator[T] -> list[T]
+                item = (typing.get_args(rtype) or (Any,))[0]
+                rtype = list[item]  # type: ignore[valid-type]
             self._result_decoder = msgspec.msgpack.Decoder(rtype)
         return self._result_decoder
 

@@ -14,7 +14,8 @@ import redis
 import aqueue
 from aqueue import AsyncResult, EnqueueError, TaskAborted, TaskFailed, TaskStatus
 from aqueue.canvas import chain
-from aqueue.core.protocol import HANDOFF_CHORD, HANDOFF_ENQUEUE, encode_handoffs, encode_value
+from aqueue.core.handoffs import HANDOFF_CHORD, HANDOFF_ENQUEUE, encode_handoffs
+from aqueue.core.protocol import encode_value
 from aqueue.groups import GroupResult, chord, group
 from aqueue.runtime.workflow import Forwarder
 

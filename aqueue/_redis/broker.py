@@ -21,15 +21,9 @@ from redis.commands.core import AsyncScript
 from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConnectionFailed
+from ..core.handoffs import HANDOFF_ABORT, Handoff
 from ..core.keys import CONSUMER_GROUP, QueueKeys
-from ..core.protocol import (
-    HANDOFF_ABORT,
-    Delivery,
-    FinishItem,
-    Handoff,
-    OutgoingMessage,
-    encode_progress,
-)
+from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
 from .connection import REDIS_ERRORS, DirectLine
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, script_source
@@ -39,6 +33,9 @@ __all__ = ["ENQUEUE_CHUNK", "Broker"]
 
 #: Largest number of messages sent in one enqueue script call.
 ENQUEUE_CHUNK = 1000
+
+#: About how many chunks a streaming task's chunk stream keeps (oldest dropped).
+CHUNK_MAXLEN = 100_000
 
 #: Encodes the row arrays of batched script calls (read by cmsgpack in Lua).
 _rows = msgspec.msgpack.Encoder()
@@ -508,6 +505,36 @@ class Broker:
         """Forget hand-offs that were forwarded."""
         if entry_ids:
             await self.client.xdel(self.keys(queue).outbox, *entry_ids)
+
+    # -- streaming tasks (issue 12) ----------------------------------------------
+
+    async def append_chunk(
+        self, queue: str, task_id: str, attempt: int, index: int, chunk: bytes
+    ) -> None:
+        """Add chunk number ``index`` (from 1) of a streaming task's run ``attempt``."""
+        key = self.keys(queue).chunks(task_id)
+        ttl_ms = int(self.settings.result_ttl * 1000)
+        await self._script("chunk", (key,), [f"{attempt}-{index}", chunk, CHUNK_MAXLEN, ttl_ms])
+
+    async def read_chunks(
+        self, queue: str, task_id: str, after: str, block_ms: int | None
+    ) -> list[tuple[str, bytes]]:
+        """Chunks after entry id ``after``, waiting up to ``block_ms`` (None: not at all)."""
+        key = self.keys(queue).chunks(task_id)
+        reply: Any = await self.client.xread({key: after}, count=1000, block=block_ms)
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3: {key: [entries]} (or {key: entries})
+            value = next(iter(reply.values()))
+            entries = value[0] if value and isinstance(value[0], list) else value
+        else:
+            entries = reply[0][1]
+        return [(_text(entry_id), fields[b"c"]) for entry_id, fields in entries]
+
+    async def last_chunk_id(self, queue: str, task_id: str) -> str:
+        """The id of the newest chunk ("0-0" when there is none)."""
+        last: Any = await self.client.xrevrange(self.keys(queue).chunks(task_id), count=1)
+        return _text(last[0][0]) if last else "0-0"
 
     # -- dead letters ----------------------------------------------------------
 

@@ -28,6 +28,7 @@ SCRIPT_NAMES = (
     "tick",
     "forward",
     "chord",
+    "chunk",
 )
 
 

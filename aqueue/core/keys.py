@@ -82,6 +82,10 @@ class QueueKeys:
         """Hash holding one task's state, attempt, result or error."""
         return f"{self.base}:task:{task_id}"
 
+    def chunks(self, task_id: str) -> str:
+        """Capped stream of a streaming task's chunks; entry ids are ``<attempt>-<n>``."""
+        return f"{self.base}:chunks:{task_id}"
+
     @property
     def chord_prefix(self) -> str:
         return f"{self.base}:chord:"

@@ -127,6 +127,7 @@ class Worker:
             self._store_progress,
         )
         self._executor.report = self._runner.report_progress
+        self._executor.emit = self._emit_chunk
         orphan_idle = min(
             max(3 * settings.heartbeat_interval, 3.0), settings.visibility_timeout / 2
         )
@@ -189,6 +190,11 @@ class Worker:
 
     def _backoff(self, doing: str) -> Backoff:
         return Backoff(doing, self._outage)
+
+    async def _emit_chunk(
+        self, queue: str, task_id: str, attempt: int, index: int, chunk: bytes
+    ) -> None:
+        await self._broker().append_chunk(queue, task_id, attempt, index, chunk)
 
     async def _store_progress(self, queue: str, task_id: str, value: Any, message: str) -> None:
         await self._broker().set_progress(queue, task_id, value, message)

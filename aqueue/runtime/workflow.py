@@ -27,23 +27,25 @@ import msgspec
 
 from .._redis.broker import Broker
 from .._redis.connection import RETRYABLE
-from ..core.protocol import (
+from ..core.handoffs import (
     FAILED_MEMBER_EXT,
     HANDOFF_CHORD,
     HANDOFF_ENQUEUE,
     HANDOFF_FAIL,
+    Handoff,
+    decode_handoffs,
+    encode_handoffs,
+    encode_member_failure,
+)
+from ..core.protocol import (
     ChainLink,
     Codec,
     Envelope,
     ErrorInfo,
     FinishItem,
-    Handoff,
     MessageError,
     decode_error,
-    decode_handoffs,
     encode_error,
-    encode_handoffs,
-    encode_member_failure,
 )
 from ..core.status import TaskStatus
 
