@@ -13,7 +13,10 @@ Starts a private redis-server on a free port and measures, in one process:
   (concurrency 200): wall time until the worker has run every member (group)
   or the callback's value is in (chord), and Redis commands per member (INFO
   commandstats, the commands scripts run included): the difference is what
-  the chord's bookkeeping costs per member.
+  the chord's bookkeeping costs per member;
+* chunk latency: a streaming task yields ``--chunks`` timestamps, 2 ms apart,
+  to a reader in the same process (worker in-process too): p50 / p99 ms from
+  ``yield`` to the reader's loop body.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis
@@ -116,11 +120,40 @@ async def drained(url: str, m: int) -> dict[str, dict[str, float]]:
     return out
 
 
+async def chunk_latency(url: str, chunks: int) -> dict[str, float]:
+    """Milliseconds from a streaming task's ``yield`` to the reader's loop body."""
+    app = aqueue.App(url, prefix="wfstream")
+
+    @app.task
+    async def ticks(n: int) -> AsyncIterator[float]:
+        for _ in range(n):
+            await asyncio.sleep(0.002)  # a producer slower than Redis: readers wait
+            yield time.time()
+
+    latencies: list[float] = []
+    async with app:
+        worker = aqueue.Worker(app, concurrency=10, beat=False)
+        running = asyncio.create_task(worker.run())
+        r = await ticks.enqueue(chunks)
+        async for sent in r.stream():
+            latencies.append((time.time() - sent) * 1000)
+        worker.stop()
+        await asyncio.wait_for(running, 60)
+        await app.client.broker.delete_every_key()
+    latencies.sort()
+    return {
+        "chunks": chunks,
+        "p50_ms": round(statistics.median(latencies), 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 3),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=100_000, help="members enqueued for fan-out")
     parser.add_argument("-m", type=int, default=20_000, help="members drained by a worker")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunks", type=int, default=2000, help="chunks for the latency run")
     args = parser.parse_args()
     binary = shutil.which("redis-server")
     if binary is None:
@@ -156,6 +189,7 @@ def main() -> int:
                 "fan_out_tasks_per_s": runner(fan_out(url, args.n, args.repeat)),
                 "m": args.m,
                 "drained": runner(drained(url, args.m)),
+                "chunk_latency": runner(chunk_latency(url, args.chunks)),
             }
             print(json.dumps(figures, indent=2))
         finally:
