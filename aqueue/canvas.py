@@ -142,6 +142,13 @@ class Chain(Signature[R_co]):
         queues = [""] * len(steps)
         for i in range(len(steps) - 1, -1, -1):
             step = steps[i]
+            if i > 0 and step.opts.task_id is not None:
+                # A later step is enqueued only if its id has no record yet: an old
+                # record under a chosen id would silently stand in for the step.
+                raise EnqueueError(
+                    f"step {i + 1} of the chain ({step.task.name}) has a fixed task_id: "
+                    "only a chain's first step can choose its id"
+                )
             queue, message = step.task.build_message(
                 step.args,
                 step.kwargs,

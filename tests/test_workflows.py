@@ -96,6 +96,8 @@ async def test_a_chain_that_cant_run_is_refused_before_anything_is_sent(app: aqu
         await chain(add.s(1, 2), spell.s(5)).enqueue()
     with pytest.raises(EnqueueError):
         chain(add.s(1, 2), 42)
+    with pytest.raises(EnqueueError, match="fixed task_id"):
+        await chain(add.s(1, 2), spell.s().options(task_id="mine")).enqueue()
     assert await app.client.broker.client.xlen(app.client.broker.keys("numbers").stream) == 0
 
 
