@@ -11,11 +11,15 @@
     result = await add.enqueue(1, 2)   # AsyncResult[int]
     assert await result == 3
 
+    # Workflows: aqueue.chain(add.s(1, 2), double), aqueue.group(...),
+    # aqueue.chord(aqueue.group(...), total); see docs/workflows.md.
+
 Run workers with ``aqueue worker module:app``.
 """
 
 from ._version import __version__
 from .app import App
+from .canvas import Chain, Signature, chain
 from .core.config import Settings
 from .core.context import Context
 from .core.errors import (
@@ -35,6 +39,7 @@ from .core.errors import (
 )
 from .core.records import TaskInfo
 from .core.status import TaskStatus
+from .groups import Chord, Group, GroupResult, chord, group
 from .inline import install_inline_runner as _install_inline_runner
 from .result import AsyncResult
 from .runtime.eager import run_inline as _run_inline
@@ -50,15 +55,20 @@ __all__ = [
     "App",
     "AqueueError",
     "AsyncResult",
+    "Chain",
+    "Chord",
     "ConfigError",
     "ConnectionFailed",
     "Context",
     "EnqueueError",
+    "Group",
+    "GroupResult",
     "PayloadTooLarge",
     "ResultTimeout",
     "Retry",
     "SerializationError",
     "Settings",
+    "Signature",
     "SyncResult",
     "Task",
     "TaskAborted",
@@ -70,4 +80,7 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "__version__",
+    "chain",
+    "chord",
+    "group",
 ]

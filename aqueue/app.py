@@ -35,6 +35,7 @@ __all__ = ["App"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 Lifespan = Callable[["App"], contextlib.AbstractAsyncContextManager[dict[str, Any] | None]]
 
@@ -87,6 +88,12 @@ class App:
 
     # A first parameter annotated Context is filled in by the worker, so it is
     # not part of the enqueue signature: these overloads come first.
+    @overload
+    def task(
+        self, fn: Callable[Concatenate[Context, P], AsyncIterator[T]], /
+    ) -> Task[P, list[T]]: ...
+    @overload
+    def task(self, fn: Callable[P, AsyncIterator[T]], /) -> Task[P, list[T]]: ...
     @overload
     def task(
         self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /
@@ -339,6 +346,12 @@ class _TaskFactory:
         self._app = app
         self._options = options
 
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Context, P], AsyncIterator[T]], /
+    ) -> Task[P, list[T]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, AsyncIterator[T]], /) -> Task[P, list[T]]: ...
     @overload
     def __call__(
         self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /

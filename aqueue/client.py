@@ -149,6 +149,18 @@ class Client:
         state = await self.broker.abort(queue, task_id, _ABORTED_ON_REQUEST)
         return state != "" and not TaskStatus(state).is_final
 
+    async def abort_step(self, queue: str, task_id: str) -> bool:
+        """Abort a workflow step, enqueued or not yet; False when it had finished."""
+        broker = self.broker
+        while True:
+            state = await broker.abort(queue, task_id, _ABORTED_ON_REQUEST)
+            if state != "":
+                return not TaskStatus(state).is_final
+            # No record: not enqueued yet. Mark it aborted so it never is, unless it
+            # was enqueued in between (then abort that on the next round).
+            if await broker.abort_unsent(queue, task_id, _ABORTED_ON_REQUEST):
+                return True
+
     # -- synchronous callers -----------------------------------------------------------
 
     def sync(self) -> SyncRunner:

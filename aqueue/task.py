@@ -8,12 +8,16 @@ Task arguments go through ``enqueue(*args, **kwargs)``; queue options go
 through the decorator or ``.options(...)``, never the same namespace.
 """
 
+# Over 400 lines: building and checking messages, and their typed enqueue, signature and
+# delay entry points, share the per-options plan cache.
+
 from __future__ import annotations
 
 import functools
 import hashlib
 import inspect
 import os
+import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -21,6 +25,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
+from .canvas import Signature
 from .client import Client
 from .core.arguments import ArgSpec
 from .core.config import Settings
@@ -31,7 +36,14 @@ from .core.errors import (
     SerializationError,
     did_you_mean,
 )
-from .core.protocol import WIRE_VERSION, Envelope, OutgoingMessage, encode_envelope
+from .core.protocol import (
+    WIRE_VERSION,
+    ChainLink,
+    ChordMember,
+    Envelope,
+    OutgoingMessage,
+    encode_envelope,
+)
 from .inline import run_eagerly
 from .result import AsyncResult
 from .sync import SyncResult, send
@@ -205,6 +217,18 @@ class _Enqueuer(Generic[P, R]):
         self._task.spec.check(args, kwargs)
         return TaskCall(self._task, args, kwargs)
 
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """A signature: this call as a workflow step (``chain``, ``group``, ``chord``).
+
+        In a chain, a step after the first gets its parent's value as its first
+        argument before these; see docs/workflows.md for how that is typed.
+        """
+        return Signature(self._task, args, kwargs, self._opts)
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable signature: in a chain it ignores its parent's value."""
+        return Signature(self._task, args, kwargs, self._opts, immutable=True)
+
 
 class BoundTask(_Enqueuer[P, R]):
     """A task with per-call options; made by :meth:`Task.options`."""
@@ -228,6 +252,9 @@ class Task(_Enqueuer[P, R]):
         self.config = config
         self.spec = ArgSpec(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
+        #: An ``async def`` that yields: its chunks stream to readers, its value is
+        #: the list of them.
+        self.is_stream = inspect.isasyncgenfunction(fn)
         self._task = self
         self._opts = EnqueueOptions()
         self._result_decoder: msgspec.msgpack.Decoder[Any] | None = None
@@ -250,11 +277,18 @@ class Task(_Enqueuer[P, R]):
         ``delay``, ``eta``, ``expires``, ``shadow``, ``unique_key``, ``unique_for``."""
         return BoundTask(self, _merge(self._opts, options))
 
+    def merge_options(self, opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
+        """``opts`` with ``options`` applied, checked (``Signature.options``)."""
+        return _merge(opts, options)
+
     def result_decoder(self) -> msgspec.msgpack.Decoder[Any]:
         if self._result_decoder is None:
             rtype = self.spec.return_type()
             if rtype is type(None):
                 rtype = Any
+            if self.is_stream:  # AsyncIterator[T] -> list[T]
+                item = (typing.get_args(rtype) or (Any,))[0]
+                rtype = list[item]  # type: ignore[valid-type]
             self._result_decoder = msgspec.msgpack.Decoder(rtype)
         return self._result_decoder
 
@@ -291,12 +325,26 @@ class Task(_Enqueuer[P, R]):
         return plan
 
     def build_message(
-        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], opts: EnqueueOptions
+        self,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        opts: EnqueueOptions,
+        *,
+        task_id: str | None = None,
+        then: ChainLink | None = None,
+        takes_parent: bool = False,
+        member: ChordMember | None = None,
     ) -> tuple[str, OutgoingMessage]:
-        """Check, encode and (optionally) sign one message. Hot path: keep it lean."""
+        """Check, encode and (optionally) sign one message. Hot path: keep it lean.
+
+        Workflows: ``task_id`` fixes the id, ``then`` is the chain step that
+        follows, ``takes_parent`` says the parent's value comes first (checked
+        against the signature with a stand-in, then added by the worker),
+        ``member`` names the chord that counts this task.
+        """
         plan = self._plan(opts)
         try:
-            self.spec.check(args, kwargs)
+            self.spec.check((None, *args) if takes_parent else args, kwargs)
         except TypeError as exc:
             raise EnqueueError(f"{self.name}{self.spec.call_signature}: {exc}") from None
         try:
@@ -310,7 +358,8 @@ class Task(_Enqueuer[P, R]):
         client = self.client
         settings = client.settings
         now = client.clock()
-        task_id = plan.task_id or os.urandom(16).hex()
+        fixed_id = task_id or plan.task_id
+        task_id = fixed_id or os.urandom(16).hex()
         delay = 0.0
         expires: float | None = None
         if plan.timed:
@@ -337,6 +386,8 @@ class Task(_Enqueuer[P, R]):
                 plan.shadow,
                 unique_key,
                 plan.trace,
+                then,
+                member,
             )
         )
         codec = client.codec
@@ -352,7 +403,7 @@ class Task(_Enqueuer[P, R]):
             task_id,
             self.config.name,
             payload,
-            plan.task_id is not None,
+            fixed_id is not None,
             int(delay * 1000) if delay > 0 else 0,
             unique_key or "",
             # The lock covers the wait for the ETA too, then unique_for of queue/run time.

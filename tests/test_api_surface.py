@@ -93,3 +93,11 @@ async def test_redis_down_is_a_clear_error() -> None:
     with pytest.raises(aqueue.ConnectionFailed, match="AQUEUE_REDIS_URL"):
         await app.connect()
     await app.close()
+
+
+def test_workflows_are_importable_from_aqueue_itself() -> None:
+    from aqueue import canvas, groups
+
+    assert (aqueue.chain, aqueue.group, aqueue.chord) == (canvas.chain, groups.group, groups.chord)
+    assert {"Signature", "Chain", "Group", "GroupResult", "Chord"} <= set(aqueue.__all__)
+    assert {"chain", "group", "chord"} <= set(aqueue.__all__)

@@ -32,6 +32,8 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "aqueue.inline",
             "aqueue.sync",
             "aqueue.task",
+            "aqueue.canvas",
+            "aqueue.groups",
             "aqueue.periodic",
             "aqueue.deadletter",
             "aqueue.discovery",

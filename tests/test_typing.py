@@ -11,7 +11,14 @@ import pytest
 HERE = Path(__file__).parent
 
 
-@pytest.mark.parametrize("target", ["tests/typing/check_api.py"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "tests/typing/check_api.py",
+        "tests/typing/check_workflows.py",
+        "tests/typing/check_streaming.py",
+    ],
+)
 def test_mypy_strict_accepts_the_typed_api(target: str) -> None:
     pytest.importorskip("mypy")
     root = HERE.parent

@@ -21,6 +21,7 @@ from redis.commands.core import AsyncScript
 from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConnectionFailed
+from ..core.handoffs import HANDOFF_ABORT, Handoff
 from ..core.keys import CONSUMER_GROUP, QueueKeys
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
 from .connection import REDIS_ERRORS, DirectLine
@@ -32,6 +33,9 @@ __all__ = ["ENQUEUE_CHUNK", "Broker"]
 
 #: Largest number of messages sent in one enqueue script call.
 ENQUEUE_CHUNK = 1000
+
+#: About how many chunks a streaming task's chunk stream keeps (oldest dropped).
+CHUNK_MAXLEN = 100_000
 
 #: Encodes the row arrays of batched script calls (read by cmsgpack in Lua).
 _rows = msgspec.msgpack.Encoder()
@@ -222,10 +226,18 @@ class Broker:
             s.dead_letter_maxlen,
             keys.control_channel,
             _rows.encode([item.row() for item in items]),
-            b"".join([part for item in items for part in (item.result, item.error, item.payload)]),
+            b"".join(
+                [
+                    part
+                    for item in items
+                    for part in (item.result, item.error, item.payload, item.follow)
+                ]
+            ),
         ]
         fenced = await self._script(
-            "finish", (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead), args
+            "finish",
+            (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead, keys.outbox),
+            args,
         )
         return [_text(x) for x in fenced]
 
@@ -285,7 +297,7 @@ class Broker:
         dead_after_ms = min(int(s.dead_worker_after * 1000), visibility_ms)
         flat = await self._script(
             "reclaim",
-            (keys.stream, keys.workers, keys.dead),
+            (keys.stream, keys.workers, keys.dead, keys.outbox),
             [
                 CONSUMER_GROUP,
                 consumer,
@@ -397,6 +409,132 @@ class Broker:
             ],
         )
         return _text(outcome), _text(task_id)
+
+    # -- workflows (issue 12) ----------------------------------------------------
+
+    async def handoffs(self, queue: str, count: int) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The oldest ``count`` entries of the queue's outbox: (entry id, fields). A
+        finish call writes a field of encoded hand-off rows per outcome; the reclaimer
+        writes ``dead`` (the message it dead-lettered) and ``deliveries``."""
+        entries: Any = await self.client.xrange(self.keys(queue).outbox, count=count)
+        return [(_text(entry_id), dict(fields)) for entry_id, fields in entries]
+
+    async def forward(self, queue: str, handoffs: Sequence[Handoff]) -> tuple[int, list[str]]:
+        """Apply hand-offs that belong to ``queue``: enqueue or fail chain steps, count
+        chord members. Idempotent: a step or member forwarded before is left alone.
+
+        Returns (steps enqueued, ids of chords whose callback is now due).
+        """
+        keys = self.keys(queue)
+        rows = _rows.encode([(key, name, len(body), kind) for _, key, name, body, kind in handoffs])
+        enqueued, complete, _settled = await self._script(
+            "forward",
+            (keys.stream,),
+            [
+                keys.task_prefix,
+                keys.done_channel,
+                int(self.settings.result_ttl * 1000),
+                keys.chord_prefix,
+                rows,
+                b"".join([handoff[3] for handoff in handoffs]),
+            ],
+        )
+        return int(enqueued), [_text(x) for x in complete]
+
+    async def abort_unsent(self, queue: str, task_id: str, error: bytes) -> bool:
+        """Abort a workflow step that was not enqueued yet: its record says aborted, so
+        it is never enqueued. False when it has a record (it was enqueued meanwhile)."""
+        keys = self.keys(queue)
+        rows = _rows.encode([(task_id, "", len(error), HANDOFF_ABORT)])
+        _enqueued, _complete, settled = await self._script(
+            "forward",
+            (keys.stream,),
+            [
+                keys.task_prefix,
+                keys.done_channel,
+                int(self.settings.result_ttl * 1000),
+                keys.chord_prefix,
+                rows,
+                error,
+            ],
+        )
+        return int(settled) == 1
+
+    async def create_chord(
+        self, queue: str, chord_id: str, size: int, allow_failures: bool, callback: OutgoingMessage
+    ) -> None:
+        """Record a chord before its members are sent: size, failure mode, callback."""
+        await self.client.hset(
+            self.keys(queue).chord(chord_id),
+            mapping={
+                "n": size,
+                "done": 0,
+                "allow": 1 if allow_failures else 0,
+                "cbid": callback.task_id,
+                "cbname": callback.task_name,
+                "cb": callback.payload,
+            },
+        )
+
+    async def chord_state(self, queue: str, chord_id: str) -> dict[bytes, bytes]:
+        """A chord's hash: ``n``, ``done``, ``allow``, ``cbid``, ``cbname``, ``cb``, ``m:<i>``."""
+        state: Any = await self.client.hgetall(self.keys(queue).chord(chord_id))
+        return dict(state)
+
+    async def fire_chord(
+        self, queue: str, chord_id: str, task_id: str, name: str, fail: bool, body: bytes
+    ) -> bool:
+        """Enqueue (or fail) a chord's callback unless done before; True if this call did."""
+        keys = self.keys(queue)
+        fired = await self._script(
+            "chord",
+            (keys.stream, keys.chord(chord_id)),
+            [
+                keys.task_prefix,
+                keys.done_channel,
+                int(self.settings.result_ttl * 1000),
+                task_id,
+                name,
+                1 if fail else 0,
+                body,
+            ],
+        )
+        return bool(fired)
+
+    async def drop_handoffs(self, queue: str, entry_ids: Sequence[str]) -> None:
+        """Forget hand-offs that were forwarded."""
+        if entry_ids:
+            await self.client.xdel(self.keys(queue).outbox, *entry_ids)
+
+    # -- streaming tasks (issue 12) ----------------------------------------------
+
+    async def append_chunk(
+        self, queue: str, task_id: str, attempt: int, index: int, chunk: bytes
+    ) -> None:
+        """Add chunk number ``index`` (from 1) of a streaming task's run ``attempt``."""
+        key = self.keys(queue).chunks(task_id)
+        ttl_ms = int(self.settings.result_ttl * 1000)
+        await self._script("chunk", (key,), [f"{attempt}-{index}", chunk, CHUNK_MAXLEN, ttl_ms])
+
+    async def read_chunks(
+        self, queue: str, task_id: str, after: str, block_ms: int | None
+    ) -> list[tuple[str, bytes]]:
+        """Chunks after entry id ``after``, waiting up to ``block_ms`` (None: not at all)."""
+        key = self.keys(queue).chunks(task_id)
+        reply: Any = await self.client.xread({key: after}, count=1000, block=block_ms)
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3: {key: [entries]} (or {key: entries})
+            value = next(iter(reply.values()))
+            entries = value[0] if value and isinstance(value[0], list) else value
+        else:
+            entries = reply[0][1]
+        return [(_text(entry_id), fields[b"c"]) for entry_id, fields in entries]
+
+    async def last_chunk_id(self, queue: str, task_id: str) -> str:
+        """The id of the newest chunk ("0-0" when there is none)."""
+        last: Any = await self.client.xrevrange(self.keys(queue).chunks(task_id), count=1)
+        return _text(last[0][0]) if last else "0-0"
 
     # -- dead letters ----------------------------------------------------------
 

@@ -26,6 +26,9 @@ SCRIPT_NAMES = (
     "purge",
     "replay",
     "tick",
+    "forward",
+    "chord",
+    "chunk",
 )
 
 

@@ -55,6 +55,11 @@ class QueueKeys:
         return f"{self.base}:dead"
 
     @property
+    def outbox(self) -> str:
+        """Stream of workflow hand-offs (next steps) written with this queue's outcomes."""
+        return f"{self.base}:outbox"
+
+    @property
     def workers(self) -> str:
         """Sorted set of consumer names by last heartbeat (ms)."""
         return f"{self.base}:workers"
@@ -76,6 +81,19 @@ class QueueKeys:
     def task(self, task_id: str) -> str:
         """Hash holding one task's state, attempt, result or error."""
         return f"{self.base}:task:{task_id}"
+
+    def chunks(self, task_id: str) -> str:
+        """Capped stream of a streaming task's chunks; entry ids are ``<attempt>-<n>``."""
+        return f"{self.base}:chunks:{task_id}"
+
+    @property
+    def chord_prefix(self) -> str:
+        return f"{self.base}:chord:"
+
+    def chord(self, chord_id: str) -> str:
+        """Hash of one chord whose callback runs in this queue: size, count, the
+        members' outcomes (until the callback is enqueued), the callback's message."""
+        return f"{self.base}:chord:{chord_id}"
 
     def unique(self, unique_key: str) -> str:
         """String holding the id of the live task that owns ``unique_key``."""

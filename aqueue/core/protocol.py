@@ -29,6 +29,8 @@ from .status import TaskStatus
 __all__ = [
     "SIGNATURE_MARK",
     "WIRE_VERSION",
+    "ChainLink",
+    "ChordMember",
     "Codec",
     "Delivery",
     "Envelope",
@@ -57,6 +59,25 @@ _SIGNATURE_LEN = 32
 _MARK_HEAD = SIGNATURE_MARK[:1]
 
 
+class ChainLink(msgspec.Struct, array_like=True, frozen=True):
+    """The next step of a chain, carried by the step before it (workflows)."""
+
+    queue: str
+    payload: bytes
+    """The next step's sealed message; its own ``then`` holds the steps after it."""
+    immutable: bool = False
+    """True: the step ignores its parent's value (``task.si``)."""
+
+
+class ChordMember(msgspec.Struct, array_like=True, frozen=True):
+    """A group member whose outcome a chord counts (workflows)."""
+
+    queue: str
+    """The callback's queue: the chord's counter lives under its hash tag."""
+    chord: str
+    index: int
+
+
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
     """One task message. New fields go last and always have a default."""
 
@@ -78,6 +99,10 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True)
     unique_key: str | None = None
     trace: dict[str, str] | None = None
     """Trace context (e.g. W3C ``traceparent``) carried from the producer."""
+    then: ChainLink | None = None
+    """Workflows: the chain step to enqueue when this task has finished."""
+    member: ChordMember | None = None
+    """Workflows: the chord that counts this task's outcome."""
 
 
 class ErrorInfo(msgspec.Struct, array_like=True, frozen=True):
@@ -260,6 +285,8 @@ class FinishItem:
     reason: str = ""
     unique: bool = True
     """Whether the task may hold a unique key to release (False skips a lookup)."""
+    follow: bytes = b""
+    """Workflows: hand-off rows the finish script writes to the queue's outbox."""
 
     def row(self) -> tuple[str | int | TaskStatus, ...]:
         """The row finish.lua reads; the binary fields travel in the blob.
@@ -276,6 +303,7 @@ class FinishItem:
             len(self.payload),
             self.reason,
             1 if self.unique else 0,
+            len(self.follow),
         )
 
 

@@ -24,6 +24,7 @@ import msgspec
 from ..core.config import Settings
 from ..core.context import Context
 from ..core.errors import Retry
+from ..core.handoffs import ext_hook
 from ..core.protocol import (
     SIGNATURE_MARK,
     Codec,
@@ -44,8 +45,11 @@ __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 
 #: How a running task's ``ctx.progress(value, message)`` reaches Redis.
 ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
+#: How a streaming task's chunk reaches Redis: (queue, task id, attempt, n from 1, chunk).
+ChunkSink = Callable[[str, str, int, int, bytes], Coroutine[Any, Any, None]]
 
-_args_decoder = msgspec.msgpack.Decoder(list[Any])
+# ext_hook: a chord's callback gets failed members as TaskFailed (workflows).
+_args_decoder = msgspec.msgpack.Decoder(list[Any], ext_hook=ext_hook)
 _kwargs_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 _TRACEBACK_LIMIT = 16_000
 _EMPTY_MAP = b"\x80"
@@ -125,6 +129,8 @@ class Executor:
         self.threads = threads
         self.state: dict[str, Any] = {} if state is None else state
         self.report = report
+        #: Where a streaming task's chunks go (set by the worker).
+        self.emit: ChunkSink | None = None
 
     # -- before running ---------------------------------------------------------------
 
@@ -186,7 +192,10 @@ class Executor:
         timeout = job.envelope.timeout
         try:
             if not task.is_async:
-                value = await self._await_thread(job, args, kwargs)
+                if task.is_stream:
+                    value = await self._stream(job, args, kwargs)
+                else:
+                    value = await self._await_thread(job, args, kwargs)
             elif timeout is None:
                 # The common case, without another coroutine frame per task.
                 value = await task.fn(*args, **kwargs)
@@ -256,6 +265,27 @@ class Executor:
             if scope.expired():
                 raise _TimedOut from None
             raise
+
+    async def _stream(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
+        """Run a streaming task: each chunk is stored as it comes; the value is all of them."""
+        env, emit = job.envelope, self.emit
+        chunks: list[Any] = []
+
+        async def relay() -> None:
+            async for chunk in job.task.fn(*args, **kwargs):
+                chunks.append(chunk)
+                if emit is not None:
+                    await emit(env.queue, env.id, job.attempt, len(chunks), encode_value(chunk))
+
+        scope = asyncio.timeout(env.timeout)
+        try:
+            async with scope:
+                await relay()
+        except TimeoutError:
+            if scope.expired():
+                raise _TimedOut from None
+            raise
+        return chunks
 
     async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.envelope.timeout

@@ -57,6 +57,8 @@ class Finisher:
         self.backoff = backoff
         self.forget = forget
         self.observer: Observer | None = None
+        #: Workflows: told the queue of a recorded outcome that handed steps on.
+        self.handed_off: Callable[[str], None] | None = None
         self.unrecorded = 0
         """Outcomes handed over and not yet recorded (their messages are still held)."""
         self._queued: dict[str, list[tuple[FinishItem, Running | None]]] = {}
@@ -108,6 +110,8 @@ class Finisher:
                             await self.backoff.failed(exc)
                     self.backoff.succeeded()
                     self._recorded_chunk(chunk, set(fenced))
+                    if self.handed_off is not None and any(item.follow for item, _ in chunk):
+                        self.handed_off(queue)
 
     def _recorded_chunk(
         self, chunk: list[tuple[FinishItem, Running | None]], fenced: set[str]

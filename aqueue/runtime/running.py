@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from ..core.protocol import FinishItem
 from .executor import Executor, Job, aborted
 from .slots import Capacity
+from .workflow import follow_ups
 
 __all__ = ["Inflight", "Observer", "Runner", "Running"]
 
@@ -141,6 +142,9 @@ class Runner:
                 if reason is None:
                     raise
                 return
+        envelope = job.envelope
+        if envelope.then is not None or envelope.member is not None:  # workflows: hand on
+            item.follow = follow_ups(job.envelope, item, self.executor.codec, time.time())
         self.finish(job.delivery.queue, item, running)
         self._ended()
 

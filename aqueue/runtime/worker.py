@@ -40,6 +40,7 @@ from .maintenance import Maintenance
 from .monitor import describe_worker
 from .running import Inflight, Observer, Runner
 from .slots import Backoff, Capacity, Outage, WorkerStats
+from .workflow import Forwarder
 
 if TYPE_CHECKING:
     from ..app import App
@@ -126,6 +127,7 @@ class Worker:
             self._store_progress,
         )
         self._executor.report = self._runner.report_progress
+        self._executor.emit = self._emit_chunk
         orphan_idle = min(
             max(3 * settings.heartbeat_interval, 3.0), settings.visibility_timeout / 2
         )
@@ -143,6 +145,8 @@ class Worker:
             orphan_idle,
             self.burst,
         )
+        self._forwarder = Forwarder(self._broker, self.queues, app.client.codec)
+        self._finisher.handed_off = self._forwarder.handed_off
         self._maintenance = Maintenance(
             self._broker,
             settings,
@@ -187,6 +191,11 @@ class Worker:
     def _backoff(self, doing: str) -> Backoff:
         return Backoff(doing, self._outage)
 
+    async def _emit_chunk(
+        self, queue: str, task_id: str, attempt: int, index: int, chunk: bytes
+    ) -> None:
+        await self._broker().append_chunk(queue, task_id, attempt, index, chunk)
+
     async def _store_progress(self, queue: str, task_id: str, value: Any, message: str) -> None:
         await self._broker().set_progress(queue, task_id, value, message)
 
@@ -217,6 +226,7 @@ class Worker:
                 spawn(self._maintenance.heartbeat_loop(), "heartbeat")
                 spawn(self._maintenance.control_loop(), "control")
                 spawn(self._maintenance.reclaim_loop(), "reclaim")
+                spawn(self._forwarder.loop(), "forward")
                 for queue in self.queues:
                     spawn(self._fetcher.loop(queue), f"fetch:{queue}")
                     spawn(self._maintenance.promote_loop(queue), f"promote:{queue}")

@@ -89,6 +89,15 @@ async def kill_own_worker(key: str, *, ctx: aqueue.Context) -> None:
 
 
 @app.task
+async def collect(values: list[int], key: str, *, ctx: aqueue.Context) -> int:
+    """A chord's callback: count its runs; returns the sum of the members' values."""
+    run = uuid.uuid4().hex
+    await _record(ctx, "started", key, run)
+    await _record(ctx, "done", key, run)
+    return sum(values)
+
+
+@app.task
 async def takes_int(x: int) -> int:
     return x * 2
 

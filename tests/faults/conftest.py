@@ -157,6 +157,10 @@ def producer(url: str, prefix: str, **settings: object) -> aqueue.App:
     async def kill_own_worker(key: str) -> None:
         raise NotImplementedError
 
+    @app.task(name="faults.collect")
+    async def collect(values: list[int], key: str) -> int:
+        raise NotImplementedError
+
     @app.task(name="faults.takes_int")
     async def takes_int(x: int) -> int:
         raise NotImplementedError

@@ -2,12 +2,13 @@
 -- A delivery that is no longer this consumer's (its lease lapsed and another
 -- worker reclaimed it, which re-marked the task record atomically with the
 -- claim) or no longer pending is fenced off: nothing is written.
--- KEYS: stream, delayed, delayed_payloads, dead
+-- KEYS: stream, delayed, delayed_payloads, dead, outbox
 -- ARGV: task_prefix, group, consumer, result_ttl_ms, done_channel, dead_maxlen,
 --   control_channel, rows, blob; a row per delivery:
 --   {entry_id, task_id, state, result length, error length, retry_delay_ms,
---    payload length, reason, unique (1: release the task's unique key)};
---   the blob holds result, error, payload of each
+--    payload length, reason, unique (1: release the task's unique key),
+--    follow length (workflows: hand-off rows for the outbox)};
+--   the blob holds result, error, payload, follow of each
 -- state is one of succeeded, failed, expired, aborted, retrying, dead.
 -- Returns the entry ids that were fenced off.
 local stream, delayed, payloads, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -17,12 +18,17 @@ local wake = false
 local now = now_ms()
 local rows, blob, pos = cmsgpack.unpack(ARGV[8]), ARGV[9], 1
 local fenced, done, acked = {}, {}, 0
+local handoffs = {}  -- workflows (issue 12)
 for _, row in ipairs(rows) do
   local entry, tid, state = row[1], row[2], row[3]
   local result, err, payload
   result, pos = cut(blob, pos, row[4])
   err, pos = cut(blob, pos, row[5])
   payload, pos = cut(blob, pos, row[7])
+  -- workflows (issue 12) >>>
+  local follow
+  follow, pos = cut(blob, pos, row[10] or 0)
+  -- <<< workflows
   local retry_delay, reason, unique = row[6], row[8], row[9]
   local rec = prefix .. tid
   local owned = true
@@ -57,6 +63,9 @@ for _, row in ipairs(rows) do
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now)
       end
       redis.call('PEXPIRE', rec, ttl)
+      -- workflows (issue 12) >>> the next steps leave with this outcome, atomically
+      if follow ~= '' then handoffs[#handoffs + 1] = follow end
+      -- <<< workflows
       if unique == 1 then
         release_unique(rec, tid)
       end
@@ -68,6 +77,14 @@ for _, row in ipairs(rows) do
     end
   end
 end
+-- workflows (issue 12) >>> one outbox entry for the batch's hand-offs (a field
+-- each); a forwarder moves them to their queues (see forward.lua)
+if #handoffs > 0 then
+  local fields = {}
+  for i, h in ipairs(handoffs) do fields[2 * i - 1], fields[2 * i] = i, h end
+  redis.call('XADD', KEYS[5], '*', unpack(fields))
+end
+-- <<< workflows
 if acked > 0 then trim_acked(stream, group) end
 -- A leading NUL marks the framed format (other scripts publish plain ids).
 if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end

@@ -2,7 +2,7 @@
 -- First the entries of consumers whose heartbeat is gone (at once), then any
 -- entry idle longer than the visibility timeout (XAUTOCLAIM). An entry
 -- delivered more than max_deliveries times goes to the dead-letter stream.
--- KEYS: stream, workers, dead
+-- KEYS: stream, workers, dead, outbox (workflows)
 -- ARGV: group, consumer, visibility_ms, dead_after_ms, count, max_deliveries,
 --   task_prefix, result_ttl_ms, done_channel, dead_maxlen
 -- Returns a flat list: entry_id, fields, deliveries, attempt, ... for entries
@@ -68,6 +68,10 @@ for _, e in ipairs(claimed) do
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
       if tid ~= '' then
+        -- workflows (issue 12) >>> a dead-lettered step still ends its workflow: the
+        -- forwarder turns its message into the hand-off its worker never wrote
+        redis.call('XADD', KEYS[4], '*', 'dead', payload, 'deliveries', deliveries)
+        -- <<< workflows
         local rec = prefix .. tid
         redis.call('HSET', rec, 'state', 'dead', 'finished', now, 'error', '')
         redis.call('PEXPIRE', rec, ttl)

@@ -1,0 +1,229 @@
+"""Workflows on the worker: what a finished chain step hands on, and forwarding it.
+
+A chain step's message carries the next step (``Envelope.then``). When the
+step reaches a final state, :func:`follow_ups` describes what comes next — the
+next step's message with the step's value as its first argument, or, when the
+step ended without a value, a failure for every step after it — and the
+finish script writes that to the queue's *outbox* in the same call that
+records the outcome. Nothing is lost or doubled between "step done" and
+"next step enqueued": both happen in one script or neither does.
+
+The :class:`Forwarder` then moves hand-offs from the outbox to the queues they
+belong to (``forward.lua``, one slot each, so workflows may span queues on
+Redis Cluster) and drops them. A forwarder that stops in between leaves the
+hand-off in the outbox; any worker of that queue forwards it again later, and
+``forward.lua`` leaves alone a step forwarded before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from .._redis.broker import Broker
+from .._redis.connection import RETRYABLE
+from ..core.handoffs import (
+    FAILED_MEMBER_EXT,
+    HANDOFF_CHORD,
+    HANDOFF_ENQUEUE,
+    HANDOFF_FAIL,
+    Handoff,
+    decode_handoffs,
+    encode_handoffs,
+    encode_member_failure,
+)
+from ..core.protocol import (
+    ChainLink,
+    Codec,
+    Envelope,
+    ErrorInfo,
+    FinishItem,
+    MessageError,
+    decode_error,
+    encode_error,
+)
+from ..core.status import TaskStatus
+
+__all__ = ["Forwarder", "follow_ups"]
+
+logger = logging.getLogger("aqueue.worker")
+
+_raw_args = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_encode = msgspec.msgpack.Encoder().encode
+
+#: How often each queue's outbox is looked at for hand-offs left by a crash.
+RECOVERY_INTERVAL = 2.0
+#: Outbox entries forwarded per round (each holds one finish call's hand-offs, up to 500).
+_BATCH = 10
+
+
+def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -> bytes:
+    """The hand-off rows for the outbox once a workflow step has this outcome (b"": none)."""
+    if not item.state.is_final:
+        return b""
+    rows: list[Handoff] = []
+    member = envelope.member
+    if member is not None:
+        if item.state is TaskStatus.SUCCEEDED:
+            outcome = b"s" + item.result
+        else:
+            outcome = b"f" + encode_member_failure(item.task_id, item.state.value, item.error)
+        rows.append((member.queue, member.chord, str(member.index), outcome, HANDOFF_CHORD))
+    link = envelope.then
+    if link is None:
+        return encode_handoffs(rows) if rows else b""
+    if item.state is TaskStatus.SUCCEEDED:
+        rows.append(_next_step(link, item.result, codec, now))
+        return encode_handoffs(rows)
+    failure = decode_error(item.error)
+    error = encode_error(
+        ErrorInfo(
+            failure.type,
+            f"an earlier step of the chain (task {item.task_id}) ended {item.state.value}: "
+            f"{failure.message}",
+            failure.traceback,
+        )
+    )
+    while link is not None:
+        step = codec.unpack(link.payload)
+        rows.append((link.queue, step.id, step.task, error, HANDOFF_FAIL))
+        link = step.then
+    return encode_handoffs(rows)
+
+
+def _next_step(link: ChainLink, value: bytes, codec: Codec, now: float) -> Handoff:
+    step = codec.unpack(link.payload)
+    changes: dict[str, object] = {"enqueued_at": now}
+    if not link.immutable:
+        # The parent's value (already msgpack) becomes the first argument as is.
+        args = [msgspec.Raw(value), *_raw_args.decode(step.args)]
+        changes["args"] = msgspec.Raw(_encode(args))
+    step = msgspec.structs.replace(step, **changes)
+    return (link.queue, step.id, step.task, codec.pack(step), HANDOFF_ENQUEUE)
+
+
+class Forwarder:
+    """Moves workflow hand-offs from this worker's queues' outboxes to their queues."""
+
+    def __init__(self, broker: Callable[[], Broker], queues: Sequence[str], codec: Codec) -> None:
+        self._broker = broker
+        self.queues = list(queues)
+        self.codec = codec
+        self._due: set[str] = set()
+        self._wanted = asyncio.Event()
+
+    def handed_off(self, queue: str) -> None:
+        """An outcome with hand-offs was recorded in ``queue``: forward them soon."""
+        self._due.add(queue)
+        self._wanted.set()
+
+    async def loop(self) -> None:
+        """Forward at once when told, and every few seconds whatever a crash left."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECOVERY_INTERVAL):
+                    await self._wanted.wait()
+            self._wanted.clear()
+            due, self._due = self._due, set()
+            for queue in due or self.queues:
+                try:
+                    await self.forward(queue)
+                except RETRYABLE as exc:
+                    # Left in the outbox: the next round forwards it.
+                    logger.warning("forwarding workflow steps of %s failed: %s", queue, exc)
+
+    async def forward(self, queue: str) -> int:
+        """Forward every hand-off in ``queue``'s outbox; returns how many steps."""
+        broker = self._broker()
+        forwarded = 0
+        while True:
+            entries = await broker.handoffs(queue, _BATCH)
+            if not entries:
+                return forwarded
+            by_queue: dict[str, list[Handoff]] = {}
+            for _entry_id, fields in entries:
+                if b"dead" in fields:
+                    rows = [self._dead_letter_handoff(fields[b"dead"], fields.get(b"deliveries"))]
+                else:
+                    rows = list(fields.values())
+                for encoded in rows:
+                    if encoded:
+                        for row in decode_handoffs(encoded):
+                            by_queue.setdefault(row[0], []).append(row)
+            for target, handoffs in by_queue.items():
+                _enqueued, complete = await broker.forward(target, handoffs)
+                forwarded += len(handoffs)
+                for chord_id in complete:
+                    await self.fire(target, chord_id)
+            # Dropped only now: a forwarder that stops before this is repeated by
+            # the next one, and forward.lua / chord.lua ignore what was done.
+            await broker.drop_handoffs(queue, [entry_id for entry_id, _ in entries])
+
+    def _dead_letter_handoff(self, payload: bytes, deliveries: bytes | None) -> bytes:
+        """The hand-off of a step the reclaimer dead-lettered (b"": not a workflow step)."""
+        try:
+            envelope = self.codec.unpack(payload)
+        except MessageError:
+            return b""  # garbage never belonged to a workflow
+        if envelope.then is None and envelope.member is None:
+            return b""
+        times = deliveries.decode() if deliveries else "too many"
+        error = ErrorInfo(
+            "DeadLetter",
+            f"moved to the dead-letter stream: delivered {times} times without finishing "
+            "(worker crashed or hung each time)",
+        )
+        item = FinishItem("", envelope.id, TaskStatus.DEAD, error=encode_error(error))
+        return follow_ups(envelope, item, self.codec, time.time())
+
+    async def fire(self, queue: str, chord_id: str) -> bool:
+        """Every member of the chord has ended: enqueue its callback (or fail it)."""
+        broker = self._broker()
+        state = await broker.chord_state(queue, chord_id)
+        if not state or b"fired" in state:
+            return False
+        size = int(state[b"n"])
+        outcomes = [state.get(b"m:%d" % i, b"") for i in range(size)]
+        task_id, name = state[b"cbid"].decode(), state[b"cbname"].decode()
+        failures = [(i, o[1:]) for i, o in enumerate(outcomes) if not o.startswith(b"s")]
+        if failures and state.get(b"allow") != b"1":
+            return await broker.fire_chord(
+                queue, chord_id, task_id, name, True, _chord_failure(failures, size)
+            )
+        values = [
+            msgspec.Raw(o[1:])
+            if o.startswith(b"s")
+            else msgspec.msgpack.Ext(FAILED_MEMBER_EXT, o[1:])
+            for o in outcomes
+        ]
+        callback = self.codec.unpack(state[b"cb"])
+        args = [values, *_raw_args.decode(callback.args)]
+        callback = msgspec.structs.replace(callback, args=msgspec.Raw(_encode(args)))
+        return await broker.fire_chord(
+            queue, chord_id, task_id, name, False, self.codec.pack(callback)
+        )
+
+
+def _chord_failure(failures: list[tuple[int, bytes]], size: int) -> bytes:
+    """The error of a chord whose members failed: every failure, in group order."""
+    described = []
+    first_type = "aqueue.TaskFailed"
+    for n, (index, data) in enumerate(failures):
+        try:
+            task_id, state, exc_type, message, _tb = msgspec.msgpack.decode(data)
+        except (msgspec.DecodeError, ValueError):
+            task_id, state, exc_type, message = "?", "failed", "Unknown", "no outcome recorded"
+        if n == 0:
+            first_type = exc_type
+        described.append(f"#{index} (task {task_id}, {state}) {exc_type}: {message}")
+    return encode_error(
+        ErrorInfo(
+            first_type,
+            f"{len(failures)} of {size} chord members failed: " + "; ".join(described),
+        )
+    )
