@@ -32,6 +32,7 @@ from .core.errors import (
     TaskExpired,
     TaskFailed,
     UnknownTask,
+    WorkerCrashed,
 )
 from .core.records import TaskInfo
 from .core.status import TaskStatus
@@ -63,5 +64,6 @@ __all__ = [
     "TaskStatus",
     "UnknownTask",
     "Worker",
+    "WorkerCrashed",
     "__version__",
 ]

@@ -33,6 +33,7 @@ from .._redis.broker import Broker
 from .._redis.connection import RETRYABLE
 from .._version import __version__
 from ..core.config import mask_url
+from ..core.errors import WorkerCrashed
 from .executor import Executor
 from .fetching import Fetcher
 from .finishing import Finisher
@@ -93,6 +94,8 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self._hard_stop = False
         self._stopping = False
+        #: The loop that crashed and stopped this worker (None: stopped as asked).
+        self._crashed_loop: str | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._outage = Outage(mask_url(app.settings.redis_url))
         self._thread_pool = concurrent.futures.ThreadPoolExecutor(
@@ -201,7 +204,11 @@ class Worker:
         self._stop_requested.set()
 
     async def run(self) -> None:
-        """Run until stopped (or, in burst mode, until the queues are drained)."""
+        """Run until stopped (or, in burst mode, until the queues are drained).
+
+        Raises :class:`~aqueue.WorkerCrashed`, after shutting down as gracefully
+        as a stop request would, when a worker loop failed on an internal error.
+        """
         app = self.app
         broker = self._broker()
         await app.connect()
@@ -232,6 +239,11 @@ class Worker:
             await _cancel_until_done(self._loops)
             self._loops.clear()
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
+        if self._crashed_loop is not None:
+            raise WorkerCrashed(
+                f"worker loop {self._crashed_loop} crashed (see the traceback logged above); "
+                "the worker stopped"
+            )
 
     def _spawn_loop(self, coro: Awaitable[None], name: str) -> None:
         async def guarded() -> None:
@@ -241,6 +253,8 @@ class Worker:
                 raise
             except Exception:
                 logger.exception("worker loop %s crashed; stopping the worker", name)
+                if self._crashed_loop is None:
+                    self._crashed_loop = name
                 self._hard_stop = True
                 self._stop_requested.set()
 

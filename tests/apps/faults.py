@@ -117,6 +117,17 @@ def sync_mark(key: str, seconds: float) -> str:
     return key
 
 
+@app.task
+async def break_heartbeat() -> None:
+    """Inject an internal error: this process's heartbeat loop crashes on its next beat."""
+    from aqueue.runtime.maintenance import Maintenance
+
+    async def broken(self: Maintenance) -> None:
+        raise RuntimeError("injected internal error in the heartbeat loop")
+
+    Maintenance.heartbeat = broken  # type: ignore[method-assign]
+
+
 class Bail(BaseException):
     """Not an Exception: task code that raises it must not take the worker down."""
 

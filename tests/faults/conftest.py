@@ -169,6 +169,10 @@ def producer(url: str, prefix: str, **settings: object) -> aqueue.App:
     async def raise_base(kind: str) -> None:
         raise NotImplementedError
 
+    @app.task(name="faults.break_heartbeat")
+    async def break_heartbeat() -> None:
+        raise NotImplementedError
+
     @app.task(name="faults.sync_mark")
     def sync_mark(key: str, seconds: float) -> str:
         raise NotImplementedError
