@@ -335,14 +335,18 @@ class Broker:
         )
         return int(moved), int(wait)
 
-    async def leave(self, queue: str, consumer: str) -> int:
+    async def leave(self, queue: str, consumer: str, keep: Sequence[str] = ()) -> int:
         """Hand back anything still pending for this consumer, then forget it.
 
-        Returns how many entries were handed back.
+        Entries in ``keep`` (tasks still running in threads that can't be
+        stopped) stay leased to the consumer, which then stays registered until
+        its heartbeat is gone. Returns how many entries were handed back.
         """
         keys = self.keys(queue)
         n = await self._script(
-            "leave", (keys.stream, keys.workers), [keys.task_prefix, CONSUMER_GROUP, consumer]
+            "leave",
+            (keys.stream, keys.workers),
+            [keys.task_prefix, CONSUMER_GROUP, consumer, *keep],
         )
         return int(n)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import random
@@ -125,6 +126,43 @@ class Executor:
         self.threads = threads
         self.state: dict[str, Any] = {} if state is None else state
         self.report = report
+        #: The pool future of each plain ``def`` task's call, by stream entry, kept
+        #: while the thread may still run it: a thread can't be interrupted, so a
+        #: cancelled, timed-out or shut-down job's thread runs on, and its entry
+        #: must not run again meanwhile (see :meth:`thread_running`).
+        self._threads: dict[str, concurrent.futures.Future[Any]] = {}
+
+    # -- threads that can't be stopped ------------------------------------------------
+
+    def thread_running(self, entry_id: str) -> bool:
+        """True while a thread runs (or may still begin) the job of ``entry_id``."""
+        thread = self._threads.get(entry_id)
+        if thread is None:
+            return False
+        if thread.done():
+            del self._threads[entry_id]
+            return False
+        return True
+
+    def withdraw_thread(self, entry_id: str) -> bool:
+        """Take back a job's call that no thread has begun yet.
+
+        Returns True when it was withdrawn (or there was none): the job can be
+        cancelled and handed back. False: a thread runs it now and will run on.
+        """
+        thread = self._threads.get(entry_id)
+        if thread is None or thread.done() or thread.cancel():
+            self._threads.pop(entry_id, None)
+            return True
+        return False
+
+    async def until_thread_ends(self, entry_id: str) -> None:
+        """Wait for the thread of ``entry_id`` to return (at once if none runs it)."""
+        thread = self._threads.get(entry_id)
+        if thread is not None:
+            # asyncio.wait: the call's own exception is of no interest here.
+            await asyncio.wait([asyncio.wrap_future(thread)])
+            self._threads.pop(entry_id, None)
 
     # -- before running ---------------------------------------------------------------
 
@@ -201,7 +239,12 @@ class Executor:
             return self._after_error(job, exc)
         except _TimedOut:
             error = TimeoutError(f"{job.display_name} timed out after {timeout}s")
-            return self._after_error(job, error)
+            item = self._after_error(job, error)
+            if item.state is TaskStatus.RETRYING and not task.is_async:
+                # Its thread runs on: the retry must not begin beside it. The job
+                # keeps its slot and lease until the thread returns.
+                await self.until_thread_ends(job.delivery.entry_id)
+            return item
         except BaseException as exc:
             # sys.exit(), KeyboardInterrupt or any other BaseException raised by task
             # code: the task failed, the worker goes on. Let through, it would stop
@@ -260,7 +303,14 @@ class Executor:
     async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.envelope.timeout
         call = functools.partial(contextvars.copy_context().run, job.task.fn, *args, **kwargs)
-        future = asyncio.get_running_loop().run_in_executor(self.threads, call)
+        entry = job.delivery.entry_id
+        thread = self.threads.submit(call)
+        self._threads[entry] = thread
+        loop = asyncio.get_running_loop()
+        thread.add_done_callback(functools.partial(self._thread_ended, loop, entry))
+        # Cancelling this wait withdraws the call if no thread has begun it yet;
+        # a thread already running it runs on (see thread_running()).
+        future = asyncio.wrap_future(thread)
         if timeout is None:
             return await future
         try:
@@ -268,6 +318,21 @@ class Executor:
         except TimeoutError:
             # The thread can't be stopped; it keeps its pool slot until it returns.
             raise _TimedOut from None
+
+    def _thread_ended(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        entry_id: str,
+        thread: concurrent.futures.Future[Any],
+    ) -> None:
+        """Forget a thread once it returned (called in that thread, or at once if cancelled)."""
+
+        def forget() -> None:
+            if self._threads.get(entry_id) is thread:
+                del self._threads[entry_id]
+
+        with contextlib.suppress(RuntimeError):  # the worker's loop is already closed
+            loop.call_soon_threadsafe(forget)
 
     # -- outcomes ---------------------------------------------------------------------
 

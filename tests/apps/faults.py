@@ -128,6 +128,12 @@ async def break_heartbeat() -> None:
     Maintenance.heartbeat = broken  # type: ignore[method-assign]
 
 
+@app.task(timeout=1.0, retries=1, retry_delay=0.0, retry_on=(TimeoutError,))
+def sync_over_timeout(key: str, seconds: float) -> str:
+    """A plain def task that runs past its 1 s timeout; a timeout is retried once."""
+    return sync_mark.fn(key, seconds)
+
+
 class Bail(BaseException):
     """Not an Exception: task code that raises it must not take the worker down."""
 
