@@ -25,7 +25,7 @@ for _, row in ipairs(rows) do
   payload, pos = cut(blob, pos, row[7])
   local retry_delay, reason, unique = row[6], row[8], row[9]
   local rec = prefix .. tid
-  local owned = true
+  local owned, repeated = true, false
   if entry ~= '' then
     local owner = redis.call('HMGET', rec, 'worker', 'entry')
     if owner[2] then
@@ -33,12 +33,18 @@ for _, row in ipairs(rows) do
     else  -- no record (purged): ask the stream who holds the entry
       owned = #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1
     end
-    owned = owned and redis.call('XACK', stream, group, entry) == 1
+    if owned and redis.call('XACK', stream, group, entry) == 0 then
+      owned = false
+      repeated = recorded_before(rec, entry)
+    end
     acked = acked + 1
   end
-  if not owned then
+  if repeated then
+    -- Recorded by this same call before its reply was lost: nothing to do.
+  elseif not owned then
     fenced[#fenced + 1] = entry
   else
+    if entry ~= '' then redis.call('HSET', rec, 'fin', entry) end
     if state == 'retrying' then
       local due = now + tonumber(retry_delay)
       redis.call('ZADD', delayed, due, tid)
