@@ -112,6 +112,7 @@ class App:
         expires: float | None = None,
         unique: bool = False,
         unique_for: float = 3600.0,
+        check_arguments: bool = True,
     ) -> _TaskFactory: ...
 
     def task(  # type: ignore[misc]

@@ -46,10 +46,7 @@ __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 #: How a running task's ``ctx.progress(value, message)`` reaches Redis.
 ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
 
-_args_decoder = msgspec.msgpack.Decoder(list[Any])
-_kwargs_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 _TRACEBACK_LIMIT = 16_000
-_EMPTY_MAP = b"\x80"
 
 
 @dataclass(slots=True)
@@ -197,9 +194,7 @@ class Executor:
                 ),
             )
         try:
-            raw_args = _args_decoder.decode(env.args)
-            raw_kwargs = _kwargs_decoder.decode(env.kwargs) if env.kwargs != _EMPTY_MAP else {}
-            args, kwargs = task.spec.bind(raw_args, raw_kwargs)
+            args, kwargs = task.spec.decode(env.args, env.kwargs)
         except (TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
             return dead(
                 delivery,
