@@ -15,7 +15,7 @@ import os
 import types
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigError, did_you_mean
 
@@ -150,16 +150,29 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
+    """The URL with every password replaced by ``***``: in the user part, and in the
+    query (``?password=...``, which Redis clients accept too)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_is_secret(key) for key, _ in pairs):
+            masked = [(key, "***" if _is_secret(key) else value) for key, value in pairs]
+            query = urlencode(masked, safe="*")
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _is_secret(key: str) -> bool:
+    key = key.lower()
+    return "password" in key or key in ("pass", "passwd", "secret", "token")
 
 
 # -- reading options from a settings object --------------------------------------
