@@ -299,7 +299,7 @@ class Task(_Enqueuer[P, R]):
         try:
             encoded_args = _encode(args)
             encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise SerializationError(
                 f"arguments of {self.name} can't be encoded with msgspec: {exc}. "
                 "Pass builtins, msgspec Structs, dataclasses, datetimes, UUIDs or Decimals"

@@ -104,7 +104,7 @@ class ArgSpec:
             self.decode(encoded_args, encoded_kwargs)
         except msgspec.ValidationError as exc:
             problem = _name_the_parameter(str(exc))
-        except (TypeError, msgspec.DecodeError) as exc:
+        except (TypeError, msgspec.DecodeError, RecursionError) as exc:
             problem = f"the arguments can't be decoded as the worker would: {exc}"
         else:
             return

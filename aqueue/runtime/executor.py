@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import functools
 import random
@@ -40,6 +39,7 @@ from ..core.protocol import (
 )
 from ..core.status import TaskStatus
 from ..task import Task
+from .threads import TaskThreads
 
 __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 
@@ -47,6 +47,8 @@ __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
 
 _TRACEBACK_LIMIT = 16_000
+#: The longest retry delay a task may ask for (a year): more can't be scheduled.
+MAX_RETRY_DELAY = 365 * 24 * 3600.0
 
 
 @dataclass(slots=True)
@@ -88,16 +90,25 @@ def aborted(job: Job) -> FinishItem:
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
-    tb = "".join(traceback.format_exception(exc))
-    if len(tb) > _TRACEBACK_LIMIT:
-        tb = "...\n" + tb[-_TRACEBACK_LIMIT:]
     kind = type(exc)
     name = (
         kind.__qualname__
         if kind.__module__ == "builtins"
         else (f"{kind.__module__}.{kind.__qualname__}")
     )
-    return ErrorInfo(name, str(exc), tb)
+    # Task code's exception may fail to describe itself: the failure must
+    # still be recorded, or the task would stay RUNNING for ever.
+    try:
+        message = str(exc)
+    except Exception as broken:  # any failure of user code
+        message = f"<{name} whose str() raised {type(broken).__name__}>"
+    try:
+        tb = "".join(traceback.format_exception(exc))
+    except Exception as broken:  # any failure of user code
+        tb = f"<the traceback could not be formatted: {type(broken).__name__}>"
+    if len(tb) > _TRACEBACK_LIMIT:
+        tb = "...\n" + tb[-_TRACEBACK_LIMIT:]
+    return ErrorInfo(name, message, tb)
 
 
 class Executor:
@@ -120,46 +131,10 @@ class Executor:
         self.tasks = tasks
         self.codec = codec
         self.settings = settings
-        self.threads = threads
+        #: Runs plain ``def`` tasks; knows which job's thread still runs.
+        self.threads = TaskThreads(threads)
         self.state: dict[str, Any] = {} if state is None else state
         self.report = report
-        #: The pool future of each plain ``def`` task's call, by stream entry, kept
-        #: while the thread may still run it: a thread can't be interrupted, so a
-        #: cancelled, timed-out or shut-down job's thread runs on, and its entry
-        #: must not run again meanwhile (see :meth:`thread_running`).
-        self._threads: dict[str, concurrent.futures.Future[Any]] = {}
-
-    # -- threads that can't be stopped ------------------------------------------------
-
-    def thread_running(self, entry_id: str) -> bool:
-        """True while a thread runs (or may still begin) the job of ``entry_id``."""
-        thread = self._threads.get(entry_id)
-        if thread is None:
-            return False
-        if thread.done():
-            del self._threads[entry_id]
-            return False
-        return True
-
-    def withdraw_thread(self, entry_id: str) -> bool:
-        """Take back a job's call that no thread has begun yet.
-
-        Returns True when it was withdrawn (or there was none): the job can be
-        cancelled and handed back. False: a thread runs it now and will run on.
-        """
-        thread = self._threads.get(entry_id)
-        if thread is None or thread.done() or thread.cancel():
-            self._threads.pop(entry_id, None)
-            return True
-        return False
-
-    async def until_thread_ends(self, entry_id: str) -> None:
-        """Wait for the thread of ``entry_id`` to return (at once if none runs it)."""
-        thread = self._threads.get(entry_id)
-        if thread is not None:
-            # asyncio.wait: the call's own exception is of no interest here.
-            await asyncio.wait([asyncio.wrap_future(thread)])
-            self._threads.pop(entry_id, None)
 
     # -- before running ---------------------------------------------------------------
 
@@ -195,7 +170,7 @@ class Executor:
             )
         try:
             args, kwargs = task.spec.decode(env.args, env.kwargs)
-        except (TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (TypeError, msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             return dead(
                 delivery,
                 "bad_arguments",
@@ -238,7 +213,7 @@ class Executor:
             if item.state is TaskStatus.RETRYING and not task.is_async:
                 # Its thread runs on: the retry must not begin beside it. The job
                 # keeps its slot and lease until the thread returns.
-                await self.until_thread_ends(job.delivery.entry_id)
+                await self.threads.until_ended(job.delivery.entry_id)
             return item
         except BaseException as exc:
             # sys.exit(), KeyboardInterrupt or any other BaseException raised by task
@@ -298,14 +273,7 @@ class Executor:
     async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.envelope.timeout
         call = functools.partial(contextvars.copy_context().run, job.task.fn, *args, **kwargs)
-        entry = job.delivery.entry_id
-        thread = self.threads.submit(call)
-        self._threads[entry] = thread
-        loop = asyncio.get_running_loop()
-        thread.add_done_callback(functools.partial(self._thread_ended, loop, entry))
-        # Cancelling this wait withdraws the call if no thread has begun it yet;
-        # a thread already running it runs on (see thread_running()).
-        future = asyncio.wrap_future(thread)
+        future = self.threads.start(job.delivery.entry_id, call)
         if timeout is None:
             return await future
         try:
@@ -313,21 +281,6 @@ class Executor:
         except TimeoutError:
             # The thread can't be stopped; it keeps its pool slot until it returns.
             raise _TimedOut from None
-
-    def _thread_ended(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        entry_id: str,
-        thread: concurrent.futures.Future[Any],
-    ) -> None:
-        """Forget a thread once it returned (called in that thread, or at once if cancelled)."""
-
-        def forget() -> None:
-            if self._threads.get(entry_id) is thread:
-                del self._threads[entry_id]
-
-        with contextlib.suppress(RuntimeError):  # the worker's loop is already closed
-            loop.call_soon_threadsafe(forget)
 
     # -- outcomes ---------------------------------------------------------------------
 
@@ -346,6 +299,16 @@ class Executor:
                 if exc.delay is not None
                 else cfg.retry_delay_for(env.retries, random.random())
             )
+            if not delay <= MAX_RETRY_DELAY:  # also NaN: it can't be scheduled
+                return self._failure(
+                    job,
+                    ErrorInfo(
+                        "aqueue.errors.Retry",
+                        f"Retry(delay={delay!r}) is not a number of seconds up to "
+                        f"{MAX_RETRY_DELAY:.0f}; the task was not retried",
+                        "",
+                    ),
+                )
             return self._retry(job, exc, delay)
         if retries_left and isinstance(exc, cfg.retry_on):
             return self._retry(job, exc, cfg.retry_delay_for(env.retries, random.random()))

@@ -357,7 +357,7 @@ class Worker:
         for entry, held in list(self._inflight.by_entry.items()):
             if held.task is None or held.task.done():
                 continue
-            if self._executor.withdraw_thread(entry):
+            if self._executor.threads.withdraw(entry):
                 self._runner.cancel(entry, "shutdown")
                 cancelled.append(held.task)
         await asyncio.gather(*cancelled, return_exceptions=True)
