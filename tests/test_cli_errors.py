@@ -1,0 +1,51 @@
+"""Mistakes a new user makes get one clear line from the CLI, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .conftest import redis_server, worker_env
+from .ops_support import APPS, cli
+
+
+def _base(redis_url: str) -> str:
+    return redis_url.rsplit("/", 1)[0]
+
+
+def test_a_database_number_the_server_does_not_have(redis_url: str, prefix: str) -> None:
+    wrong = _base(redis_url) + "/99"
+    for args in (["inspect", "--url", wrong], ["worker", "basic:app", "--url", wrong]):
+        done = cli(redis_url, prefix, *args, timeout=30)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "no database of the number in the URL" in done.stderr
+        assert "below the server's `databases` setting" in done.stderr
+
+
+def test_inspect_json_into_a_pipe_closed_early(redis_url: str, prefix: str) -> None:
+    # `true` exits without reading: every write of inspect meets a closed pipe.
+    command = f"{sys.executable} -m aqueue inspect basic:app --json | true"
+    done = subprocess.run(
+        command,
+        shell=True,
+        cwd=str(APPS),
+        env=worker_env(redis_url, prefix),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipeError" not in done.stderr
+
+
+def test_a_url_that_points_at_a_replica(redis_url: str, prefix: str) -> None:
+    host, port = _base(redis_url).removeprefix("redis://").split(":")
+    with redis_server("--replicaof", host, port) as replica:
+        done = cli(
+            replica.url, prefix, "enqueue", "basic:app", "basic.add", "--args", "[1, 2]",
+            "--url", replica.url,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "read-only replica" in done.stderr
