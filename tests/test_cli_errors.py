@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from .conftest import redis_server, worker_env
 from .ops_support import APPS, cli
@@ -49,3 +50,29 @@ def test_a_url_that_points_at_a_replica(redis_url: str, prefix: str) -> None:
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert "read-only replica" in done.stderr
+
+
+def test_a_typo_in_the_app_name_suggests_the_closest(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    (tmp_path / "shop.py").write_text("import aqueue\n\napp = aqueue.App()\n")
+    done = cli(redis_url, prefix, "worker", "shop:ap", cwd=tmp_path, timeout=30)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "module 'shop' has no attribute 'ap'; did you mean 'app'?" in done.stderr
+
+
+def test_a_task_module_whose_own_import_fails_shows_the_real_error(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    (tmp_path / "shop.py").write_text("import aqueue\nimport requestsz\n\napp = aqueue.App()\n")
+    done = cli(redis_url, prefix, "worker", "shop:app", cwd=tmp_path, timeout=30)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "importing 'shop' failed at " in done.stderr
+    assert "shop.py:2 (import requestsz)" in done.stderr
+    assert "No module named 'requestsz'" in done.stderr
+    assert "Run from the directory" not in done.stderr
+    # A module that is really missing still says where to run from.
+    missing = cli(redis_url, prefix, "worker", "nowhere:app", cwd=tmp_path, timeout=30)
+    assert "Run from the directory that contains it" in missing.stderr
