@@ -76,3 +76,18 @@ def test_a_task_module_whose_own_import_fails_shows_the_real_error(
     # A module that is really missing still says where to run from.
     missing = cli(redis_url, prefix, "worker", "nowhere:app", cwd=tmp_path, timeout=30)
     assert "Run from the directory that contains it" in missing.stderr
+
+
+def test_help_shows_no_restructuredtext_markup() -> None:
+    commands = [["multi"], ["demo"], ["inspect"], ["worker"], ["dead", "list"], ["beat"]]
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "aqueue", *command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        text = done.stdout
+        assert "``" not in text and ":class:" not in text and ":mod:" not in text, command
+        assert "\n::\n" not in text, command

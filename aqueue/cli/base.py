@@ -91,6 +91,15 @@ def _import_failed(module_name: str, exc: BaseException) -> str:
     )
 
 
+def help_text(doc: str | None) -> str:
+    """A module docstring as a command's ``--help`` text, without reStructuredText markup."""
+    text = doc or ""
+    text = re.sub(r":\w+:`~?\.*([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = re.sub(r"``([^`]+)``", r"`\1`", text)
+    text = re.sub(r"(?m)^::$", "For example:", text)
+    return re.sub(r"(?m)(\S)::$", r"\1:", text)
+
+
 def looks_like_app(text: str) -> bool:
     """True for ``pkg.module:app`` (a stream entry id like ``1700000000000-0`` is not)."""
     return ":" in text and bool(_APP_SPEC.match(text)) and not _ENTRY_ID.match(text)

@@ -21,7 +21,14 @@ from ..client import Client
 from ..core.errors import ConnectionFailed
 from ..core.protocol import ErrorInfo, encode_error
 from ..runtime.monitor import snapshot
-from .base import add_app_option, add_redis_options, looks_like_app, split_queues, target_from_args
+from .base import (
+    add_app_option,
+    add_redis_options,
+    help_text,
+    looks_like_app,
+    split_queues,
+    target_from_args,
+)
 
 __all__ = ["add_parsers", "purge_queue", "render"]
 
@@ -55,7 +62,7 @@ def add_parsers(sub: Any) -> None:
     g = sub.add_parser(
         "purge",
         help="remove a queue's waiting and delayed tasks",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g.add_argument("names", nargs="+", metavar="[MODULE:APP] QUEUE")
