@@ -10,6 +10,7 @@ slot. Reads that change nothing live in :mod:`.views`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,9 @@ from .scripts import SCRIPT_NAMES, script_source
 from .views import RedisViews
 
 __all__ = ["ENQUEUE_CHUNK", "Broker"]
+
+#: The broker speaks only when it repaired something under the caller.
+logger = logging.getLogger(__name__)
 
 #: Largest number of messages sent in one enqueue script call.
 ENQUEUE_CHUNK = 1000
@@ -61,6 +65,30 @@ class Broker:
         return keys
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._call_script(name, keys, args)
+        except redis.exceptions.ResponseError as exc:
+            # The stream's first key: every script that reads the group has it first.
+            if "NOGROUP" not in str(exc) or not keys:
+                raise
+        await self._recreate_group(keys[0])
+        return await self._call_script(name, keys, args)
+
+    async def _recreate_group(self, stream: str) -> None:
+        """The queue's keys were deleted under us (FLUSHDB, DEL): recreate its group."""
+        try:
+            await self.client.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return
+        logger.warning(
+            "the consumer group of %s was gone (its keys were deleted, e.g. by FLUSHDB); "
+            "recreated it. Tasks whose keys were deleted are lost with them",
+            stream,
+        )
+
+    async def _call_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if not self.direct.enabled:
             return await self._scripts[name](keys=list(keys), args=list(args))
         sha = self._scripts[name].sha
@@ -170,10 +198,10 @@ class Broker:
                 CONSUMER_GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
             )
         except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                 raise
             # The stream was deleted (e.g. purged) under us: recreate and retry later.
-            await self.ensure_group(queue)
+            await self._recreate_group(keys.stream)
             return []
         out: list[Delivery] = []
         parsed: Any = reply or []
@@ -191,7 +219,7 @@ class Broker:
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self.ensure_group(queue)
+            await self._recreate_group(keys.stream)
             return []
         # Replies are bytes (the client never decodes responses).
         return [
