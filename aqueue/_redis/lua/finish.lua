@@ -55,7 +55,7 @@ for _, row in ipairs(rows) do
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
           'm', payload, 'reason', reason, 'error', err, 'at', now,
-          'attempt', redis.call('HGET', rec, 'attempt') or '0')
+          'attempt', redis.call('HGET', rec, 'attempt') or '0', 'entry', entry)
       end
       if state == 'succeeded' then
         redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now)
