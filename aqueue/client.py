@@ -124,7 +124,8 @@ class Client:
             raise ConnectionFailed(
                 f"Redis at {mask_url(self._settings.redis_url)} did not answer: "
                 f"{str(exc).rstrip('.')}. "
-                "Is it running? Set AQUEUE_REDIS_URL or pass the URL to App()"
+                "Is it running, and is the URL right (--url on the command line, "
+                "AQUEUE_REDIS_URL, or App(url))?"
             ) from exc
 
     async def close(self) -> None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import redis_server, worker_env
+from .conftest import free_port, redis_server, worker_env
 from .ops_support import APPS, cli
 
 
@@ -91,3 +91,14 @@ def test_help_shows_no_restructuredtext_markup() -> None:
         text = done.stdout
         assert "``" not in text and ":class:" not in text and ":mod:" not in text, command
         assert "\n::\n" not in text, command
+
+
+def test_redis_not_running_says_so_in_one_line(redis_url: str, prefix: str) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    done = cli(redis_url, prefix, "inspect", "--url", closed, timeout=30)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and closed in lines[0], done.stderr
+    assert ".." not in lines[0]
+    assert "--url" in lines[0]
