@@ -17,10 +17,12 @@ end
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
 local function mark_started(stream, group, rec, entry, consumer, now)
-  local seen = redis.call('HMGET', rec, 'state', 'attempt')
+  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
   if seen[1] == 'aborted' then
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
+    -- Aborted while queued: the record was kept for this moment; now it expires.
+    if seen[3] then redis.call('PEXPIRE', rec, seen[3]) end
     return 0
   end
   local attempt = (tonumber(seen[2]) or 0) + 1
