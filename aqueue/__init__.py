@@ -36,6 +36,7 @@ from .core.errors import (
     TaskExpired,
     TaskFailed,
     UnknownTask,
+    WorkerCrashed,
 )
 from .core.records import TaskInfo
 from .core.status import TaskStatus
@@ -79,6 +80,7 @@ __all__ = [
     "TaskStatus",
     "UnknownTask",
     "Worker",
+    "WorkerCrashed",
     "__version__",
     "chain",
     "chord",

@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import sys
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from ._redis.broker import Broker
@@ -120,6 +123,7 @@ class App:
         expires: float | None = None,
         unique: bool = False,
         unique_for: float = 3600.0,
+        check_arguments: bool = True,
     ) -> _TaskFactory: ...
 
     def task(  # type: ignore[misc]
@@ -141,7 +145,7 @@ class App:
         for key in options:
             if key not in allowed:
                 raise ConfigError(f"unknown task option {key!r}{did_you_mean(key, allowed)}")
-        name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
+        name = options.pop("name", None) or f"{_import_name(fn)}.{fn.__qualname__}"
         queue = options.pop("queue", None) or self.settings.default_queue
         if "{" in queue or "}" in queue or not queue:
             raise ConfigError(f"queue name {queue!r} must be non-empty and without braces")
@@ -364,3 +368,48 @@ class _TaskFactory:
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     def __call__(self, fn: Callable[..., Any], /) -> Task[Any, Any]:
         return self._app._register(fn, dict(self._options))
+
+
+def _import_name(fn: Callable[..., Any]) -> str:
+    """The name workers import ``fn``'s module by, which its task name starts with.
+
+    A script run as ``python tasks_app.py`` is ``__main__`` to itself, but
+    ``tasks_app`` to a worker started with ``aqueue worker tasks_app:app``: the
+    name is found from how it was run (``python -m``) or from its file, else
+    a warning says how to name the task.
+    """
+    module = fn.__module__
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name).removesuffix(".__main__")
+    found = _module_name_of_file(getattr(main, "__file__", None))
+    if found is not None:
+        return found
+    warnings.warn(
+        f"task {fn.__qualname__!r} is registered from __main__ and its module's import "
+        f"name can't be found, so it is named '__main__.{fn.__qualname__}', which no "
+        "worker knows: move it into a module the worker imports, or give it a name "
+        "with @app.task(name=...)",
+        stacklevel=4,
+    )
+    return module
+
+
+def _module_name_of_file(file: str | None) -> str | None:
+    """The dotted name a file is imported by from ``sys.path``, or None."""
+    if not file or not file.endswith(".py"):
+        return None
+    path = Path(file).resolve()
+    names = []
+    for entry in sys.path:
+        try:
+            relative = path.relative_to(Path(entry or os.getcwd()).resolve())
+        except (ValueError, OSError):
+            continue
+        parts = [*relative.parent.parts, relative.stem]
+        if all(part.isidentifier() for part in parts):
+            names.append(".".join(parts))
+    return min(names, key=len) if names else None

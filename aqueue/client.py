@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._redis.broker import Broker
 from ._redis.connection import REDIS_ERRORS, connect
+from ._redis.errors import explain as explain_redis_error
 from ._redis.views import RedisViews
 from .core.config import Settings, mask_url
 from .core.errors import ConfigError, ConnectionFailed
@@ -116,11 +117,17 @@ class Client:
         """Check that Redis answers; raises ConnectionFailed if not."""
         try:
             await self.broker.ping()
-        except REDIS_ERRORS as exc:
+        except Exception as exc:
+            mistake = explain_redis_error(exc)
+            if mistake is not None:
+                raise ConfigError(mistake) from exc
+            if not isinstance(exc, REDIS_ERRORS):
+                raise
             raise ConnectionFailed(
                 f"Redis at {mask_url(self._settings.redis_url)} did not answer: "
                 f"{str(exc).rstrip('.')}. "
-                "Is it running? Set AQUEUE_REDIS_URL or pass the URL to App()"
+                "Is it running, and is the URL right (--url on the command line, "
+                "AQUEUE_REDIS_URL, or App(url))?"
             ) from exc
 
     async def close(self) -> None:

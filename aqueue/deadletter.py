@@ -89,6 +89,28 @@ async def list_dead(client: Client, queues: Sequence[str], limit: int = 100) -> 
     return out
 
 
+async def _dead_entries_named(client: Client, queue: str, names: Sequence[str]) -> dict[str, str]:
+    """Each of ``names`` found in the queue's dead-letter stream -> its entry id there.
+
+    A name is a dead-letter entry id (what ``dead list`` shows), a task id, or
+    the stream entry id the worker logged when it dead-lettered the message.
+    """
+    wanted = set(names)
+    found: dict[str, str] = {}
+    before = "+"
+    while len(found) < len(wanted):
+        page = await client.views.dead_entries(queue, 1000, before)
+        if not page:
+            break
+        for entry, fields in page:
+            for name in (entry, fields.get(b"id", b""), fields.get(b"entry", b"")):
+                text = name if isinstance(name, str) else name.decode("utf-8", "replace")
+                if text in wanted and text not in found:
+                    found[text] = entry
+        before = "(" + page[-1][0]
+    return {name: found[name] for name in names if name in found}
+
+
 async def _all_entry_ids(client: Client, queue: str) -> list[str]:
     """Every entry id of the queue's dead-letter stream right now, oldest first."""
     ids: list[str] = []
@@ -115,15 +137,20 @@ async def replay_dead(
     replayed: list[tuple[str, str]] = []
     wanted = None if entry_ids is None else list(dict.fromkeys(entry_ids))
     for q in queues:
-        ids = await _all_entry_ids(client, q) if wanted is None else wanted
-        found: set[str] = set()
+        # What was asked for -> the dead-letter entry it names in this queue.
+        asked = (
+            {entry: entry for entry in await _all_entry_ids(client, q)}
+            if wanted is None
+            else await _dead_entries_named(client, q, wanted)
+        )
+        ids = list(asked.values())
+        replayed_entries: set[str] = set()
         for start in range(0, len(ids), REPLAY_CHUNK):
             batch = ids[start : start + REPLAY_CHUNK]
             new = await client.broker.replay_dead(q, batch)
-            for entry, stream_id in zip(batch, new, strict=True):
-                if stream_id:
-                    found.add(entry)
-                    replayed.append((q, entry))
+            replayed_entries.update(e for e, stream_id in zip(batch, new, strict=True) if stream_id)
+        found = {name for name, entry in asked.items() if entry in replayed_entries}
+        replayed.extend((q, name) for name in asked if name in found)
         if wanted is not None:
             # Ids not in this queue are looked for in the next one.
             wanted = [e for e in wanted if e not in found]

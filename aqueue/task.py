@@ -103,6 +103,8 @@ class TaskConfig:
     unique: bool = False
     """Deduplicate by task name + arguments while a task is queued or running."""
     unique_for: float = 3600.0
+    check_arguments: bool = True
+    """Check argument types at ``enqueue()`` as the worker will (off: arity only)."""
 
     def retry_delay_for(self, retries_done: int, jitter: float) -> float:
         """Delay before retry number ``retries_done + 1``; ``jitter`` in [0, 1)."""
@@ -350,11 +352,13 @@ class Task(_Enqueuer[P, R]):
         try:
             encoded_args = _encode(args)
             encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise SerializationError(
                 f"arguments of {self.name} can't be encoded with msgspec: {exc}. "
                 "Pass builtins, msgspec Structs, dataclasses, datetimes, UUIDs or Decimals"
             ) from exc
+        if self.config.check_arguments:
+            self.spec.check_types(self.name, args, kwargs, encoded_args, encoded_kwargs)
         client = self.client
         settings = client.settings
         now = client.clock()

@@ -4,14 +4,19 @@ Run it (Redis at AQUEUE_REDIS_URL, default redis://localhost:6379/0)::
 
     cd examples
     aqueue worker aiohttp_app:queue &
-    python aiohttp_app.py            # serves on port 8080
+    python aiohttp_app.py            # serves on port 8080 (or $PORT)
     curl -X POST localhost:8080/words -d 'a b c'
     curl 'localhost:8080/tasks/<task_id>?wait=5'
+
+Run as a script, this module is ``__main__``; aqueue names its tasks after
+the import name the worker uses (``aiohttp_app.count_words``), so both sides
+agree.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp import web
 
@@ -65,4 +70,4 @@ def make_app() -> web.Application:
 
 
 if __name__ == "__main__":
-    web.run_app(make_app(), port=8080)
+    web.run_app(make_app(), port=int(os.environ.get("PORT", "8080")))

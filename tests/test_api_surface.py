@@ -66,6 +66,17 @@ def test_password_is_masked() -> None:
     assert "***" in repr(app.settings)
 
 
+def test_password_in_the_query_is_masked() -> None:
+    url = "redis://localhost:6379/0?password=s3cret&socket_timeout=5"
+    app = aqueue.App(url)
+    for text in (repr(app), repr(app.settings), mask_url(app.settings.redis_url)):
+        assert "s3cret" not in text
+    assert mask_url(url) == "redis://localhost:6379/0?password=***&socket_timeout=5"
+    both = mask_url("redis://u:one@h:1/0?sentinel_password=two")
+    assert "one" not in both and "two" not in both
+    assert mask_url("redis://h:1/0?db=2") == "redis://h:1/0?db=2"
+
+
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AQUEUE_REDIS_URL", "redis://example:6380/1")
     monkeypatch.setenv("AQUEUE_VISIBILITY_TIMEOUT", "90")

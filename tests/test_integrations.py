@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import subprocess
 import sys
 import threading
 import types
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 import aqueue
 from aqueue.sync import SyncResult, sync_result
 
-from .conftest import ROOT, running_worker, start_cli_worker
+from .conftest import ROOT, free_port, running_worker, start_cli_worker
 from .ops_support import EXAMPLES, spawn, stop, wait_for
 
 
@@ -244,6 +246,41 @@ async def test_aiohttp_example_end_to_end(redis_url: str, prefix: str, monkeypat
             assert (await http.get("/tasks/nope")).status == 404
     finally:
         stop(worker)
+
+
+async def test_aiohttp_example_run_as_a_script(redis_url: str, prefix: str) -> None:
+    """``python aiohttp_app.py`` + ``aqueue worker aiohttp_app:queue``, as its docs say."""
+    pytest.importorskip("aiohttp")
+    port = free_port()
+    worker = _example_worker(redis_url, prefix, "aiohttp_app:queue", EXAMPLES)
+    web = subprocess.Popen(
+        [sys.executable, "aiohttp_app.py"],
+        cwd=str(EXAMPLES),
+        env={**_env(redis_url, prefix), "PYTHONPATH": str(ROOT), "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def post_words() -> str | None:
+        try:
+            request = urllib.request.Request(f"{base}/words", data=b"one two three four five")
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                return str(json.load(reply)["task_id"])
+        except OSError:  # not listening yet
+            return None
+
+    try:
+        task_id = await asyncio.to_thread(wait_for, post_words, 30)
+        url = f"{base}/tasks/{task_id}?wait=20"
+        with await asyncio.to_thread(urllib.request.urlopen, url, None, 30) as reply:
+            done = json.load(reply)
+        assert done == {"task_id": task_id, "status": "succeeded", "result": 5}
+    finally:
+        stop(web)
+        stop(worker)
+    assert web.stderr is not None
+    assert b"__main__" not in web.stderr.read()
 
 
 def test_django_example_end_to_end(redis_url: str, prefix: str, monkeypatch: Any) -> None:

@@ -10,6 +10,7 @@ slot. Reads that change nothing live in :mod:`.views`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,9 @@ from .scripts import SCRIPT_NAMES, script_source
 from .views import RedisViews
 
 __all__ = ["ENQUEUE_CHUNK", "Broker"]
+
+#: The broker speaks only when it repaired something under the caller.
+logger = logging.getLogger(__name__)
 
 #: Largest number of messages sent in one enqueue script call.
 ENQUEUE_CHUNK = 1000
@@ -65,6 +69,30 @@ class Broker:
         return keys
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._call_script(name, keys, args)
+        except redis.exceptions.ResponseError as exc:
+            # The stream's first key: every script that reads the group has it first.
+            if "NOGROUP" not in str(exc) or not keys:
+                raise
+        await self._recreate_group(keys[0])
+        return await self._call_script(name, keys, args)
+
+    async def _recreate_group(self, stream: str) -> None:
+        """The queue's keys were deleted under us (FLUSHDB, DEL): recreate its group."""
+        try:
+            await self.client.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return
+        logger.warning(
+            "the consumer group of %s was gone (its keys were deleted, e.g. by FLUSHDB); "
+            "recreated it. Tasks whose keys were deleted are lost with them",
+            stream,
+        )
+
+    async def _call_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if not self.direct.enabled:
             return await self._scripts[name](keys=list(keys), args=list(args))
         sha = self._scripts[name].sha
@@ -174,10 +202,10 @@ class Broker:
                 CONSUMER_GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
             )
         except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                 raise
             # The stream was deleted (e.g. purged) under us: recreate and retry later.
-            await self.ensure_group(queue)
+            await self._recreate_group(keys.stream)
             return []
         out: list[Delivery] = []
         parsed: Any = reply or []
@@ -195,7 +223,7 @@ class Broker:
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self.ensure_group(queue)
+            await self._recreate_group(keys.stream)
             return []
         # Replies are bytes (the client never decodes responses).
         return [
@@ -347,14 +375,18 @@ class Broker:
         )
         return int(moved), int(wait)
 
-    async def leave(self, queue: str, consumer: str) -> int:
+    async def leave(self, queue: str, consumer: str, keep: Sequence[str] = ()) -> int:
         """Hand back anything still pending for this consumer, then forget it.
 
-        Returns how many entries were handed back.
+        Entries in ``keep`` (tasks still running in threads that can't be
+        stopped) stay leased to the consumer, which then stays registered until
+        its heartbeat is gone. Returns how many entries were handed back.
         """
         keys = self.keys(queue)
         n = await self._script(
-            "leave", (keys.stream, keys.workers), [keys.task_prefix, CONSUMER_GROUP, consumer]
+            "leave",
+            (keys.stream, keys.workers),
+            [keys.task_prefix, CONSUMER_GROUP, consumer, *keep],
         )
         return int(n)
 

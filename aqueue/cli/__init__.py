@@ -19,10 +19,12 @@ else in the package.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .._redis.errors import explain as explain_redis_error
 from .._version import __version__
 from ..core.errors import AqueueError
 from . import beat, dead, demo, multi, queues, tasks, worker
@@ -58,4 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except AqueueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`aqueue inspect --json | head`): nothing to report.
+        # Point stdout at /dev/null so the interpreter's final flush fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        mistake = explain_redis_error(exc)
+        if mistake is None:
+            raise
+        print(f"error: {mistake}", file=sys.stderr)
         return 1

@@ -17,11 +17,13 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..app import App
+from ..core.errors import did_you_mean
 
 __all__ = [
     "APP_ENV",
@@ -52,15 +54,51 @@ def load_app(spec: str) -> App:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(
-            f"error: can't import {module_name!r} ({exc}). Run from the directory that "
-            f"contains it, or set PYTHONPATH"
-        ) from None
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise SystemExit(
+                f"error: can't import {module_name!r} ({exc}). Run from the directory that "
+                f"contains it, or set PYTHONPATH"
+            ) from None
+        raise SystemExit(_import_failed(module_name, exc)) from None
+    except Exception as exc:  # the module itself raised while importing
+        raise SystemExit(_import_failed(module_name, exc)) from None
     app = getattr(module, attr, None)
+    if app is None and not hasattr(module, attr):
+        apps = [name for name, value in vars(module).items() if isinstance(value, App)]
+        hint = did_you_mean(attr, apps) or (
+            f"; it has {', '.join(repr(a) for a in apps)}" if apps else ""
+        )
+        raise SystemExit(f"error: module {module_name!r} has no attribute {attr!r}{hint}")
     if not isinstance(app, App):
         raise SystemExit(f"error: {spec!r} is not an aqueue.App (found {type(app).__name__})")
     return app
+
+
+def _import_failed(module_name: str, exc: BaseException) -> str:
+    """The error a module raised while importing, with the file and line it came from."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" at {exc.filename}:{exc.lineno}"
+    elif frames:
+        last = frames[-1]
+        where = f" at {last.filename}:{last.lineno}"
+        if last.line:
+            where += f" ({last.line.strip()})"
+    return (
+        f"error: importing {module_name!r} failed{where}: {type(exc).__name__}: {exc}. "
+        "Fix that error in the module (or install what it needs)"
+    )
+
+
+def help_text(doc: str | None) -> str:
+    """A module docstring as a command's ``--help`` text, without reStructuredText markup."""
+    text = doc or ""
+    text = re.sub(r":\w+:`~?\.*([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = re.sub(r"``([^`]+)``", r"`\1`", text)
+    text = re.sub(r"(?m)^::$", "For example:", text)
+    return re.sub(r"(?m)(\S)::$", r"\1:", text)
 
 
 def looks_like_app(text: str) -> bool:

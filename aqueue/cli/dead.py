@@ -56,7 +56,10 @@ async def replay_command(args: argparse.Namespace) -> int:
     ids = list(args.ids)
     app_spec = ids.pop(0) if ids and looks_like_app(ids[0]) else None
     if bool(ids) == bool(args.all):
-        print("error: give dead-letter entry ids or --all (not both)", file=sys.stderr)
+        print(
+            "error: give ids (dead-letter entry ids or task ids) or --all, not both",
+            file=sys.stderr,
+        )
         return 2
     target = target_from_args(args, app_spec)
     async with target.app:
@@ -113,7 +116,10 @@ def add_parsers(sub: Any) -> None:
     rp = commands.add_parser("replay", help="put messages back into their queue")
     common(rp, positional_app=False)
     rp.add_argument(
-        "ids", nargs="*", metavar="[MODULE:APP] ID", help="dead-letter entry ids (from list)"
+        "ids",
+        nargs="*",
+        metavar="[MODULE:APP] ID",
+        help="dead-letter entry ids (from list), task ids, or the entry ids the worker logged",
     )
     rp.add_argument("--all", action="store_true", help="replay every dead-lettered message")
     rp.set_defaults(func=replay_command)

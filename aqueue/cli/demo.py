@@ -28,6 +28,7 @@ from typing import Any
 from ..app import App
 from ..core.config import DEFAULT_REDIS_URL, mask_url
 from ..core.errors import ConnectionFailed
+from .base import help_text
 
 __all__ = ["add_parsers"]
 
@@ -36,7 +37,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="end-to-end demo: worker + producer + results, with throughput and latency",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-n", "--tasks", type=int, default=5000, help="tasks to run (default 5000)")

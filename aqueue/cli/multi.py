@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import APP_ENV
+from .base import APP_ENV, help_text
 from .supervisor import expand, pid_alive, read_pidfile
 
 __all__ = ["add_parsers"]
@@ -49,7 +49,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "multi",
         help="start/stop/restart/status of detached named workers (pidfiles)",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", choices=["start", "stop", "restart", "status"])

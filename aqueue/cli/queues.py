@@ -25,6 +25,7 @@ from .base import (
     add_app_option,
     add_redis_options,
     add_target_arguments,
+    help_text,
     looks_like_app,
     split_queues,
     target_from_args,
@@ -58,7 +59,7 @@ def add_parsers(sub: Any) -> None:
     g = sub.add_parser(
         "purge",
         help="remove a queue's waiting and delayed tasks",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g.add_argument("names", nargs="+", metavar="[MODULE:APP] QUEUE")

@@ -144,6 +144,12 @@ async def start(args: argparse.Namespace) -> int:
                     raise SystemExit("error: --processes must be at least 1")
                 return await Supervisor(args, node).run()
             return await run_worker(args)
+    except _ExitNow as exit_now:
+        # Threads running task code can't be stopped, and the interpreter would
+        # wait for them at exit, for ever if one never returns: leave without
+        # them. Their tasks kept their lease and are reclaimed by other workers.
+        logging.shutdown()
+        os._exit(exit_now.code)
     finally:
         if watchdog is not None:
             watchdog.cancel()
@@ -166,6 +172,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
     metrics: MetricsServer | None = None
+    code = 0
     try:
         if args.metrics_port:
             from ..runtime.metrics import serve_metrics  # prometheus only when asked for
@@ -174,12 +181,25 @@ async def run_worker(args: argparse.Namespace) -> int:
         await worker.run()
     except AqueueError as exc:
         logger.error("%s", exc)
-        return 1
+        code = 1
     finally:
         if metrics is not None:
             await metrics.close()
         await app.close()
-    return 0
+    if worker.abandoned:
+        logger.warning(
+            "exiting now, leaving %d task(s) running in threads to be reclaimed", worker.abandoned
+        )
+        raise _ExitNow(code)
+    return code
+
+
+class _ExitNow(Exception):
+    """Leave the process at once with ``code`` (tasks are still running in threads)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 async def _stop_with_parent(parent: int) -> None:

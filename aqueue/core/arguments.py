@@ -3,12 +3,15 @@
 The producer checks a call against the signature (cheaply, for the common
 all-positional case) before anything is encoded; the worker decodes the
 wire arguments against the function's annotations with msgspec, so a Struct,
-dataclass, datetime or UUID argument arrives as that type.
+dataclass, datetime or UUID argument arrives as that type. The producer runs
+the worker's very conversion on the encoded arguments (:meth:`ArgSpec.check_types`),
+so an argument the worker would refuse is refused at ``enqueue()`` instead.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,8 +19,20 @@ from typing import Any
 import msgspec
 
 from .context import Context
+from .errors import EnqueueError
+from .handoffs import ext_hook
 
 __all__ = ["ArgSpec"]
+
+# ext_hook: a chord's callback gets its failed members as TaskFailed (workflows).
+_args_decoder = msgspec.msgpack.Decoder(list[Any], ext_hook=ext_hook)
+_kwargs_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+#: The encoding of no keyword arguments, which needs no decoding.
+EMPTY_MAP = msgspec.msgpack.encode({})
+#: Where msgspec says a value went wrong: "... - at `$.name...`".
+_AT_PARAMETER = re.compile(
+    r"^(?P<what>.*) - at `\$\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^`]*)`$"
+)
 
 
 class ArgSpec:
@@ -66,6 +81,48 @@ class ArgSpec:
         if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
             return
         self.call_signature.bind(*args, **kwargs)
+
+    def check_types(
+        self,
+        task_name: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        encoded_args: bytes,
+        encoded_kwargs: bytes,
+    ) -> None:
+        """Raise EnqueueError, naming the parameter, when the worker would refuse the arguments.
+
+        Builtin scalars of the annotated types pass without decoding; anything
+        else goes through the worker's own decoding and conversion.
+        """
+        if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
+            plain = self._plain() if args else None
+            if not args or (
+                plain is not None
+                and all(tp is object or type(v) is tp for v, tp in zip(args, plain, strict=False))
+            ):
+                return
+        try:
+            self.decode(encoded_args, encoded_kwargs)
+        except msgspec.ValidationError as exc:
+            problem = _name_the_parameter(str(exc))
+        except (TypeError, msgspec.DecodeError, RecursionError) as exc:
+            problem = f"the arguments can't be decoded as the worker would: {exc}"
+        else:
+            return
+        raise EnqueueError(f"{task_name}{self.call_signature}: {problem}. Nothing was enqueued")
+
+    def decode(
+        self, encoded_args: bytes | msgspec.Raw, encoded_kwargs: bytes | msgspec.Raw
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Wire arguments (msgpack) to typed call arguments, as the worker calls the task.
+
+        Raises TypeError, msgspec.ValidationError or msgspec.DecodeError when
+        they don't fit.
+        """
+        raw_args = _args_decoder.decode(encoded_args)
+        raw_kwargs = _kwargs_decoder.decode(encoded_kwargs) if encoded_kwargs != EMPTY_MAP else {}
+        return self.bind(raw_args, raw_kwargs)
 
     def _plain(self) -> list[type] | None:
         """The parameters' types when every one is a builtin scalar (or untyped)."""
@@ -122,3 +179,13 @@ class ArgSpec:
             if p.kind is p.POSITIONAL_ONLY
         ]
         return positional, call_kwargs
+
+
+def _name_the_parameter(message: str) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.x`" as "argument 'x': expected ..."."""
+    found = _AT_PARAMETER.match(message)
+    if found is None:
+        return message
+    what = found["what"]
+    where = f" (at {found['name']}{found['rest']})" if found["rest"] else ""
+    return f"argument {found['name']!r}{where}: {what[:1].lower()}{what[1:]}"

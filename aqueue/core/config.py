@@ -15,7 +15,7 @@ import os
 import types
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigError, did_you_mean
 
@@ -150,16 +150,29 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
+    """The URL with every password replaced by ``***``: in the user part, and in the
+    query (``?password=...``, which Redis clients accept too)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_is_secret(key) for key, _ in pairs):
+            masked = [(key, "***" if _is_secret(key) else value) for key, value in pairs]
+            query = urlencode(masked, safe="*")
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _is_secret(key: str) -> bool:
+    key = key.lower()
+    return "password" in key or key in ("pass", "passwd", "secret", "token")
 
 
 # -- reading options from a settings object --------------------------------------
@@ -172,17 +185,31 @@ def _resolve(source: object) -> object:
     module_name, sep, attr = source.partition(":")
     if not sep:
         try:
-            return importlib.import_module(source)
-        except ImportError:
+            return _import(source)
+        except ModuleNotFoundError as exc:
+            if "." not in source or exc.name != source:
+                raise ConfigError(f"can't import {source!r} for configuration: {exc}") from None
             module_name, _, attr = source.rpartition(".")
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name)
     except ImportError as exc:
         raise ConfigError(f"can't import {module_name!r} for configuration: {exc}") from exc
     try:
         return getattr(module, attr) if attr else module
     except AttributeError:
         raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+def _import(module_name: str) -> types.ModuleType:
+    """Import a settings module; its own errors become a ConfigError saying so."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"importing {module_name!r} for configuration failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _items(obj: object) -> dict[str, Any]:
@@ -197,7 +224,8 @@ def options_from_object(source: object, namespace: str | None = None) -> dict[st
 
     With ``namespace="AQUEUE"`` only names starting ``AQUEUE_`` are read, and
     the rest of the name is the option in any case (``AQUEUE_PREFIX`` ->
-    ``prefix``). Without a namespace, a mapping's keys are option names, and an
+    ``prefix``). Without a namespace, ``AQUEUE_*`` names are read the same way
+    when there are any; else a mapping's keys are option names, and an
     object's public lower-case attributes are (upper-case ones, like other
     settings of a Django module, are left alone).
     """
@@ -216,6 +244,9 @@ def options_from_object(source: object, namespace: str | None = None) -> dict[st
             found[option] = value
         return found
     items = _items(obj)
+    if any(name.upper().startswith("AQUEUE_") for name in items):
+        # AQUEUE_* names can only be meant for aqueue: read them as such.
+        return options_from_object(obj, "AQUEUE")
     if not isinstance(obj, Mapping):
         items = {k: v for k, v in items.items() if k.islower() and not callable(v)}
         items = {k: v for k, v in items.items() if not _is_module(v)}

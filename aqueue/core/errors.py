@@ -10,6 +10,7 @@
     │   ├── PayloadTooLarge      the encoded message is over ``max_payload_bytes``
     │   └── UnknownTask          no task of that name is registered
     ├── ResultTimeout            ``AsyncResult.get(timeout=...)`` ran out (also a TimeoutError)
+    ├── WorkerCrashed            a worker stopped on an internal error, not because it was asked to
     ├── TaskFailed               the task ended without a value; carries the remote error as data
     │   ├── TaskAborted          it was aborted before or while running
     │   ├── TaskExpired          its ``expires`` passed before a worker started it
@@ -40,6 +41,7 @@ __all__ = [
     "TaskExpired",
     "TaskFailed",
     "UnknownTask",
+    "WorkerCrashed",
     "did_you_mean",
 ]
 
@@ -83,6 +85,15 @@ class UnknownTask(EnqueueError, LookupError):
 
 class ResultTimeout(AqueueError, TimeoutError):
     """The task did not finish within the time the caller was willing to wait."""
+
+
+class WorkerCrashed(AqueueError):
+    """A worker loop failed on an internal error; the worker shut down because of it.
+
+    ``Worker.run()`` raises it after the graceful shutdown, so ``aqueue worker``
+    exits non-zero and a supervisor (``--processes``, systemd, Kubernetes)
+    restarts the process.
+    """
 
 
 class TaskFailed(AqueueError):

@@ -24,7 +24,6 @@ import msgspec
 from ..core.config import Settings
 from ..core.context import Context
 from ..core.errors import Retry
-from ..core.handoffs import ext_hook
 from ..core.protocol import (
     SIGNATURE_MARK,
     Codec,
@@ -40,6 +39,7 @@ from ..core.protocol import (
 )
 from ..core.status import TaskStatus
 from ..task import Task
+from .threads import TaskThreads
 
 __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 
@@ -48,11 +48,9 @@ ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
 #: How a streaming task's chunk reaches Redis: (queue, task id, attempt, n from 1, chunk).
 ChunkSink = Callable[[str, str, int, int, bytes], Coroutine[Any, Any, None]]
 
-# ext_hook: a chord's callback gets failed members as TaskFailed (workflows).
-_args_decoder = msgspec.msgpack.Decoder(list[Any], ext_hook=ext_hook)
-_kwargs_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 _TRACEBACK_LIMIT = 16_000
-_EMPTY_MAP = b"\x80"
+#: The longest retry delay a task may ask for (a year): more can't be scheduled.
+MAX_RETRY_DELAY = 365 * 24 * 3600.0
 
 
 @dataclass(slots=True)
@@ -94,16 +92,25 @@ def aborted(job: Job) -> FinishItem:
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
-    tb = "".join(traceback.format_exception(exc))
-    if len(tb) > _TRACEBACK_LIMIT:
-        tb = "...\n" + tb[-_TRACEBACK_LIMIT:]
     kind = type(exc)
     name = (
         kind.__qualname__
         if kind.__module__ == "builtins"
         else (f"{kind.__module__}.{kind.__qualname__}")
     )
-    return ErrorInfo(name, str(exc), tb)
+    # Task code's exception may fail to describe itself: the failure must
+    # still be recorded, or the task would stay RUNNING for ever.
+    try:
+        message = str(exc)
+    except Exception as broken:  # any failure of user code
+        message = f"<{name} whose str() raised {type(broken).__name__}>"
+    try:
+        tb = "".join(traceback.format_exception(exc))
+    except Exception as broken:  # any failure of user code
+        tb = f"<the traceback could not be formatted: {type(broken).__name__}>"
+    if len(tb) > _TRACEBACK_LIMIT:
+        tb = "...\n" + tb[-_TRACEBACK_LIMIT:]
+    return ErrorInfo(name, message, tb)
 
 
 class Executor:
@@ -126,7 +133,8 @@ class Executor:
         self.tasks = tasks
         self.codec = codec
         self.settings = settings
-        self.threads = threads
+        #: Runs plain ``def`` tasks; knows which job's thread still runs.
+        self.threads = TaskThreads(threads)
         self.state: dict[str, Any] = {} if state is None else state
         self.report = report
         #: Where a streaming task's chunks go (set by the worker).
@@ -165,10 +173,8 @@ class Executor:
                 ),
             )
         try:
-            raw_args = _args_decoder.decode(env.args)
-            raw_kwargs = _kwargs_decoder.decode(env.kwargs) if env.kwargs != _EMPTY_MAP else {}
-            args, kwargs = task.spec.bind(raw_args, raw_kwargs)
-        except (TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+            args, kwargs = task.spec.decode(env.args, env.kwargs)
+        except (TypeError, msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             return dead(
                 delivery,
                 "bad_arguments",
@@ -210,7 +216,12 @@ class Executor:
             return self._after_error(job, exc)
         except _TimedOut:
             error = TimeoutError(f"{job.display_name} timed out after {timeout}s")
-            return self._after_error(job, error)
+            item = self._after_error(job, error)
+            if item.state is TaskStatus.RETRYING and not task.is_async:
+                # Its thread runs on: the retry must not begin beside it. The job
+                # keeps its slot and lease until the thread returns.
+                await self.threads.until_ended(job.delivery.entry_id)
+            return item
         except BaseException as exc:
             # sys.exit(), KeyboardInterrupt or any other BaseException raised by task
             # code: the task failed, the worker goes on. Let through, it would stop
@@ -290,7 +301,7 @@ class Executor:
     async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.envelope.timeout
         call = functools.partial(contextvars.copy_context().run, job.task.fn, *args, **kwargs)
-        future = asyncio.get_running_loop().run_in_executor(self.threads, call)
+        future = self.threads.start(job.delivery.entry_id, call)
         if timeout is None:
             return await future
         try:
@@ -316,6 +327,16 @@ class Executor:
                 if exc.delay is not None
                 else cfg.retry_delay_for(env.retries, random.random())
             )
+            if not delay <= MAX_RETRY_DELAY:  # also NaN: it can't be scheduled
+                return self._failure(
+                    job,
+                    ErrorInfo(
+                        "aqueue.errors.Retry",
+                        f"Retry(delay={delay!r}) is not a number of seconds up to "
+                        f"{MAX_RETRY_DELAY:.0f}; the task was not retried",
+                        "",
+                    ),
+                )
             return self._retry(job, exc, delay)
         if retries_left and isinstance(exc, cfg.retry_on):
             return self._retry(job, exc, cfg.retry_delay_for(env.retries, random.random()))

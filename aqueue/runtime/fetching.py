@@ -143,8 +143,13 @@ class Fetcher:
             )
         return deliveries
 
-    async def accept(self, queue: str, deliveries: list[Delivery], marked: bool = False) -> None:
-        """Mark deliveries running (unless ``marked``), check them, admit or refuse each."""
+    async def accept(
+        self, queue: str, deliveries: list[Delivery], marked: bool = False, first: bool = False
+    ) -> None:
+        """Mark deliveries running (unless ``marked``), check them, admit or refuse each.
+
+        ``first``: they begin before every job read ahead (reclaimed work is the oldest).
+        """
         if not marked:
             deliveries = await self._mark_running(queue, deliveries)
         now = time.time()
@@ -154,7 +159,7 @@ class Fetcher:
                 log_refused(prepared, queue, delivery.entry_id)
                 self.finisher.submit(queue, prepared, None)
             else:
-                self.runner.admit(prepared)
+                self.runner.admit(prepared, first)
 
     async def _mark_running(self, queue: str, deliveries: list[Delivery]) -> list[Delivery]:
         """Mark deliveries running; returns those not aborted while they waited."""

@@ -107,35 +107,47 @@ class Maintenance:
     # -- reclaim ----------------------------------------------------------------------
 
     async def reclaim_loop(self) -> None:
-        """Take over the entries of workers that died or stalled."""
-        broker = self._broker()
+        """Take over the entries of workers that died or stalled.
+
+        Reclaimed work goes first: while a pass fills every slot it reserved
+        (there may be more to take), the next pass follows at once, and its
+        urgent reservation takes each slot that frees before any fetch loop
+        does; reclaimed jobs begin before anything read ahead.
+        """
         interval = max(0.5, self.settings.heartbeat_interval)
         backoff = self._backoff("reclaiming stalled tasks")
         while not self.stopping:
+            more = False
             for queue in self.queues:
-                # Slots held by an idle blocking read count as free here.
-                n = await self.capacity.reserve(self.concurrency, urgent=True)
-                try:
-                    deliveries = await broker.reclaim(queue, self.consumer, n)
-                except RETRYABLE as exc:
-                    self.capacity.release(n)
-                    self.fetcher.check_orphans_soon(queue)
-                    await backoff.failed(exc, sleep=False)
-                    continue
-                except BaseException:
-                    self.capacity.release(n)
-                    raise
-                backoff.succeeded()
-                self.capacity.release(n - len(deliveries))
-                if deliveries:
-                    self.stats.reclaimed += len(deliveries)
-                    logger.warning(
-                        "reclaimed %d task(s) from %s whose worker died or stalled",
-                        len(deliveries),
-                        queue,
-                    )
-                    await self.fetcher.accept(queue, deliveries, marked=True)
-            await asyncio.sleep(interval)
+                more |= await self._reclaim_once(queue, backoff)
+            if not more:
+                await asyncio.sleep(interval)
+
+    async def _reclaim_once(self, queue: str, backoff: Backoff) -> bool:
+        """One reclaim pass over ``queue``; True when there may be more to take."""
+        # Slots held by an idle blocking read count as free here.
+        n = await self.capacity.reserve(self.concurrency, urgent=True)
+        try:
+            deliveries = await self._broker().reclaim(queue, self.consumer, n)
+        except RETRYABLE as exc:
+            self.capacity.release(n)
+            self.fetcher.check_orphans_soon(queue)
+            await backoff.failed(exc, sleep=False)
+            return False
+        except BaseException:
+            self.capacity.release(n)
+            raise
+        backoff.succeeded()
+        self.capacity.release(n - len(deliveries))
+        if deliveries:
+            self.stats.reclaimed += len(deliveries)
+            logger.warning(
+                "reclaimed %d task(s) from %s whose worker died or stalled",
+                len(deliveries),
+                queue,
+            )
+            await self.fetcher.accept(queue, deliveries, marked=True, first=True)
+        return bool(deliveries) and len(deliveries) == n
 
     # -- delayed tasks ----------------------------------------------------------------
 

@@ -101,15 +101,19 @@ class Runner:
         self.observer: Observer | None = None
         self._ready: deque[Running] = deque()
 
-    def admit(self, job: Job) -> None:
-        """Take a prepared job: begin it now, or read it ahead until a slot frees."""
+    def admit(self, job: Job, first: bool = False) -> None:
+        """Take a prepared job: begin it now, or read it ahead until a slot frees
+        (``first``: ahead of every job already read ahead)."""
         running = Running(job)
         entry = job.delivery.entry_id
         inflight = self.inflight  # both maps at once: this runs for every task
         inflight.by_entry[entry] = running
         inflight.entry_by_task[job.envelope.id] = entry
         if self.executing >= self.concurrency:
-            self._ready.append(running)
+            if first:
+                self._ready.appendleft(running)
+            else:
+                self._ready.append(running)
             return
         self._begin(running)
 

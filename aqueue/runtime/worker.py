@@ -33,6 +33,8 @@ from .._redis.broker import Broker
 from .._redis.connection import RETRYABLE
 from .._version import __version__
 from ..core.config import mask_url
+from ..core.errors import WorkerCrashed
+from ..core.protocol import Delivery
 from .executor import Executor
 from .fetching import Fetcher
 from .finishing import Finisher
@@ -94,6 +96,11 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self._hard_stop = False
         self._stopping = False
+        #: The loop that crashed and stopped this worker (None: stopped as asked).
+        self._crashed_loop: str | None = None
+        #: Tasks still running in threads when run() returned: they keep their lease;
+        #: the process should exit now (``aqueue worker`` does) to let them be reclaimed.
+        self.abandoned = 0
         self._loops: list[asyncio.Task[None]] = []
         self._outage = Outage(mask_url(app.settings.redis_url))
         self._thread_pool = concurrent.futures.ThreadPoolExecutor(
@@ -210,7 +217,11 @@ class Worker:
         self._stop_requested.set()
 
     async def run(self) -> None:
-        """Run until stopped (or, in burst mode, until the queues are drained)."""
+        """Run until stopped (or, in burst mode, until the queues are drained).
+
+        Raises :class:`~aqueue.WorkerCrashed`, after shutting down as gracefully
+        as a stop request would, when a worker loop failed on an internal error.
+        """
         app = self.app
         broker = self._broker()
         await app.connect()
@@ -242,6 +253,11 @@ class Worker:
             await _cancel_until_done(self._loops)
             self._loops.clear()
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
+        if self._crashed_loop is not None:
+            raise WorkerCrashed(
+                f"worker loop {self._crashed_loop} crashed (see the traceback logged above); "
+                "the worker stopped"
+            )
 
     def _spawn_loop(self, coro: Awaitable[None], name: str) -> None:
         async def guarded() -> None:
@@ -251,6 +267,8 @@ class Worker:
                 raise
             except Exception:
                 logger.exception("worker loop %s crashed; stopping the worker", name)
+                if self._crashed_loop is None:
+                    self._crashed_loop = name
                 self._hard_stop = True
                 self._stop_requested.set()
 
@@ -299,7 +317,21 @@ class Worker:
         # Outcomes first, then hand back what's left: the order keeps a finished
         # task from being handed back and run twice.
         await self._finisher.drain(10.0)
-        handed_back = await self._hand_back()
+        # Still executing now means running in a thread: its entry stays leased
+        # to this worker so no one runs it beside the thread.
+        still_running = [
+            held for held in self._inflight if held.task is not None and not held.task.done()
+        ]
+        handed_back = await self._hand_back([held.job.delivery for held in still_running])
+        self.abandoned = len(still_running)
+        if still_running:
+            logger.warning(
+                "%d task(s) still running in threads keep their lease (%s): they run again "
+                "elsewhere only once this worker's heartbeat is gone (dead_worker_after %.0fs)",
+                len(still_running),
+                ", ".join(f"{h.job.display_name}[{h.job.envelope.id}]" for h in still_running),
+                self.app.settings.dead_worker_after,
+            )
         await self._leave_registry()
         s = self.stats
         logger.info(
@@ -312,7 +344,11 @@ class Worker:
         )
 
     async def _wait_for_running(self) -> None:
-        """Give running tasks the grace period, then cancel what is left."""
+        """Give running tasks the grace period, then cancel what is left.
+
+        A plain ``def`` task whose thread already runs can't be cancelled: it
+        is left running (and is not handed back, see :meth:`_shutdown`).
+        """
         running = self._runner.tasks()
         if running and not self._hard_stop:
             logger.info(
@@ -327,18 +363,24 @@ class Worker:
                 if left <= 0:
                     break
                 _, pending = await asyncio.wait(pending, timeout=min(left, 0.2))
+        cancelled = []
         for entry, held in list(self._inflight.by_entry.items()):
-            if held.task is not None and not held.task.done():
+            if held.task is None or held.task.done():
+                continue
+            if self._executor.threads.withdraw(entry):
                 self._runner.cancel(entry, "shutdown")
-        await asyncio.gather(*self._runner.tasks(), return_exceptions=True)
+                cancelled.append(held.task)
+        await asyncio.gather(*cancelled, return_exceptions=True)
 
-    async def _hand_back(self) -> int:
-        """Hand back whatever is still pending for this worker, queue by queue."""
+    async def _hand_back(self, keep: list[Delivery]) -> int:
+        """Hand back whatever is still pending for this worker, queue by queue,
+        except the deliveries in ``keep``."""
         handed_back = 0
         broker = self._broker()
         for queue in self.queues:
+            kept = [d.entry_id for d in keep if d.queue == queue]
             try:
-                handed_back += await broker.leave(queue, self.name)
+                handed_back += await broker.leave(queue, self.name, kept)
             except RETRYABLE as exc:
                 logger.error(
                     "could not hand back unfinished tasks of %s (%s); other workers will "

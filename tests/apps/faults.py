@@ -126,6 +126,23 @@ def sync_mark(key: str, seconds: float) -> str:
     return key
 
 
+@app.task
+async def break_heartbeat() -> None:
+    """Inject an internal error: this process's heartbeat loop crashes on its next beat."""
+    from aqueue.runtime.maintenance import Maintenance
+
+    async def broken(self: Maintenance) -> None:
+        raise RuntimeError("injected internal error in the heartbeat loop")
+
+    Maintenance.heartbeat = broken  # type: ignore[method-assign]
+
+
+@app.task(timeout=1.0, retries=1, retry_delay=0.0, retry_on=(TimeoutError,))
+def sync_over_timeout(key: str, seconds: float) -> str:
+    """A plain def task that runs past its 1 s timeout; a timeout is retried once."""
+    return sync_mark.fn(key, seconds)
+
+
 class Bail(BaseException):
     """Not an Exception: task code that raises it must not take the worker down."""
 

@@ -173,6 +173,21 @@ def producer(url: str, prefix: str, **settings: object) -> aqueue.App:
     async def raise_base(kind: str) -> None:
         raise NotImplementedError
 
+    @app.task(name="faults.break_heartbeat")
+    async def break_heartbeat() -> None:
+        raise NotImplementedError
+
+    # Timeout and retries travel in the message: the producer declares them.
+    @app.task(
+        name="faults.sync_over_timeout",
+        timeout=1.0,
+        retries=1,
+        retry_delay=0.0,
+        retry_on=(TimeoutError,),
+    )
+    def sync_over_timeout(key: str, seconds: float) -> str:
+        raise NotImplementedError
+
     @app.task(name="faults.sync_mark")
     def sync_mark(key: str, seconds: float) -> str:
         raise NotImplementedError

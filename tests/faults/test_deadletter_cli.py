@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 
+import aqueue
 from aqueue import AsyncResult, TaskStatus
 
 from ..conftest import wait_until
@@ -108,3 +110,32 @@ async def test_replay_of_a_max_deliveries_message_runs_it_again(
 
 async def _is_dead(handle: AsyncResult[int]) -> bool:
     return await handle.status() is TaskStatus.DEAD
+
+
+async def test_replay_by_task_id_or_by_the_entry_id_the_worker_logged(
+    redis_url: str, prefix: str, workers: Workers, counts: Counts
+) -> None:
+    dead_key = f"{prefix}:{{default}}:dead"
+    worker = workers.start("-c", "4")
+    # A producer that disagrees with the worker about the argument's type: the
+    # worker refuses the message and dead-letters it.
+    async with aqueue.App(redis_url, prefix=prefix) as app:
+
+        @app.task(name="faults.takes_int")
+        async def takes_int(x: str) -> int:
+            raise NotImplementedError
+
+        first, second = await takes_int.enqueue("one"), await takes_int.enqueue("two")
+        await wait_until(lambda: counts.client.xlen(dead_key) == 2, 30)
+        logged = re.search(rf"message (\S+) \(task id {second.id}\)", worker.output())
+        assert logged is not None, worker.output()
+
+        code, out = await run_cli(redis_url, prefix, "dead", "replay", "faults:app", first.id)
+        assert code == 0 and f"replayed {first.id}" in out, out
+        code, out = await run_cli(
+            redis_url, prefix, "dead", "replay", "faults:app", logged.group(1)
+        )
+        assert code == 0 and f"replayed {logged.group(1)}" in out, out
+        assert "Traceback" not in out
+        # Back in the queue, refused again: two more dead-letter lines in the log.
+        await wait_until(lambda: worker.output().count("moved to the dead-letter stream") == 4, 30)

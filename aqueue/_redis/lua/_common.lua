@@ -17,10 +17,12 @@ end
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
 local function mark_started(stream, group, rec, entry, consumer, now)
-  local seen = redis.call('HMGET', rec, 'state', 'attempt')
+  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
   if seen[1] == 'aborted' then
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
+    -- Aborted while queued: the record was kept for this moment; now it expires.
+    if seen[3] then redis.call('PEXPIRE', rec, seen[3]) end
     return 0
   end
   local attempt = (tonumber(seen[2]) or 0) + 1
@@ -84,15 +86,48 @@ local function release_unique(rec, tid)
   if ukey and redis.call('GET', ukey) == tid then redis.call('DEL', ukey) end
 end
 
+-- A task in one of these states will still run, or runs now.
+local function is_live(state)
+  return state == 'queued' or state == 'scheduled' or state == 'running' or state == 'retrying'
+end
+
 -- The id of the live task holding a unique key, or false.
 local function live_owner(prefix, ukey)
   local owner = redis.call('GET', ukey)
   if not owner then return false end
-  local st = redis.call('HGET', prefix .. owner, 'state')
-  if st == 'queued' or st == 'scheduled' or st == 'running' or st == 'retrying' then
+  if is_live(redis.call('HGET', prefix .. owner, 'state')) then
     return owner
   end
   return false
+end
+
+-- Exactly-once enqueue -------------------------------------------------------
+-- Whether the task `rec` is already enqueued, so this message must not be
+-- added again (the caller gets the task's id, as for a unique key). An id
+-- aqueue drew itself (not `fresh`) is random: any record of it means this is
+-- the same call sent again after its reply was lost. An id the producer chose
+-- (`fresh`) is refused while that task is live, and when the record was
+-- written by this very message (`etok`, the digest of its bytes, which hold
+-- the id and the time of the call): a resent call whose first copy already
+-- finished. A finished task's id may otherwise be enqueued again.
+local function already_enqueued(rec, fresh, payload)
+  local seen = redis.call('HMGET', rec, 'state', 'etok')
+  if not seen[1] then return false end
+  if not fresh then return true end
+  return is_live(seen[1]) or seen[2] == redis.sha1hex(payload)
+end
+
+-- Remember which message wrote a producer-chosen id's record (see above).
+local function mark_enqueued_by(rec, payload)
+  redis.call('HSET', rec, 'etok', redis.sha1hex(payload))
+end
+
+-- Idempotent outcomes ----------------------------------------------------------
+-- A finish whose reply was lost is sent again: its entry is acknowledged by
+-- then, and only `fin` (the entry whose outcome the record holds) tells that
+-- the outcome is already recorded, not that another worker took the task.
+local function recorded_before(rec, entry)
+  return redis.call('HGET', rec, 'fin') == entry
 end
 
 -- Enqueue one message: into the stream now, or into the delayed set when

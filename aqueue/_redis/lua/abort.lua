@@ -14,8 +14,13 @@ if state == 'queued' or state == 'scheduled' or state == 'retrying' then
   redis.call('ZREM', delayed, tid)
   redis.call('HDEL', payloads, tid)
   redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)
-  -- Queued entries stay in the stream; the start script drops them unrun.
-  if state ~= 'queued' then redis.call('PEXPIRE', rec, ttl) end
+  -- Queued entries stay in the stream; the start script drops them unrun and
+  -- only then gives the record its TTL (`attl`), so it can't expire first.
+  if state ~= 'queued' then
+    redis.call('PEXPIRE', rec, ttl)
+  else
+    redis.call('HSET', rec, 'attl', ttl)
+  end
   release_unique(rec, tid)
   redis.call('PUBLISH', ARGV[4], tid)
 elseif state == 'running' then

@@ -4,7 +4,8 @@
 --   {task_id, task_name, payload length, fresh (1: replace any old record),
 --    delay_ms (0: now), unique_key ('' for none), unique_ttl_ms}
 -- Returns, per message, the id of the task that now represents it: its own
--- id, or the id of the live task already holding its unique key.
+-- id, or the id of the live task already holding its unique key. A message
+-- whose task is already enqueued is not added again (already_enqueued).
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, control = ARGV[1], ARGV[2]
 local wake = false
@@ -18,11 +19,14 @@ for _, row in ipairs(rows) do
   local owner = ukey ~= '' and live_owner(prefix, ukey)
   if owner then
     out[#out + 1] = owner
+  elseif already_enqueued(prefix .. tid, fresh == 1, payload) then
+    out[#out + 1] = tid
   else
     if enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, fresh == 1, delay, ukey,
         uttl, now) then
       wake = true
     end
+    if fresh == 1 then mark_enqueued_by(prefix .. tid, payload) end
     out[#out + 1] = tid
   end
 end

@@ -31,7 +31,7 @@ for _, row in ipairs(rows) do
   -- <<< workflows
   local retry_delay, reason, unique = row[6], row[8], row[9]
   local rec = prefix .. tid
-  local owned = true
+  local owned, repeated = true, false
   if entry ~= '' then
     local owner = redis.call('HMGET', rec, 'worker', 'entry')
     if owner[2] then
@@ -39,12 +39,18 @@ for _, row in ipairs(rows) do
     else  -- no record (purged): ask the stream who holds the entry
       owned = #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1
     end
-    owned = owned and redis.call('XACK', stream, group, entry) == 1
+    if owned and redis.call('XACK', stream, group, entry) == 0 then
+      owned = false
+      repeated = recorded_before(rec, entry)
+    end
     acked = acked + 1
   end
-  if not owned then
+  if repeated then
+    -- Recorded by this same call before its reply was lost: nothing to do.
+  elseif not owned then
     fenced[#fenced + 1] = entry
   else
+    if entry ~= '' then redis.call('HSET', rec, 'fin', entry) end
     if state == 'retrying' then
       local due = now + tonumber(retry_delay)
       redis.call('ZADD', delayed, due, tid)
@@ -55,7 +61,7 @@ for _, row in ipairs(rows) do
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
           'm', payload, 'reason', reason, 'error', err, 'at', now,
-          'attempt', redis.call('HGET', rec, 'attempt') or '0')
+          'attempt', redis.call('HGET', rec, 'attempt') or '0', 'entry', entry)
       end
       if state == 'succeeded' then
         redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now)

@@ -64,7 +64,7 @@ for _, e in ipairs(claimed) do
       redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid, 'm', payload,
         'reason', 'max_deliveries',
         'error', 'delivered ' .. deliveries .. ' times without finishing (worker crashed or hung each time)',
-        'at', now, 'attempt', deliveries)
+        'at', now, 'attempt', deliveries, 'entry', entry)
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
       if tid ~= '' then

@@ -1,0 +1,81 @@
+"""Threads of plain ``def`` tasks: they can't be stopped, so they are tracked.
+
+A thread can't be interrupted: a job cancelled (abort, lost lease, shutdown)
+or timed out while its thread runs leaves that thread running. The worker
+must not run the job's entry again meanwhile, so :class:`TaskThreads` keeps
+each call's pool future by stream entry until its thread has returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["TaskThreads"]
+
+
+class TaskThreads:
+    """The worker's thread pool for ``def`` tasks, with each call known by its entry."""
+
+    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self._calls: dict[str, concurrent.futures.Future[Any]] = {}
+
+    def start(self, entry_id: str, call: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Submit ``call``; the returned future's cancellation withdraws it only if no
+        thread has begun it (a thread already running it runs on)."""
+        thread = self.pool.submit(call)
+        self._calls[entry_id] = thread
+        loop = asyncio.get_running_loop()
+        thread.add_done_callback(functools.partial(self._ended, loop, entry_id))
+        return asyncio.wrap_future(thread)
+
+    def running(self, entry_id: str) -> bool:
+        """True while a thread runs (or may still begin) the job of ``entry_id``."""
+        thread = self._calls.get(entry_id)
+        if thread is None:
+            return False
+        if thread.done():
+            del self._calls[entry_id]
+            return False
+        return True
+
+    def withdraw(self, entry_id: str) -> bool:
+        """Take back a job's call that no thread has begun yet.
+
+        Returns True when it was withdrawn (or there was none): the job can be
+        cancelled and handed back. False: a thread runs it now and will run on.
+        """
+        thread = self._calls.get(entry_id)
+        if thread is None or thread.done() or thread.cancel():
+            self._calls.pop(entry_id, None)
+            return True
+        return False
+
+    async def until_ended(self, entry_id: str) -> None:
+        """Wait for the thread of ``entry_id`` to return (at once if none runs it)."""
+        thread = self._calls.get(entry_id)
+        if thread is not None:
+            # asyncio.wait: the call's own exception is of no interest here.
+            await asyncio.wait([asyncio.wrap_future(thread)])
+            self._calls.pop(entry_id, None)
+
+    def _ended(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        entry_id: str,
+        thread: concurrent.futures.Future[Any],
+    ) -> None:
+        """Forget a call once its thread returned (runs in that thread, or at once
+        if the call was withdrawn)."""
+
+        def forget() -> None:
+            if self._calls.get(entry_id) is thread:
+                del self._calls[entry_id]
+
+        with contextlib.suppress(RuntimeError):  # the worker's loop is already closed
+            loop.call_soon_threadsafe(forget)
