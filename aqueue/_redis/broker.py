@@ -23,7 +23,7 @@ from ..core.config import Settings
 from ..core.errors import ConnectionFailed
 from ..core.keys import CONSUMER_GROUP, QueueKeys
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
-from .connection import REDIS_ERRORS, DirectLine
+from .connection import REDIS_ERRORS, DirectLine, is_cluster
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, script_source
 from .views import RedisViews
@@ -47,6 +47,8 @@ class Broker:
         self._groups_ready: set[str] = set()
         self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(self.enqueue_many)
         self.direct = DirectLine(client)
+        #: A Redis Cluster client: no script pipelines, no direct path.
+        self.cluster = is_cluster(client)
         #: Reads that change nothing (queue figures, worker registry, lookups).
         self.views = RedisViews(client, settings.prefix)
         self._sources = {name: script_source(name) for name in SCRIPT_NAMES}
@@ -122,6 +124,15 @@ class Broker:
                     "enqueue", script_keys, self._enqueue_args(keys, messages)
                 )
                 return [_text(x) for x in reply]
+            if self.cluster:
+                # A cluster client refuses script pipelines: one call per chunk,
+                # in order (all of them go to the queue's one node anyway).
+                for start in range(0, len(messages), ENQUEUE_CHUNK):
+                    chunk = messages[start : start + ENQUEUE_CHUNK]
+                    args = self._enqueue_args(keys, chunk)
+                    reply = await self._script("enqueue", script_keys, args)
+                    ids.extend(_text(x) for x in reply)
+                return ids
             async with self.client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(messages), ENQUEUE_CHUNK):
                     chunk = messages[start : start + ENQUEUE_CHUNK]

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-from ..core.config import Settings
+from ..core.config import RedisTarget, Settings, parse_redis_url
 
-__all__ = ["ANY_REDIS_ERROR", "REDIS_ERRORS", "RETRYABLE", "DirectLine", "connect"]
+__all__ = [
+    "ANY_REDIS_ERROR",
+    "REDIS_ERRORS",
+    "RETRYABLE",
+    "DirectLine",
+    "connect",
+    "is_cluster",
+]
 
 #: What a lost or unreachable Redis raises: the operation did not take effect.
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -31,27 +40,94 @@ RETRYABLE = (*REDIS_ERRORS, redis.exceptions.BusyLoadingError)
 def connect(settings: Settings, max_connections: int = 200) -> aioredis.Redis:
     """A client for ``settings.redis_url`` with aqueue's timeouts and retries.
 
+    ``redis://``, ``rediss://`` and ``unix://`` give a client of one server;
+    ``redis+sentinel://`` a client of the service's current master, found
+    through the sentinels on every new connection; ``redis+cluster://`` a
+    cluster client that routes each command by its key's slot.
+
     The socket timeout is explicit (older redis-py versions default to none):
     a Redis that accepts connections but never answers must not hang a caller
     for ever. It is longer than the workers' 2 s blocking reads.
     """
+    target = parse_redis_url(settings.redis_url)
+    timeouts: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": max(settings.connect_timeout, 5.0),
+        "socket_keepalive": True,
+    }
+    if target.kind == "sentinel":
+        return _sentinel_master(target, settings, timeouts, max_connections)
+    if target.kind == "cluster":
+        # A RedisCluster has the command methods aqueue uses; where it differs
+        # (pipelines of scripts, pub/sub, the direct path) callers ask is_cluster().
+        return cast("aioredis.Redis", _cluster(target, timeouts, max_connections))
     return aioredis.Redis.from_url(
         settings.redis_url,
-        socket_connect_timeout=settings.connect_timeout,
-        socket_timeout=max(settings.connect_timeout, 5.0),
-        socket_keepalive=True,
         health_check_interval=30,
         max_connections=max_connections,
-        # A pooled connection that Redis or the network dropped while idle
-        # fails on its next use; without retries that command fails even
-        # though Redis is up. Timeouts are not retried, so an unresponsive
-        # Redis still fails within one socket timeout.
-        retry=Retry(
-            ExponentialBackoff(cap=0.5, base=0.05),
-            2,
-            supported_errors=(redis.exceptions.ConnectionError,),
-        ),
+        retry=_connection_retry(),
+        **timeouts,
     )
+
+
+def _connection_retry() -> Retry:
+    # A pooled connection that Redis or the network dropped while idle fails
+    # on its next use; without retries that command fails even though Redis
+    # is up. Timeouts are not retried, so an unresponsive Redis still fails
+    # within one socket timeout.
+    return Retry(
+        ExponentialBackoff(cap=0.5, base=0.05),
+        2,
+        supported_errors=(redis.exceptions.ConnectionError,),
+    )
+
+
+def _sentinel_master(
+    target: RedisTarget, settings: Settings, timeouts: dict[str, Any], max_connections: int
+) -> aioredis.Redis:
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.hosts),
+        sentinel_kwargs={
+            **timeouts,
+            "password": settings.sentinel_password,
+            "ssl": target.tls,
+        },
+    )
+    # Every new connection asks the sentinels for the master's address, and
+    # one that finds its server demoted (READONLY) is dropped, so a failover
+    # moves the pool to the new master.
+    client: aioredis.Redis = sentinels.master_for(
+        target.service_name,
+        redis_class=aioredis.Redis,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        health_check_interval=30,
+        max_connections=max_connections,
+        retry=_connection_retry(),
+        **timeouts,
+    )
+    return client
+
+
+def _cluster(target: RedisTarget, timeouts: dict[str, Any], max_connections: int) -> Any:
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        max_connections=max_connections,
+        # Routing errors (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, a lost node)
+        # refresh the slot map and try again a few times before failing.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        **timeouts,
+    )
+
+
+def is_cluster(client: object) -> bool:
+    """True for a Redis Cluster client (one connection pool per node)."""
+    return isinstance(client, RedisCluster)
 
 
 try:
@@ -71,6 +147,11 @@ class DirectLine:
     never reused. Replies come as the connection's protocol gives them (RESP2
     or RESP3); Redis Cluster clients and installs without hiredis take the
     client's normal path.
+
+    Behind Sentinel a connection made by the pool knows only how to *find*
+    its server: it is connected explicitly through the pool's master lookup
+    before its first command (sending on an unconnected one would dial the
+    pool's default address, a server that may not be the master at all).
     """
 
     MAX_IDLE = 8
@@ -78,17 +159,31 @@ class DirectLine:
     def __init__(self, client: aioredis.Redis) -> None:
         pool = getattr(client, "connection_pool", None)
         self.enabled = (
-            _pack_command is not None and pool is not None and hasattr(pool, "make_connection")
+            _pack_command is not None
+            and not is_cluster(client)
+            and isinstance(pool, aioredis.ConnectionPool)
         )
         self._pool = pool
+        self._sentinel = isinstance(pool, SentinelConnectionPool)
         self._idle: list[Any] = []
+
+    async def _new_connection(self) -> Any:
+        assert self._pool is not None
+        conn = self._pool.make_connection()
+        if self._sentinel:
+            try:
+                await conn.connect()  # asks the sentinels where the master is
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+        return conn
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (raising Redis errors)."""
         assert _pack_command is not None and self._pool is not None
         packed = _pack_command(args)
         reused = bool(self._idle)
-        conn = self._idle.pop() if reused else self._pool.make_connection()
+        conn = self._idle.pop() if reused else await self._new_connection()
         try:
             await conn.send_packed_command(packed, check_health=False)
             reply = await conn.read_response()
@@ -101,7 +196,7 @@ class DirectLine:
                 raise
             # A reused connection may have gone stale (Redis restarted): try
             # once on a fresh one, as redis-py's own retry would.
-            conn = self._pool.make_connection()
+            conn = await self._new_connection()
             try:
                 await conn.send_packed_command(packed, check_health=False)
                 reply = await conn.read_response()

@@ -1,0 +1,100 @@
+"""The same App code on standalone Redis, behind Sentinel and on a Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+import aqueue
+
+from ..conftest import redis_server, running_worker
+from ..topologies import SERVICE, ClusterTopology, SentinelTopology
+
+
+def _register(app: aqueue.App) -> aqueue.Task[[int, int], int]:
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    return add
+
+
+async def test_tasks_run_and_bulk_over_one_chunk_works(ha_app: aqueue.App) -> None:
+    add = _register(ha_app)
+    async with running_worker(ha_app, concurrency=50):
+        assert await (await add.enqueue(1, 2)).get(timeout=30) == 3
+        # Over one script call's 1,000 messages, in bulk and one by one at once.
+        many = await add.enqueue_many([(i, 1) for i in range(1500)])
+        concurrent = await asyncio.gather(*(add.enqueue(i, 2) for i in range(1500)))
+        values = await asyncio.gather(*(r.get(timeout=60) for r in [*many, *concurrent]))
+    assert values == [i + 1 for i in range(1500)] + [i + 2 for i in range(1500)]
+
+
+async def test_behind_sentinel_no_command_reaches_any_server_but_the_master(
+    sentinels: SentinelTopology, prefix: str
+) -> None:
+    """The pool's default address is a decoy server: every command must still
+    go to the master the sentinels name, the direct path's included."""
+    sentinels.wait_healthy()
+    hosts = [("127.0.0.1", s.port) for s in sentinels.sentinels]
+    with redis_server() as decoy, redis.Redis(port=decoy.port) as probe:
+        before = _calls(probe)
+        injected = Sentinel(hosts).master_for(  # type: ignore[no-untyped-call]
+            SERVICE, redis_class=aioredis.Redis, host="127.0.0.1", port=decoy.port
+        )
+        app = aqueue.App(redis=injected, prefix=prefix)
+        add = _register(app)
+        try:
+            async with running_worker(app, concurrency=10):
+                results = [await add.enqueue(i, i) for i in range(20)]
+                results += await add.enqueue_many([(i, 0) for i in range(20)])
+                assert [await r.get(timeout=30) for r in results] == [
+                    *(2 * i for i in range(20)),
+                    *range(20),
+                ]
+        finally:
+            await app.close()
+            await injected.aclose()
+        after = _calls(probe)
+        assert after == before
+        assert len(probe.client_list()) == 1  # the probe itself
+    with redis.Redis(port=sentinels.master().port) as master:
+        assert master.keys(f"{prefix}:*")
+
+
+def _calls(probe: redis.Redis) -> dict[str, int]:
+    """Calls per command on the decoy, but the probe's own INFO."""
+    stats = probe.info("commandstats")
+    return {name: s["calls"] for name, s in stats.items() if name != "cmdstat_info"}
+
+
+async def test_sentinel_url_writes_to_the_master(sentinels: SentinelTopology, prefix: str) -> None:
+    sentinels.wait_healthy()
+    app = aqueue.App(sentinels.url, prefix=prefix)
+    add = _register(app)
+    try:
+        async with running_worker(app, concurrency=5):
+            assert await (await add.enqueue(2, 3)).get(timeout=30) == 5
+    finally:
+        await app.close()
+    with redis.Redis(port=sentinels.master().port) as master:
+        assert master.keys(f"{prefix}:*")
+
+
+async def test_an_injected_cluster_client_works(cluster: ClusterTopology, prefix: str) -> None:
+    cluster.wait_healthy()
+    injected = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", cluster.servers[0].port)])
+    app = aqueue.App(redis=injected, prefix=prefix)
+    add = _register(app)
+    try:
+        assert not app.client.broker.direct.enabled
+        async with running_worker(app, concurrency=20):
+            results = await add.enqueue_many([(i, i) for i in range(1200)])
+            assert sum([await r.get(timeout=60) for r in results]) == 2 * sum(range(1200))
+    finally:
+        await app.close()
+        await injected.aclose()
