@@ -23,7 +23,7 @@ from ..core.config import Settings
 from ..core.errors import ConnectionFailed
 from ..core.keys import CONSUMER_GROUP, QueueKeys
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
-from .connection import REDIS_ERRORS, DirectLine, is_cluster
+from .connection import REDIS_ERRORS, DirectLine, describe_topology, is_cluster, placement
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, script_source
 from .views import RedisViews
@@ -78,6 +78,14 @@ class Broker:
 
     async def ping(self) -> None:
         await self.client.ping()
+
+    async def topology(self) -> str:
+        """Where commands go, without secrets (Sentinel's current master, cluster nodes)."""
+        return await describe_topology(self.client)
+
+    async def placement(self, queue: str) -> tuple[int, str] | None:
+        """On a cluster, the queue's slot and the master that serves it."""
+        return await placement(self.client, self.keys(queue).stream)
 
     def subscription(self) -> Subscription:
         """A new pub/sub subscription (one connection, any number of channels)."""

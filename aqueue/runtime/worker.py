@@ -207,7 +207,7 @@ class Worker:
         await app.connect()
         for queue in self.queues:
             await broker.ensure_group(queue)
-        self._log_banner()
+        self._log_banner(await app.client.topology())
         try:
             async with app.run_lifespan() as state:
                 self._executor.state = state
@@ -246,14 +246,14 @@ class Worker:
 
         self._loops.append(asyncio.create_task(guarded(), name=f"aqueue-{name}"))
 
-    def _log_banner(self) -> None:
+    def _log_banner(self, topology: str) -> None:
         names = ", ".join(sorted(self.app.tasks)) or "(none)"
         logger.info(
             "aqueue %s worker %s\n  redis:       %s\n  queues:      %s\n"
             "  concurrency: %d (threads for sync tasks: %d)\n  tasks:       %s",
             __version__,
             self.name,
-            mask_url(self.app.settings.redis_url),
+            topology,
             ", ".join(self.queues),
             self.concurrency,
             self.threads,

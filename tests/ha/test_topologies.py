@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import redis
 import redis.asyncio as aioredis
@@ -11,7 +13,7 @@ from redis.asyncio.sentinel import Sentinel
 
 import aqueue
 
-from ..conftest import redis_server, running_worker
+from ..conftest import redis_server, running_worker, worker_env
 from ..topologies import SERVICE, ClusterTopology, SentinelTopology
 
 
@@ -98,3 +100,21 @@ async def test_an_injected_cluster_client_works(cluster: ClusterTopology, prefix
     finally:
         await app.close()
         await injected.aclose()
+
+
+def test_cli_url_option_reaches_sentinel_and_cluster(
+    sentinels: SentinelTopology, cluster: ClusterTopology, prefix: str
+) -> None:
+    """``--url`` takes both forms; ``inspect`` names the master / the cluster nodes."""
+    env = {**worker_env("redis://127.0.0.1:1/0", prefix), "AQUEUE_APP": ""}
+    for topology, expected in ((sentinels, "master 127.0.0.1:"), (cluster, "cluster: masters")):
+        topology.wait_healthy()
+        proc = subprocess.run(
+            [sys.executable, "-m", "aqueue", "inspect", "--url", topology.url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert expected in proc.stdout
