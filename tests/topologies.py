@@ -146,7 +146,8 @@ class SentinelTopology:
             lambda: (address := self.master_address()) != old and address,
             "Sentinel to name a new master",
         )
-        self.wait_healthy()
+        # Sentinels refresh what they know of replicas every 10 s: the next
+        # user of the topology waits for wait_healthy(), this caller need not.
         return tuple(new)  # type: ignore[return-value]
 
 

@@ -20,10 +20,17 @@ from redis.commands.core import AsyncScript
 
 from ..core.batching import Coalescer
 from ..core.config import Settings
-from ..core.errors import ConnectionFailed
+from ..core.errors import ConfigError, ConnectionFailed
 from ..core.keys import CONSUMER_GROUP, QueueKeys
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
-from .connection import REDIS_ERRORS, DirectLine, describe_topology, is_cluster, placement
+from .connection import (
+    REDIS_ERRORS,
+    DirectLine,
+    as_failover,
+    describe_topology,
+    is_cluster,
+    placement,
+)
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, script_source
 from .views import RedisViews
@@ -148,6 +155,22 @@ class Broker:
                     await self._scripts["enqueue"](keys=script_keys, args=args, client=pipe)
                 for reply in await pipe.execute():
                     ids.extend(_text(x) for x in reply)
+        except redis.exceptions.AskError as exc:
+            if not self.cluster:
+                raise ConfigError(
+                    f"Redis answered {str(exc).split()[0]}: it is a node of a Redis Cluster. "
+                    "Use a redis+cluster://host:port[,host:port...] URL"
+                ) from exc
+            raise ConnectionFailed(
+                f"could not enqueue to Redis: the cluster is moving slots ({exc}). Nothing "
+                "was acknowledged; try again"
+            ) from exc
+        except redis.exceptions.ReadOnlyError as exc:
+            raise ConnectionFailed(
+                "could not enqueue: this Redis is a read-only replica (a failover is under way, "
+                "or the URL names a replica). Nothing was acknowledged; try again, and use the "
+                "master's URL or a redis+sentinel:// URL"
+            ) from exc
         except REDIS_ERRORS as exc:
             raise ConnectionFailed(
                 f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
@@ -190,6 +213,9 @@ class Broker:
             )
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
+                classified = as_failover(exc)
+                if classified is not exc:
+                    raise classified from exc
                 raise
             # The stream was deleted (e.g. purged) under us: recreate and retry later.
             await self.ensure_group(queue)

@@ -24,9 +24,12 @@ from ..core.config import RedisTarget, Settings, mask_url, parse_redis_url
 
 __all__ = [
     "ANY_REDIS_ERROR",
+    "FAILOVER_ERRORS",
     "REDIS_ERRORS",
     "RETRYABLE",
     "DirectLine",
+    "FailoverInProgress",
+    "as_failover",
     "connect",
     "describe_topology",
     "is_cluster",
@@ -34,12 +37,44 @@ __all__ = [
     "settings_for",
 ]
 
-#: What a lost or unreachable Redis raises: the operation did not take effect.
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-#: Anything Redis may answer with besides a value (READONLY after a failover, ...).
-ANY_REDIS_ERROR = (redis.exceptions.RedisError, OSError)
+
+class FailoverInProgress(redis.exceptions.ConnectionError):
+    """Redis ended a command because its role changed under it (``UNBLOCKED``):
+    a blocked read on a master that was just demoted. Nothing was read."""
+
+
+#: Replies of a Redis in the middle of a failover or a slot move. The command
+#: did not take effect; the client re-resolves the master (Sentinel) or the
+#: slot map (Cluster) on its next try.
+FAILOVER_ERRORS = (
+    redis.exceptions.ReadOnlyError,  # READONLY: a demoted master
+    redis.exceptions.ClusterDownError,  # CLUSTERDOWN, and MASTERDOWN (a subclass)
+    redis.exceptions.TryAgainError,  # TRYAGAIN: a multi-key command during a slot move
+    redis.exceptions.AskError,  # ASK and MOVED (a subclass) past the client's re-routing
+    redis.exceptions.ClusterError,
+    redis.exceptions.SlotNotCoveredError,
+    FailoverInProgress,  # UNBLOCKED
+)
+#: What a lost, unreachable or failing-over Redis raises: the operation did
+#: not take effect (or its reply was lost with the connection).
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    *FAILOVER_ERRORS,
+)
+#: Anything Redis may answer with besides a value.
+ANY_REDIS_ERROR = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 #: What a worker loop rides out with backoff (a Redis still loading its data too).
 RETRYABLE = (*REDIS_ERRORS, redis.exceptions.BusyLoadingError)
+
+
+def as_failover(exc: redis.exceptions.ResponseError) -> Exception:
+    """An error reply classified: ``UNBLOCKED`` (a role change ended a blocked
+    command) becomes :class:`FailoverInProgress`, anything else stays as it is."""
+    if str(exc).startswith("UNBLOCKED"):
+        return FailoverInProgress(str(exc))
+    return exc
 
 
 def connect(settings: Settings, max_connections: int = 200) -> aioredis.Redis:
@@ -274,8 +309,16 @@ class DirectLine:
         try:
             await conn.send_packed_command(packed, check_health=False)
             reply = await conn.read_response()
-        except redis.exceptions.ResponseError:
-            self._release(conn)  # an error reply leaves the connection in sync
+        except redis.exceptions.ResponseError as exc:
+            classified = as_failover(exc)
+            if classified is exc and not isinstance(exc, FAILOVER_ERRORS):
+                self._release(conn)  # an error reply leaves the connection in sync
+                raise
+            # The server changed role (or the slot moved): a new connection
+            # finds the right one, this one would keep asking the old server.
+            await conn.disconnect(nowait=True)
+            if classified is not exc:
+                raise classified from exc
             raise
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
             await conn.disconnect(nowait=True)

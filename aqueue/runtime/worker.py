@@ -49,6 +49,9 @@ __all__ = ["Worker", "WorkerStats"]
 # Everything a worker says goes to one logger, which users filter on.
 logger = logging.getLogger("aqueue.worker")
 
+#: Tries of the hand-back at shutdown (about 3 s in all) while Redis fails over.
+HAND_BACK_ATTEMPTS = 6
+
 
 class Worker:
     """Runs the tasks of an App from one or more queues.
@@ -327,15 +330,22 @@ class Worker:
         handed_back = 0
         broker = self._broker()
         for queue in self.queues:
-            try:
-                handed_back += await broker.leave(queue, self.name)
-            except RETRYABLE as exc:
-                logger.error(
-                    "could not hand back unfinished tasks of %s (%s); other workers will "
-                    "reclaim them once this worker's heartbeat is gone",
-                    queue,
-                    exc,
-                )
+            # A failover under way (READONLY, UNBLOCKED, a lost connection)
+            # is over in a second or two: try a few times before giving up.
+            for attempt in range(HAND_BACK_ATTEMPTS):
+                try:
+                    handed_back += await broker.leave(queue, self.name)
+                    break
+                except RETRYABLE as exc:
+                    if attempt + 1 < HAND_BACK_ATTEMPTS:
+                        await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+                        continue
+                    logger.error(
+                        "could not hand back unfinished tasks of %s (%s); other workers will "
+                        "reclaim them once this worker's heartbeat is gone",
+                        queue,
+                        exc,
+                    )
         self.stats.handed_back += handed_back
         return handed_back
 

@@ -6,12 +6,14 @@ import asyncio
 import subprocess
 import sys
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 import aqueue
+from aqueue.core.keys import QueueKeys
 
 from ..conftest import redis_server, running_worker, worker_env
 from ..topologies import SERVICE, ClusterTopology, SentinelTopology
@@ -118,3 +120,26 @@ def test_cli_url_option_reaches_sentinel_and_cluster(
         )
         assert proc.returncode == 0, proc.stderr
         assert expected in proc.stdout
+
+
+async def test_plain_urls_to_the_wrong_node_give_aqueue_errors(
+    sentinels: SentinelTopology, cluster: ClusterTopology, prefix: str
+) -> None:
+    """A redis:// URL of a cluster node or of a replica: an aqueue error that says
+    what to do, never a raw redis-py one."""
+    cluster.wait_healthy()
+    sentinels.wait_healthy()
+    owner = cluster.slot_owner(QueueKeys(prefix, "default").stream)
+    other = next(s for s in cluster.servers[:3] if s is not owner and cluster.role(s) == "master")
+    replica = next(s for s in sentinels.servers if s is not sentinels.master())
+    for url, error, message in (
+        (other.url, aqueue.ConfigError, "redis\\+cluster://"),
+        (replica.url, aqueue.ConnectionFailed, "read-only replica"),
+    ):
+        app = aqueue.App(url, prefix=prefix)
+        add = _register(app)
+        try:
+            with pytest.raises(error, match=message):
+                await add.enqueue(1, 2)
+        finally:
+            await app.close()
