@@ -146,6 +146,30 @@ async def test_sentinel_failover_with_the_old_master_up(
     )
 
 
+async def test_killing_the_sentinel_master(
+    sentinels: SentinelTopology, redis_url: str, prefix: str
+) -> None:
+    sentinels.wait_healthy()
+
+    def kill_master() -> None:
+        master = sentinels.master()
+        old = sentinels.master_address()
+        master.stop(kill=True)
+        wait_for(lambda: sentinels.master_address() != old, "Sentinel to promote the replica", 60)
+        master.start()  # the sentinels turn it into the new master's replica
+
+    await _run_scenario(
+        "sentinel_kill_master",
+        sentinels.url,
+        redis_url,
+        prefix,
+        sentinels.master,
+        kill_master,
+        lost_allowed=True,  # acknowledged writes the dead master had not replicated
+        after=sentinels.wait_healthy,
+    )
+
+
 def _queue_master(cluster: ClusterTopology, prefix: str) -> Callable[[], RedisServer]:
     return lambda: cluster.slot_owner(QueueKeys(prefix, "default").stream)
 
