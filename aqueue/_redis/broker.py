@@ -26,6 +26,7 @@ from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progre
 from .connection import (
     REDIS_ERRORS,
     DirectLine,
+    NotReplicated,
     as_failover,
     describe_topology,
     is_cluster,
@@ -56,6 +57,13 @@ class Broker:
         self.direct = DirectLine(client)
         #: A Redis Cluster client: no script pipelines, no direct path.
         self.cluster = is_cluster(client)
+        #: How long a durable change waits for its replicas (replicas_ack).
+        self._wait_ms = int(settings.connect_timeout * 1000)
+        if settings.replicas_ack and not self.direct.enabled:
+            raise ConfigError(
+                "replicas_ack needs a standalone or Sentinel client and hiredis "
+                "(pip install 'redis[hiredis]'); it is not supported on Redis Cluster yet"
+            )
         #: Reads that change nothing (queue figures, worker registry, lookups).
         self.views = RedisViews(client, settings.prefix)
         self._sources = {name: script_source(name) for name in SCRIPT_NAMES}
@@ -69,14 +77,26 @@ class Broker:
             keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue)
         return keys
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], durable: bool = False
+    ) -> Any:
+        """Run a script; ``durable`` changes wait for ``replicas_ack`` replicas."""
         if not self.direct.enabled:
             return await self._scripts[name](keys=list(keys), args=list(args))
         sha = self._scripts[name].sha
+        replicas = self.settings.replicas_ack if durable else 0
         try:
+            if replicas:
+                return await self.direct.call_replicated(
+                    replicas, self._wait_ms, "EVALSHA", sha, len(keys), *keys, *args
+                )
             return await self.direct.call("EVALSHA", sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             await self.direct.call("SCRIPT", "LOAD", self._sources[name])
+            if replicas:
+                return await self.direct.call_replicated(
+                    replicas, self._wait_ms, "EVALSHA", sha, len(keys), *keys, *args
+                )
             return await self.direct.call("EVALSHA", sha, len(keys), *keys, *args)
 
     async def close(self) -> None:
@@ -136,16 +156,16 @@ class Broker:
                 # One script call: no pipeline, whose execute() would first ask
                 # SCRIPT EXISTS (an extra round trip on the latency path).
                 reply = await self._script(
-                    "enqueue", script_keys, self._enqueue_args(keys, messages)
+                    "enqueue", script_keys, self._enqueue_args(keys, messages), durable=True
                 )
                 return [_text(x) for x in reply]
-            if self.cluster:
+            if self.cluster or self.settings.replicas_ack:
                 # A cluster client refuses script pipelines: one call per chunk,
                 # in order (all of them go to the queue's one node anyway).
                 for start in range(0, len(messages), ENQUEUE_CHUNK):
                     chunk = messages[start : start + ENQUEUE_CHUNK]
                     args = self._enqueue_args(keys, chunk)
-                    reply = await self._script("enqueue", script_keys, args)
+                    reply = await self._script("enqueue", script_keys, args, durable=True)
                     ids.extend(_text(x) for x in reply)
                 return ids
             async with self.client.pipeline(transaction=False) as pipe:
@@ -170,6 +190,12 @@ class Broker:
                 "could not enqueue: this Redis is a read-only replica (a failover is under way, "
                 "or the URL names a replica). Nothing was acknowledged; try again, and use the "
                 "master's URL or a redis+sentinel:// URL"
+            ) from exc
+        except NotReplicated as exc:
+            raise ConnectionFailed(
+                f"could not enqueue durably: {exc} (replicas_ack="
+                f"{self.settings.replicas_ack}). It may be in Redis but was not acknowledged; "
+                "check the replicas and try again"
             ) from exc
         except REDIS_ERRORS as exc:
             raise ConnectionFailed(
@@ -270,7 +296,10 @@ class Broker:
             b"".join([part for item in items for part in (item.result, item.error, item.payload)]),
         ]
         fenced = await self._script(
-            "finish", (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead), args
+            "finish",
+            (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead),
+            args,
+            durable=True,
         )
         return [_text(x) for x in fenced]
 

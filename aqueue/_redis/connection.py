@@ -29,6 +29,7 @@ __all__ = [
     "RETRYABLE",
     "DirectLine",
     "FailoverInProgress",
+    "NotReplicated",
     "as_failover",
     "connect",
     "describe_topology",
@@ -43,6 +44,11 @@ class FailoverInProgress(redis.exceptions.ConnectionError):
     a blocked read on a master that was just demoted. Nothing was read."""
 
 
+class NotReplicated(redis.exceptions.ConnectionError):
+    """A change was made on the master but did not reach the replicas that
+    ``replicas_ack`` asks for in time: it is not acknowledged."""
+
+
 #: Replies of a Redis in the middle of a failover or a slot move. The command
 #: did not take effect; the client re-resolves the master (Sentinel) or the
 #: slot map (Cluster) on its next try.
@@ -54,6 +60,7 @@ FAILOVER_ERRORS = (
     redis.exceptions.ClusterError,
     redis.exceptions.SlotNotCoveredError,
     FailoverInProgress,  # UNBLOCKED
+    NotReplicated,  # replicas_ack: the change may not survive a failover
 )
 #: What a lost, unreachable or failing-over Redis raises: the operation did
 #: not take effect (or its reply was lost with the connection).
@@ -337,6 +344,34 @@ class DirectLine:
             await conn.disconnect(nowait=True)
             raise
         self._release(conn)
+        return reply
+
+    async def call_replicated(self, replicas: int, timeout_ms: int, *args: Any) -> Any:
+        """Send one command followed by ``WAIT replicas timeout_ms`` on the same
+        connection (WAIT counts that connection's writes); raise
+        :class:`NotReplicated` when fewer replicas confirmed in time."""
+        assert _pack_command is not None and self._pool is not None
+        wait: tuple[Any, ...] = ("WAIT", replicas, timeout_ms)
+        packed = _pack_command(args) + _pack_command(wait)
+        reused = bool(self._idle)
+        conn = self._idle.pop() if reused else await self._new_connection()
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            try:
+                reply = await conn.read_response()
+            finally:
+                acked = await conn.read_response()  # keeps the connection in sync
+        except BaseException:
+            # Simplest safe course in a mode that favours safety over speed: a
+            # connection that saw anything unusual is not reused.
+            await conn.disconnect(nowait=True)
+            raise
+        self._release(conn)
+        if int(acked) < replicas:
+            raise NotReplicated(
+                f"only {int(acked)} of {replicas} replicas confirmed the change within "
+                f"{timeout_ms} ms"
+            )
         return reply
 
     def _release(self, conn: Any) -> None:

@@ -160,6 +160,10 @@ class Settings:
     result_poll_interval: float = 5.0
     """First fallback poll while awaiting a result, backing off to 8x; pushes
     normally arrive first, and every waiter is re-read after a reconnect."""
+    replicas_ack: int = 0
+    """Durable mode: every enqueue and every recorded outcome waits (``WAIT``)
+    until this many replicas have it, and is not acknowledged otherwise
+    (the producer gets ConnectionFailed; a worker records it again later)."""
     sentinel_password: str | None = None
     """Password of the Sentinel processes themselves (``redis+sentinel://``
     URLs); the URL's own password is the data nodes'."""
@@ -181,6 +185,15 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.replicas_ack, int) or self.replicas_ack < 0:
+            raise ConfigError(
+                f"replicas_ack must be 0 (off) or the number of replicas, got {self.replicas_ack!r}"
+            )
+        if self.replicas_ack and parse_redis_url(self.redis_url).kind == "cluster":
+            raise ConfigError(
+                "replicas_ack is not supported on Redis Cluster yet; use it with a standalone "
+                "master or a redis+sentinel:// URL"
+            )
         if self.heartbeat_interval * 2 > self.visibility_timeout:
             raise ConfigError(
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be at most half of "

@@ -50,11 +50,19 @@ async def _run_scenario(
     fail_over: Callable[[], None],
     lost_allowed: bool,
     after: Callable[[], None],
+    replicas_ack: int = 0,
 ) -> None:
-    worker = CliWorker(url, prefix, "-c", "20", FAULTS_COUNTS_URL=counts_url)
+    worker = CliWorker(
+        url,
+        prefix,
+        "-c",
+        "20",
+        FAULTS_COUNTS_URL=counts_url,
+        AQUEUE_REPLICAS_ACK=str(replicas_ack),
+    )
     counts = Counts(counts_url, prefix)
     try:
-        async with producer(url, prefix) as app:
+        async with producer(url, prefix, replicas_ack=replicas_ack) as app:
             mark = app.tasks["faults.mark"]
             first = [f"a{i}" for i in range(FIRST)]
             for key in first:
@@ -143,6 +151,25 @@ async def test_sentinel_failover_with_the_old_master_up(
         lambda: sentinels.failover() and None,
         lost_allowed=True,  # writes the old master took after the promotion
         after=sentinels.wait_healthy,
+    )
+
+
+async def test_durable_sentinel_failover_loses_nothing(
+    sentinels: SentinelTopology, redis_url: str, prefix: str
+) -> None:
+    """replicas_ack=1: what the old master took after the promotion never reached
+    a replica, so it was not acknowledged and the producer sent it again."""
+    sentinels.wait_healthy()
+    await _run_scenario(
+        "sentinel_failover_old_master_up_replicas_ack_1",
+        sentinels.url,
+        redis_url,
+        prefix,
+        sentinels.master,
+        lambda: sentinels.failover() and None,
+        lost_allowed=False,
+        after=sentinels.wait_healthy,
+        replicas_ack=1,
     )
 
 
