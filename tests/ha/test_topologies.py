@@ -143,3 +143,21 @@ async def test_plain_urls_to_the_wrong_node_give_aqueue_errors(
                 await add.enqueue(1, 2)
         finally:
             await app.close()
+
+
+def test_demo_runs_on_sentinel_and_cluster_and_cleans_up(
+    sentinels: SentinelTopology, cluster: ClusterTopology
+) -> None:
+    for topology in (sentinels, cluster):
+        topology.wait_healthy()
+        proc = subprocess.run(
+            [sys.executable, "-m", "aqueue", "demo", "-n", "200", "--url", topology.url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "0 lost" in proc.stdout
+        for server in topology.servers:
+            with redis.Redis(port=server.port) as node:
+                assert not node.keys("aqueue-demo-*")
