@@ -21,7 +21,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._redis.broker import Broker
-from ._redis.connection import REDIS_ERRORS, connect, settings_for
+from ._redis.connection import REDIS_ERRORS, connect
+from ._redis.topology import settings_for
 from ._redis.views import RedisViews
 from .core.config import Settings, mask_url
 from .core.errors import ConfigError, ConnectionFailed

@@ -152,13 +152,14 @@ class SentinelTopology:
 
 
 @contextlib.contextmanager
-def sentinel_topology() -> Iterator[SentinelTopology]:
+def sentinel_topology(*master_args: str) -> Iterator[SentinelTopology]:
+    """``master_args`` go to the first master only (e.g. to make it refuse demotion)."""
     binary = shutil.which("redis-sentinel")
     if binary is None:
         pytest.skip("redis-sentinel is not installed: apt-get install -y redis-sentinel")
     with tempfile.TemporaryDirectory(prefix="aqueue-test-sentinel-") as workdir:
         sync = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
-        topology = SentinelTopology([_server(workdir, *sync)])
+        topology = SentinelTopology([_server(workdir, *sync, *master_args)])
         try:
             master = topology.servers[0]
             topology.servers.append(

@@ -28,12 +28,11 @@ from .connection import (
     DirectLine,
     NotReplicated,
     as_failover,
-    describe_topology,
     is_cluster,
-    placement,
 )
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, script_source
+from .topology import describe_topology, placement
 from .views import RedisViews
 
 __all__ = ["ENQUEUE_CHUNK", "Broker"]

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from typing import Any, cast
-from urllib.parse import quote
 
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-from ..core.config import RedisTarget, Settings, mask_url, parse_redis_url
+from ..core.config import RedisTarget, Settings, parse_redis_url
 
 __all__ = [
     "ANY_REDIS_ERROR",
@@ -32,10 +32,7 @@ __all__ = [
     "NotReplicated",
     "as_failover",
     "connect",
-    "describe_topology",
     "is_cluster",
-    "placement",
-    "settings_for",
 ]
 
 
@@ -48,6 +45,11 @@ class NotReplicated(redis.exceptions.ConnectionError):
     """A change was made on the master but did not reach the replicas that
     ``replicas_ack`` asks for in time: it is not acknowledged."""
 
+
+logger = logging.getLogger(__name__)
+
+#: How often the direct path asks the sentinels where the master is.
+MASTER_CHECK_INTERVAL = 1.0
 
 #: Replies of a Redis in the middle of a failover or a slot move. The command
 #: did not take effect; the client re-resolves the master (Sentinel) or the
@@ -172,88 +174,6 @@ def _cluster(target: RedisTarget, timeouts: dict[str, Any], max_connections: int
     )
 
 
-async def describe_topology(client: Any) -> str:
-    """Where the client's commands go, without secrets: the server, the
-    Sentinel service and its current master, or the cluster's nodes."""
-    if is_cluster(client):
-        await client.initialize()
-        masters = sorted(f"{n.host}:{n.port}" for n in client.get_primaries())
-        replicas = sorted(f"{n.host}:{n.port}" for n in client.get_replicas())
-        return f"cluster: masters {', '.join(masters)}; replicas {', '.join(replicas) or 'none'}"
-    pool = getattr(client, "connection_pool", None)
-    if isinstance(pool, SentinelConnectionPool):
-        manager = pool.sentinel_manager
-        host, port = await manager.discover_master(pool.service_name)
-        sentinels = ",".join(
-            f"{s.connection_pool.connection_kwargs.get('host')}:"
-            f"{s.connection_pool.connection_kwargs.get('port')}"
-            for s in manager.sentinels
-        )
-        db = pool.connection_kwargs.get("db", 0) or 0
-        return (
-            f"sentinel service {pool.service_name!r} via {sentinels}: master {host}:{port}, db {db}"
-        )
-    if pool is None:
-        return repr(client)
-    return mask_url(_standalone_url(pool.connection_kwargs, pool.connection_class))
-
-
-async def placement(client: Any, key: str) -> tuple[int, str] | None:
-    """A cluster key's slot and the master serving it (None off a cluster)."""
-    if not is_cluster(client):
-        return None
-    await client.initialize()
-    slot = int(client.keyslot(key))
-    node = client.nodes_manager.get_node_from_slot(slot)
-    return slot, f"{node.host}:{node.port}"
-
-
-def _userinfo(kwargs: dict[str, Any]) -> str:
-    username, password = kwargs.get("username"), kwargs.get("password")
-    if password is None:
-        return f"{quote(username, safe='')}@" if username else ""
-    return f"{quote(username or '', safe='')}:{quote(password, safe='')}@"
-
-
-def _standalone_url(kwargs: dict[str, Any], connection_class: type) -> str:
-    db = kwargs.get("db", 0) or 0
-    if "path" in kwargs:
-        return f"unix://{_userinfo(kwargs)}{kwargs['path']}?db={db}"
-    scheme = "rediss" if issubclass(connection_class, SSLConnection) else "redis"
-    host = kwargs.get("host", "localhost")
-    return f"{scheme}://{_userinfo(kwargs)}{host}:{kwargs.get('port', 6379)}/{db}"
-
-
-def settings_for(client: Any, settings: Settings) -> Settings | None:
-    """Settings that reach the same Redis as an injected ``client`` does.
-
-    A client belongs to the event loop it was first used on; ``task.delay()``
-    runs on a loop of its own, so it makes a client of its own from these.
-    None when the client's target can't be written as a URL.
-    """
-    if is_cluster(client):
-        kwargs = client.connection_kwargs
-        hosts = ",".join(f"{n.host}:{n.port}" for n in client.startup_nodes)
-        scheme = "rediss+cluster" if kwargs.get("ssl") else "redis+cluster"
-        return settings.replace(redis_url=f"{scheme}://{_userinfo(kwargs)}{hosts}")
-    pool = getattr(client, "connection_pool", None)
-    if isinstance(pool, SentinelConnectionPool):
-        manager = pool.sentinel_manager
-        sentinels = [s.connection_pool.connection_kwargs for s in manager.sentinels]
-        hosts = ",".join(f"{k.get('host')}:{k.get('port')}" for k in sentinels)
-        ssl = issubclass(pool.connection_class, SSLConnection)
-        scheme = "rediss+sentinel" if ssl else "redis+sentinel"
-        db = pool.connection_kwargs.get("db", 0) or 0
-        url = f"{scheme}://{_userinfo(pool.connection_kwargs)}{hosts}/{pool.service_name}/{db}"
-        password = manager.sentinel_kwargs.get("password")
-        return settings.replace(redis_url=url, sentinel_password=password)
-    if isinstance(pool, aioredis.ConnectionPool):
-        return settings.replace(
-            redis_url=_standalone_url(pool.connection_kwargs, pool.connection_class)
-        )
-    return None
-
-
 def is_cluster(client: object) -> bool:
     """True for a Redis Cluster client (one connection pool per node)."""
     return isinstance(client, RedisCluster)
@@ -295,6 +215,9 @@ class DirectLine:
         self._pool = pool
         self._sentinel = isinstance(pool, SentinelConnectionPool)
         self._idle: list[Any] = []
+        #: Behind Sentinel: the master last named, and when to ask again.
+        self._master: tuple[str, int] | None = None
+        self._next_master_check = 0.0
 
     async def _new_connection(self) -> Any:
         assert self._pool is not None
@@ -307,9 +230,38 @@ class DirectLine:
                 raise
         return conn
 
+    async def _follow_master(self) -> None:
+        """Ask the sentinels which server is the master (at most once a second);
+        when it moved, drop every connection to the old one.
+
+        A demoted master answers READONLY and is left at once; this catches the
+        old master that was never demoted (cut off from the sentinels, or not
+        yet reconfigured) and still accepts writes that the new master will
+        never see.
+        """
+        assert self._pool is not None
+        self._next_master_check = time.monotonic() + MASTER_CHECK_INTERVAL
+        try:
+            address = tuple(await self._pool.get_master_address())
+        except REDIS_ERRORS as exc:
+            logger.debug("could not ask the sentinels for the master: %s", exc)
+            return
+        if self._master is not None and address != self._master:
+            logger.warning(
+                "Sentinel names %s:%s the master (was %s:%s): leaving the old one",
+                *address,
+                *self._master,
+            )
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                await conn.disconnect(nowait=True)
+        self._master = (str(address[0]), int(address[1]))
+
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (raising Redis errors)."""
         assert _pack_command is not None and self._pool is not None
+        if self._sentinel and time.monotonic() >= self._next_master_check:
+            await self._follow_master()
         packed = _pack_command(args)
         reused = bool(self._idle)
         conn = self._idle.pop() if reused else await self._new_connection()
@@ -375,7 +327,8 @@ class DirectLine:
         return reply
 
     def _release(self, conn: Any) -> None:
-        if len(self._idle) < self.MAX_IDLE:
+        stale = self._sentinel and (conn.host, conn.port) != self._master
+        if not stale and len(self._idle) < self.MAX_IDLE:
             self._idle.append(conn)
         else:
             task = asyncio.ensure_future(conn.disconnect())

@@ -15,8 +15,8 @@ from redis.asyncio.sentinel import Sentinel
 import aqueue
 from aqueue.core.keys import QueueKeys
 
-from ..conftest import redis_server, running_worker, worker_env
-from ..topologies import SERVICE, ClusterTopology, SentinelTopology
+from ..conftest import redis_server, running_worker, wait_until, worker_env
+from ..topologies import SERVICE, ClusterTopology, SentinelTopology, sentinel_topology
 
 
 def _register(app: aqueue.App) -> aqueue.Task[[int, int], int]:
@@ -161,3 +161,35 @@ def test_demo_runs_on_sentinel_and_cluster_and_cleans_up(
         for server in topology.servers:
             with redis.Redis(port=server.port) as node:
                 assert not node.keys("aqueue-demo-*")
+
+
+async def test_an_old_master_that_was_never_demoted_is_left_within_a_second(
+    prefix: str,
+) -> None:
+    """Split brain: the old master can't be turned into a replica (its REPLICAOF
+    is renamed away, as if the sentinels could not reach it) and still takes
+    writes. Once Sentinel names the new master, enqueues must go there."""
+    hidden = ("--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", "")
+    with sentinel_topology(*hidden) as topology:
+        old = topology.master()
+        app = aqueue.App(topology.url, prefix=prefix)
+        add = _register(app)
+        try:
+            await add.enqueue(0, 0)
+            topology.failover()
+            new = topology.master()
+            assert new is not old
+            with redis.Redis(port=new.port) as on_new:
+
+                async def lands_on_new_master() -> bool:
+                    sent = await add.enqueue(1, 1)
+                    return bool(on_new.exists(QueueKeys(prefix, "default").task(sent.id)))
+
+                await wait_until(lands_on_new_master, 10, interval=0.1)
+                with redis.Redis(port=old.port) as on_old:
+                    keys_on_old = set(on_old.keys(f"{prefix}:*"))
+                    for _ in range(20):
+                        await add.enqueue(2, 2)
+                    assert set(on_old.keys(f"{prefix}:*")) == keys_on_old
+        finally:
+            await app.close()
