@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._redis.broker import Broker
 from ._redis.connection import REDIS_ERRORS, connect
 from ._redis.errors import explain as explain_redis_error
+from ._redis.topology import settings_for
 from ._redis.views import RedisViews
 from .core.config import Settings, mask_url
 from .core.errors import ConfigError, ConnectionFailed
@@ -113,6 +114,16 @@ class Client:
             self._waiter = ResultWaiter(broker, self._settings.result_poll_interval)
         return self._waiter
 
+    async def topology(self) -> str:
+        """Where this App's commands go, without secrets: the server, Sentinel's
+        current master, or the cluster's nodes (also for an injected client)."""
+        try:
+            return await self.broker.topology()
+        except REDIS_ERRORS as exc:
+            raise ConnectionFailed(
+                f"Redis at {mask_url(self._settings.redis_url)} did not answer: {exc}"
+            ) from exc
+
     async def connect(self) -> None:
         """Check that Redis answers; raises ConnectionFailed if not."""
         try:
@@ -172,15 +183,21 @@ class Client:
 
     def sync(self) -> SyncRunner:
         """The private event-loop thread behind ``task.delay`` (started on first use)."""
+        settings = self._settings
         if self._given_redis is not None:
-            raise ConfigError(
-                "task.delay() needs an App made with a URL: the Redis client passed as "
-                "App(redis=...) belongs to one event loop and can't be used from another"
-            )
+            # The injected client belongs to its own event loop: the private
+            # loop gets a client of its own for the same server(s).
+            derived = settings_for(self._given_redis, settings)
+            if derived is None:
+                raise ConfigError(
+                    "task.delay() needs an App made with a URL: the Redis client passed as "
+                    "App(redis=...) belongs to one event loop and can't be used from another"
+                )
+            settings = derived
         with self._sync_lock:
             runner = self._sync_runner
             if runner is None or runner.pid != os.getpid():  # new, or forked since
-                runner = self._sync_runner = SyncRunner(self._settings, self.clock)
+                runner = self._sync_runner = SyncRunner(settings, self.clock)
             return runner
 
     def close_sync(self) -> None:

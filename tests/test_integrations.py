@@ -97,15 +97,23 @@ async def test_delay_from_a_thread_while_the_app_runs_on_an_event_loop(
         assert await (await blocking_sleep.enqueue(0.01)).get(timeout=10) == 0.01
 
 
-async def test_delay_refuses_an_injected_client(redis_url: str) -> None:
+async def test_delay_with_an_injected_client_uses_a_client_of_its_own(
+    redis_url: str, prefix: str
+) -> None:
+    """The injected client belongs to this loop; delay() reaches the same server
+    through a client made from its settings on the private loop."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(redis_url)
-    app = aqueue.App(redis=client)
+    app = aqueue.App(redis=client, prefix=prefix)
     add, _ = _basic_tasks(app)
-    with pytest.raises(aqueue.ConfigError, match="needs an App made with a URL"):
-        add.delay(1, 2)
-    await client.aclose()
+    try:
+        sent = await asyncio.to_thread(add.delay, 1, 2)
+        assert await app.result(sent.id).status() is aqueue.TaskStatus.QUEUED
+    finally:
+        app.close_sync()
+        await app.close()
+        await client.aclose()
 
 
 def test_delay_types_check_with_mypy() -> None:

@@ -21,13 +21,20 @@ from redis.commands.core import AsyncScript
 
 from ..core.batching import Coalescer
 from ..core.config import Settings
-from ..core.errors import ConnectionFailed
+from ..core.errors import ConfigError, ConnectionFailed
 from ..core.handoffs import HANDOFF_ABORT, Handoff
 from ..core.keys import CONSUMER_GROUP, QueueKeys
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
-from .connection import REDIS_ERRORS, DirectLine
+from .connection import (
+    REDIS_ERRORS,
+    DirectLine,
+    NotReplicated,
+    as_failover,
+    is_cluster,
+)
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, script_source
+from .topology import describe_topology, placement
 from .views import RedisViews
 
 __all__ = ["ENQUEUE_CHUNK", "Broker"]
@@ -55,6 +62,15 @@ class Broker:
         self._groups_ready: set[str] = set()
         self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(self.enqueue_many)
         self.direct = DirectLine(client)
+        #: A Redis Cluster client: no script pipelines, no direct path.
+        self.cluster = is_cluster(client)
+        #: How long a durable change waits for its replicas (replicas_ack).
+        self._wait_ms = int(settings.connect_timeout * 1000)
+        if settings.replicas_ack and not self.direct.enabled:
+            raise ConfigError(
+                "replicas_ack needs a standalone or Sentinel client and hiredis "
+                "(pip install 'redis[hiredis]'); it is not supported on Redis Cluster yet"
+            )
         #: Reads that change nothing (queue figures, worker registry, lookups).
         self.views = RedisViews(client, settings.prefix)
         self._sources = {name: script_source(name) for name in SCRIPT_NAMES}
@@ -68,15 +84,18 @@ class Broker:
             keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue)
         return keys
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], durable: bool = False
+    ) -> Any:
+        """Run a script; ``durable`` changes wait for ``replicas_ack`` replicas."""
         try:
-            return await self._call_script(name, keys, args)
+            return await self._call_script(name, keys, args, durable)
         except redis.exceptions.ResponseError as exc:
             # The stream's first key: every script that reads the group has it first.
             if "NOGROUP" not in str(exc) or not keys:
                 raise
         await self._recreate_group(keys[0])
-        return await self._call_script(name, keys, args)
+        return await self._call_script(name, keys, args, durable)
 
     async def _recreate_group(self, stream: str) -> None:
         """The queue's keys were deleted under us (FLUSHDB, DEL): recreate its group."""
@@ -92,14 +111,25 @@ class Broker:
             stream,
         )
 
-    async def _call_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _call_script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], durable: bool
+    ) -> Any:
         if not self.direct.enabled:
             return await self._scripts[name](keys=list(keys), args=list(args))
         sha = self._scripts[name].sha
+        replicas = self.settings.replicas_ack if durable else 0
         try:
+            if replicas:
+                return await self.direct.call_replicated(
+                    replicas, self._wait_ms, "EVALSHA", sha, len(keys), *keys, *args
+                )
             return await self.direct.call("EVALSHA", sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             await self.direct.call("SCRIPT", "LOAD", self._sources[name])
+            if replicas:
+                return await self.direct.call_replicated(
+                    replicas, self._wait_ms, "EVALSHA", sha, len(keys), *keys, *args
+                )
             return await self.direct.call("EVALSHA", sha, len(keys), *keys, *args)
 
     async def close(self) -> None:
@@ -108,6 +138,14 @@ class Broker:
 
     async def ping(self) -> None:
         await self.client.ping()
+
+    async def topology(self) -> str:
+        """Where commands go, without secrets (Sentinel's current master, cluster nodes)."""
+        return await describe_topology(self.client)
+
+    async def placement(self, queue: str) -> tuple[int, str] | None:
+        """On a cluster, the queue's slot and the master that serves it."""
+        return await placement(self.client, self.keys(queue).stream)
 
     def subscription(self) -> Subscription:
         """A new pub/sub subscription (one connection, any number of channels)."""
@@ -151,9 +189,18 @@ class Broker:
                 # One script call: no pipeline, whose execute() would first ask
                 # SCRIPT EXISTS (an extra round trip on the latency path).
                 reply = await self._script(
-                    "enqueue", script_keys, self._enqueue_args(keys, messages)
+                    "enqueue", script_keys, self._enqueue_args(keys, messages), durable=True
                 )
                 return [_text(x) for x in reply]
+            if self.cluster or self.settings.replicas_ack:
+                # A cluster client refuses script pipelines: one call per chunk,
+                # in order (all of them go to the queue's one node anyway).
+                for start in range(0, len(messages), ENQUEUE_CHUNK):
+                    chunk = messages[start : start + ENQUEUE_CHUNK]
+                    args = self._enqueue_args(keys, chunk)
+                    reply = await self._script("enqueue", script_keys, args, durable=True)
+                    ids.extend(_text(x) for x in reply)
+                return ids
             async with self.client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(messages), ENQUEUE_CHUNK):
                     chunk = messages[start : start + ENQUEUE_CHUNK]
@@ -161,6 +208,28 @@ class Broker:
                     await self._scripts["enqueue"](keys=script_keys, args=args, client=pipe)
                 for reply in await pipe.execute():
                     ids.extend(_text(x) for x in reply)
+        except redis.exceptions.AskError as exc:
+            if not self.cluster:
+                raise ConfigError(
+                    f"Redis answered {str(exc).split()[0]}: it is a node of a Redis Cluster. "
+                    "Use a redis+cluster://host:port[,host:port...] URL"
+                ) from exc
+            raise ConnectionFailed(
+                f"could not enqueue to Redis: the cluster is moving slots ({exc}). Nothing "
+                "was acknowledged; try again"
+            ) from exc
+        except redis.exceptions.ReadOnlyError as exc:
+            raise ConnectionFailed(
+                "could not enqueue: this Redis is a read-only replica (a failover is under way, "
+                "or the URL names a replica). Nothing was acknowledged; try again, and use the "
+                "master's URL or a redis+sentinel:// URL"
+            ) from exc
+        except NotReplicated as exc:
+            raise ConnectionFailed(
+                f"could not enqueue durably: {exc} (replicas_ack="
+                f"{self.settings.replicas_ack}). It may be in Redis but was not acknowledged; "
+                "check the replicas and try again"
+            ) from exc
         except REDIS_ERRORS as exc:
             raise ConnectionFailed(
                 f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
@@ -202,7 +271,14 @@ class Broker:
                 CONSUMER_GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
             )
         except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
+            message = str(exc)
+            # UNBLOCKED also comes with a failover ("instance state changed"): only
+            # a deleted stream ("no longer exists") means the group must come back.
+            deleted = "UNBLOCKED" in message and "no longer exists" in message
+            if "NOGROUP" not in message and not deleted:
+                classified = as_failover(exc)
+                if classified is not exc:
+                    raise classified from exc
                 raise
             # The stream was deleted (e.g. purged) under us: recreate and retry later.
             await self._recreate_group(keys.stream)
@@ -266,6 +342,7 @@ class Broker:
             "finish",
             (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead, keys.outbox),
             args,
+            durable=True,
         )
         return [_text(x) for x in fenced]
 

@@ -9,49 +9,174 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import logging
+import time
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-from ..core.config import Settings
+from ..core.config import RedisTarget, Settings, parse_redis_url
 
-__all__ = ["ANY_REDIS_ERROR", "REDIS_ERRORS", "RETRYABLE", "DirectLine", "connect"]
+__all__ = [
+    "ANY_REDIS_ERROR",
+    "FAILOVER_ERRORS",
+    "REDIS_ERRORS",
+    "RETRYABLE",
+    "DirectLine",
+    "FailoverInProgress",
+    "NotReplicated",
+    "as_failover",
+    "connect",
+    "is_cluster",
+]
 
-#: What a lost or unreachable Redis raises: the operation did not take effect.
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-#: Anything Redis may answer with besides a value (READONLY after a failover, ...).
-ANY_REDIS_ERROR = (redis.exceptions.RedisError, OSError)
+
+class FailoverInProgress(redis.exceptions.ConnectionError):
+    """Redis ended a command because its role changed under it (``UNBLOCKED``):
+    a blocked read on a master that was just demoted. Nothing was read."""
+
+
+class NotReplicated(redis.exceptions.ConnectionError):
+    """A change was made on the master but did not reach the replicas that
+    ``replicas_ack`` asks for in time: it is not acknowledged."""
+
+
+logger = logging.getLogger(__name__)
+
+#: How often the direct path asks the sentinels where the master is.
+MASTER_CHECK_INTERVAL = 1.0
+
+#: Replies of a Redis in the middle of a failover or a slot move. The command
+#: did not take effect; the client re-resolves the master (Sentinel) or the
+#: slot map (Cluster) on its next try.
+FAILOVER_ERRORS = (
+    redis.exceptions.ReadOnlyError,  # READONLY: a demoted master
+    redis.exceptions.ClusterDownError,  # CLUSTERDOWN, and MASTERDOWN (a subclass)
+    redis.exceptions.TryAgainError,  # TRYAGAIN: a multi-key command during a slot move
+    redis.exceptions.AskError,  # ASK and MOVED (a subclass) past the client's re-routing
+    redis.exceptions.ClusterError,
+    redis.exceptions.SlotNotCoveredError,
+    FailoverInProgress,  # UNBLOCKED
+    NotReplicated,  # replicas_ack: the change may not survive a failover
+)
+#: What a lost, unreachable or failing-over Redis raises: the operation did
+#: not take effect (or its reply was lost with the connection).
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    *FAILOVER_ERRORS,
+)
+#: Anything Redis may answer with besides a value.
+ANY_REDIS_ERROR = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 #: What a worker loop rides out with backoff (a Redis still loading its data too).
 RETRYABLE = (*REDIS_ERRORS, redis.exceptions.BusyLoadingError)
+
+
+def as_failover(exc: redis.exceptions.ResponseError) -> Exception:
+    """An error reply classified: ``UNBLOCKED`` (a role change ended a blocked
+    command) becomes :class:`FailoverInProgress`, anything else stays as it is."""
+    if str(exc).startswith("UNBLOCKED"):
+        return FailoverInProgress(str(exc))
+    return exc
 
 
 def connect(settings: Settings, max_connections: int = 200) -> aioredis.Redis:
     """A client for ``settings.redis_url`` with aqueue's timeouts and retries.
 
+    ``redis://``, ``rediss://`` and ``unix://`` give a client of one server;
+    ``redis+sentinel://`` a client of the service's current master, found
+    through the sentinels on every new connection; ``redis+cluster://`` a
+    cluster client that routes each command by its key's slot.
+
     The socket timeout is explicit (older redis-py versions default to none):
     a Redis that accepts connections but never answers must not hang a caller
     for ever. It is longer than the workers' 2 s blocking reads.
     """
+    target = parse_redis_url(settings.redis_url)
+    timeouts: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": max(settings.connect_timeout, 5.0),
+        "socket_keepalive": True,
+    }
+    if target.kind == "sentinel":
+        return _sentinel_master(target, settings, timeouts, max_connections)
+    if target.kind == "cluster":
+        # A RedisCluster has the command methods aqueue uses; where it differs
+        # (pipelines of scripts, pub/sub, the direct path) callers ask is_cluster().
+        return cast("aioredis.Redis", _cluster(target, timeouts, max_connections))
     return aioredis.Redis.from_url(
         settings.redis_url,
-        socket_connect_timeout=settings.connect_timeout,
-        socket_timeout=max(settings.connect_timeout, 5.0),
-        socket_keepalive=True,
         health_check_interval=30,
         max_connections=max_connections,
-        # A pooled connection that Redis or the network dropped while idle
-        # fails on its next use; without retries that command fails even
-        # though Redis is up. Timeouts are not retried, so an unresponsive
-        # Redis still fails within one socket timeout.
-        retry=Retry(
-            ExponentialBackoff(cap=0.5, base=0.05),
-            2,
-            supported_errors=(redis.exceptions.ConnectionError,),
-        ),
+        retry=_connection_retry(),
+        **timeouts,
     )
+
+
+def _connection_retry() -> Retry:
+    # A pooled connection that Redis or the network dropped while idle fails
+    # on its next use; without retries that command fails even though Redis
+    # is up. Timeouts are not retried, so an unresponsive Redis still fails
+    # within one socket timeout.
+    return Retry(
+        ExponentialBackoff(cap=0.5, base=0.05),
+        2,
+        supported_errors=(redis.exceptions.ConnectionError,),
+    )
+
+
+def _sentinel_master(
+    target: RedisTarget, settings: Settings, timeouts: dict[str, Any], max_connections: int
+) -> aioredis.Redis:
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.hosts),
+        sentinel_kwargs={
+            **timeouts,
+            "password": settings.sentinel_password,
+            "ssl": target.tls,
+        },
+    )
+    # Every new connection asks the sentinels for the master's address, and
+    # one that finds its server demoted (READONLY) is dropped, so a failover
+    # moves the pool to the new master.
+    client: aioredis.Redis = sentinels.master_for(
+        target.service_name,
+        redis_class=aioredis.Redis,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        health_check_interval=30,
+        max_connections=max_connections,
+        retry=_connection_retry(),
+        **timeouts,
+    )
+    return client
+
+
+def _cluster(target: RedisTarget, timeouts: dict[str, Any], max_connections: int) -> Any:
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        max_connections=max_connections,
+        # Routing errors (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, a lost node)
+        # refresh the slot map and try again a few times before failing.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        **timeouts,
+    )
+
+
+def is_cluster(client: object) -> bool:
+    """True for a Redis Cluster client (one connection pool per node)."""
+    return isinstance(client, RedisCluster)
 
 
 try:
@@ -71,6 +196,11 @@ class DirectLine:
     never reused. Replies come as the connection's protocol gives them (RESP2
     or RESP3); Redis Cluster clients and installs without hiredis take the
     client's normal path.
+
+    Behind Sentinel a connection made by the pool knows only how to *find*
+    its server: it is connected explicitly through the pool's master lookup
+    before its first command (sending on an unconnected one would dial the
+    pool's default address, a server that may not be the master at all).
     """
 
     MAX_IDLE = 8
@@ -78,22 +208,76 @@ class DirectLine:
     def __init__(self, client: aioredis.Redis) -> None:
         pool = getattr(client, "connection_pool", None)
         self.enabled = (
-            _pack_command is not None and pool is not None and hasattr(pool, "make_connection")
+            _pack_command is not None
+            and not is_cluster(client)
+            and isinstance(pool, aioredis.ConnectionPool)
         )
         self._pool = pool
+        self._sentinel = isinstance(pool, SentinelConnectionPool)
         self._idle: list[Any] = []
+        #: Behind Sentinel: the master last named, and when to ask again.
+        self._master: tuple[str, int] | None = None
+        self._next_master_check = 0.0
+
+    async def _new_connection(self) -> Any:
+        assert self._pool is not None
+        conn = self._pool.make_connection()
+        if self._sentinel:
+            try:
+                await conn.connect()  # asks the sentinels where the master is
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+        return conn
+
+    async def _follow_master(self) -> None:
+        """Ask the sentinels which server is the master (at most once a second);
+        when it moved, drop every connection to the old one.
+
+        A demoted master answers READONLY and is left at once; this catches the
+        old master that was never demoted (cut off from the sentinels, or not
+        yet reconfigured) and still accepts writes that the new master will
+        never see.
+        """
+        assert self._pool is not None
+        self._next_master_check = time.monotonic() + MASTER_CHECK_INTERVAL
+        try:
+            address = tuple(await self._pool.get_master_address())
+        except REDIS_ERRORS as exc:
+            logger.debug("could not ask the sentinels for the master: %s", exc)
+            return
+        if self._master is not None and address != self._master:
+            logger.warning(
+                "Sentinel names %s:%s the master (was %s:%s): leaving the old one",
+                *address,
+                *self._master,
+            )
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                await conn.disconnect(nowait=True)
+        self._master = (str(address[0]), int(address[1]))
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (raising Redis errors)."""
         assert _pack_command is not None and self._pool is not None
+        if self._sentinel and time.monotonic() >= self._next_master_check:
+            await self._follow_master()
         packed = _pack_command(args)
         reused = bool(self._idle)
-        conn = self._idle.pop() if reused else self._pool.make_connection()
+        conn = self._idle.pop() if reused else await self._new_connection()
         try:
             await conn.send_packed_command(packed, check_health=False)
             reply = await conn.read_response()
-        except redis.exceptions.ResponseError:
-            self._release(conn)  # an error reply leaves the connection in sync
+        except redis.exceptions.ResponseError as exc:
+            classified = as_failover(exc)
+            if classified is exc and not isinstance(exc, FAILOVER_ERRORS):
+                self._release(conn)  # an error reply leaves the connection in sync
+                raise
+            # The server changed role (or the slot moved): a new connection
+            # finds the right one, this one would keep asking the old server.
+            await conn.disconnect(nowait=True)
+            if classified is not exc:
+                raise classified from exc
             raise
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
             await conn.disconnect(nowait=True)
@@ -101,7 +285,7 @@ class DirectLine:
                 raise
             # A reused connection may have gone stale (Redis restarted): try
             # once on a fresh one, as redis-py's own retry would.
-            conn = self._pool.make_connection()
+            conn = await self._new_connection()
             try:
                 await conn.send_packed_command(packed, check_health=False)
                 reply = await conn.read_response()
@@ -114,8 +298,37 @@ class DirectLine:
         self._release(conn)
         return reply
 
+    async def call_replicated(self, replicas: int, timeout_ms: int, *args: Any) -> Any:
+        """Send one command followed by ``WAIT replicas timeout_ms`` on the same
+        connection (WAIT counts that connection's writes); raise
+        :class:`NotReplicated` when fewer replicas confirmed in time."""
+        assert _pack_command is not None and self._pool is not None
+        wait: tuple[Any, ...] = ("WAIT", replicas, timeout_ms)
+        packed = _pack_command(args) + _pack_command(wait)
+        reused = bool(self._idle)
+        conn = self._idle.pop() if reused else await self._new_connection()
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            try:
+                reply = await conn.read_response()
+            finally:
+                acked = await conn.read_response()  # keeps the connection in sync
+        except BaseException:
+            # Simplest safe course in a mode that favours safety over speed: a
+            # connection that saw anything unusual is not reused.
+            await conn.disconnect(nowait=True)
+            raise
+        self._release(conn)
+        if int(acked) < replicas:
+            raise NotReplicated(
+                f"only {int(acked)} of {replicas} replicas confirmed the change within "
+                f"{timeout_ms} ms"
+            )
+        return reply
+
     def _release(self, conn: Any) -> None:
-        if len(self._idle) < self.MAX_IDLE:
+        stale = self._sentinel and (conn.host, conn.port) != self._master
+        if not stale and len(self._idle) < self.MAX_IDLE:
             self._idle.append(conn)
         else:
             task = asyncio.ensure_future(conn.disconnect())

@@ -181,9 +181,11 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 def render(data: dict[str, Any]) -> str:
     """The human-readable form of :func:`snapshot`."""
     out = [f"redis {data['redis']}  prefix {data['prefix']}", "", "QUEUES"]
+    clustered = any("slot" in q for q in data["queues"])
+    extra = ["slot", "node"] if clustered else []
     out.append(
         _table(
-            ["queue", "waiting", "running", "delayed", "dead", "lag", "oldest"],
+            ["queue", "waiting", "running", "delayed", "dead", "lag", "oldest", *extra],
             [
                 [
                     q["queue"],
@@ -193,6 +195,7 @@ def render(data: dict[str, Any]) -> str:
                     str(q["dead"]),
                     str(q["lag"]),
                     _age(q["oldest_waiting_age"]),
+                    *([str(q.get("slot", "-")), str(q.get("node", "-"))] if clustered else []),
                 ]
                 for q in data["queues"]
             ],

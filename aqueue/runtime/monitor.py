@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..client import Client
-from ..core.config import mask_url
 from ..task import Task
 from .running import Inflight
 from .slots import WorkerStats
@@ -86,6 +85,10 @@ async def snapshot(
     """Everything ``aqueue inspect`` shows, as plain data."""
     views = client.views
     figures = [await views.queue_figures(q) for q in queues]
+    for figure in figures:
+        where = await client.broker.placement(figure["queue"])
+        if where is not None:  # a cluster: one queue is one slot on one master
+            figure["slot"], figure["node"] = where
     workers = await views.live_workers(queues)
     now = time.time()
     for w in workers:
@@ -98,7 +101,7 @@ async def snapshot(
     ]
     settings = client.settings
     return {
-        "redis": mask_url(settings.redis_url),
+        "redis": await client.topology(),
         "prefix": settings.prefix,
         "time": round(now, 3),
         "queues": figures,

@@ -52,6 +52,9 @@ __all__ = ["Worker", "WorkerStats"]
 # Everything a worker says goes to one logger, which users filter on.
 logger = logging.getLogger("aqueue.worker")
 
+#: Tries of the hand-back at shutdown (about 3 s in all) while Redis fails over.
+HAND_BACK_ATTEMPTS = 6
+
 
 class Worker:
     """Runs the tasks of an App from one or more queues.
@@ -227,7 +230,7 @@ class Worker:
         await app.connect()
         for queue in self.queues:
             await broker.ensure_group(queue)
-        self._log_banner()
+        self._log_banner(await app.client.topology())
         try:
             async with app.run_lifespan() as state:
                 self._executor.state = state
@@ -274,14 +277,14 @@ class Worker:
 
         self._loops.append(asyncio.create_task(guarded(), name=f"aqueue-{name}"))
 
-    def _log_banner(self) -> None:
+    def _log_banner(self, topology: str) -> None:
         names = ", ".join(sorted(self.app.tasks)) or "(none)"
         logger.info(
             "aqueue %s worker %s\n  redis:       %s\n  queues:      %s\n"
             "  concurrency: %d (threads for sync tasks: %d)\n  tasks:       %s",
             __version__,
             self.name,
-            mask_url(self.app.settings.redis_url),
+            topology,
             ", ".join(self.queues),
             self.concurrency,
             self.threads,
@@ -379,15 +382,22 @@ class Worker:
         broker = self._broker()
         for queue in self.queues:
             kept = [d.entry_id for d in keep if d.queue == queue]
-            try:
-                handed_back += await broker.leave(queue, self.name, kept)
-            except RETRYABLE as exc:
-                logger.error(
-                    "could not hand back unfinished tasks of %s (%s); other workers will "
-                    "reclaim them once this worker's heartbeat is gone",
-                    queue,
-                    exc,
-                )
+            # A failover under way (READONLY, UNBLOCKED, a lost connection)
+            # is over in a second or two: try a few times before giving up.
+            for attempt in range(HAND_BACK_ATTEMPTS):
+                try:
+                    handed_back += await broker.leave(queue, self.name, kept)
+                    break
+                except RETRYABLE as exc:
+                    if attempt + 1 < HAND_BACK_ATTEMPTS:
+                        await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+                        continue
+                    logger.error(
+                        "could not hand back unfinished tasks of %s (%s); other workers will "
+                        "reclaim them once this worker's heartbeat is gone",
+                        queue,
+                        exc,
+                    )
         self.stats.handed_back += handed_back
         return handed_back
 

@@ -4,7 +4,8 @@ Every task adds a token of its run to the set ``<prefix>:started:<key>``
 when its body begins and to ``<prefix>:done:<key>`` when it returns, so a
 test can assert exact numbers of executions and completions per task,
 whatever happened to the workers.
-URL and key prefix come from AQUEUE_REDIS_URL / AQUEUE_PREFIX.
+URL and key prefix come from AQUEUE_REDIS_URL / AQUEUE_PREFIX; the counts
+go to FAULTS_COUNTS_URL when it is set.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ import aqueue
 app = aqueue.App()
 
 
+def counts_url(application: aqueue.App) -> str:
+    """Where runs are counted: FAULTS_COUNTS_URL (a plain Redis that no failover
+    touches, for tests on Sentinel and Cluster), else the App's own Redis."""
+    return os.environ.get("FAULTS_COUNTS_URL") or application.settings.redis_url
+
+
 @app.lifespan
 @asynccontextmanager
 async def resources(application: aqueue.App) -> AsyncIterator[dict[str, object]]:
-    client = aioredis.Redis.from_url(application.settings.redis_url, socket_connect_timeout=2)
+    client = aioredis.Redis.from_url(counts_url(application), socket_connect_timeout=2)
     try:
         yield {"redis": client}
     finally:
@@ -115,7 +122,7 @@ async def needs_flag(key: str, *, ctx: aqueue.Context) -> str:
 @app.task
 def sync_mark(key: str, seconds: float) -> str:
     """A plain def task (it runs in a worker thread): count a start, block, count a completion."""
-    client = redis.Redis.from_url(app.settings.redis_url)
+    client = redis.Redis.from_url(counts_url(app))
     run = uuid.uuid4().hex
     try:
         client.sadd(f"{app.settings.prefix}:started:{key}", run)
