@@ -185,6 +185,15 @@ except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
     _pack_command = None  # type: ignore[assignment]
 
 
+_CONNECTION_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def _as_connection_error(exc: RuntimeError) -> redis.exceptions.ConnectionError:
+    """A connection closed under a write (killed by the server) can surface as the
+    event loop's RuntimeError about a closed transport: it is a lost connection."""
+    return redis.exceptions.ConnectionError(f"connection lost while sending: {exc}")
+
+
 class DirectLine:
     """aqueue's own short path to Redis for its hot commands.
 
@@ -279,9 +288,11 @@ class DirectLine:
             if classified is not exc:
                 raise classified from exc
             raise
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        except (*_CONNECTION_LOST, RuntimeError) as exc:
             await conn.disconnect(nowait=True)
             if not reused:
+                if isinstance(exc, RuntimeError):
+                    raise _as_connection_error(exc) from exc
                 raise
             # A reused connection may have gone stale (Redis restarted): try
             # once on a fresh one, as redis-py's own retry would.
@@ -289,6 +300,9 @@ class DirectLine:
             try:
                 await conn.send_packed_command(packed, check_health=False)
                 reply = await conn.read_response()
+            except RuntimeError as again:
+                await conn.disconnect(nowait=True)
+                raise _as_connection_error(again) from again
             except BaseException:
                 await conn.disconnect(nowait=True)
                 raise
