@@ -357,7 +357,9 @@ class Task(_Enqueuer[P, R]):
                 f"arguments of {self.name} can't be encoded with msgspec: {exc}. "
                 "Pass builtins, msgspec Structs, dataclasses, datetimes, UUIDs or Decimals"
             ) from exc
-        if self.config.check_arguments:
+        if self.config.check_arguments and not takes_parent:
+            # A step that takes its parent's value is checked by the worker, once
+            # that value is known.
             self.spec.check_types(self.name, args, kwargs, encoded_args, encoded_kwargs)
         client = self.client
         settings = client.settings

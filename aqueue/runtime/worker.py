@@ -16,6 +16,8 @@ period, records their outcomes, then hands back what did not finish so
 another worker picks it up at once.
 """
 
+# Over 400 lines: the wiring of the worker's four parts and its shutdown sequence, kept together.
+
 from __future__ import annotations
 
 import asyncio
