@@ -38,7 +38,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
         ),
     ),
     (4, "runtime", ("aqueue.runtime",)),
-    (5, "faces", ("aqueue.cli", "aqueue.integrations")),
+    (5, "faces", ("aqueue.cli", "aqueue.integrations", "aqueue.dashboard")),
 ]
 #: The package facade: it re-exports the public names; nothing imports it.
 FACADES = {"aqueue", "aqueue.__main__"}
