@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import aqueue
-from aqueue.dashboard import Dashboard, asgi_app, serve
+from aqueue.dashboard import Dashboard, Request, asgi_app, serve
 
 from .conftest import ROOT, free_port, running_worker, wait_until, worker_env
 
@@ -254,3 +254,124 @@ async def test_cli_dashboard_needs_only_the_redis_url(redis_url: str, prefix: st
         output = proc.communicate(timeout=20)[0].decode()
     assert proc.returncode == 0, output
     assert f"serving http://127.0.0.1:{port}/" in output
+
+
+PAGES = [
+    "/",
+    "/queues/default",
+    "/tasks/{id}",
+    "/tasks?id={id}",
+    "/dead",
+    "/schedules",
+    "/events/overview",
+    "/events/tasks/{id}",
+    "/static/dashboard.css",
+    "/static/dashboard.js",
+    "/confirm?action=abort&queue=default&task={id}",
+    "/no-such-page",
+]
+ACTIONS = {
+    "abort": {"queue": "default", "task": "{id}"},
+    "replay": {"queue": "default", "entry": "0-1"},
+    "purge-dead": {"queue": "default"},
+    "purge-queue": {"queue": "default"},
+}
+
+
+async def test_with_basic_auth_every_page_and_action_is_refused_without_credentials(
+    app: aqueue.App,
+) -> None:
+    tasks = _register(app)
+    handle = await tasks["slow"].options(delay=600).enqueue(1.0)
+    waiting = await tasks["ok"].enqueue(1)
+    web = asgi_app(app, basic_auth="ops:s3cret")
+    server = await serve(web, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        for auth in (None, ("ops", "wrong"), ("someone", "s3cret")):
+            async with httpx.AsyncClient(base_url=base, auth=auth) as http:
+                for path in PAGES:
+                    response = await http.get(path.format(id=handle.id))
+                    assert response.status_code == 401, (auth, path)
+                    assert response.headers["www-authenticate"].startswith("Basic")
+                    assert handle.id not in response.text
+                for action, form in ACTIONS.items():
+                    fields = {k: v.format(id=handle.id) for k, v in form.items()}
+                    response = await http.post(f"/actions/{action}", data=fields)
+                    assert response.status_code == 401, (auth, action)
+        assert await handle.status() is aqueue.TaskStatus.SCHEDULED
+        assert await waiting.status() is aqueue.TaskStatus.QUEUED
+
+        async with httpx.AsyncClient(base_url=base, auth=("ops", "s3cret")) as http:
+            assert (await http.get("/")).status_code == 200
+            page = await http.get(f"/tasks/{handle.id}")
+            assert page.status_code == 200 and handle.id in page.text
+    finally:
+        await server.close()
+        await web.close()
+
+
+async def test_an_auth_hook_sees_each_request_and_a_failing_hook_refuses(
+    app: aqueue.App,
+) -> None:
+    seen: list[str] = []
+
+    async def only_ops(request: Request) -> bool:
+        seen.append(request.path)
+        if request.headers.get("x-broken") == "1":
+            raise RuntimeError("the session store is down")
+        return request.headers.get("x-team") == "ops"
+
+    web = asgi_app(app, auth=only_ops)
+    server = await serve(web, "127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            assert (await http.get("/")).status_code == 403
+            assert (await http.get("/dead", headers={"x-team": "dev"})).status_code == 403
+            assert (await http.get("/", headers={"x-team": "ops"})).status_code == 200
+            broken = await http.get("/", headers={"x-team": "ops", "x-broken": "1"})
+            assert broken.status_code == 403
+            refused = await http.post("/actions/purge-queue", data={"queue": "default"})
+            assert refused.status_code == 403
+    finally:
+        await server.close()
+        await web.close()
+    assert seen[:3] == ["/", "/dead", "/"] and "/actions/purge-queue" in seen
+
+
+async def test_cli_dashboard_takes_basic_auth_from_the_environment(
+    redis_url: str, prefix: str
+) -> None:
+    port = free_port()
+    env = worker_env(redis_url, prefix, AQUEUE_DASHBOARD_AUTH="ops:s3cret")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aqueue", "dashboard", "--url", redis_url, "--port", str(port)],
+        env=env,
+        cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def answers() -> bool:
+                try:
+                    return (await http.get("/")).status_code == 401
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(answers, timeout=20, interval=0.1)
+            assert (await http.get("/", auth=("ops", "s3cret"))).status_code == 200
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode == 0, output
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "aqueue", "dashboard", "--url", redis_url, "--basic-auth", "ops"],
+        env=worker_env(redis_url, prefix),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 1 and "USER:PASSWORD" in bad.stderr

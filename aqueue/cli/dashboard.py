@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
 from ..dashboard import Dashboard, serve
+from ..dashboard.auth import AUTH_ENV, parse_credentials
 from .base import add_target_arguments, split_queues, target_from_args
 
 __all__ = ["add_parsers"]
@@ -36,12 +38,20 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--read-only", action="store_true", help="show everything, offer and accept no action"
     )
+    p.add_argument(
+        "--basic-auth",
+        metavar="USER:PASSWORD",
+        default=None,
+        help=f"ask for these HTTP basic credentials (default: {AUTH_ENV}, else none)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=dashboard)
 
 
 async def dashboard(args: argparse.Namespace) -> int:
     """``aqueue dashboard``: serve until SIGTERM/SIGINT."""
+    credentials = args.basic_auth or os.environ.get(AUTH_ENV) or None
+    basic = parse_credentials(credentials) if credentials else None
     target = target_from_args(args, args.app)
     app = target.app
     await app.connect()
@@ -49,8 +59,15 @@ async def dashboard(args: argparse.Namespace) -> int:
         app,
         queues=split_queues(args.queues),
         read_only=args.read_only,
+        basic_auth=basic,
         from_code=target.from_code,
     )
+    if basic is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning(
+            "dashboard: listening on %s without authentication: anyone who can reach it "
+            "can abort tasks and purge queues (use --basic-auth or --read-only)",
+            args.host,
+        )
     server = await serve(web, args.host, args.port)
     logger.info(
         "dashboard: serving http://%s:%d/%s",

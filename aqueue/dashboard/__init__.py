@@ -11,12 +11,15 @@ Pages are rendered on the server; open pages are kept fresh with server-sent
 events; the stylesheet and script ship inside the package, so it works
 offline. Modules: :mod:`.asgi` (routes, actions, live streams),
 :mod:`.readings` (what is read from Redis), :mod:`.pages` (HTML),
-:mod:`.server` (the small HTTP server ``aqueue dashboard`` runs).
+:mod:`.auth` (the auth hook, basic auth), :mod:`.server` (the small HTTP
+server ``aqueue dashboard`` runs).
 """
 
 from __future__ import annotations
 
-from .asgi import Dashboard, Request, asgi_app
+from .asgi import Dashboard, asgi_app
+from .auth import AuthHook, BasicAuth
+from .request import Request
 from .server import DashboardServer, serve
 
-__all__ = ["Dashboard", "DashboardServer", "Request", "asgi_app", "serve"]
+__all__ = ["AuthHook", "BasicAuth", "Dashboard", "DashboardServer", "Request", "asgi_app", "serve"]

@@ -16,7 +16,8 @@ Actions change state, so they take two steps: a confirmation page whose form
 carries a token bound to the browser's session cookie, then a POST that is
 refused without that token (cross-site request forgery) or from another
 origin. With ``read_only`` the buttons are not shown and both steps are
-refused.
+refused. With an auth hook or basic auth, every request (assets and event
+streams too) is checked before anything else.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import hmac
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -36,9 +36,11 @@ from .._redis.connection import ANY_REDIS_ERROR
 from ..app import App
 from ..deadletter import purge_dead, replay_dead
 from . import pages
+from .auth import AuthHook, BasicAuth, allowed, parse_credentials
 from .layout import Links
 from .readings import Readings
-from .server import Message, Receive, Scope, Send
+from .request import Request, Response, read_body, send_response, wait_disconnect
+from .server import Receive, Scope, Send
 
 __all__ = ["Dashboard", "Request", "asgi_app"]
 
@@ -59,53 +61,6 @@ _ACTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class Request:
-    """One HTTP request as the dashboard sees it."""
-
-    method: str
-    path: str
-    """Below the mount point, starting with ``/``."""
-    query: dict[str, str]
-    headers: dict[str, str]
-    """Lower-case names; a repeated header keeps its last value."""
-    client: tuple[str, int] | None
-    root: str
-    cookies: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_scope(cls, scope: Scope) -> Request:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        root = scope.get("root_path", "") or ""
-        path = scope["path"]
-        if root and path.startswith(root):  # servers differ on whether path includes it
-            path = path[len(root) :]
-        cookies = {}
-        for part in headers.get("cookie", "").split(";"):
-            name, sep, value = part.strip().partition("=")
-            if sep:
-                cookies[name] = value
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        client = scope.get("client")
-        return cls(
-            method=scope["method"],
-            path=path or "/",
-            query=query,
-            headers=headers,
-            client=(client[0], client[1]) if client else None,
-            root=root,
-            cookies=cookies,
-        )
-
-
-@dataclass
-class _Response:
-    status: int
-    body: bytes
-    content_type: str = "text/html; charset=utf-8"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
 class Dashboard:
     """The ASGI application (see the module docstring for its routes)."""
 
@@ -115,10 +70,16 @@ class Dashboard:
         *,
         queues: Sequence[str] | None = None,
         read_only: bool = False,
+        auth: AuthHook | None = None,
+        basic_auth: str | tuple[str, str] | None = None,
         from_code: bool = True,
     ) -> None:
         self.app = app
         self.read_only = read_only
+        if isinstance(basic_auth, str):
+            basic_auth = parse_credentials(basic_auth)
+        self.basic = BasicAuth(*basic_auth) if basic_auth else None
+        self.auth = auth
         self.readings = Readings(app, from_code, queues)
         # Tokens are bound to a session cookie with a secret of this process:
         # a restart only asks for one more confirmation.
@@ -131,6 +92,11 @@ class Dashboard:
         if scope["type"] != "http":
             return
         request = Request.from_scope(scope)
+        refusal = await self._refusal(request)
+        if refusal is not None:
+            await read_body(receive)
+            await send_response(send, refusal)
+            return
         session = request.cookies.get(SESSION_COOKIE) or secrets.token_urlsafe(24)
         links = Links(request.root, self.read_only)
         if request.path.startswith("/events/"):
@@ -141,7 +107,7 @@ class Dashboard:
         except ANY_REDIS_ERROR as exc:
             logger.warning("dashboard: Redis error answering %s: %s", request.path, exc)
             text = f"Redis did not answer ({exc}). The page will work again once it does."
-            response = _Response(503, pages.message_page(links, "Redis unreachable", text).encode())
+            response = Response(503, pages.message_page(links, "Redis unreachable", text).encode())
         if SESSION_COOKIE not in request.cookies:
             cookie_path = request.root or "/"
             response.headers.append(
@@ -150,7 +116,20 @@ class Dashboard:
                     f"{SESSION_COOKIE}={session}; Path={cookie_path}; HttpOnly; SameSite=Strict",
                 )
             )
-        await _send(send, response)
+        await send_response(send, response)
+
+    async def _refusal(self, request: Request) -> Response | None:
+        """A 401/403 answer when the request may not pass, else None."""
+        if self.basic is not None and not self.basic(request):
+            return Response(
+                401,
+                b"sign in to see the aqueue dashboard\n",
+                "text/plain; charset=utf-8",
+                [("www-authenticate", 'Basic realm="aqueue", charset="UTF-8"')],
+            )
+        if self.auth is not None and not await allowed(self.auth, request):
+            return Response(403, b"not allowed\n", "text/plain; charset=utf-8")
+        return None
 
     async def close(self) -> None:
         """Stop the background sampling (a mounted dashboard: at the web app's shutdown)."""
@@ -163,13 +142,13 @@ class Dashboard:
 
     async def _route(
         self, request: Request, links: Links, session: str, receive: Receive
-    ) -> _Response:
+    ) -> Response:
         path, method, query = request.path, request.method, request.query
         notice = query.get("notice")
         if method == "POST" and path.startswith("/actions/"):
             return await self._act(request, path.removeprefix("/actions/"), session, receive)
         if method not in ("GET", "HEAD"):
-            return _Response(405, b"method not allowed\n", "text/plain; charset=utf-8")
+            return Response(405, b"method not allowed\n", "text/plain; charset=utf-8")
         if path == "/":
             data = await self.readings.overview()
             return _html(pages.overview_page(links, data, notice))
@@ -210,15 +189,13 @@ class Dashboard:
 
     # -- actions ---------------------------------------------------------------------
 
-    async def _act(
-        self, request: Request, action: str, session: str, receive: Receive
-    ) -> _Response:
+    async def _act(self, request: Request, action: str, session: str, receive: Receive) -> Response:
         links = Links(request.root, self.read_only)
         if self.read_only:
             return _refused(links, "This dashboard is read-only.")
         if action not in _ACTIONS:
             return _html(pages.message_page(links, "Unknown action", action), 404)
-        form = dict(parse_qsl((await _body(receive)).decode("utf-8", "replace")))
+        form = dict(parse_qsl((await read_body(receive)).decode("utf-8", "replace")))
         if not _same_origin(request):
             return _refused(links, "The request came from another site.")
         cookie = request.cookies.get(SESSION_COOKIE)
@@ -265,7 +242,7 @@ class Dashboard:
         what = request.path.removeprefix("/events/")
         task_id = what.removeprefix("tasks/") if what.startswith("tasks/") else None
         if task_id is None and what != "overview":
-            await _send(send, _Response(404, b"no such stream\n", "text/plain"))
+            await send_response(send, Response(404, b"no such stream\n", "text/plain"))
             return
         await send(
             {
@@ -278,7 +255,7 @@ class Dashboard:
                 ],
             }
         )
-        left = asyncio.create_task(_wait_disconnect(receive))
+        left = asyncio.create_task(wait_disconnect(receive))
         try:
             while not left.done():
                 try:
@@ -317,40 +294,47 @@ class Dashboard:
 
 
 def asgi_app(
-    app: App, *, queues: Sequence[str] | None = None, read_only: bool = False
+    app: App,
+    *,
+    queues: Sequence[str] | None = None,
+    read_only: bool = False,
+    auth: AuthHook | None = None,
+    basic_auth: str | tuple[str, str] | None = None,
 ) -> Dashboard:
     """The dashboard of ``app`` as an ASGI application, to mount in a web app.
 
     ``queues`` limits it to those queues (default: the App's). ``read_only``
-    hides and refuses every action.
+    hides and refuses every action. ``auth`` is a hook that sees every
+    request (see :mod:`aqueue.dashboard.auth`); ``basic_auth`` (``"user:password"``
+    or a pair) asks for HTTP basic credentials. With both, both must pass.
     """
-    return Dashboard(app, queues=queues, read_only=read_only)
+    return Dashboard(app, queues=queues, read_only=read_only, auth=auth, basic_auth=basic_auth)
 
 
 # -- responses ---------------------------------------------------------------------
 
 
-def _html(text: str, status: int = 200) -> _Response:
-    return _Response(status, text.encode())
+def _html(text: str, status: int = 200) -> Response:
+    return Response(status, text.encode())
 
 
-def _redirect(location: str) -> _Response:
-    return _Response(303, b"", "text/plain", [("location", location)])
+def _redirect(location: str) -> Response:
+    return Response(303, b"", "text/plain", [("location", location)])
 
 
-def _refused(links: Links, why: str) -> _Response:
-    return _Response(403, pages.message_page(links, "Refused", why).encode())
+def _refused(links: Links, why: str) -> Response:
+    return Response(403, pages.message_page(links, "Refused", why).encode())
 
 
-def _static(name: str) -> _Response:
+def _static(name: str) -> Response:
     suffix = name[name.rfind(".") :] if "." in name else ""
     if "/" in name or suffix not in _STATIC_TYPES:
-        return _Response(404, b"not found\n", "text/plain")
+        return Response(404, b"not found\n", "text/plain")
     try:
         body = resources.files(__package__).joinpath("static", name).read_bytes()
     except FileNotFoundError:
-        return _Response(404, b"not found\n", "text/plain")
-    return _Response(200, body, _STATIC_TYPES[suffix], [("cache-control", "max-age=300")])
+        return Response(404, b"not found\n", "text/plain")
+    return Response(200, body, _STATIC_TYPES[suffix], [("cache-control", "max-age=300")])
 
 
 def _same_origin(request: Request) -> bool:
@@ -359,30 +343,3 @@ def _same_origin(request: Request) -> bool:
     if not origin or origin == "null":
         return origin != "null"
     return urlsplit(origin).netloc == request.headers.get("host", "")
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def _send(send: Send, response: _Response) -> None:
-    headers = [(b"content-type", response.content_type.encode())]
-    headers.append((b"content-length", str(len(response.body)).encode()))
-    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
