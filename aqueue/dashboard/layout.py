@@ -70,31 +70,26 @@ def button(links: Links, label: str, action: str, **fields: Any) -> str:
 
 
 def sparkline(rates: Sequence[float | None], width: int = 180, height: int = 36) -> str:
-    """Tasks finished per second over the history, as a small inline SVG."""
+    """Tasks finished per second over the history, as small inline SVG bars."""
     known = [r for r in rates if r is not None]
     peak = max(known, default=0.0) or 1.0
-    step = width / max(1, len(rates) - 1)
-    points = [
-        f"{n * step:.1f},{height - 2 - (r / peak) * (height - 4):.1f}"
+    step = width / max(1, len(rates))
+    bars = "".join(
+        f'<rect x="{n * step:.1f}" y="{height - 1 - h:.1f}" width="{max(1.0, step - 1):.1f}" '
+        f'height="{h:.1f}"/>'
         for n, r in enumerate(rates)
-        if r is not None
-    ]
+        if r is not None and (h := (r / peak) * (height - 3)) > 0
+    )
     last = f"{known[-1]:.1f}/s" if known else "-"
     title = (
         f"tasks finished per second, {CHART_BUCKET}s bars over the last "
         f"{HISTORY_SECONDS // 60} minutes (peak {max(known, default=0.0):.1f}/s)"
     )
-    line = (
-        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" '
-        f'points="{" ".join(points)}"/>'
-        if len(points) > 1
-        else ""
-    )
     return (
         f'<span class="chart"><svg width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img"><title>{escape(title)}</title>'
-        f'<line x1="0" y1="{height - 1}" x2="{width}" y2="{height - 1}" class="axis"/>'
-        f"{line}</svg> <span class='rate'>{escape(last)}</span></span>"
+        f'<line x1="0" y1="{height - 0.5}" x2="{width}" y2="{height - 0.5}" class="axis"/>'
+        f"{bars}</svg> <span class='rate'>{escape(last)}</span></span>"
     )
 
 

@@ -92,7 +92,9 @@ def overview_live(links: Links, data: dict[str, Any]) -> str:
     return (
         f"<section><h2>Queues</h2>{queues}</section>"
         f"<section><h2>Workers ({len(data['workers'])} alive)</h2>{workers}</section>"
-        f"<section><h2>Running ({len(data['running'])})</h2>{running}</section>"
+        f"<section><h2>Running ({len(data['running'])})</h2>{running}"
+        '<p class="stamp">workers and what they run are as each worker last reported '
+        "(on every heartbeat)</p></section>"
         f'<p class="stamp">figures of {escape(stamp)}</p>'
     )
 
