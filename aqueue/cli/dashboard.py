@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 from ..dashboard import Dashboard, serve
@@ -68,6 +69,14 @@ async def dashboard(args: argparse.Namespace) -> int:
             "can abort tasks and purge queues (use --basic-auth or --read-only)",
             args.host,
         )
+    started = time.perf_counter()
+    queues = await web.start()
+    logger.info(
+        "dashboard: %d queue(s) (%s), found in %.1f s",
+        len(queues),
+        ", ".join(queues),
+        time.perf_counter() - started,
+    )
     server = await serve(web, args.host, args.port)
     logger.info(
         "dashboard: serving http://%s:%d/%s",

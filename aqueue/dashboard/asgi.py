@@ -131,6 +131,17 @@ class Dashboard:
             return Response(403, b"not allowed\n", "text/plain; charset=utf-8")
         return None
 
+    async def start(self) -> list[str]:
+        """Start the background reads and wait for the queues to be known; returns them.
+
+        Without an App that means one search of the keyspace, which can take
+        seconds on a big Redis: ``aqueue dashboard`` does it before it listens,
+        so no page ever waits for it.
+        """
+        self.readings.sampler.start()
+        await self.readings.sampler.wait_discovered(timeout=None)
+        return await self.readings.queues()
+
     async def close(self) -> None:
         """Stop the background sampling (a mounted dashboard: at the web app's shutdown)."""
         await self.readings.sampler.stop()

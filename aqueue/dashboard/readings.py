@@ -131,7 +131,8 @@ class Sampler:
                 await self._task
             self._task = None
 
-    async def wait_discovered(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def wait_discovered(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109
+        """Wait for the first search for queues (at most ``timeout`` seconds; None: no limit)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._discovered.wait()
