@@ -151,8 +151,15 @@ def test_overview_counts_move_while_a_real_worker_drains(
         # Pushed figures arrive without a reload: the marker set above survives.
         until(browser, lambda d: 0 < figure(d, "waiting") < 56)
         until(browser, lambda d: str(worker.pid) in text_of(d, "main"))
-        until(browser, lambda d: figure(d, "running") > 0)
-        screenshot(browser, "overview-draining")
+        until(
+            browser,
+            lambda d: (
+                figure(d, "running") > 0
+                and figure(d, "waiting") > 10
+                and "dashboard_app.work" in text_of(d, "main")
+            ),  # a worker's running tasks
+        )
+        screenshot(browser, "overview-draining")  # docs/dashboard.png is one of these
         until(browser, lambda d: figure(d, "waiting") == 0 and figure(d, "running") == 0, 60)
         assert browser.execute_script("return window.sameDocument") is True
         updates = browser.find_element(By.CSS_SELECTOR, "[data-stream]").get_attribute(
