@@ -375,3 +375,25 @@ async def test_cli_dashboard_takes_basic_auth_from_the_environment(
         timeout=30,
     )
     assert bad.returncode == 1 and "USER:PASSWORD" in bad.stderr
+
+
+async def test_head_requests_and_a_proxy_that_rewrites_the_host(
+    app: aqueue.App, served: tuple[Dashboard, httpx.AsyncClient]
+) -> None:
+    tasks = _register(app)
+    _, http = served
+    head = await http.head("/")
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) > 0
+
+    handle = await tasks["slow"].options(delay=600).enqueue(1.0)
+    confirm = await http.get(
+        "/confirm", params={"action": "abort", "queue": "default", "task": handle.id}
+    )
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', confirm.text)
+    assert token
+    form = {"queue": "default", "task": handle.id, "csrf": token[1]}
+    proxied = {"origin": "https://ops.example.com", "x-forwarded-host": "ops.example.com"}
+    done = await http.post("/actions/abort", data=form, headers=proxied)
+    assert done.status_code == 303
+    assert await handle.status() is aqueue.TaskStatus.ABORTED

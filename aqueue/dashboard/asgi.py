@@ -116,7 +116,7 @@ class Dashboard:
                     f"{SESSION_COOKIE}={session}; Path={cookie_path}; HttpOnly; SameSite=Strict",
                 )
             )
-        await send_response(send, response)
+        await send_response(send, response, head=request.method == "HEAD")
 
     async def _refusal(self, request: Request) -> Response | None:
         """A 401/403 answer when the request may not pass, else None."""
@@ -349,8 +349,13 @@ def _static(name: str) -> Response:
 
 
 def _same_origin(request: Request) -> bool:
-    """False when the browser says the request comes from another origin."""
+    """False when the browser says the request comes from another origin.
+
+    Behind a reverse proxy that rewrites ``Host``, the proxy's
+    ``X-Forwarded-Host`` names the address the browser used.
+    """
     origin = request.headers.get("origin")
     if not origin or origin == "null":
         return origin != "null"
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")}
+    return urlsplit(origin).netloc in hosts - {""}

@@ -248,7 +248,11 @@ def dead_page(
         [
             escape(when(d.at)),
             f'<a href="{escape(links.queue(d.queue))}">{escape(d.queue)}</a>',
-            f'<a href="{escape(links.task(d.task_id, d.queue))}">{escape(d.task_id or "-")}</a>',
+            (
+                f'<a href="{escape(links.task(d.task_id, d.queue))}">{escape(d.task_id)}</a>'
+                if d.task_id
+                else "-"
+            ),
             escape(d.task_name or "?"),
             escape(d.reason),
             f'<span class="error">{escape(d.error)}</span>',

@@ -230,15 +230,15 @@ class Readings:
                 page.result = shown(value_of(task_id, rec))
             except Exception as exc:  # a value this process can't decode
                 page.result = f"(can't decode the result: {exc})"
-        elif info.status.is_final or rec.get(b"error"):
+        elif info.status.is_final:
             try:
-                value_of(task_id, rec) if info.status.is_final else None
+                value_of(task_id, rec)
             except TaskFailed as failure:
                 page.error_type = failure.exc_type
                 page.error_message = failure.message
                 page.traceback = failure.traceback or None
-            if not info.status.is_final and info.error:
-                page.error_type, _, page.error_message = info.error.partition(": ")
+        elif info.error:  # retrying: the last attempt's error
+            page.error_type, _, page.error_message = info.error.partition(": ")
         entry = rec.get(b"entry", b"").decode() or None
         payload = await views.task_message(queue, task_id, entry)
         if payload is not None:

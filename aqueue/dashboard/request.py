@@ -76,9 +76,10 @@ async def wait_disconnect(receive: Receive) -> None:
             return
 
 
-async def send_response(send: Send, response: Response) -> None:
+async def send_response(send: Send, response: Response, head: bool = False) -> None:
+    """Send a whole response (``head``: its headers only, for a HEAD request)."""
     headers = [(b"content-type", response.content_type.encode())]
     headers.append((b"content-length", str(len(response.body)).encode()))
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
+    await send({"type": "http.response.body", "body": b"" if head else response.body})
