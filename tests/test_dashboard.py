@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -397,3 +398,59 @@ async def test_head_requests_and_a_proxy_that_rewrites_the_host(
     done = await http.post("/actions/abort", data=form, headers=proxied)
     assert done.status_code == 303
     assert await handle.status() is aqueue.TaskStatus.ABORTED
+
+
+async def _scans(app: aqueue.App) -> int:
+    stats = await app.client.broker.client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("scan", "keys"))
+
+
+@pytest.mark.parametrize("from_code", [True, False])
+async def test_no_page_load_scans_the_keyspace(app: aqueue.App, from_code: bool) -> None:
+    tasks = _register(app)
+    handle = await tasks["ok"].enqueue(1)
+    web = Dashboard(app, from_code=from_code)
+    await web.start()  # without an App: the one search for queues, before listening
+    server = await serve(web, "127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            before = await _scans(app)
+            for path in PAGES:
+                if path.startswith("/events/"):
+                    async with http.stream("GET", path.format(id=handle.id)) as events:
+                        async for line in events.aiter_lines():
+                            if not line:  # the end of the first event
+                                break
+                else:
+                    await http.get(path.format(id=handle.id))
+            assert "default" in (await http.get("/")).text
+            assert await _scans(app) == before
+    finally:
+        await server.close()
+        await web.close()
+
+
+async def test_beside_an_aiohttp_app_as_docs_observability_shows(app: aqueue.App) -> None:
+    aiohttp_web = pytest.importorskip("aiohttp.web")
+    port = free_port()
+
+    async def aqueue_dashboard(web_app: Any) -> AsyncIterator[None]:
+        dashboard = asgi_app(app, basic_auth="ops:s3cret")
+        server = await serve(dashboard, "127.0.0.1", port)
+        yield
+        await server.close()
+        await dashboard.close()
+
+    web_app = aiohttp_web.Application()
+    web_app.cleanup_ctx.append(aqueue_dashboard)
+    runner = aiohttp_web.AppRunner(web_app)
+    await runner.setup()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get("/")).status_code == 401
+            page = await http.get("/", auth=("ops", "s3cret"))
+            assert page.status_code == 200 and "Overview" in page.text
+    finally:
+        await runner.cleanup()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/")
