@@ -39,6 +39,7 @@ __all__ = ["Client", "SyncRunner"]
 T = TypeVar("T")
 
 _ABORTED_ON_REQUEST = encode_error(ErrorInfo("TaskAborted", "aborted on request"))
+_PURGED = encode_error(ErrorInfo("TaskAborted", "purged from the queue"))
 
 
 class Client:
@@ -178,6 +179,19 @@ class Client:
             # was enqueued in between (then abort that on the next round).
             if await broker.abort_unsent(queue, task_id, _ABORTED_ON_REQUEST):
                 return True
+
+    async def purge(self, queue: str) -> tuple[int, int]:
+        """Remove a queue's waiting and delayed tasks: (from the stream, delayed).
+
+        Running tasks keep their leases; each purged task is recorded as aborted.
+        """
+        total_stream = total_delayed = 0
+        while True:
+            from_stream, from_delayed = await self.broker.purge(queue, _PURGED)
+            total_stream += from_stream
+            total_delayed += from_delayed
+            if not from_stream and not from_delayed:
+                return total_stream, total_delayed
 
     # -- synchronous callers -----------------------------------------------------------
 

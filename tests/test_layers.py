@@ -41,7 +41,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
         ),
     ),
     (4, "runtime", ("aqueue.runtime",)),
-    (5, "faces", ("aqueue.cli", "aqueue.integrations", "aqueue.testing")),
+    (5, "faces", ("aqueue.cli", "aqueue.integrations", "aqueue.testing", "aqueue.dashboard")),
 ]
 #: The package facade: it re-exports the public names; nothing imports it.
 FACADES = {"aqueue", "aqueue.__main__"}

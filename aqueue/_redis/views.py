@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from ..core.keys import CONSUMER_GROUP, QueueKeys, worker_info_key
 
@@ -205,6 +206,67 @@ class RedisViews:
             raw = await pipe.execute()
         found = [json.loads(r) for r in raw if r]
         return sorted(found, key=lambda w: (w.get("node") or "", w["name"]))
+
+    # -- what the dashboard shows (each read bounded by ``limit``) --------------------
+
+    async def group_progress(self, queue: str) -> tuple[int | None, int, str]:
+        """(entries read by the consumer group so far, pending, last delivered id).
+
+        Entries read minus pending is how many entries were finished: its change
+        over time is the queue's throughput. The count is None when Redis can't
+        say (after deletions in the middle of the stream).
+        """
+        try:
+            groups: list[dict[Any, Any]] = await self.client.xinfo_groups(self.keys(queue).stream)
+        except ResponseError:  # no stream yet
+            return 0, 0, "0-0"
+        for group in groups:
+            if _text(group.get("name")) == CONSUMER_GROUP:
+                raw = group.get("entries-read")
+                read = int(raw) if raw is not None else None
+                last = _text(group.get("last-delivered-id")) or "0-0"
+                return read, int(group.get("pending") or 0), last
+        return 0, 0, "0-0"
+
+    async def waiting_entries(self, queue: str, limit: int) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The next ``limit`` stream entries no worker has read yet, oldest first."""
+        _, _, last_delivered = await self.group_progress(queue)
+        reply: Any = await self.client.xrange(
+            self.keys(queue).stream, f"({last_delivered}", "+", count=limit
+        )
+        return [(_text(entry), dict(fields)) for entry, fields in reply]
+
+    async def delayed_tasks(self, queue: str, limit: int) -> list[tuple[str, float]]:
+        """(task id, due time in epoch seconds) of the ``limit`` soonest delayed tasks."""
+        reply: Any = await self.client.zrange(
+            self.keys(queue).delayed, 0, limit - 1, withscores=True
+        )
+        return [(_text(tid), float(score) / 1000) for tid, score in reply]
+
+    async def task_message(self, queue: str, task_id: str, entry: str | None) -> bytes | None:
+        """The encoded message of a task while Redis still holds it (None: it doesn't).
+
+        A delayed or retrying task's message waits beside the delayed set; a
+        running one is its stream entry (``entry``, from the task's record).
+        A finished task's message is gone.
+        """
+        keys = self.keys(queue)
+        payload: Any = await self.client.hget(keys.delayed_payloads, task_id)
+        if payload is not None:
+            return bytes(payload)
+        if not entry:
+            return None
+        reply: Any = await self.client.xrange(keys.stream, entry, entry, count=1)
+        if not reply:
+            return None
+        fields = dict(reply[0][1])
+        found: bytes | None = fields.get(b"m")
+        return found if fields.get(b"id", b"").decode() == task_id else None
+
+    async def task_record(self, queue: str, task_id: str) -> dict[bytes, bytes]:
+        """The hash under the task's id (empty when there is none)."""
+        record: Any = await self.client.hgetall(self.keys(queue).task(task_id))
+        return dict(record)
 
 
 def _text(value: Any) -> str:

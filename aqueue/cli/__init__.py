@@ -9,6 +9,7 @@ tasks       ``status``, ``result``, ``abort``, ``enqueue``
 queues      ``inspect``, ``check``, ``purge``
 dead        ``dead list|replay|purge``
 beat        ``beat``, ``schedule``
+dashboard   ``dashboard``
 demo        ``demo``
 ==========  ==========================================================
 
@@ -27,7 +28,7 @@ from typing import Any
 from .._redis.errors import explain as explain_redis_error
 from .._version import __version__
 from ..core.errors import AqueueError
-from . import beat, dead, demo, multi, queues, tasks, worker
+from . import beat, dashboard, dead, demo, multi, queues, tasks, worker
 from .base import load_app, run_async, setup_logging
 
 __all__ = ["build_parser", "load_app", "main"]
@@ -35,7 +36,7 @@ __all__ = ["build_parser", "load_app", "main"]
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 #: The command groups, in the order ``aqueue --help`` lists them.
-COMMAND_GROUPS = (worker, tasks, queues, dead, beat, multi, demo)
+COMMAND_GROUPS = (worker, tasks, queues, dead, beat, dashboard, multi, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(getattr(args, "log_level", "info"))
+    setup_logging(getattr(args, "log_level", "info"), fmt=getattr(args, "log_format", "text"))
     func: Command = args.func
     try:
         return run_async(func(args))

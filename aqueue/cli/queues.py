@@ -19,7 +19,6 @@ from typing import Any
 from .._redis.connection import REDIS_ERRORS
 from ..client import Client
 from ..core.errors import ConnectionFailed
-from ..core.protocol import ErrorInfo, encode_error
 from ..runtime.monitor import snapshot
 from .base import (
     add_app_option,
@@ -146,14 +145,7 @@ async def purge(args: argparse.Namespace) -> int:
 
 async def purge_queue(client: Client, queue: str) -> tuple[int, int]:
     """Remove ``queue``'s waiting and delayed tasks: (from the stream, delayed)."""
-    error = encode_error(ErrorInfo("TaskAborted", "purged from the queue"))
-    total_stream = total_delayed = 0
-    while True:
-        from_stream, from_delayed = await client.broker.purge(queue, error)
-        total_stream += from_stream
-        total_delayed += from_delayed
-        if not from_stream and not from_delayed:
-            return total_stream, total_delayed
+    return await client.purge(queue)
 
 
 # -- the human-readable inspect ---------------------------------------------------

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import AqueueError
 from ..runtime.monitor import NODE_ENV
 from ..runtime.worker import Worker
-from .base import add_app_option, setup_logging, split_queues, target_from_args
+from .base import (
+    LOG_FORMATS,
+    add_app_option,
+    setup_logging,
+    split_queues,
+    target_from_args,
+)
 from .supervisor import SUPERVISOR_ENV, Supervisor, expand, node_name, pidfile
 
 if TYPE_CHECKING:
@@ -93,6 +99,13 @@ def add_parsers(sub: Any) -> None:
         help="log level (default info: one line per task)",
     )
     p.add_argument(
+        "--log-format",
+        default="text",
+        choices=list(LOG_FORMATS),
+        help="text (default) for people; json: one JSON object per line with the task id, "
+        "name, queue, attempt, outcome and duration, for log pipelines",
+    )
+    p.add_argument(
         "--processes",
         type=int,
         default=None,
@@ -123,6 +136,13 @@ def add_parsers(sub: Any) -> None:
         help="serve Prometheus /metrics and /healthz on this port (with --processes, "
         "child i uses PORT+i-1); needs the 'metrics' extra",
     )
+    p.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",
+        metavar="ADDRESS",
+        help="address the metrics server listens on (default 0.0.0.0, every interface; "
+        "127.0.0.1 keeps it on this host)",
+    )
     p.set_defaults(func=start, worker_parser=p)
 
 
@@ -132,7 +152,7 @@ async def start(args: argparse.Namespace) -> int:
     os.environ[NODE_ENV] = node
     index = int(os.environ.get("AQUEUE_PROCESS_INDEX", "0"))
     if args.logfile:
-        setup_logging(args.log_level, expand(args.logfile, node, index))
+        setup_logging(args.log_level, expand(args.logfile, node, index), args.log_format)
     supervisor_pid = os.environ.pop(SUPERVISOR_ENV, None)
     watchdog = None
     if supervisor_pid is not None and int(supervisor_pid) == os.getppid():
@@ -177,7 +197,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         if args.metrics_port:
             from ..runtime.metrics import serve_metrics  # prometheus only when asked for
 
-            metrics = await serve_metrics(worker, args.metrics_port)
+            metrics = await serve_metrics(worker, args.metrics_port, args.metrics_host)
         await worker.run()
     except AqueueError as exc:
         logger.error("%s", exc)

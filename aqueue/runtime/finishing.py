@@ -148,6 +148,7 @@ def log_outcome(item: FinishItem, job: Job, ms: float) -> None:
     extra = {
         "task_id": item.task_id,
         "task_name": job.task.name,
+        "queue": job.delivery.queue,
         "attempt": job.attempt,
         "duration_ms": round(ms, 3),
         "outcome": state.value,
@@ -192,7 +193,7 @@ def log_refused(item: FinishItem, queue: str, entry_id: str) -> None:
             item.task_id,
             error.message,
             queue,
-            extra={"task_id": item.task_id, "reason": item.reason},
+            extra={"task_id": item.task_id, "queue": queue, "reason": item.reason},
         )
     else:
         logger.info("task %s %s: %s", item.task_id, item.state.value, error.message)
