@@ -534,9 +534,16 @@ class Broker:
 
         Returns (steps enqueued, ids of chords whose callback is now due).
         """
-        keys = self.keys(queue)
         rows = _rows.encode([(key, name, len(body), kind) for _, key, name, body, kind in handoffs])
-        enqueued, complete, _settled = await self._script(
+        enqueued, complete, _settled = await self._forward(
+            queue, rows, b"".join([handoff[3] for handoff in handoffs])
+        )
+        return int(enqueued), [_text(x) for x in complete]
+
+    async def _forward(self, queue: str, rows: bytes, blob: bytes) -> Any:
+        """One call of forward.lua: (steps enqueued, chords now due, steps settled)."""
+        keys = self.keys(queue)
+        return await self._script(
             "forward",
             (keys.stream,),
             [
@@ -545,28 +552,15 @@ class Broker:
                 int(self.settings.result_ttl * 1000),
                 keys.chord_prefix,
                 rows,
-                b"".join([handoff[3] for handoff in handoffs]),
+                blob,
             ],
         )
-        return int(enqueued), [_text(x) for x in complete]
 
     async def abort_unsent(self, queue: str, task_id: str, error: bytes) -> bool:
         """Abort a workflow step that was not enqueued yet: its record says aborted, so
         it is never enqueued. False when it has a record (it was enqueued meanwhile)."""
-        keys = self.keys(queue)
         rows = _rows.encode([(task_id, "", len(error), HANDOFF_ABORT)])
-        _enqueued, _complete, settled = await self._script(
-            "forward",
-            (keys.stream,),
-            [
-                keys.task_prefix,
-                keys.done_channel,
-                int(self.settings.result_ttl * 1000),
-                keys.chord_prefix,
-                rows,
-                error,
-            ],
-        )
+        _enqueued, _complete, settled = await self._forward(queue, rows, error)
         return int(settled) == 1
 
     async def create_chord(

@@ -19,7 +19,7 @@ from typing import Any
 from .._redis.connection import REDIS_ERRORS
 from ..client import Client
 from ..core.errors import ConnectionFailed
-from ..runtime.monitor import snapshot
+from ..runtime.monitor import age, snapshot
 from .base import (
     add_app_option,
     add_redis_options,
@@ -151,16 +151,6 @@ async def purge_queue(client: Client, queue: str) -> tuple[int, int]:
 # -- the human-readable inspect ---------------------------------------------------
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [len(h) for h in headers]
     for row in rows:
@@ -186,7 +176,7 @@ def render(data: dict[str, Any]) -> str:
                     str(q["delayed"]),
                     str(q["dead"]),
                     str(q["lag"]),
-                    _age(q["oldest_waiting_age"]),
+                    age(q["oldest_waiting_age"]),
                     *([str(q.get("slot", "-")), str(q.get("node", "-"))] if clustered else []),
                 ]
                 for q in data["queues"]
@@ -207,8 +197,8 @@ def render(data: dict[str, Any]) -> str:
                         str(w["running_count"]),
                         str(w["stats"]["succeeded"]),
                         str(w["stats"]["failed"]),
-                        _age(w["uptime"]),
-                        _age(w["heartbeat_age"]) + " ago",
+                        age(w["uptime"]),
+                        age(w["heartbeat_age"]) + " ago",
                     ]
                     for w in data["workers"]
                 ],
@@ -226,7 +216,7 @@ def render(data: dict[str, Any]) -> str:
                         r["name"],
                         r["queue"],
                         str(r["attempt"]),
-                        _age(now - r["started_at"]),
+                        age(now - r["started_at"]),
                         r["worker"],
                     ]
                     for r in data["running"]

@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ..runtime.monitor import age
 from .readings import CHART_BUCKET, HISTORY_SECONDS
 
 __all__ = ["Links", "age", "button", "layout", "live", "sparkline", "table", "when"]
@@ -41,16 +42,6 @@ def when(at: float | None) -> str:
     if at is None:
         return "-"
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> str:

@@ -19,7 +19,7 @@ from ..task import Task
 from .running import Inflight
 from .slots import WorkerStats
 
-__all__ = ["MAX_LISTED_RUNNING", "NODE_ENV", "describe_worker", "snapshot"]
+__all__ = ["MAX_LISTED_RUNNING", "NODE_ENV", "age", "describe_worker", "snapshot"]
 
 #: Running tasks listed per worker at most (the rest are only counted).
 MAX_LISTED_RUNNING = 1000
@@ -109,3 +109,14 @@ async def snapshot(
         "running": running,
         "tasks": registered,
     }
+
+
+def age(seconds: float | None) -> str:
+    """A duration as people read it on a status page: ``42.0s``, ``3.5m``, ``2.1h``."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
