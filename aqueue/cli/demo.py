@@ -14,11 +14,9 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from typing import Any
 from ..app import App
 from ..core.config import DEFAULT_REDIS_URL, mask_url
 from ..core.errors import ConnectionFailed
+from ..testing.server import RedisServer
 from .base import help_text
 
 __all__ = ["add_parsers"]
@@ -46,48 +45,22 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=run_demo)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def throwaway_redis() -> Iterator[str]:
-    """A private redis-server on a free port, removed afterwards."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    """A private redis-server on a free port, answering PING, removed afterwards."""
+    if shutil.which("redis-server") is None:
         raise SystemExit(
             "error: no Redis answers and there is no redis-server on PATH.\n"
             "  Install one (Debian/Ubuntu: sudo apt-get install -y redis-server; "
             "macOS: brew install redis)\n"
             "  or point the demo at one: AQUEUE_REDIS_URL=redis://host:6379/0 aqueue demo"
         )
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="aqueue-demo-") as workdir:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 async def _answers(url: str) -> bool:
@@ -99,13 +72,6 @@ async def _answers(url: str) -> bool:
         return False
     finally:
         await app.close()
-
-
-async def _wait_for(url: str, deadline: float) -> None:
-    while not await _answers(url):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"error: redis-server at {url} did not start")
-        await asyncio.sleep(0.05)
 
 
 def _progress(label: str, done: int, total: int, started: float) -> None:
@@ -127,7 +93,6 @@ async def run_demo(args: argparse.Namespace) -> int:
         return await _run(url, args)
     print(f"No Redis answers at {mask_url(url)}.")
     with throwaway_redis() as private_url:
-        await _wait_for(private_url, time.monotonic() + 10)
         print(
             f"Started a throwaway redis-server for this run at {private_url} (removed afterwards)"
         )
