@@ -64,6 +64,8 @@ class Client:
         self._sync_lock = threading.Lock()
         #: Above zero inside ``app.eager()``: enqueue runs tasks inline, without Redis.
         self.eager = 0
+        #: A test's virtual clock (:meth:`use_test_clock`); None in production.
+        self.test_clock: Callable[[], float] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -100,6 +102,7 @@ class Client:
                 self._redis = connect(self._settings)
             assert self._redis is not None
             self._broker = Broker(self._redis, self._settings)
+            self._broker.test_clock = self.test_clock
         return self._broker
 
     @property
@@ -193,6 +196,18 @@ class Client:
             if not from_stream and not from_delayed:
                 return total_stream, total_delayed
 
+    def use_test_clock(self, clock: Callable[[], float] | None) -> None:
+        """Read time from ``clock`` (epoch seconds) instead of the real one, here and
+        in the Lua scripts; ``None`` goes back to real time. For ``aqueue.testing``:
+        nothing in production calls it."""
+        self.test_clock = clock
+        self.clock = time.time if clock is None else clock
+        if self._broker is not None:
+            self._broker.test_clock = clock
+        runner = self._sync_runner
+        if runner is not None:
+            runner.client.use_test_clock(clock)
+
     # -- synchronous callers -----------------------------------------------------------
 
     def sync(self) -> SyncRunner:
@@ -212,6 +227,7 @@ class Client:
             runner = self._sync_runner
             if runner is None or runner.pid != os.getpid():  # new, or forked since
                 runner = self._sync_runner = SyncRunner(settings, self.clock)
+                runner.client.test_clock = self.test_clock
             return runner
 
     def close_sync(self) -> None:

@@ -11,7 +11,7 @@ slot. Reads that change nothing live in :mod:`.views`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -33,7 +33,7 @@ from .connection import (
     is_cluster,
 )
 from .pubsub import Subscription
-from .scripts import SCRIPT_NAMES, script_source
+from .scripts import SCRIPT_NAMES, clocked_source, script_source
 from .topology import describe_topology, placement
 from .views import RedisViews
 
@@ -77,6 +77,10 @@ class Broker:
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(source) for name, source in self._sources.items()
         }
+        #: A test's virtual clock (epoch seconds), set only by aqueue.testing: the
+        #: scripts then take "now" from it instead of Redis' TIME.
+        self.test_clock: Callable[[], float] | None = None
+        self._clocked: dict[str, AsyncScript] = {}
 
     def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
@@ -114,6 +118,8 @@ class Broker:
     async def _call_script(
         self, name: str, keys: Sequence[str], args: Sequence[Any], durable: bool
     ) -> Any:
+        if self.test_clock is not None:
+            return await self._call_clocked(name, keys, args)
         if not self.direct.enabled:
             return await self._scripts[name](keys=list(keys), args=list(args))
         sha = self._scripts[name].sha
@@ -131,6 +137,15 @@ class Broker:
                     replicas, self._wait_ms, "EVALSHA", sha, len(keys), *keys, *args
                 )
             return await self.direct.call("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def _call_clocked(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """A script's test-clock variant, "now" (ms) passed as one more argument."""
+        assert self.test_clock is not None
+        script = self._clocked.get(name)
+        if script is None:
+            script = self._clocked[name] = self.client.register_script(clocked_source(name))
+        now_ms = int(self.test_clock() * 1000)
+        return await script(keys=list(keys), args=[*args, now_ms])
 
     async def close(self) -> None:
         """Close aqueue's own connections (the client is closed by its owner)."""
@@ -192,7 +207,7 @@ class Broker:
                     "enqueue", script_keys, self._enqueue_args(keys, messages), durable=True
                 )
                 return [_text(x) for x in reply]
-            if self.cluster or self.settings.replicas_ack:
+            if self.cluster or self.settings.replicas_ack or self.test_clock is not None:
                 # A cluster client refuses script pipelines: one call per chunk,
                 # in order (all of them go to the queue's one node anyway).
                 for start in range(0, len(messages), ENQUEUE_CHUNK):

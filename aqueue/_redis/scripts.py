@@ -3,6 +3,11 @@
 Each script is ``_common.lua`` (the helpers every script shares: ``now_ms``,
 entry fields, unique-key release, the enqueue routine) followed by its own
 file, so a helper is written once and a script is one ``EVALSHA``.
+
+A broker given a test clock (:mod:`aqueue.testing`) loads a second variant
+of each script, :func:`clocked_source`: ``_clock.lua`` slipped in after the
+helpers takes "now" from the caller's last argument. Production scripts are
+never built with it, so they can only read Redis' ``TIME``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 
-__all__ = ["SCRIPT_NAMES", "script_source"]
+__all__ = ["SCRIPT_NAMES", "clocked_source", "script_source"]
 
 #: Every script the broker registers, one per state change.
 SCRIPT_NAMES = (
@@ -37,3 +42,14 @@ def script_source(name: str) -> str:
     """The full source of one script: the shared helpers, then the script."""
     lua = importlib.resources.files(__package__).joinpath("lua")
     return lua.joinpath("_common.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+
+
+@functools.cache
+def clocked_source(name: str) -> str:
+    """The test-clock variant of a script: "now" (ms) is its caller's last argument."""
+    lua = importlib.resources.files(__package__).joinpath("lua")
+    return (
+        lua.joinpath("_common.lua").read_text()
+        + lua.joinpath("_clock.lua").read_text()
+        + lua.joinpath(f"{name}.lua").read_text()
+    )

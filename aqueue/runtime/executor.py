@@ -139,6 +139,8 @@ class Executor:
         self.report = report
         #: Where a streaming task's chunks go (set by the worker).
         self.emit: ChunkSink | None = None
+        #: Epoch seconds that expiry is judged by (the App's clock; a test's virtual one).
+        self.clock: Callable[[], float] = time.time
 
     # -- before running ---------------------------------------------------------------
 

@@ -152,7 +152,7 @@ class Fetcher:
         """
         if not marked:
             deliveries = await self._mark_running(queue, deliveries)
-        now = time.time()
+        now = self.executor.clock()
         for delivery in deliveries:
             prepared = self.executor.prepare(delivery, now)
             if isinstance(prepared, FinishItem):

@@ -121,6 +121,7 @@ class Worker:
         capacity = Capacity(self.concurrency + self.prefetch)
         self._inflight = inflight = Inflight()
         self._executor = Executor(app.tasks, app.client.codec, settings, self._thread_pool)
+        self._executor.clock = app.client.clock
         self._finisher = Finisher(
             self._broker,
             self.name,

@@ -12,6 +12,9 @@ options and ``aqueue_*`` fixtures, and does nothing until a test asks for one:
   key prefix of the test's own, closed and restored afterwards;
 - ``aqueue_worker``: a :class:`~aqueue.testing.worker.TestWorker` on the test's
   event loop;
+- ``aqueue_clock``: a :class:`~aqueue.testing.clock.TestClock` installed on the
+  App: time stands still until ``await aqueue_clock.advance(...)`` moves it
+  and runs what fell due;
 - ``aqueue_eager``: the project's App in eager mode (no Redis at all).
 
 Async fixtures are declared with pytest-asyncio when it is installed, so they
@@ -30,13 +33,21 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..core.errors import ConfigError
+from .clock import TestClock
 from .server import RedisServer
 from .worker import TestWorker
 
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["aqueue_app", "aqueue_eager", "aqueue_redis", "aqueue_worker", "load_app"]
+__all__ = [
+    "aqueue_app",
+    "aqueue_clock",
+    "aqueue_eager",
+    "aqueue_redis",
+    "aqueue_worker",
+    "load_app",
+]
 
 REDIS_URL_ENV = "AQUEUE_TEST_REDIS_URL"
 
@@ -153,6 +164,16 @@ else:
 def aqueue_worker(aqueue_app: App) -> TestWorker:
     """Runs the App's tasks on the test's event loop: ``await aqueue_worker.run_until_idle()``."""
     return TestWorker(aqueue_app)
+
+
+@pytest.fixture
+def aqueue_clock(aqueue_app: App, aqueue_worker: TestWorker) -> Iterator[TestClock]:
+    """Virtual time for the App: ``await aqueue_clock.advance(days=7)`` runs a week's work."""
+    clock = TestClock(aqueue_app, aqueue_worker).install()
+    try:
+        yield clock
+    finally:
+        clock.uninstall()
 
 
 @pytest.fixture

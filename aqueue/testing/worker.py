@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -154,7 +153,7 @@ class TestWorker:
 
     async def run_one(self, timeout: float = DEFAULT_BOUND) -> FinishedTask | None:  # noqa: ASYNC109
         """Run one task that is due (from the first queue holding one); None when none is."""
-        now = time.time()
+        now = self.app.client.clock()  # a test clock's time when one is installed
         views = self.app.client.views
         for queue in self.queues or self.app.queues:
             waiting = await views.waiting_messages(queue, limit=1000)
