@@ -19,14 +19,23 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 import msgspec
 
-from .core.errors import EnqueueError
+from .core.errors import ConfigError, EnqueueError
 from .core.protocol import ChainLink, ChordMember, OutgoingMessage
+from .inline import run_eagerly
 from .result import AsyncResult
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Chain", "Signature", "StepTask", "ValueTask", "as_steps", "chain"]
+__all__ = [
+    "Chain",
+    "Signature",
+    "StepTask",
+    "ValueTask",
+    "as_steps",
+    "chain",
+    "refuse_in_eager_mode",
+]
 
 R = TypeVar("R")
 R1 = TypeVar("R1")
@@ -108,6 +117,9 @@ class Signature(Generic[R_co]):
         """Send the call; returns a handle to await."""
         task = self.task
         queue, message = task.build_message(self.args, self.kwargs, self.opts)
+        if task.client.eager:
+            eager: AsyncResult[R_co] = await run_eagerly(task, queue, message)
+            return eager
         task_id = await task.client.broker.enqueue(queue, message)
         return AsyncResult(task.client, task_id, queue, task.result_decoder)
 
@@ -137,6 +149,7 @@ class Chain(Signature[R_co]):
         stand-in for its parent's value), so a chain that can't run raises now.
         """
         steps = self.steps
+        refuse_in_eager_mode("a chain", steps[0].task.client.eager)
         ids = [os.urandom(16).hex() for _ in steps]
         link: ChainLink | None = None
         queues = [""] * len(steps)
@@ -231,3 +244,12 @@ def chain(*steps: Any) -> Chain[Any]:
     parent's value alone). Past five steps the type checker sees ``Chain[Any]``.
     """
     return Chain([signature for step in steps for signature in as_steps(step)])
+
+
+def refuse_in_eager_mode(what: str, eager: int) -> None:
+    """Chains and chords are handed on by workers: eager mode does not run them."""
+    if eager:
+        raise ConfigError(
+            f"{what} can't run in eager mode: its steps are handed on by workers. "
+            "Test workflows with the Redis-backed fixtures (aqueue_worker.run_until_idle())"
+        )

@@ -17,10 +17,11 @@ import os
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from typing import Any, Generic, Literal, TypeVar, overload
 
-from .canvas import Chain, Signature, StepTask, ValueTask, as_steps
+from .canvas import Chain, Signature, StepTask, ValueTask, as_steps, refuse_in_eager_mode
 from .core.errors import EnqueueError, TaskFailed
 from .core.protocol import ChordMember, OutgoingMessage
 from .core.status import TaskStatus
+from .inline import run_eagerly
 from .result import AsyncResult
 
 __all__ = ["Chord", "Group", "GroupResult", "chord", "group"]
@@ -74,6 +75,11 @@ class Group(Generic[R_co]):
         if not order:
             return GroupResult([])
         client = order[0][2].client
+        if client.eager:
+            # Members are independent: each runs inline, in order (never a chord's).
+            return GroupResult(
+                [await run_eagerly(task, queue, by_queue[queue][i]) for queue, i, task in order]
+            )
         broker = client.broker
         ids = {queue: await broker.enqueue_many(queue, msgs) for queue, msgs in by_queue.items()}
         return GroupResult(
@@ -217,6 +223,7 @@ class Chord(Generic[R_co]):
         callback = self.callback
         task = callback.task
         client = task.client
+        refuse_in_eager_mode("a chord", client.eager)
         if not self.group.signatures:
             # Nothing to wait for: the callback runs now with no values.
             queue, message = task.build_message(

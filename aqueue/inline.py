@@ -8,6 +8,8 @@ import: the package facade, which sits above every layer, installs it with
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from typing import Any, ClassVar, Protocol
 
 from .client import Client
@@ -15,8 +17,15 @@ from .core.errors import ConfigError
 from .core.protocol import OutgoingMessage
 from .core.records import Record
 from .result import FinishedResult
+from .sync import FinishedSyncResult
 
-__all__ = ["EagerMode", "InlineRunner", "install_inline_runner", "run_eagerly"]
+__all__ = [
+    "EagerMode",
+    "InlineRunner",
+    "install_inline_runner",
+    "run_eagerly",
+    "run_eagerly_sync",
+]
 
 
 class InlineRunner(Protocol):
@@ -60,3 +69,25 @@ async def run_eagerly(task: Any, queue: str, message: OutgoingMessage) -> Finish
         raise ConfigError("eager mode needs aqueue's runtime: `import aqueue` first")
     record = await runner(task, queue, message)
     return FinishedResult(task.client, message.task_id, queue, task.result_decoder, record)
+
+
+def run_eagerly_sync(task: Any, queue: str, message: OutgoingMessage) -> FinishedSyncResult[Any]:
+    """``task.delay()`` in eager mode: run the message now, from synchronous code.
+
+    The run gets an event loop of its own (a thread's, when this thread
+    already runs one: a ``def`` called from ``async def`` code), so a Django
+    view or a script under ``app.eager()`` needs no Redis and no loop.
+    """
+    runner = EagerMode.runner
+    if runner is None:
+        raise ConfigError("eager mode needs aqueue's runtime: `import aqueue` first")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        record = asyncio.run(runner(task, queue, message))
+    else:
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="aqueue-eager-delay"
+        ) as thread:
+            record = thread.submit(asyncio.run, runner(task, queue, message)).result()
+    return FinishedSyncResult(message.task_id, queue, task.result_decoder, record)

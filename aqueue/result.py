@@ -175,6 +175,12 @@ class FinishedResult(AsyncResult[R]):
     async def abort(self) -> bool:
         return False  # it has finished
 
+    def stream(
+        self: AsyncResult[list[T]], *, from_start: bool = True, after: str | None = None
+    ) -> ChunkStream[T]:
+        """A streaming task's chunks, from its held result (eager mode keeps them all)."""
+        return _HeldChunks(self, from_start, after)
+
 
 class ChunkStream(Generic[T]):
     """An async iterator over a streaming task's chunks; ``position`` is where it is.
@@ -239,3 +245,30 @@ class ChunkStream(Generic[T]):
             # Nothing new for a while: has the task ended? Its chunks were all
             # written before its outcome, so one more read finds any left.
             self._done = (await result.status()).is_final
+
+
+class _HeldChunks(ChunkStream[T]):
+    """The chunks of a task that ran in eager mode: its value is the list of them."""
+
+    __slots__ = ()
+
+    async def _next(self) -> bytes | None:
+        if not self._done:
+            self._done = True
+            record: Record = getattr(self._result, "record", {})
+            attempt = record.get(b"attempt", b"1").decode()
+            held = record.get(b"result")
+            chunks = msgspec.msgpack.decode(held, type=list[msgspec.Raw]) if held else []
+            skip = -1
+            if self.position is not None:
+                skip = int(self.position.rpartition("-")[2])
+            elif not self._from_start:
+                skip = len(chunks) - 1  # only chunks yielded from now on: none
+            self._buffer.extend(
+                (f"{attempt}-{i}", bytes(chunk)) for i, chunk in enumerate(chunks) if i > skip
+            )
+        if not self._buffer:
+            return None
+        entry_id, chunk = self._buffer.popleft()
+        self.position = entry_id
+        return chunk

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .client import SyncRunner
 from .core.protocol import OutgoingMessage
-from .core.records import TaskInfo, value_of
+from .core.records import Record, TaskInfo, value_of
 from .core.status import TaskStatus
 from .result import Decoder
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["SyncResult", "SyncRunner", "send", "sync_result"]
+__all__ = ["FinishedSyncResult", "SyncResult", "SyncRunner", "send", "sync_result"]
 
 R = TypeVar("R")
 
@@ -88,6 +88,33 @@ class SyncResult(Generic[R]):
     def abort(self) -> bool:
         """Abort the task (as ``AsyncResult.abort``); False when it had already finished."""
         return self._runner.call(self._runner.client.abort(self.queue, self.id))
+
+
+class FinishedSyncResult(SyncResult[R]):
+    """What ``task.delay()`` returns in eager mode: the task already ran here.
+
+    Nothing is read from Redis: ``get()``, ``status()`` and ``info()`` answer
+    from the record the inline run produced.
+    """
+
+    __slots__ = ("record",)
+
+    def __init__(self, task_id: str, queue: str, decoder: Decoder | None, record: Record) -> None:
+        # No runner: every method below answers from the record.
+        self._decoder = decoder
+        self.id = task_id
+        self.queue = queue
+        self.record = record
+
+    def get(self, timeout: float | None = None) -> R:
+        value: R = value_of(self.id, self.record, self._decoder() if self._decoder else None)
+        return value
+
+    def info(self) -> TaskInfo:
+        return TaskInfo.from_record(self.id, self.queue, self.record)
+
+    def abort(self) -> bool:
+        return False  # it has finished
 
 
 def send(

@@ -44,7 +44,7 @@ from .core.protocol import (
     OutgoingMessage,
     encode_envelope,
 )
-from .inline import run_eagerly
+from .inline import run_eagerly, run_eagerly_sync
 from .result import AsyncResult
 from .sync import SyncResult, send
 
@@ -211,6 +211,9 @@ class _Enqueuer(Generic[P, R]):
         task = self._task
         # Checked and encoded here, so a bad argument raises in the caller's thread.
         queue, message = task.build_message(args, kwargs, self._opts)
+        if task.client.eager:
+            eager: SyncResult[R] = run_eagerly_sync(task, queue, message)
+            return eager
         result: SyncResult[R] = send(task.client, queue, message, task.result_decoder)
         return result
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import msgspec
@@ -54,6 +55,10 @@ def make_app() -> aqueue.App:
     async def fan_out(n: int) -> list[int]:
         results = [await norm.enqueue(Point(i, 0), datetime.now(UTC)) for i in range(n)]
         return [int(await r) for r in results]
+
+    @app.task
+    async def total(values: list[float]) -> float:
+        return sum(values)
 
     app.calls = calls  # type: ignore[attr-defined]
     return app
@@ -124,3 +129,70 @@ async def test_eager_mode_nests_and_ends_with_its_block() -> None:
     with pytest.raises((aqueue.ConnectionFailed, ConnectionError, OSError)):
         await norm.enqueue(Point(1, 0), datetime.now(UTC))
     await app.close()
+
+
+def test_delay_runs_inline_from_synchronous_code() -> None:
+    app = make_app()
+    norm = app.tasks["tests.test_eager.make_app.<locals>.norm"]
+    with app.eager():
+        r = norm.delay(Point(3, 4), datetime.now(UTC))
+        assert r.get(timeout=1) == 5.0
+        assert r.status() is aqueue.TaskStatus.SUCCEEDED and r.ready()
+        assert r.abort() is False
+        failed = app.tasks["tests.test_eager.make_app.<locals>.fails"].delay("ann")
+        assert failed.status() is aqueue.TaskStatus.FAILED
+        with pytest.raises(aqueue.TaskFailed, match="no customer ann"):
+            failed.get()
+
+
+async def test_delay_inside_a_running_loop_still_needs_no_redis() -> None:
+    app = make_app()
+    with app.eager():
+        r = app.tasks["tests.test_eager.make_app.<locals>.norm"].delay(
+            Point(6, 8), datetime.now(UTC)
+        )
+        assert r.get() == 10.0
+
+
+async def test_a_delay_or_eta_runs_at_once_and_expiry_is_judged_at_the_eta() -> None:
+    app = make_app()
+    norm = app.tasks["tests.test_eager.make_app.<locals>.norm"]
+    with app.eager():
+        later = await norm.options(delay=3600).enqueue(Point(1, 0), datetime.now(UTC))
+        assert await later == 1.0
+        # Due in an hour, good for ten minutes: a worker would find it expired.
+        stale = await norm.options(delay=3600, expires=600).enqueue(Point(1, 0), datetime.now(UTC))
+        assert await stale.status() is aqueue.TaskStatus.EXPIRED
+
+
+async def test_groups_run_inline_chains_and_chords_are_refused_clearly() -> None:
+    app = make_app()
+    norm = app.tasks["tests.test_eager.make_app.<locals>.norm"]
+    now = datetime.now(UTC)
+    with app.eager():
+        gr = await aqueue.group([norm.s(Point(3, 4), now), norm.s(Point(0, 2), now)]).enqueue()
+        assert await gr == [5.0, 2.0]
+        with pytest.raises(aqueue.ConfigError, match="a chain can't run in eager mode"):
+            await aqueue.chain(norm.s(Point(3, 4), now), norm.si(Point(1, 1), now)).enqueue()
+        with pytest.raises(aqueue.ConfigError, match="a chord can't run in eager mode"):
+            await aqueue.chord(
+                [norm.s(Point(3, 4), now)],
+                app.tasks["tests.test_eager.make_app.<locals>.total"].s(),
+            ).enqueue()
+
+
+async def test_a_streaming_tasks_chunks_come_from_its_held_value() -> None:
+    app = make_app()
+
+    @app.task
+    async def count(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    with app.eager():
+        r = await count.enqueue(3)
+        assert [x async for x in r.stream()] == [0, 1, 2]
+        first = r.stream()
+        assert await first.__anext__() == 0
+        assert [x async for x in r.stream(after=first.position)] == [1, 2]
+        assert await r == [0, 1, 2]

@@ -6,7 +6,9 @@ client side never imports the runtime). The message goes through
 :meth:`Executor.prepare` and :meth:`Executor.run` exactly as on a worker:
 arguments decoded with the annotations, expiry, the Context, the timeout,
 retries (run again at once: eager mode does not wait out retry delays) and
-the typed result. What comes back is the record a worker would have written.
+the typed result. A delayed message (delay, ETA) runs at once too, with its
+expiry judged at its ETA; a streaming task's chunks are its held value.
+What comes back is the record a worker would have written.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ async def run_inline(task: Task[Any, Any], queue: str, message: OutgoingMessage)
         while True:
             attempt += 1
             delivery = Delivery(queue, "eager", message.task_id, payload, attempt=attempt)
-            prepared = executor.prepare(delivery, client.clock())
+            # A delayed message runs now, but its expiry is judged at its ETA,
+            # as a worker would judge it then.
+            prepared = executor.prepare(delivery, client.clock() + message.delay_ms / 1000)
             if isinstance(prepared, FinishItem):
                 item = prepared
                 break
