@@ -10,7 +10,9 @@ outcomes of everything it ran.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import pprint
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from ..core.status import TaskStatus
 from ..runtime.executor import Job
 from ..runtime.running import Running
 from ..runtime.worker import Worker
+from .diffs import call_text, closest_diff, list_diff
 
 if TYPE_CHECKING:
     from ..app import App
@@ -116,12 +119,13 @@ def _finished(item: FinishItem, job: Job | None) -> FinishedTask:
     if item.error:
         info = decode_error(item.error)
         error = f"{info.type}: {info.message}"
+    args, kwargs = _as_called(job.task, job.args, job.kwargs) if job is not None else ((), {})
     return FinishedTask(
         id=item.task_id,
         task=job.display_name if job is not None else None,
         status=item.state,
-        args=tuple(job.args) if job is not None else (),
-        kwargs=dict(job.kwargs) if job is not None else {},
+        args=args,
+        kwargs=kwargs,
         attempt=job.attempt if job is not None else 0,
         value=value,
         error=error,
@@ -228,18 +232,67 @@ class TestWorker:
     async def assert_enqueued(
         self, task: Task[Any, Any], *args: Any, **kwargs: Any
     ) -> EnqueuedTask:
-        """The waiting run of ``task`` with these arguments; AssertionError listing
-        what does wait otherwise."""
+        """The waiting run of ``task`` with these arguments; otherwise AssertionError
+        listing what does wait, with a diff against the closest call."""
         waiting = await self.enqueued(task)
+        args, kwargs = _as_called(task, args, kwargs)
         for item in waiting:
-            if item.args == args and item.kwargs == kwargs:
+            if _as_called(task, item.args, item.kwargs) == (args, kwargs):
                 return item
-        wanted = EnqueuedTask("?", task.name, task.config.queue, args, kwargs)
+        wanted = call_text(task.name, args, kwargs)
         listing = "\n".join(f"  - {w.describe()}" for w in waiting) or "  (nothing)"
+        same_task = [call_text(w.task, w.args, w.kwargs) for w in waiting if w.task == task.name]
         raise AssertionError(
-            f"expected {wanted.describe().removesuffix(' [?]')} in queue "
-            f"{task.config.queue!r}; waiting there:\n{listing}"
+            f"expected {wanted} in queue {task.config.queue!r}; waiting there:\n{listing}\n"
+            f"closest call (- expected, + waiting):\n{closest_diff(wanted, same_task)}"
         )
+
+    async def assert_enqueued_calls(
+        self, task: Task[Any, Any], calls: Sequence[tuple[Any, ...]]
+    ) -> list[EnqueuedTask]:
+        """Exactly these calls of ``task`` wait (positional arguments, in queue order);
+        otherwise AssertionError with a line diff."""
+        waiting = await self.enqueued(task)
+        found = [call_text(w.task, w.args, w.kwargs) for w in waiting]
+        expected = [call_text(task.name, call, {}) for call in calls]
+        if found != expected:
+            raise AssertionError(
+                f"the calls of {task.name} waiting differ from those expected:\n"
+                f"{list_diff(expected, found)}"
+            )
+        return waiting
+
+    def assert_ran(self, task: Task[Any, Any], *args: Any, **kwargs: Any) -> FinishedTask:
+        """The last run of ``task`` with these arguments that succeeded; otherwise
+        AssertionError listing its runs, with a diff against the closest one."""
+        name = task.name
+        args, kwargs = _as_called(task, args, kwargs)
+        runs = [f for f in self._finished if f.task == name]
+        for run in reversed(runs):
+            if run.args == args and run.kwargs == kwargs and run.status is TaskStatus.SUCCEEDED:
+                return run
+        wanted = call_text(name, args, kwargs, " -> succeeded")
+        texts = [call_text(name, r.args, r.kwargs, f" -> {_outcome(r)}") for r in runs]
+        listing = "\n".join(f"  - {t}" for t in texts) or "  (no run of it)"
+        raise AssertionError(
+            f"expected a successful run of {wanted.removesuffix(' -> succeeded')}; "
+            f"runs of {name}:\n{listing}\n"
+            f"closest run (- expected, + ran):\n{closest_diff(wanted, texts)}"
+        )
+
+    def assert_values(self, task: Task[Any, Any], values: Sequence[Any]) -> None:
+        """The values of ``task``'s successful runs are these, in the order they finished;
+        otherwise AssertionError with a line diff."""
+        found = [
+            pprint.pformat(f.value, width=88)
+            for f in self._finished
+            if f.task == task.name and f.status is TaskStatus.SUCCEEDED
+        ]
+        expected = [pprint.pformat(v, width=88) for v in values]
+        if found != expected:
+            raise AssertionError(
+                f"the values of {task.name}'s successful runs differ:\n{list_diff(expected, found)}"
+            )
 
     def _decode(self, queue: str, payload: bytes, due: float | None) -> EnqueuedTask:
         env = self.app.client.codec.unpack(payload)
@@ -264,6 +317,37 @@ class TestWorker:
             due_at=datetime.fromtimestamp(due, UTC) if due is not None else None,
             retries=env.retries,
         )
+
+
+def _as_called(
+    task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A call in one canonical form: every argument that can be positional is, the
+    rest by keyword, so ``add(1, y=2)`` and ``add(1, 2)`` compare equal."""
+    signature = task.spec.call_signature
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return tuple(args), dict(kwargs)
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            positional.extend(value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            keywords.update(value)
+        elif kind is inspect.Parameter.KEYWORD_ONLY or keywords:
+            keywords[name] = value
+        else:
+            positional.append(value)
+    return tuple(positional), keywords
+
+
+def _outcome(run: FinishedTask) -> str:
+    if run.status is TaskStatus.SUCCEEDED:
+        return f"succeeded {run.value!r}"
+    return f"{run.status.value} ({run.error})" if run.error else run.status.value
 
 
 def _stuck_message(
