@@ -286,3 +286,20 @@ def test_the_django_example_of_the_docs_passes(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "tests")
     print(f"Django example took {time.perf_counter() - started:.2f}s")
     result.assert_outcomes(passed=1)
+
+
+def test_the_virtual_time_example_of_the_docs_passes(pytester: pytest.Pytester) -> None:
+    """Days of delays, backoff and weekly cron ticks, run by the plugin alone."""
+    files = doc_files("Virtual time")
+    assert {"billing/tasks.py", "pyproject.toml", "tests/test_time.py"} <= set(files)
+    for path, content in files.items():
+        target = pytester.path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    started = time.perf_counter()
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-q", "--durations=0", "--durations-min=0", "tests"
+    )
+    print(f"virtual time example took {time.perf_counter() - started:.2f}s in all")
+    print("\n".join(line for line in result.outlines if "call" in line or "setup" in line))
+    result.assert_outcomes(passed=4)

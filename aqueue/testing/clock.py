@@ -44,7 +44,7 @@ class TestClock:
     """The virtual time of one App: stands still until :meth:`advance` moves it.
 
     ``start`` is where time begins (epoch seconds or an aware datetime; the
-    real time by default). Calling the clock gives epoch seconds, as
+    real time, down to the second, by default). Calling the clock gives epoch seconds, as
     ``time.time()`` does.
     """
 
@@ -59,7 +59,9 @@ class TestClock:
     ) -> None:
         self.app = app
         self.worker = worker if worker is not None else TestWorker(app)
-        self._now = time.time() if start is None else _seconds(start)
+        # Whole seconds by default: the scripts keep milliseconds, and due times
+        # read back from them then subtract to exact figures in a test.
+        self._now = float(int(time.time())) if start is None else _seconds(start)
         self._scheduler = Scheduler(app, clock=self)
         self._ticks_seen = False
         #: Every periodic tick claimed while the clock moved, oldest first.
