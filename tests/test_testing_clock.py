@@ -7,6 +7,8 @@ with no clock, and the production scripts, keep reading real time.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -29,7 +31,7 @@ async def record(app: aqueue.App, queue: str, task_id: str) -> dict[bytes, bytes
 
 
 @pytest.fixture
-def clock(app: aqueue.App) -> TestClock:
+def clock(app: aqueue.App) -> Iterator[TestClock]:
     with TestClock(app, TestWorker(app), start=START) as clock:
         yield clock
 
@@ -192,3 +194,21 @@ async def test_production_never_reads_a_test_clock(
     assert app.client.test_clock is None and app.client.broker.test_clock is None
     r2 = await add.enqueue(5, 6)
     assert abs(int((await record(app, "default", r2.id))[b"enq"]) - ms(datetime.now(UTC))) < 5000
+
+
+async def test_delay_from_synchronous_code_reads_the_clock_too(
+    app: aqueue.App, clock: TestClock
+) -> None:
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    try:
+        # A Django view's delay(), on the App's private loop thread.
+        handle = await asyncio.to_thread(lambda: add.options(delay=60).delay(1, 2))
+        rec = await record(app, "default", handle.id)
+        assert (int(rec[b"enq"]), int(rec[b"eta"])) == (ms(START), ms(START) + 60_000)
+        (ran,) = await clock.advance(minutes=1)
+        assert ran.id == handle.id and ran.value == 3
+    finally:
+        app.close_sync()

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ClockError", "TestClock"]
 
-#: Steps one ``advance()`` may take (each due time on the way is a step) before it
-#: suspects a schedule or a task that re-enqueues itself for ever.
-MAX_STEPS = 10_000
+#: Steps one ``advance()`` may take (each due moment on the way is a step, and a
+#: step with work is a worker run of about half a second) before it suspects a
+#: schedule or a task that re-enqueues itself for ever.
+MAX_STEPS = 1000
 
 
 class ClockError(AqueueError, ValueError):
