@@ -126,6 +126,7 @@ class App:
         unique: bool = False,
         unique_for: float = 3600.0,
         check_arguments: bool = True,
+        redact: bool | Callable[[Any], Any] = False,
     ) -> _TaskFactory: ...
 
     def task(  # type: ignore[misc]

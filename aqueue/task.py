@@ -105,6 +105,16 @@ class TaskConfig:
     unique_for: float = 3600.0
     check_arguments: bool = True
     """Check argument types at ``enqueue()`` as the worker will (off: arity only)."""
+    redact: bool | Callable[[Any], Any] = False
+    """What the dashboard shows of this task's arguments, result and stream chunks:
+    ``True`` hides them; a callable gets each value (the args tuple, the kwargs
+    dict, the result, a chunk) and returns what may be shown instead."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.redact, bool) and not callable(self.redact):
+            raise ConfigError(
+                f"redact= takes True, False or a callable, got {type(self.redact).__name__}"
+            )
 
     def retry_delay_for(self, retries_done: int, jitter: float) -> float:
         """Delay before retry number ``retries_done + 1``; ``jitter`` in [0, 1)."""
