@@ -4,13 +4,14 @@ Routes (under wherever it is mounted)::
 
     GET  /                      overview, live
     GET  /queues/<queue>        next waiting, running and delayed tasks of one queue
-    GET  /tasks/<id>[?queue=]   one task, live; GET /tasks?id=<id> finds it
+    GET  /tasks?state=&queue=&name=   tasks in one state, filtered; ?id=<id> finds one
+    GET  /tasks/<id>[?queue=]   one task, live
     GET  /dead[?queue=]         dead letters
     GET  /schedules             periodic tasks, last and next run
     GET  /events/overview       server-sent events: the overview's figures every second
     GET  /events/tasks/<id>     server-sent events: the task's state every second
     GET  /confirm?action=...    the confirmation step of an action
-    POST /actions/<action>      abort, replay, purge-dead, purge-queue
+    POST /actions/<action>      abort, retry, replay, purge-dead, purge-queue
 
 Actions change state, so they take two steps: a confirmation page whose form
 carries a token bound to the browser's session cookie, then a POST that is
@@ -34,13 +35,16 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from .._redis.connection import ANY_REDIS_ERROR
 from ..app import App
+from ..core.status import TaskStatus
 from ..deadletter import purge_dead, replay_dead
 from . import pages
 from .auth import AuthHook, BasicAuth, allowed, parse_credentials
 from .layout import Links
 from .readings import Readings
 from .request import Request, Response, read_body, send_response, wait_disconnect
+from .retry import run_again
 from .server import Receive, Scope, Send
+from .tasks_html import tasks_page
 
 __all__ = ["Dashboard", "Request", "asgi_app"]
 
@@ -58,7 +62,10 @@ _ACTIONS = {
     "replay": ("queue", "entry"),
     "purge-dead": ("queue",),
     "purge-queue": ("queue",),
+    "retry": ("queue", "task"),
 }
+#: Tasks listed on the tasks page.
+TASKS_LIMIT = 100
 
 
 class Dashboard:
@@ -73,6 +80,7 @@ class Dashboard:
         auth: AuthHook | None = None,
         basic_auth: str | tuple[str, str] | None = None,
         from_code: bool = True,
+        redact: bool = False,
     ) -> None:
         self.app = app
         self.read_only = read_only
@@ -80,7 +88,7 @@ class Dashboard:
             basic_auth = parse_credentials(basic_auth)
         self.basic = BasicAuth(*basic_auth) if basic_auth else None
         self.auth = auth
-        self.readings = Readings(app, from_code, queues)
+        self.readings = Readings(app, from_code, queues, redact_all=redact)
         # Tokens are bound to a session cookie with a secret of this process:
         # a restart only asks for one more confirmation.
         self._secret = secrets.token_bytes(32)
@@ -139,12 +147,14 @@ class Dashboard:
         so no page ever waits for it.
         """
         self.readings.sampler.start()
+        self.readings.outcomes.start()
         await self.readings.sampler.wait_discovered(timeout=None)
         return await self.readings.queues()
 
     async def close(self) -> None:
         """Stop the background sampling (a mounted dashboard: at the web app's shutdown)."""
         await self.readings.sampler.stop()
+        await self.readings.outcomes.stop()
 
     def csrf_token(self, session: str) -> str:
         return hmac.new(self._secret, session.encode(), hashlib.sha256).hexdigest()
@@ -167,9 +177,9 @@ class Dashboard:
             return _static(path.removeprefix("/static/"))
         if path == "/tasks":
             task_id = query.get("id", "").strip()
-            if not task_id:
-                return _redirect(links.to("/"))
-            return _redirect(links.task(task_id))
+            if task_id:
+                return _redirect(links.task(task_id))
+            return await self._tasks(links, query)
         if path.startswith("/tasks/"):
             task_id = path.removeprefix("/tasks/")
             page = await self.readings.task(task_id, query.get("queue"))
@@ -198,6 +208,18 @@ class Dashboard:
             return _html(pages.confirm_page(links, action, fields, token))
         return _html(pages.message_page(links, "Not found", f"Nothing at {path}."), 404)
 
+    async def _tasks(self, links: Links, query: dict[str, str]) -> Response:
+        known = await self.readings.queues()
+        queue = query.get("queue") or None
+        name = query.get("name") or None
+        try:
+            state = TaskStatus(query.get("state") or "queued")
+        except ValueError:
+            text = f"{query.get('state')!r} is not a state a task can be listed in."
+            return _html(pages.message_page(links, "Unknown state", text), 400)
+        rows = await self.readings.tasks(state, [queue] if queue else known, name, TASKS_LIMIT)
+        return _html(tasks_page(links, rows, state, known, queue, name, TASKS_LIMIT))
+
     # -- actions ---------------------------------------------------------------------
 
     async def _act(self, request: Request, action: str, session: str, receive: Receive) -> Response:
@@ -224,6 +246,13 @@ class Dashboard:
             changed = await client.abort(queue, task_id)
             notice = "abort requested" if changed else "nothing to abort: the task had finished"
             logger.info("dashboard: abort %s in %s (%s)", task_id, queue, notice)
+            return _redirect(
+                links.to(f"/tasks/{quote(task_id, safe='')}", queue=queue, notice=notice)
+            )
+        if action == "retry":
+            task_id = form["task"]
+            notice = await run_again(client, queue, task_id)
+            logger.info("dashboard: run %s of %s again (%s)", task_id, queue, notice)
             return _redirect(
                 links.to(f"/tasks/{quote(task_id, safe='')}", queue=queue, notice=notice)
             )
@@ -311,6 +340,7 @@ def asgi_app(
     read_only: bool = False,
     auth: AuthHook | None = None,
     basic_auth: str | tuple[str, str] | None = None,
+    redact: bool = False,
 ) -> Dashboard:
     """The dashboard of ``app`` as an ASGI application, to mount in a web app.
 
@@ -318,8 +348,17 @@ def asgi_app(
     hides and refuses every action. ``auth`` is a hook that sees every
     request (see :mod:`aqueue.dashboard.auth`); ``basic_auth`` (``"user:password"``
     or a pair) asks for HTTP basic credentials. With both, both must pass.
+    ``redact`` hides every task's arguments, results and chunks (a task's own
+    ``@app.task(redact=...)`` setting does it for that task alone).
     """
-    return Dashboard(app, queues=queues, read_only=read_only, auth=auth, basic_auth=basic_auth)
+    return Dashboard(
+        app,
+        queues=queues,
+        read_only=read_only,
+        auth=auth,
+        basic_auth=basic_auth,
+        redact=redact,
+    )
 
 
 # -- responses ---------------------------------------------------------------------

@@ -89,6 +89,7 @@ def layout(links: Links, title: str, body: str, notice: str | None = None) -> st
         f'<a href="{escape(links.to(path))}">{escape(label)}</a>'
         for path, label in (
             ("/", "Overview"),
+            ("/tasks", "Tasks"),
             ("/dead", "Dead letters"),
             ("/schedules", "Schedules"),
         )

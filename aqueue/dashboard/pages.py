@@ -18,6 +18,7 @@ from urllib.parse import quote
 from ..deadletter import DeadLetter
 from .layout import Links, age, button, layout, live, sparkline, table, when
 from .readings import QueuePage, ScheduleRow, TaskPage
+from .tasks_html import latency_chart, task_extras
 
 __all__ = [
     "confirm_page",
@@ -38,8 +39,18 @@ __all__ = [
 def overview_live(links: Links, data: dict[str, Any]) -> str:
     """The overview's figures: queues with charts, live workers."""
     throughput = data.get("throughput", {})
+    latency = data.get("latency", {})
     queues = table(
-        ["queue", "waiting", "running", "delayed", "dead", "oldest waiting", "finished/s"],
+        [
+            "queue",
+            "waiting",
+            "running",
+            "delayed",
+            "dead",
+            "oldest waiting",
+            "finished/s",
+            "enqueue to finish",
+        ],
         (
             [
                 f'<a href="{escape(links.queue(q["queue"]))}">{escape(q["queue"])}</a>',
@@ -50,6 +61,7 @@ def overview_live(links: Links, data: dict[str, Any]) -> str:
                 f"{q['dead']}</a>",
                 escape(age(q["oldest_waiting_age"])),
                 sparkline(throughput.get(q["queue"], [])),
+                latency_chart(latency.get(q["queue"], [])),
             ]
             for q in data["queues"]
         ),
@@ -212,7 +224,7 @@ def task_live(links: Links, page: TaskPage) -> str:
     if page.can_abort and info.queue:
         out += "<p>" + button(links, "Abort this task", "abort", queue=info.queue, task=info.id)
         out += "</p>"
-    return out
+    return out + task_extras(links, page)
 
 
 def task_page(links: Links, page: TaskPage, notice: str | None = None) -> str:
@@ -227,7 +239,8 @@ def task_page(links: Links, page: TaskPage, notice: str | None = None) -> str:
     elif not info.status.is_final:
         arguments = (
             '<p class="empty">Arguments are shown while the task is delayed, retrying or '
-            "running (a waiting task's message is found only by reading its queue).</p>"
+            "running, and once it has failed (a waiting task's message is found only by "
+            "reading its queue).</p>"
         )
     stream = links.to(f"/events/tasks/{quote(info.id, safe='')}", queue=info.queue)
     body = live(stream, task_live(links, page)) + arguments
@@ -309,6 +322,8 @@ QUESTIONS = {
     "purge-dead": "Delete every dead-lettered message of queue {queue}? This can't be undone.",
     "purge-queue": "Remove every waiting and delayed task of queue {queue}? Running tasks "
     "are not touched; this can't be undone.",
+    "retry": "Run failed task {task} of queue {queue} again? Its message goes back into the "
+    "queue under the same id, with its retries and expiry reset.",
 }
 
 

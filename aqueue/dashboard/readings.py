@@ -26,11 +26,13 @@ from .._redis.connection import ANY_REDIS_ERROR
 from ..app import App
 from ..client import Client
 from ..core.errors import TaskFailed
-from ..core.protocol import MessageError, decode_progress
+from ..core.protocol import Envelope, MessageError, decode_progress
 from ..core.records import TaskInfo, value_of
 from ..core.status import TaskStatus
 from ..deadletter import DeadLetter, list_dead
 from ..runtime.monitor import snapshot
+from .listing import RecentOutcomes, TaskRow, list_tasks
+from .redaction import Redactor
 
 __all__ = ["QueuePage", "Readings", "Sampler", "ScheduleRow", "TaskPage"]
 
@@ -44,21 +46,7 @@ HISTORY_SECONDS = 300
 CHART_BUCKET = 5
 #: Seconds between two searches for queues and schedules (without an App only).
 DISCOVERY_INTERVAL = 60.0
-#: Most characters of arguments, results and tracebacks shown on a page.
-MAX_SHOWN = 20_000
-
 _any = msgspec.msgpack.Decoder()
-
-
-def shown(value: Any) -> str:
-    """A value as JSON when it can be, else its repr; cut to :data:`MAX_SHOWN`."""
-    try:
-        text = msgspec.json.encode(value).decode()
-    except (TypeError, msgspec.EncodeError):
-        text = repr(value)
-    if len(text) > MAX_SHOWN:
-        text = text[:MAX_SHOWN] + f"... ({len(text) - MAX_SHOWN} more characters)"
-    return text
 
 
 @dataclass
@@ -74,6 +62,15 @@ class TaskPage:
     args: str | None = None
     kwargs: str | None = None
     can_abort: bool = False
+    can_retry: bool = False
+    """A failed task whose message its record kept: it can be run again."""
+    chunks: list[str] = field(default_factory=list)
+    """A streaming task's first chunks (see ``chunk_count``)."""
+    chunk_count: int = 0
+    follows: list[tuple[str, str, str | None]] = field(default_factory=list)
+    """Workflows: (how, queue, task id or None) of what comes after this task."""
+    timeline: list[tuple[str, float]] = field(default_factory=list)
+    """(what happened, when), oldest first, as far as the record tells."""
 
 
 @dataclass
@@ -189,9 +186,19 @@ class Sampler:
 class Readings:
     """The data behind each page, for one App."""
 
-    def __init__(self, app: App, from_code: bool, queues: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        from_code: bool,
+        queues: Sequence[str] | None = None,
+        redact_all: bool = False,
+    ) -> None:
         self.app = app
         self.sampler = Sampler(app, from_code, queues)
+        #: What may be shown of a task's values (its ``redact=`` setting).
+        self.redactor = Redactor(app, redact_all)
+        #: Outcomes heard since the dashboard started; the latency samples.
+        self.outcomes = RecentOutcomes(app.client, lambda: self.sampler.queues)
 
     @property
     def client(self) -> Client:
@@ -199,14 +206,23 @@ class Readings:
 
     async def queues(self) -> list[str]:
         self.sampler.start()
+        self.outcomes.start()
         await self.sampler.wait_discovered()
         return list(self.sampler.queues)
+
+    async def tasks(
+        self, state: TaskStatus, queues: Sequence[str], name: str | None, limit: int
+    ) -> list[TaskRow]:
+        """Tasks in ``state`` (bounded reads; see :mod:`.listing`)."""
+        return await list_tasks(self.client, self.outcomes, queues, state, name, limit)
 
     async def overview(self) -> dict[str, Any]:
         """The ``aqueue inspect`` snapshot plus each queue's throughput history."""
         queues = await self.queues()
         data = await snapshot(self.client, queues, self.app.tasks.values())
         data["throughput"] = {q: self.sampler.throughput(q) for q in queues}
+        buckets = HISTORY_SECONDS // CHART_BUCKET
+        data["latency"] = {q: self.outcomes.latency_chart(q, buckets, CHART_BUCKET) for q in queues}
         return data
 
     async def find_queue(self, task_id: str) -> str | None:
@@ -222,12 +238,14 @@ class Readings:
         if not rec:
             return None
         info = TaskInfo.from_record(task_id, queue, rec)
+        show = self.redactor.show
         page = TaskPage(info=info, can_abort=not info.status.is_final)
+        page.timeline = _timeline(info)
         if rec.get(b"progress"):
             page.progress = decode_progress(rec[b"progress"])
         if info.status is TaskStatus.SUCCEEDED:
             try:
-                page.result = shown(value_of(task_id, rec))
+                page.result = show(info.name, value_of(task_id, rec))
             except Exception as exc:  # a value this process can't decode
                 page.result = f"(can't decode the result: {exc})"
         elif info.status.is_final:
@@ -240,15 +258,30 @@ class Readings:
         elif info.error:  # retrying: the last attempt's error
             page.error_type, _, page.error_message = info.error.partition(": ")
         entry = rec.get(b"entry", b"").decode() or None
-        payload = await views.task_message(queue, task_id, entry)
+        # A failed task's record keeps its message (see finish.lua).
+        payload = rec.get(b"msg") or await views.task_message(queue, task_id, entry)
+        page.can_retry = info.status is TaskStatus.FAILED and b"msg" in rec
         if payload is not None:
             try:
                 envelope = self.client.codec.unpack(payload)
-                page.args = shown(_any.decode(envelope.args))
-                page.kwargs = shown(_any.decode(envelope.kwargs))
+                page.args = show(info.name, tuple(_any.decode(envelope.args)))
+                page.kwargs = show(info.name, _any.decode(envelope.kwargs))
+                page.follows = _follows(self.client, envelope)
             except (MessageError, msgspec.DecodeError) as exc:
                 page.args = f"(can't read the message: {exc})"
+        await self._chunks(page, queue)
         return page
+
+    async def _chunks(self, page: TaskPage, queue: str, shown_at_most: int = 50) -> None:
+        """A streaming task's first chunks (one bounded read)."""
+        chunks = await self.client.broker.read_chunks(queue, page.info.id, "0-0", None)
+        page.chunk_count = len(chunks)
+        for _, raw in chunks[:shown_at_most]:
+            try:
+                value = _any.decode(raw)
+            except msgspec.DecodeError:
+                value = "(can't decode this chunk)"
+            page.chunks.append(self.redactor.show(page.info.name, value))
 
     async def queue_page(self, queue: str, limit: int = 50) -> QueuePage:
         views = self.client.views
@@ -299,3 +332,31 @@ class Readings:
                 )
             )
         return rows
+
+
+def _timeline(info: TaskInfo) -> list[tuple[str, float]]:
+    """What the record tells of a task's life: it keeps the last attempt's times."""
+    moments = [("enqueued", info.enqueued_at)]
+    if info.eta is not None:
+        moments.append(("due" if info.status is not TaskStatus.RETRYING else "retry due", info.eta))
+    if info.started_at is not None:
+        label = f"attempt {info.attempt} started" if info.attempt else "started"
+        moments.append((label, info.started_at))
+    if info.finished_at is not None:
+        moments.append((info.status.value, info.finished_at))
+    return sorted(((what, at) for what, at in moments if at is not None), key=lambda m: m[1])
+
+
+def _follows(client: Client, envelope: Envelope) -> list[tuple[str, str, str | None]]:
+    """What a workflow runs after this task: the next chain step, the chord it counts in."""
+    out: list[tuple[str, str, str | None]] = []
+    if envelope.then is not None:
+        try:
+            step = client.codec.unpack(envelope.then.payload)
+            out.append((f"next step ({step.task})", envelope.then.queue, step.id))
+        except MessageError:
+            pass
+    if envelope.member is not None:
+        member = envelope.member
+        out.append((f"member {member.index} of chord {member.chord}", member.queue, None))
+    return out

@@ -371,6 +371,9 @@ class Executor:
             state=TaskStatus.FAILED,
             error=encode_error(info),
             unique=job.envelope.unique_key is not None,
+            # Kept in the failed task's record (until it expires), so the
+            # dashboard can show its arguments and run it again.
+            payload=job.delivery.payload,
         )
 
 

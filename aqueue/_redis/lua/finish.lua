@@ -67,6 +67,8 @@ for _, row in ipairs(rows) do
         redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now)
       else
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now)
+        -- A failed task keeps its message (dashboard: arguments, run again).
+        if state == 'failed' and payload ~= '' then redis.call('HSET', rec, 'msg', payload) end
       end
       redis.call('PEXPIRE', rec, ttl)
       -- workflows (issue 12) >>> the next steps leave with this outcome, atomically

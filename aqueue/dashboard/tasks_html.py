@@ -1,0 +1,157 @@
+"""HTML of the tasks pages: tasks by state, a task's timeline, chunks and workflow
+links, and the overview's latency chart. Every value is escaped here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from html import escape
+
+from ..core.status import TaskStatus
+from .layout import Links, age, button, layout, table, when
+from .listing import LISTED_STATES, TaskRow
+from .readings import CHART_BUCKET, HISTORY_SECONDS, TaskPage
+
+__all__ = ["latency_chart", "task_extras", "tasks_page"]
+
+#: What the "when" column means for each state.
+_WHEN = {
+    TaskStatus.QUEUED: "waiting for",
+    TaskStatus.RUNNING: "running for",
+    TaskStatus.SCHEDULED: "due",
+    TaskStatus.RETRYING: "retry due",
+    TaskStatus.DEAD: "dead-lettered",
+}
+
+
+def tasks_page(
+    links: Links,
+    rows: Sequence[TaskRow],
+    state: TaskStatus,
+    queues: Sequence[str],
+    queue: str | None,
+    name: str | None,
+    limit: int,
+) -> str:
+    """Tasks in one state, filtered by queue and name."""
+
+    def tab(s: TaskStatus) -> str:
+        if s is state:
+            return f'<b class="tab">{escape(s.value)}</b>'
+        href = links.to("/tasks", state=s.value, queue=queue, name=name)
+        return f'<a class="tab" href="{escape(href)}">{escape(s.value)}</a>'
+
+    tabs = " · ".join(tab(s) for s in LISTED_STATES)
+    options = "".join(
+        f'<option value="{escape(q)}"{" selected" if q == queue else ""}>{escape(q)}</option>'
+        for q in queues
+    )
+    filters = (
+        f'<form class="filters" method="get" action="{escape(links.to("/tasks"))}">'
+        f'<input type="hidden" name="state" value="{escape(state.value)}">'
+        '<label>queue <select name="queue"><option value="">all</option>'
+        f"{options}</select></label> "
+        f'<label>name <input name="name" value="{escape(name or "")}" '
+        'placeholder="part of a task name"></label> <button>Filter</button></form>'
+    )
+    now = time.time()
+    listing = table(
+        ["task", "name", "queue", _WHEN.get(state, "finished"), ""],
+        (
+            [
+                f'<a href="{escape(links.task(r.id, r.queue))}">{escape(r.id)}</a>',
+                escape(r.name or "?"),
+                f'<a href="{escape(links.queue(r.queue))}">{escape(r.queue)}</a>',
+                escape(_moment(state, r.at, now)),
+                escape(r.detail),
+            ]
+            for r in rows
+        ),
+        f"no {state.value} task"
+        + (" matches these filters" if name or queue else "")
+        + (" heard of since the dashboard started" if state in _HEARD else ""),
+    )
+    notes = f'<p class="stamp">at most {limit} are listed; every list is one bounded read'
+    if state in _HEARD:
+        notes += (
+            f"; {state.value} tasks are those the dashboard saw finish since it started "
+            "(the newest 1,000 per queue), while their records last"
+        )
+    notes += "</p>"
+    body = f'<p class="where">{tabs}</p>{filters}{listing}{notes}'
+    return layout(links, f"Tasks {state.value}", body)
+
+
+_HEARD = {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.ABORTED, TaskStatus.EXPIRED}
+
+
+def _moment(state: TaskStatus, at: float | None, now: float) -> str:
+    if at is None:
+        return "-"
+    if state in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+        return age(now - at)
+    return when(at)
+
+
+def task_extras(links: Links, page: TaskPage) -> str:
+    """A task's timeline, workflow links, stream chunks and the retry button."""
+    info = page.info
+    out = ""
+    if page.timeline:
+        items = "".join(
+            f'<li><span class="moment">{escape(when(at))}</span> {escape(what)}</li>'
+            for what, at in page.timeline
+        )
+        note = ""
+        if info.attempt > 1:
+            note = (
+                f'<p class="stamp">{info.attempt} attempts; the record keeps the times of '
+                "the last one (and the last error while it retries)</p>"
+            )
+        out += f'<section><h2>Timeline</h2><ol class="timeline">{items}</ol>{note}</section>'
+    if page.follows:
+        items = "".join(
+            f'<li>{escape(how)}: <a href="{escape(links.task(tid, queue))}">{escape(tid)}</a></li>'
+            if tid
+            else f"<li>{escape(how)} (queue {escape(queue)})</li>"
+            for how, queue, tid in page.follows
+        )
+        out += f'<section><h2>Workflow</h2><ul class="follows">{items}</ul></section>'
+    if page.chunk_count:
+        items = "".join(f"<li><code>{escape(c)}</code></li>" for c in page.chunks)
+        more = page.chunk_count - len(page.chunks)
+        tail = f'<p class="stamp">and {more} more</p>' if more > 0 else ""
+        out += (
+            f"<section><h2>Stream ({page.chunk_count} chunk"
+            f'{"s" if page.chunk_count != 1 else ""})</h2><ol class="chunks">{items}</ol>'
+            f"{tail}</section>"
+        )
+    if page.can_retry and info.queue:
+        out += "<p>" + button(links, "Run this task again", "retry", queue=info.queue, task=info.id)
+        out += "</p>"
+    return out
+
+
+def latency_chart(values: Sequence[float | None], width: int = 180, height: int = 36) -> str:
+    """Median seconds from enqueue to finish over the history, as inline SVG bars."""
+    known = [v for v in values if v is not None]
+    peak = max(known, default=0.0) or 1.0
+    step = width / max(1, len(values))
+    bars = "".join(
+        f'<rect x="{n * step:.1f}" y="{height - 1 - h:.1f}" width="{max(1.0, step - 1):.1f}" '
+        f'height="{h:.1f}"/>'
+        for n, v in enumerate(values)
+        if v is not None and (h := (v / peak) * (height - 3)) > 0
+    )
+    last = age(known[-1]) if known else "-"
+    title = (
+        f"median time from enqueue to finish, {CHART_BUCKET}s bars over the last "
+        f"{HISTORY_SECONDS // 60} minutes (peak {age(max(known, default=0.0))}), "
+        "from a sample of the tasks finished since the dashboard started"
+    )
+    return (
+        f'<span class="chart latency"><svg width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img"><title>{escape(title)}</title>'
+        f'<line x1="0" y1="{height - 0.5}" x2="{width}" y2="{height - 0.5}" class="axis"/>'
+        f"{bars}</svg> <span class='rate'>{escape(last)}</span></span>"
+    )
