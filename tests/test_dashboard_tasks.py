@@ -63,6 +63,7 @@ async def served(app: aqueue.App) -> AsyncIterator[tuple[Dashboard, httpx.AsyncC
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
             await http.get("/")  # the dashboard starts listening for outcomes
+            await wait_until(lambda: "default" in web.readings.outcomes.listening, timeout=10)
             yield web, http
     finally:
         await server.close()
@@ -242,3 +243,27 @@ async def test_the_overview_draws_latency_from_finished_tasks(
     latency = re.search(r'<span class="chart latency">(.*?)</span></span>', overview.text)
     assert latency and "<rect" in latency.group(1)
     assert await asyncio.wait_for(http.get("/tasks", params={"state": "succeeded"}), 10)
+
+
+async def test_with_only_the_url_finished_tasks_are_listed_too(
+    app: aqueue.App, redis_url: str, prefix: str
+) -> None:
+    tasks = _register(app)
+    await app.client.broker.ensure_group("default")  # the queue exists before the search
+    web = Dashboard(aqueue.App(redis_url, prefix=prefix), from_code=False)
+    await web.start()
+    server = await serve(web, "127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            # Found by a search of the keyspace at start: listened to soon after.
+            await wait_until(lambda: "default" in web.readings.outcomes.listening, timeout=10)
+            async with running_worker(app, concurrency=2):
+                done = await tasks["charge"].enqueue("4242", 3)
+                await done.get(timeout=10)
+                await wait_until(lambda: _listed(http, done.id, state="succeeded"), timeout=10)
+            page = await http.get("/tasks", params={"state": "succeeded", "name": "shop"})
+            assert _ids(page.text) == [done.id]
+    finally:
+        await server.close()
+        await web.close()
+        await web.app.close()

@@ -80,6 +80,8 @@ class RecentOutcomes:
         self.latency: dict[str, deque[tuple[float, float]]] = {}
         self._to_sample: dict[str, list[str]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: The queues whose completion channel is listened to by now.
+        self.listening: set[str] = set()
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -93,7 +95,7 @@ class RecentOutcomes:
             self._task = None
 
     async def _run(self) -> None:
-        subscribed: set[str] = set()
+        subscribed = self.listening
         subscription = self.client.broker.subscription()
         next_sample = time.monotonic() + 1.0
         try:
@@ -104,6 +106,9 @@ class RecentOutcomes:
                         keys = [QueueKeys(self.client.settings.prefix, q) for q in wanted]
                         await subscription.subscribe(*(k.done_channel for k in keys))
                         subscribed.update(wanted)
+                    if not subscribed:  # no queue known yet (found by a search)
+                        await asyncio.sleep(0.5)
+                        continue
                     message = await subscription.next(0.5, confirmations=False)
                     if message is not None and message.kind == "message":
                         self.heard(_queue_of(message.channel), message.data)
