@@ -263,6 +263,18 @@ class RedisViews:
         found: bytes | None = fields.get(b"m")
         return found if fields.get(b"id", b"").decode() == task_id else None
 
+    async def record_times(
+        self, queue: str, task_ids: Sequence[str]
+    ) -> list[tuple[int | None, int | None]]:
+        """(enqueued, finished) in ms of each task's record, in one round trip
+        (None where unknown); for the dashboard's latency chart."""
+        keys = self.keys(queue)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(keys.task(task_id), ["enq", "finished"])
+            replies: Any = await pipe.execute()
+        return [(int(enq) if enq else None, int(fin) if fin else None) for enq, fin in replies]
+
     async def task_record(self, queue: str, task_id: str) -> dict[bytes, bytes]:
         """The hash under the task's id (empty when there is none)."""
         record: Any = await self.client.hgetall(self.keys(queue).task(task_id))

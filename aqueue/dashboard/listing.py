@@ -148,12 +148,11 @@ class RecentOutcomes:
         for queue, ids in batches.items():
             if not ids:
                 continue
-            records = await self.client.broker.records(queue, ids)
+            times = await self.client.views.record_times(queue, ids)
             history = self.latency.setdefault(queue, deque(maxlen=LATENCY_SAMPLE * LATENCY_HISTORY))
-            for rec in records:
-                enq, fin = rec.get(b"enq"), rec.get(b"finished")
-                if enq and fin:
-                    history.append((int(fin) / 1000, max(0.0, (int(fin) - int(enq)) / 1000)))
+            for enq, fin in times:
+                if enq is not None and fin is not None:
+                    history.append((fin / 1000, max(0.0, (fin - enq) / 1000)))
 
     def latency_chart(self, queue: str, buckets: int, width: float) -> list[float | None]:
         """Median seconds from enqueue to finish in each ``width``-second bucket, oldest first."""
