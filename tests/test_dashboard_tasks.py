@@ -267,3 +267,36 @@ async def test_with_only_the_url_finished_tasks_are_listed_too(
         await server.close()
         await web.close()
         await web.app.close()
+
+
+@pytest.mark.parametrize("from_code", [True, False])
+async def test_no_tasks_page_scans_the_keyspace(app: aqueue.App, from_code: bool) -> None:
+    tasks = _register(app)
+    async with running_worker(app, concurrency=2):
+        failed = await tasks["refund"].enqueue(501 if from_code else 502)
+        with pytest.raises(aqueue.TaskFailed):
+            await failed.get(timeout=10)
+    await tasks["charge"].enqueue("4242", 1)
+    web = Dashboard(app, from_code=from_code)
+    await web.start()  # without an App: the one search for queues, before listening
+    server = await serve(web, "127.0.0.1", 0)
+    client = app.client.broker.client
+
+    async def scans() -> int:
+        stats = await client.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("scan", "keys"))
+
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            before = await scans()
+            for state in ("queued", "running", "scheduled", "retrying", "succeeded", "failed"):
+                for params in (
+                    {"state": state},
+                    {"state": state, "name": "shop", "queue": "default"},
+                ):
+                    assert (await http.get("/tasks", params=params)).status_code == 200
+            assert "Run this task again" in (await http.get(f"/tasks/{failed.id}")).text
+            assert await scans() == before
+    finally:
+        await server.close()
+        await web.close()
