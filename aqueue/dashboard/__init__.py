@@ -10,7 +10,9 @@ mount :func:`asgi_app` (plain ASGI, no framework needed)::
 Pages are rendered on the server; open pages are kept fresh with server-sent
 events; the stylesheet and script ship inside the package, so it works
 offline. Modules: :mod:`.asgi` (routes, actions, live streams),
-:mod:`.readings` (what is read from Redis), :mod:`.pages` (HTML),
+:mod:`.readings` (what is read from Redis), :mod:`.listing` (tasks by
+state, recent outcomes), :mod:`.pages` and :mod:`.tasks_html` (HTML),
+:mod:`.redaction` (a task's ``redact=``), :mod:`.retry` (run a failed task again),
 :mod:`.auth` (the auth hook, basic auth), :mod:`.server` (the small HTTP
 server ``aqueue dashboard`` runs).
 """
