@@ -143,10 +143,10 @@ def latency_chart(values: Sequence[float | None], width: int = 180, height: int 
         for n, v in enumerate(values)
         if v is not None and (h := (v / peak) * (height - 3)) > 0
     )
-    last = age(known[-1]) if known else "-"
+    last = _duration(known[-1]) if known else "-"
     title = (
         f"median time from enqueue to finish, {CHART_BUCKET}s bars over the last "
-        f"{HISTORY_SECONDS // 60} minutes (peak {age(max(known, default=0.0))}), "
+        f"{HISTORY_SECONDS // 60} minutes (peak {_duration(max(known, default=0.0))}), "
         "from a sample of the tasks finished since the dashboard started"
     )
     return (
@@ -155,3 +155,8 @@ def latency_chart(values: Sequence[float | None], width: int = 180, height: int 
         f'<line x1="0" y1="{height - 0.5}" x2="{width}" y2="{height - 0.5}" class="axis"/>'
         f"{bars}</svg> <span class='rate'>{escape(last)}</span></span>"
     )
+
+
+def _duration(seconds: float) -> str:
+    """Latency as people read it: milliseconds under a second."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else age(seconds)
