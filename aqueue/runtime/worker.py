@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._redis.broker import Broker
 from .._redis.connection import RETRYABLE
@@ -56,6 +57,8 @@ logger = logging.getLogger("aqueue.worker")
 
 #: Tries of the hand-back at shutdown (about 3 s in all) while Redis fails over.
 HAND_BACK_ATTEMPTS = 6
+
+_T = TypeVar("_T")
 
 
 class Worker:
@@ -232,12 +235,12 @@ class Worker:
         broker = self._broker()
         await app.connect()
         for queue in self.queues:
-            await broker.ensure_group(queue)
-        self._log_banner(await app.client.topology())
+            await self._starting(functools.partial(broker.ensure_group, queue))
+        self._log_banner(await self._starting(app.client.topology))
         try:
             async with app.run_lifespan() as state:
                 self._executor.state = state
-                await self._maintenance.heartbeat()
+                await self._starting(self._maintenance.heartbeat)
                 spawn = self._spawn_loop
                 spawn(self._finisher.loop(), "finish")
                 spawn(self._maintenance.heartbeat_loop(), "heartbeat")
@@ -377,6 +380,18 @@ class Worker:
                 self._runner.cancel(entry, "shutdown")
                 cancelled.append(held.task)
         await asyncio.gather(*cancelled, return_exceptions=True)
+
+    async def _starting(self, step: Callable[[], Awaitable[_T]]) -> _T:
+        """One start-up call, tried again when a connection drops under it
+        (a failover or a killed connection is over in a second or two)."""
+        for attempt in range(HAND_BACK_ATTEMPTS):
+            try:
+                return await step()
+            except RETRYABLE:
+                if attempt + 1 == HAND_BACK_ATTEMPTS:
+                    raise
+                await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+        raise AssertionError("unreachable")
 
     async def _hand_back(self, keep: list[Delivery]) -> int:
         """Hand back whatever is still pending for this worker, queue by queue,
