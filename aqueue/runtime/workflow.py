@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -44,12 +45,14 @@ from ..core.protocol import (
     ErrorInfo,
     FinishItem,
     MessageError,
+    decode_envelope,
     decode_error,
     encode_error,
+    verify,
 )
 from ..core.status import TaskStatus
 
-__all__ = ["Forwarder", "follow_ups"]
+__all__ = ["Forwarder", "follow_ups", "refused_follow_ups"]
 
 logger = logging.getLogger("aqueue.worker")
 
@@ -90,10 +93,52 @@ def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -
         )
     )
     while link is not None:
-        step = codec.unpack(link.payload)
+        # Read unverified: only failures come of it, never a message to run.
+        step = decode_envelope(verify(link.payload, None))
         rows.append((link.queue, step.id, step.task, error, HANDOFF_FAIL))
+        if step.member is not None:  # a chain inside a group: its chord counts it
+            failed = encode_member_failure(step.id, TaskStatus.FAILED.value, error)
+            rows.append(
+                (
+                    step.member.queue,
+                    step.member.chord,
+                    str(step.member.index),
+                    b"f" + failed,
+                    HANDOFF_CHORD,
+                )
+            )
         link = step.then
     return encode_handoffs(rows)
+
+
+def refused_follow_ups(payload: bytes, item: FinishItem, codec: Codec) -> bytes:
+    """The hand-off rows of a message that ended without running (b"": none).
+
+    Refused (unknown task, bad arguments, expired), aborted or purged while it
+    waited: a workflow step among them must still end its chain or count in
+    its chord. A message whose signature does not verify is read unverified:
+    ending a workflow early is all that can come of it, since a step that never
+    ran hands on failures only, never a message to run.
+    """
+    if not item.state.is_final or item.state is TaskStatus.SUCCEEDED:
+        return b""
+    try:
+        envelope = codec.unpack(payload)
+    except MessageError as exc:
+        if exc.reason != "bad_signature":
+            return b""  # garbage never belonged to a workflow
+        try:
+            envelope = decode_envelope(verify(payload, None))
+        except MessageError:
+            return b""
+    if envelope.then is None and envelope.member is None:
+        return b""
+    if not item.task_id:
+        item = dataclasses.replace(item, task_id=envelope.id)
+    try:
+        return follow_ups(envelope, item, codec, time.time())
+    except MessageError:
+        return b""  # a later step's message is not one: nothing can be handed on
 
 
 def _next_step(link: ChainLink, value: bytes, codec: Codec, now: float) -> Handoff:
@@ -149,6 +194,8 @@ class Forwarder:
             for _entry_id, fields in entries:
                 if b"dead" in fields:
                     rows = [self._dead_letter_handoff(fields[b"dead"], fields.get(b"deliveries"))]
+                elif b"ended" in fields:
+                    rows = [self._ended_handoff(fields)]
                 else:
                     rows = list(fields.values())
                 for encoded in rows:
@@ -180,6 +227,14 @@ class Forwarder:
         )
         item = FinishItem("", envelope.id, TaskStatus.DEAD, error=encode_error(error))
         return follow_ups(envelope, item, self.codec, time.time())
+
+    def _ended_handoff(self, fields: dict[bytes, bytes]) -> bytes:
+        """The hand-off of a step that ended without running (aborted or purged while
+        it waited): the scripts that ended it left its message and error here."""
+        state = TaskStatus(fields[b"ended"].decode())
+        error = fields.get(b"error") or encode_error(ErrorInfo("TaskAborted", "aborted"))
+        item = FinishItem("", "", state, error=error)
+        return refused_follow_ups(fields.get(b"m", b""), item, self.codec)
 
     async def fire(self, queue: str, chord_id: str) -> bool:
         """Every member of the chord has ended: enqueue its callback (or fail it)."""
