@@ -158,12 +158,10 @@ class Chain(Signature[R_co]):
                 takes_parent=i > 0 and not step.immutable,
             )
             ids[i], queues[i] = message.task_id, queue
-            if message.delay_ms and i > 0:
-                raise EnqueueError(
-                    f"step {i + 1} of the chain ({step.task.name}) has a delay or ETA: "
-                    "only a chain's first step can be delayed"
-                )
-            link = ChainLink(queue, message.payload, step.immutable)
+            # A later step's delay counts from when the step before it finished.
+            opts = step.opts
+            eta = None if opts.eta is None else opts.eta.timestamp()
+            link = ChainLink(queue, message.payload, step.immutable, opts.delay or 0.0, eta)
         first = steps[0]
         client = first.task.client
         await client.broker.enqueue(queues[0], message)

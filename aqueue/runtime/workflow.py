@@ -31,10 +31,13 @@ from .._redis.connection import RETRYABLE
 from ..core.handoffs import (
     FAILED_MEMBER_EXT,
     HANDOFF_CHORD,
+    HANDOFF_DELAYED,
     HANDOFF_ENQUEUE,
     HANDOFF_FAIL,
     Handoff,
+    decode_delayed,
     decode_handoffs,
+    encode_delayed,
     encode_handoffs,
     encode_member_failure,
 )
@@ -45,6 +48,7 @@ from ..core.protocol import (
     ErrorInfo,
     FinishItem,
     MessageError,
+    OutgoingMessage,
     decode_envelope,
     decode_error,
     encode_error,
@@ -149,6 +153,12 @@ def _next_step(link: ChainLink, value: bytes, codec: Codec, now: float) -> Hando
         args = [msgspec.Raw(value), *_raw_args.decode(step.args)]
         changes["args"] = msgspec.Raw(_encode(args))
     step = msgspec.structs.replace(step, **changes)
+    if link.delay > 0 or link.eta is not None:
+        # The delay counts from when the step is forwarded: at least that long
+        # after the step before it finished.
+        eta_ms = 0 if link.eta is None else int(link.eta * 1000)
+        body = encode_delayed(int(link.delay * 1000), eta_ms, codec.pack(step))
+        return (link.queue, step.id, step.task, body, HANDOFF_DELAYED)
     return (link.queue, step.id, step.task, codec.pack(step), HANDOFF_ENQUEUE)
 
 
@@ -203,6 +213,13 @@ class Forwarder:
                         for row in decode_handoffs(encoded):
                             by_queue.setdefault(row[0], []).append(row)
             for target, handoffs in by_queue.items():
+                delayed = [row for row in handoffs if row[4] == HANDOFF_DELAYED]
+                if delayed:
+                    await self._schedule(broker, target, delayed)
+                    handoffs = [row for row in handoffs if row[4] != HANDOFF_DELAYED]
+                    forwarded += len(delayed)
+                if not handoffs:
+                    continue
                 _enqueued, complete = await broker.forward(target, handoffs)
                 forwarded += len(handoffs)
                 for chord_id in complete:
@@ -210,6 +227,19 @@ class Forwarder:
             # Dropped only now: a forwarder that stops before this is repeated by
             # the next one, and forward.lua / chord.lua ignore what was done.
             await broker.drop_handoffs(queue, [entry_id for entry_id, _ in entries])
+
+    @staticmethod
+    async def _schedule(broker: Broker, queue: str, rows: list[Handoff]) -> None:
+        """Chain steps with a delay or ETA go to the queue's delayed set. A step
+        forwarded before has a record by then and is left alone (its id was drawn
+        by aqueue, so the enqueue script takes any record as "already sent")."""
+        now_ms = int(time.time() * 1000)
+        messages = []
+        for _queue, task_id, name, body, _kind in rows:
+            delay_ms, eta_ms, payload = decode_delayed(body)
+            delay_ms = max(delay_ms, eta_ms - now_ms, 0)
+            messages.append(OutgoingMessage(task_id, name, payload, delay_ms=delay_ms))
+        await broker.enqueue_many(queue, messages)
 
     def _dead_letter_handoff(self, payload: bytes, deliveries: bytes | None) -> bytes:
         """The hand-off of a step the reclaimer dead-lettered (b"": not a workflow step)."""
