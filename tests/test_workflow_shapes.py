@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 import aqueue
-from aqueue import TaskFailed, TaskStatus
+from aqueue import EnqueueError, TaskFailed, TaskStatus
 from aqueue.canvas import chain
+from aqueue.groups import chord, group
 
 from .conftest import running_worker, wait_until
 
@@ -93,3 +94,90 @@ async def test_a_delayed_later_step_aborted_while_scheduled_ends_its_chain(
 
 async def _is(result: aqueue.AsyncResult[Any], state: TaskStatus) -> bool:
     return await result.status() is state
+
+
+async def test_a_group_inside_a_chain_is_a_chord_of_the_step_after_it(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    add, spell, _length, total, _boom = make_tasks(app, runs)
+    async with running_worker(app, queues=QUEUES):
+        # 1 + 2 = 3, then 3 + 10 and 3 + 20 side by side, then their sum, then spelled.
+        last = await chain(add.s(1, 2), group(add.s(10), add.s(20)), total, spell).enqueue()
+        assert await last.get(timeout=15) == "x" * 36
+        callback = last.parent
+        assert callback is not None and await callback == 36
+        assert callback.parent is not None and await callback.parent == 3
+        piped = await (add.s(1, 1) | group(add.s(1), add.s(2)) | total.s(100)).enqueue()
+        assert await piped.get(timeout=15) == 3 + 4 + 100
+        leading = await chain(group([add.s(1, 1), add.s(2, 2)]), total).enqueue()
+        assert await leading.get(timeout=15) == 6
+        assert await (await (group([add.s(5, 5)]) | total).enqueue()).get(timeout=15) == 10
+    assert runs["total"] == 4
+
+
+async def test_a_step_failing_before_a_group_fails_the_group_and_every_later_step(
+    app: aqueue.App,
+) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    add, spell, _length, total, boom = make_tasks(app, runs)
+    last = await chain(boom.s(1), group(add.s(1), add.s(2)), total, spell).enqueue()
+    async with running_worker(app, queues=QUEUES):
+        with pytest.raises(TaskFailed) as failed:
+            await last.get(timeout=15)
+        assert "earlier step" in failed.value.message and "no 1" in failed.value.message
+        callback = last.parent
+        assert callback is not None
+        with pytest.raises(TaskFailed, match="2 of 2 chord members failed"):
+            await callback.get(timeout=5)
+    assert runs == {"boom": 1}
+
+
+async def test_a_failed_member_of_a_group_inside_a_chain_fails_the_rest(
+    app: aqueue.App,
+) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    add, spell, _length, total, boom = make_tasks(app, runs)
+    last = await chain(add.s(1, 2), group(add.s(1), boom.s()), total, spell).enqueue()
+    async with running_worker(app, queues=QUEUES):
+        with pytest.raises(TaskFailed) as failed:
+            await last.get(timeout=15)
+        assert "1 of 2 chord members failed" in failed.value.message
+        assert "no 3" in failed.value.message
+    assert runs == {"add": 2, "boom": 1}
+
+
+async def test_chains_inside_a_group_and_a_chord(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    add, spell, length, total, boom = make_tasks(app, runs)
+    async with running_worker(app, queues=QUEUES):
+        gr = await group([chain(add.s(1, 2), spell), spell.s(2)]).enqueue()
+        assert await gr.get(timeout=15) == ["xxx", "xx"]
+        first = gr.results[0]
+        assert first.parent is not None and await first.parent == 3
+        r = await chord(
+            group([chain(add.s(1, 2), add.s(10)), add.s(5, 5), chain(spell.s(4), length)]),
+            total,
+        ).enqueue()
+        assert await r.get(timeout=15) == 13 + 10 + 4
+        failing = await chord(group([chain(boom.s(7), spell), add.s(1, 1)]), total).enqueue()
+        with pytest.raises(TaskFailed, match="1 of 2 chord members failed") as failed:
+            await failing.get(timeout=15)
+        assert "no 7" in failed.value.message
+    assert runs["spell"] == 3 and runs["total"] == 1
+
+
+async def test_shapes_a_chain_cant_take_are_refused_before_anything_is_sent(
+    app: aqueue.App,
+) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    add, spell, _length, total, _boom = make_tasks(app, runs)
+    with pytest.raises(EnqueueError, match="no step after it"):
+        await chain(add.s(1, 2), group(add.s(1), add.s(2))).enqueue()
+    with pytest.raises(EnqueueError, match="are groups"):
+        await chain(add.s(1, 2), group(add.s(1)), group(add.s(2)), total).enqueue()
+    with pytest.raises(EnqueueError, match="immutable"):
+        await chain(add.s(1, 2), group(add.s(1)), spell.si(3)).enqueue()
+    with pytest.raises(EnqueueError, match="empty group"):
+        await chain(add.s(1, 2), group([]), total).enqueue()
+    broker = app.client.broker
+    for queue in QUEUES:
+        assert await broker.client.xlen(broker.keys(queue).stream) == 0

@@ -71,6 +71,9 @@ class ChainLink(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True
     """Seconds the step waits once the step before it has finished (``delay=``)."""
     eta: float | None = None
     """Epoch seconds before which the step does not start (``eta=``)."""
+    members: list[ChainLink] | None = None
+    """A group inside a chain: the members' links (each counted by the chord whose
+    callback is the step after the group); ``queue`` and ``payload`` are unused."""
 
 
 class ChordMember(msgspec.Struct, array_like=True, frozen=True):

@@ -85,7 +85,10 @@ def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -
     if link is None:
         return encode_handoffs(rows) if rows else b""
     if item.state is TaskStatus.SUCCEEDED:
-        rows.append(_next_step(link, item.result, codec, now))
+        if link.members is not None:  # a group inside the chain: every member starts
+            rows.extend(_next_step(m, item.result, codec, now) for m in link.members)
+        else:
+            rows.append(_next_step(link, item.result, codec, now))
         return encode_handoffs(rows)
     failure = decode_error(item.error)
     error = encode_error(
@@ -96,11 +99,26 @@ def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -
             failure.traceback,
         )
     )
+    _fail_from(link, error, rows)
+    return encode_handoffs(rows)
+
+
+def _fail_from(link: ChainLink | None, error: bytes, rows: list[Handoff]) -> None:
+    """Rows that fail the step of ``link`` and every step after it, never having run.
+
+    A group's members fail, each counted by its chord, whose callback (the step
+    after the group) then fails with every member listed, and the steps after
+    it with it (see :meth:`Forwarder.fire`).
+    """
     while link is not None:
+        if link.members is not None:
+            for member_link in link.members:
+                _fail_from(member_link, error, rows)
+            return
         # Read unverified: only failures come of it, never a message to run.
         step = decode_envelope(verify(link.payload, None))
         rows.append((link.queue, step.id, step.task, error, HANDOFF_FAIL))
-        if step.member is not None:  # a chain inside a group: its chord counts it
+        if step.member is not None:  # its chord counts it
             failed = encode_member_failure(step.id, TaskStatus.FAILED.value, error)
             rows.append(
                 (
@@ -112,7 +130,6 @@ def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -
                 )
             )
         link = step.then
-    return encode_handoffs(rows)
 
 
 def refused_follow_ups(payload: bytes, item: FinishItem, codec: Codec) -> bytes:
@@ -266,6 +283,31 @@ class Forwarder:
         item = FinishItem("", "", state, error=error)
         return refused_follow_ups(fields.get(b"m", b""), item, self.codec)
 
+    async def _fail_after_callback(self, callback: bytes, task_id: str, error: bytes) -> None:
+        """A chord's callback fails unrun: so do the chain steps after it (a group
+        inside a chain). Done before the chord is marked fired, so a forwarder that
+        stops in between does both again (each is idempotent)."""
+        envelope = decode_envelope(verify(callback, None))
+        member = envelope.member
+        if envelope.then is None and member is None:
+            return
+        rows: list[Handoff] = []
+        later = _callback_failure(task_id, error)
+        if member is not None:  # the chord is itself a member of a chord
+            failed = encode_member_failure(task_id, TaskStatus.FAILED.value, error)
+            rows.append(
+                (member.queue, member.chord, str(member.index), b"f" + failed, HANDOFF_CHORD)
+            )
+        _fail_from(envelope.then, later, rows)
+        by_queue: dict[str, list[Handoff]] = {}
+        for row in rows:
+            by_queue.setdefault(row[0], []).append(row)
+        broker = self._broker()
+        for target, handoffs in by_queue.items():
+            _enqueued, complete = await broker.forward(target, handoffs)
+            for chord_id in complete:
+                await self.fire(target, chord_id)
+
     async def fire(self, queue: str, chord_id: str) -> bool:
         """Every member of the chord has ended: enqueue its callback (or fail it)."""
         broker = self._broker()
@@ -277,9 +319,9 @@ class Forwarder:
         task_id, name = state[b"cbid"].decode(), state[b"cbname"].decode()
         failures = [(i, o[1:]) for i, o in enumerate(outcomes) if not o.startswith(b"s")]
         if failures and state.get(b"allow") != b"1":
-            return await broker.fire_chord(
-                queue, chord_id, task_id, name, True, _chord_failure(failures, size)
-            )
+            error = _chord_failure(failures, size)
+            await self._fail_after_callback(state[b"cb"], task_id, error)
+            return await broker.fire_chord(queue, chord_id, task_id, name, True, error)
         values = [
             msgspec.Raw(o[1:])
             if o.startswith(b"s")
@@ -292,6 +334,17 @@ class Forwarder:
         return await broker.fire_chord(
             queue, chord_id, task_id, name, False, self.codec.pack(callback)
         )
+
+
+def _callback_failure(task_id: str, error: bytes) -> bytes:
+    """The error of a step after a chord callback that failed."""
+    failure = decode_error(error)
+    return encode_error(
+        ErrorInfo(
+            failure.type,
+            f"an earlier step of the chain (task {task_id}) ended failed: {failure.message}",
+        )
+    )
 
 
 def _chord_failure(failures: list[tuple[int, bytes]], size: int) -> bytes:
