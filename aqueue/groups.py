@@ -106,13 +106,28 @@ class Group(FanOut[R_co]):
 @overload
 def group(signatures: Iterable[Signature[R]], /) -> Group[R]: ...
 @overload
-def group(*signatures: Signature[R]) -> Group[R]: ...
+def group(*signatures: Signature[R] | ValueTask[Any, R]) -> Group[R]: ...
 def group(*signatures: Any) -> Group[Any]:
     """Calls run side by side: ``group(add.s(i, i) for i in range(100))`` or
-    ``group(add.s(1, 1), add.s(2, 2))``."""
-    if len(signatures) == 1 and not isinstance(signatures[0], Signature):
-        return Group(list(signatures[0]))
-    return Group(list(signatures))
+    ``group(add.s(1, 1), add.s(2, 2))``. Inside a chain a member may be a task
+    itself (``group(double, square)``): it takes the value before the group alone."""
+    if len(signatures) == 1 and not isinstance(signatures[0], Signature | FanOut):
+        first = signatures[0]
+        if not callable(getattr(first, "s", None)):
+            signatures = tuple(first)
+    return Group([_member(signature) for signature in signatures])
+
+
+def _member(step: Any) -> Signature[Any]:
+    """A group member: a signature or chain as is, a task as ``task.s()``."""
+    if isinstance(step, Signature):
+        return step
+    made = as_steps(step) if callable(getattr(step, "s", None)) else [step]
+    if len(made) != 1 or not isinstance(made[0], Signature):
+        raise EnqueueError(
+            f"a group's members must be task.s(...), task.si(...), tasks or chains, got {step!r}"
+        )
+    return made[0]
 
 
 class GroupResult(Generic[R_co]):

@@ -45,7 +45,12 @@ def make_tasks(app: aqueue.App, runs: collections.Counter[str]) -> tuple[Any, ..
         runs["boom"] += 1
         raise ValueError(f"no {n}")
 
-    return add, spell, length, total, boom
+    @app.task(queue="words")
+    async def double(x: int) -> int:
+        runs["double"] += 1
+        return 2 * x
+
+    return add, spell, length, total, boom, double
 
 
 async def record_ms(app: aqueue.App, result: aqueue.AsyncResult[Any], field: str) -> int:
@@ -60,7 +65,7 @@ async def test_a_later_step_waits_its_delay_from_when_its_parent_finished(
     app: aqueue.App,
 ) -> None:
     runs: collections.Counter[str] = collections.Counter()
-    add, spell, length, _total, _boom = make_tasks(app, runs)
+    add, spell, length, _total, _boom, _double = make_tasks(app, runs)
     eta = datetime.now(UTC) + timedelta(seconds=2)
     last = await chain(
         add.s(1, 2), spell.s().options(delay=1.0), length.s().options(eta=eta)
@@ -80,7 +85,7 @@ async def test_a_delayed_later_step_aborted_while_scheduled_ends_its_chain(
     app: aqueue.App,
 ) -> None:
     runs: collections.Counter[str] = collections.Counter()
-    add, spell, length, _total, _boom = make_tasks(app, runs)
+    add, spell, length, _total, _boom, _double = make_tasks(app, runs)
     last = await chain(add.s(1, 2), spell.s().options(delay=60), length).enqueue()
     waiting = last.parent
     assert waiting is not None
@@ -98,7 +103,7 @@ async def _is(result: aqueue.AsyncResult[Any], state: TaskStatus) -> bool:
 
 async def test_a_group_inside_a_chain_is_a_chord_of_the_step_after_it(app: aqueue.App) -> None:
     runs: collections.Counter[str] = collections.Counter()
-    add, spell, _length, total, _boom = make_tasks(app, runs)
+    add, spell, _length, total, _boom, double = make_tasks(app, runs)
     async with running_worker(app, queues=QUEUES):
         # 1 + 2 = 3, then 3 + 10 and 3 + 20 side by side, then their sum, then spelled.
         last = await chain(add.s(1, 2), group(add.s(10), add.s(20)), total, spell).enqueue()
@@ -111,14 +116,16 @@ async def test_a_group_inside_a_chain_is_a_chord_of_the_step_after_it(app: aqueu
         leading = await chain(group([add.s(1, 1), add.s(2, 2)]), total).enqueue()
         assert await leading.get(timeout=15) == 6
         assert await (await (group([add.s(5, 5)]) | total).enqueue()).get(timeout=15) == 10
-    assert runs["total"] == 4
+        tasks_as_members = await chain(add.s(2, 3), group(double, double), total).enqueue()
+        assert await tasks_as_members.get(timeout=15) == 20
+    assert runs["total"] == 5 and runs["double"] == 2
 
 
 async def test_a_step_failing_before_a_group_fails_the_group_and_every_later_step(
     app: aqueue.App,
 ) -> None:
     runs: collections.Counter[str] = collections.Counter()
-    add, spell, _length, total, boom = make_tasks(app, runs)
+    add, spell, _length, total, boom, _double = make_tasks(app, runs)
     last = await chain(boom.s(1), group(add.s(1), add.s(2)), total, spell).enqueue()
     async with running_worker(app, queues=QUEUES):
         with pytest.raises(TaskFailed) as failed:
@@ -135,7 +142,7 @@ async def test_a_failed_member_of_a_group_inside_a_chain_fails_the_rest(
     app: aqueue.App,
 ) -> None:
     runs: collections.Counter[str] = collections.Counter()
-    add, spell, _length, total, boom = make_tasks(app, runs)
+    add, spell, _length, total, boom, _double = make_tasks(app, runs)
     last = await chain(add.s(1, 2), group(add.s(1), boom.s()), total, spell).enqueue()
     async with running_worker(app, queues=QUEUES):
         with pytest.raises(TaskFailed) as failed:
@@ -147,7 +154,7 @@ async def test_a_failed_member_of_a_group_inside_a_chain_fails_the_rest(
 
 async def test_chains_inside_a_group_and_a_chord(app: aqueue.App) -> None:
     runs: collections.Counter[str] = collections.Counter()
-    add, spell, length, total, boom = make_tasks(app, runs)
+    add, spell, length, total, boom, _double = make_tasks(app, runs)
     async with running_worker(app, queues=QUEUES):
         gr = await group([chain(add.s(1, 2), spell), spell.s(2)]).enqueue()
         assert await gr.get(timeout=15) == ["xxx", "xx"]
@@ -169,7 +176,7 @@ async def test_shapes_a_chain_cant_take_are_refused_before_anything_is_sent(
     app: aqueue.App,
 ) -> None:
     runs: collections.Counter[str] = collections.Counter()
-    add, spell, _length, total, _boom = make_tasks(app, runs)
+    add, spell, _length, total, _boom, _double = make_tasks(app, runs)
     with pytest.raises(EnqueueError, match="no step after it"):
         await chain(add.s(1, 2), group(add.s(1), add.s(2))).enqueue()
     with pytest.raises(EnqueueError, match="are groups"):
