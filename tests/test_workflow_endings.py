@@ -178,3 +178,14 @@ async def test_a_chord_member_aborted_while_queued_fails_the_chord(app: aqueue.A
         failed = await ends_with(callback, "1 of 3 chord members failed", "#1", "aborted")
         assert failed.exc_type == "TaskAborted"
     assert runs == {"add": 1, "spell": 1}
+
+
+async def test_an_expired_chord_member_is_passed_on_as_expired(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    add, _spell, _total, tally = make_tasks(app, runs)
+    members = group([add.s(1, 1), add.s(2, 2).options(expires=0.05)])
+    callback = await chord(members, tally, allow_failures=True).enqueue()
+    await asyncio.sleep(0.1)
+    async with running_worker(app, queues=QUEUES):
+        assert await callback.get(timeout=15) == ["2", "TaskExpired"]
+    assert runs == {"add": 1, "tally": 1}

@@ -188,3 +188,20 @@ async def test_shapes_a_chain_cant_take_are_refused_before_anything_is_sent(
     broker = app.client.broker
     for queue in QUEUES:
         assert await broker.client.xlen(broker.keys(queue).stream) == 0
+
+
+async def test_aborting_a_chain_with_a_group_inside_stops_the_steps_after_it(
+    app: aqueue.App,
+) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    add, spell, _length, total, _boom, double = make_tasks(app, runs)
+    last = await chain(add.s(1, 2), group(double, add.s(1)), total, spell).enqueue()
+    assert await last.abort_chain() == 3  # the first step (queued), the callback, the last
+    async with running_worker(app, queues=QUEUES):
+        with pytest.raises(TaskFailed):
+            await last.get(timeout=15)
+        callback = last.parent
+        assert callback is not None
+        with pytest.raises(TaskFailed):
+            await callback.get(timeout=15)
+    assert runs == {}
