@@ -19,7 +19,7 @@ from aqueue import TaskFailed, TaskStatus
 from aqueue.canvas import chain
 from aqueue.groups import chord, group
 
-from .conftest import running_worker
+from .conftest import running_worker, wait_until
 
 QUEUES = ["numbers", "words", "totals"]
 
@@ -189,3 +189,27 @@ async def test_an_expired_chord_member_is_passed_on_as_expired(app: aqueue.App) 
     async with running_worker(app, queues=QUEUES):
         assert await callback.get(timeout=15) == ["2", "TaskExpired"]
     assert runs == {"add": 1, "tally": 1}
+
+
+async def test_a_step_aborted_while_waiting_to_retry_ends_its_chain(app: aqueue.App) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    _add, spell, _total, _tally = make_tasks(app, runs)
+
+    @app.task(queue="numbers", retries=3, retry_delay=60)
+    async def flaky(x: int) -> int:
+        runs["flaky"] += 1
+        raise ConnectionError("try later")
+
+    last = await chain(flaky.s(1), spell).enqueue()
+    first = last.parent
+    assert first is not None
+
+    async def retrying() -> bool:
+        assert first is not None
+        return await first.status() is TaskStatus.RETRYING
+
+    async with running_worker(app, queues=QUEUES):
+        await wait_until(retrying)
+        assert await first.abort()
+        await ends_with(last, "ended aborted")
+    assert runs == {"flaky": 1}
