@@ -205,3 +205,15 @@ async def test_aborting_a_chain_with_a_group_inside_stops_the_steps_after_it(
         with pytest.raises(TaskFailed):
             await callback.get(timeout=15)
     assert runs == {}
+
+
+async def test_a_member_chain_that_begins_with_a_group_inside_a_chain(app: aqueue.App) -> None:
+    """chain(a, group(chain(group(b, c), d), e), f): groups nest through chains."""
+    runs: collections.Counter[str] = collections.Counter()
+    add, _spell, _length, total, _boom, double = make_tasks(app, runs)
+    inner = chain(group(double, add.s(1)), total)  # 2x + (x + 1)
+    last = await chain(add.s(1, 2), group(inner, double), total.s(1000)).enqueue()
+    async with running_worker(app, queues=QUEUES):
+        # x = 3: inner gives 6 + 4 = 10, double gives 6; total + 1000.
+        assert await last.get(timeout=15) == 1016
+    assert runs["total"] == 2

@@ -85,10 +85,7 @@ def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -
     if link is None:
         return encode_handoffs(rows) if rows else b""
     if item.state is TaskStatus.SUCCEEDED:
-        if link.members is not None:  # a group inside the chain: every member starts
-            rows.extend(_next_step(m, item.result, codec, now) for m in link.members)
-        else:
-            rows.append(_next_step(link, item.result, codec, now))
+        _next_steps(link, item.result, codec, now, rows)
         return encode_handoffs(rows)
     failure = decode_error(item.error)
     error = encode_error(
@@ -160,6 +157,18 @@ def refused_follow_ups(payload: bytes, item: FinishItem, codec: Codec) -> bytes:
         return follow_ups(envelope, item, codec, time.time())
     except MessageError:
         return b""  # a later step's message is not one: nothing can be handed on
+
+
+def _next_steps(
+    link: ChainLink, value: bytes, codec: Codec, now: float, rows: list[Handoff]
+) -> None:
+    """The next step with ``value``; for a group inside the chain, every member's
+    first step (a member that is a chain beginning with a group: its members')."""
+    if link.members is None:
+        rows.append(_next_step(link, value, codec, now))
+        return
+    for member in link.members:
+        _next_steps(member, value, codec, now, rows)
 
 
 def _next_step(link: ChainLink, value: bytes, codec: Codec, now: float) -> Handoff:
