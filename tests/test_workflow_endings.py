@@ -213,3 +213,23 @@ async def test_a_step_aborted_while_waiting_to_retry_ends_its_chain(app: aqueue.
         assert await first.abort()
         await ends_with(last, "ended aborted")
     assert runs == {"flaky": 1}
+
+
+async def test_signed_steps_purged_or_aborted_while_waiting_end_their_chain(
+    redis_url: str, prefix: str
+) -> None:
+    """The scripts tell a workflow step by its envelope, after a signature too."""
+    runs: collections.Counter[str] = collections.Counter()
+    signed = aqueue.App(redis_url, prefix=prefix, signing_key="k" * 32)
+    try:
+        add, spell, _total, _tally = make_tasks(signed, runs)
+        queued = await chain(add.s(1, 2), spell).enqueue()
+        later = await chain(add.s(3, 4).options(delay=60), spell).enqueue()
+        assert queued.parent is not None and await queued.parent.abort()
+        assert await signed.client.purge("numbers") == (1, 1)
+        async with running_worker(signed, queues=QUEUES):
+            await ends_with(queued, "ended aborted")
+            await ends_with(later, "ended aborted", "purged")
+        assert runs == {}
+    finally:
+        await signed.close()

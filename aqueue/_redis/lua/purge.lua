@@ -17,6 +17,14 @@ local done = {}
 local function abort_record(tid, waiting_states, payload)
   local rec = prefix .. tid
   local state = redis.call('HGET', rec, 'state')
+  if state == 'aborted' and waiting_states.queued then
+    -- Aborted while queued, its entry not dropped by a worker yet: dropped here,
+    -- so this is where it ends its workflow and its record gets its TTL.
+    local seen = redis.call('HMGET', rec, 'error', 'attl')
+    step_ended(KEYS[4], payload, 'aborted', seen[1])  -- workflows (issue 12)
+    if seen[2] then redis.call('PEXPIRE', rec, seen[2]) end
+    return
+  end
   if state and waiting_states[state] then
     step_ended(KEYS[4], payload, 'aborted', err)  -- workflows (issue 12)
     redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)
