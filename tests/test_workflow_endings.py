@@ -227,6 +227,9 @@ async def test_signed_steps_purged_or_aborted_while_waiting_end_their_chain(
         later = await chain(add.s(3, 4).options(delay=60), spell).enqueue()
         assert queued.parent is not None and await queued.parent.abort()
         assert await signed.client.purge("numbers") == (1, 1)
+        # The aborted step's record was waiting for its entry to be dropped: now it expires.
+        broker = signed.client.broker
+        assert await broker.client.pttl(broker.keys("numbers").task(queued.parent.id)) > 0
         async with running_worker(signed, queues=QUEUES):
             await ends_with(queued, "ended aborted")
             await ends_with(later, "ended aborted", "purged")
