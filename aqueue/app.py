@@ -15,7 +15,7 @@ import inspect
 import os
 import sys
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
@@ -99,6 +99,11 @@ class App:
     ) -> Task[P, list[T]]: ...
     @overload
     def task(self, fn: Callable[P, AsyncIterator[T]], /) -> Task[P, list[T]]: ...
+    # workflows (issue 12): a ``def`` generator streams from its thread
+    @overload
+    def task(self, fn: Callable[Concatenate[Context, P], Iterator[T]], /) -> Task[P, list[T]]: ...
+    @overload
+    def task(self, fn: Callable[P, Iterator[T]], /) -> Task[P, list[T]]: ...
     @overload
     def task(
         self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /
@@ -359,6 +364,13 @@ class _TaskFactory:
     ) -> Task[P, list[T]]: ...
     @overload
     def __call__(self, fn: Callable[P, AsyncIterator[T]], /) -> Task[P, list[T]]: ...
+    # workflows (issue 12): a ``def`` generator streams from its thread
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Context, P], Iterator[T]], /
+    ) -> Task[P, list[T]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Iterator[T]], /) -> Task[P, list[T]]: ...
     @overload
     def __call__(
         self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /

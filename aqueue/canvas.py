@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 import msgspec
 
-from .core.errors import ConfigError, EnqueueError
+from .core.errors import EnqueueError
 from .core.protocol import ChainLink, ChordMember, OutgoingMessage
-from .inline import run_eagerly
+from .inline import refuse_in_eager_mode, run_eagerly
 from .result import AsyncResult
 
 if TYPE_CHECKING:
@@ -29,12 +29,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Chain",
+    "ChainPlan",
+    "FanOut",
+    "Produces",
     "Signature",
     "StepTask",
     "ValueTask",
     "as_steps",
     "chain",
-    "refuse_in_eager_mode",
+    "plan_chain",
 ]
 
 R = TypeVar("R")
@@ -79,7 +82,14 @@ class ValueTask(Protocol[A_contra, R_co]):
     def s(self, value: A_contra, /) -> Signature[R_co]: ...
 
 
-Step = Any  # a Signature or a ValueTask, checked when the workflow is built
+Step = Any  # a Signature, a group or a ValueTask, checked when the workflow is built
+
+
+class Produces(Protocol[R_co]):
+    """A chain step that hands the next step an ``R_co``: a signature (its value)
+    or a group (the list of its members' values). For type checkers only."""
+
+    def _chain_value(self) -> R_co: ...
 
 
 class Signature(Generic[R_co]):
@@ -110,7 +120,17 @@ class Signature(Generic[R_co]):
         opts = self.task.merge_options(self.opts, options)
         return Signature(self.task, self.args, self.kwargs, opts, self.immutable)
 
-    def __or__(self, other: ValueTask[R_co, R2] | Signature[R2]) -> Chain[R2]:
+    if TYPE_CHECKING:
+
+        def _chain_value(self) -> R_co:
+            """What the chain hands the next step (for type checkers only)."""
+            raise NotImplementedError
+
+    @overload
+    def __or__(self, other: FanOut[R2]) -> Chain[list[R2]]: ...
+    @overload
+    def __or__(self, other: ValueTask[R_co, R2] | Signature[R2]) -> Chain[R2]: ...
+    def __or__(self, other: Any) -> Chain[Any]:
         return Chain([*as_steps(self), *as_steps(other)])
 
     async def enqueue(self) -> AsyncResult[R_co]:
@@ -129,10 +149,12 @@ class Chain(Signature[R_co]):
 
     __slots__ = ("steps",)
 
-    def __init__(self, steps: list[Signature[Any]]) -> None:
-        if not steps:
-            raise EnqueueError("a chain needs at least one step")
-        last = steps[-1]
+    def __init__(self, steps: list[Signature[Any] | FanOut[Any]]) -> None:
+        calls = [step for step in steps if isinstance(step, Signature)]
+        if not calls:
+            raise EnqueueError("a chain needs at least one step that is not a group")
+        # (A chain may end with a group while it is built with |; enqueue refuses it.)
+        last = calls[-1]
         super().__init__(last.task, last.args, last.kwargs, last.opts, last.immutable)
         self.steps = steps
 
@@ -147,53 +169,180 @@ class Chain(Signature[R_co]):
 
         Every step's arguments are checked here (a step after the first with a
         stand-in for its parent's value), so a chain that can't run raises now.
+        A group inside the chain becomes a chord whose callback is the step
+        after it; that step's ``.parent`` is the step before the group.
         """
-        steps = self.steps
-        refuse_in_eager_mode("a chain", steps[0].task.client.eager)
-        ids = [os.urandom(16).hex() for _ in steps]
-        link: ChainLink | None = None
-        queues = [""] * len(steps)
-        for i in range(len(steps) - 1, -1, -1):
-            step = steps[i]
-            if i > 0 and step.opts.task_id is not None:
-                # A later step is enqueued only if its id has no record yet: an old
-                # record under a chosen id would silently stand in for the step.
-                raise EnqueueError(
-                    f"step {i + 1} of the chain ({step.task.name}) has a fixed task_id: "
-                    "only a chain's first step can choose its id"
-                )
-            queue, message = step.task.build_message(
-                step.args,
-                step.kwargs,
-                step.opts,
-                task_id=step.opts.task_id or ids[i],
-                then=link,
-                takes_parent=i > 0 and not step.immutable,
-            )
-            ids[i], queues[i] = message.task_id, queue
-            if message.delay_ms and i > 0:
-                raise EnqueueError(
-                    f"step {i + 1} of the chain ({step.task.name}) has a delay or ETA: "
-                    "only a chain's first step can be delayed"
-                )
-            link = ChainLink(queue, message.payload, step.immutable)
-        first = steps[0]
-        client = first.task.client
-        await client.broker.enqueue(queues[0], message)
+        plan = plan_chain(self.steps)
+        client = plan.handles[0][2].client
+        refuse_in_eager_mode("a chain", client.eager)
+        await plan.send(client)
+        return plan.last_result(client)
+
+
+class FanOut(Generic[R_co]):
+    """Calls that run side by side (the base of :class:`~aqueue.groups.Group`).
+
+    Inside a chain, the step after it receives the list of their values (a
+    chord); each member receives the value of the step before it.
+    """
+
+    __slots__ = ("signatures",)
+
+    def __init__(self, signatures: list[Signature[R_co]]) -> None:
+        self.signatures = signatures
+
+    if TYPE_CHECKING:
+
+        def _chain_value(self) -> list[R_co]:
+            """What the chain hands the next step (for type checkers only)."""
+            raise NotImplementedError
+
+    def __or__(self, other: ValueTask[list[R_co], R2] | Signature[R2]) -> Chain[R2]:
+        """``group(...) | callback``: a chord, as a chain."""
+        return Chain([self, *as_steps(other)])
+
+
+class ChainPlan:
+    """A chain's messages, built and checked, before anything is sent."""
+
+    __slots__ = ("chords", "first_link", "handles", "sends")
+
+    def __init__(self) -> None:
+        #: The link to the chain's first step (what the step before it carries).
+        self.first_link: ChainLink | None = None
+        #: Chords to record before anything is sent: (queue, chord id, size, callback).
+        self.chords: list[tuple[str, str, int, OutgoingMessage]] = []
+        #: Messages sent now: the first step's, or a leading group's members'.
+        self.sends: list[tuple[str, OutgoingMessage]] = []
+        #: (task id, queue, task) of each step that is not a group, in order.
+        self.handles: list[tuple[str, str, StepTask]] = []
+
+    def last_result(self, client: Client) -> AsyncResult[Any]:
+        """The last step's handle, ``.parent`` leading back through the others."""
         parent: AsyncResult[Any] | None = None
-        result: AsyncResult[Any] | None = None
-        for step, task_id, queue in zip(steps, ids, queues, strict=True):
-            result = AsyncResult(client, task_id, queue, step.task.result_decoder)
+        for task_id, queue, task in self.handles:
+            result: AsyncResult[Any] = AsyncResult(client, task_id, queue, task.result_decoder)
             result.parent = parent
             parent = result
-        assert result is not None
-        return result
+        assert parent is not None
+        return parent
+
+    async def send(self, client: Client) -> None:
+        broker = client.broker
+        for queue, chord_id, size, callback in self.chords:
+            # Recorded before any member can end, so none ends uncounted.
+            await broker.create_chord(queue, chord_id, size, False, callback)
+        if len(self.sends) == 1:
+            await broker.enqueue(*self.sends[0])
+            return
+        by_queue: dict[str, list[OutgoingMessage]] = {}
+        for queue, message in self.sends:
+            by_queue.setdefault(queue, []).append(message)
+        for queue, messages in by_queue.items():
+            await broker.enqueue_many(queue, messages)
 
 
-def as_steps(step: Step) -> list[Signature[Any]]:
+def plan_chain(
+    steps: list[Signature[Any] | FanOut[Any]],
+    member: ChordMember | None = None,
+    takes_parent: bool = False,
+) -> ChainPlan:
+    """Build a chain's messages from the last step to the first, each carrying the next.
+
+    ``member``: the chain is a member of a chord, which counts its last step.
+    ``takes_parent``: its first step receives the value of a step before it.
+    """
+    plan = ChainPlan()
+    link: ChainLink | None = None
+    built: list[tuple[str, OutgoingMessage] | None] = [None] * len(steps)
+    last = len(steps) - 1
+    for i in range(last, -1, -1):
+        step = steps[i]
+        later = i > 0 or takes_parent  # sent by a worker once the step before it ended
+        if isinstance(step, FanOut):
+            link = _plan_group(plan, steps, built, i, later)
+            continue
+        if later and step.opts.task_id is not None:
+            # A later step is enqueued only if its id has no record yet: an old
+            # record under a chosen id would silently stand in for the step.
+            raise EnqueueError(
+                f"step {i + 1} of the chain ({step.task.name}) has a fixed task_id: "
+                "only a chain's first step can choose its id"
+            )
+        queue, message = step.task.build_message(
+            step.args,
+            step.kwargs,
+            step.opts,
+            task_id=step.opts.task_id or os.urandom(16).hex(),
+            then=link,
+            takes_parent=later and not step.immutable,
+            member=member if i == last else None,
+        )
+        built[i] = (queue, message)
+        plan.handles.append((message.task_id, queue, step.task))
+        # A later step's delay counts from when the step before it finished.
+        opts = step.opts
+        eta = None if opts.eta is None else opts.eta.timestamp()
+        link = ChainLink(queue, message.payload, step.immutable, opts.delay or 0.0, eta)
+        if i == 0 and not later:
+            plan.sends.append((queue, message))
+    plan.handles.reverse()
+    plan.first_link = link
+    return plan
+
+
+def _plan_group(
+    plan: ChainPlan,
+    steps: list[Signature[Any] | FanOut[Any]],
+    built: list[tuple[str, OutgoingMessage] | None],
+    i: int,
+    later: bool,
+) -> ChainLink:
+    """A group at ``steps[i]``: a chord whose callback is the step after it."""
+    group = steps[i]
+    assert isinstance(group, FanOut)
+    if i + 1 == len(steps):
+        raise EnqueueError(
+            f"step {i + 1} of the chain is a group with no step after it: a group inside "
+            "a chain needs a step that receives the list of its values (a chord), "
+            "e.g. chain(a.s(), group(...), collect.s())"
+        )
+    after = steps[i + 1]
+    if isinstance(after, FanOut):
+        raise EnqueueError(
+            f"steps {i + 1} and {i + 2} of the chain are groups: put a step that "
+            "receives the first group's values between them"
+        )
+    if isinstance(after, Signature) and after.immutable:
+        raise EnqueueError(
+            f"step {i + 2} of the chain follows a group: it receives the list of the "
+            "group's values, so it can't be immutable (.si)"
+        )
+    if not group.signatures:
+        raise EnqueueError(f"step {i + 1} of the chain is an empty group")
+    callback = built[i + 1]
+    assert callback is not None
+    callback_queue, callback_message = callback
+    chord_id = os.urandom(16).hex()
+    plan.chords.append((callback_queue, chord_id, len(group.signatures), callback_message))
+    links: list[ChainLink] = []
+    for index, signature in enumerate(group.signatures):
+        member = ChordMember(callback_queue, chord_id, index)
+        sub = plan_chain(as_steps(signature), member, later)
+        plan.chords.extend(sub.chords)
+        if later:
+            sub_link = sub.first_link
+            assert sub_link is not None
+            links.append(sub_link)
+        else:
+            plan.sends.extend(sub.sends)
+    return ChainLink(callback_queue, b"", False, members=links)
+
+
+def as_steps(step: Step) -> list[Signature[Any] | FanOut[Any]]:
     if isinstance(step, Chain):
         return list(step.steps)
-    if isinstance(step, Signature):
+    if isinstance(step, Signature | FanOut):
         return [step]
     make = getattr(step, "s", None)
     if callable(make):
@@ -201,55 +350,50 @@ def as_steps(step: Step) -> list[Signature[Any]]:
         signature = make()
         if isinstance(signature, Signature):
             return [signature]
-    raise EnqueueError(f"a workflow step must be task.s(...), task.si(...) or a task, got {step!r}")
+    raise EnqueueError(
+        f"a workflow step must be task.s(...), task.si(...), a task or a group, got {step!r}"
+    )
 
 
 @overload
-def chain(s1: Signature[R1], /) -> Chain[R1]: ...
+def chain(s1: Produces[R1], /) -> Chain[R1]: ...
 @overload
-def chain(s1: Signature[R1], s2: ValueTask[R1, R2] | Signature[R2], /) -> Chain[R2]: ...
+def chain(s1: Produces[R1], s2: ValueTask[R1, R2] | Produces[R2], /) -> Chain[R2]: ...
 @overload
 def chain(
-    s1: Signature[R1],
-    s2: ValueTask[R1, R2] | Signature[R2],
-    s3: ValueTask[R2, R3] | Signature[R3],
+    s1: Produces[R1],
+    s2: ValueTask[R1, R2] | Produces[R2],
+    s3: ValueTask[R2, R3] | Produces[R3],
     /,
 ) -> Chain[R3]: ...
 @overload
 def chain(
-    s1: Signature[R1],
-    s2: ValueTask[R1, R2] | Signature[R2],
-    s3: ValueTask[R2, R3] | Signature[R3],
-    s4: ValueTask[R3, R4] | Signature[R4],
+    s1: Produces[R1],
+    s2: ValueTask[R1, R2] | Produces[R2],
+    s3: ValueTask[R2, R3] | Produces[R3],
+    s4: ValueTask[R3, R4] | Produces[R4],
     /,
 ) -> Chain[R4]: ...
 @overload
 def chain(
-    s1: Signature[R1],
-    s2: ValueTask[R1, R2] | Signature[R2],
-    s3: ValueTask[R2, R3] | Signature[R3],
-    s4: ValueTask[R3, R4] | Signature[R4],
-    s5: ValueTask[R4, R5] | Signature[R5],
+    s1: Produces[R1],
+    s2: ValueTask[R1, R2] | Produces[R2],
+    s3: ValueTask[R2, R3] | Produces[R3],
+    s4: ValueTask[R3, R4] | Produces[R4],
+    s5: ValueTask[R4, R5] | Produces[R5],
     /,
 ) -> Chain[R5]: ...
 @overload
 def chain(
-    s1: Signature[Any], s2: Any, s3: Any, s4: Any, s5: Any, s6: Any, /, *more: Any
+    s1: Produces[Any], s2: Any, s3: Any, s4: Any, s5: Any, s6: Any, /, *more: Any
 ) -> Chain[Any]: ...
 def chain(*steps: Any) -> Chain[Any]:
     """Steps run one after another, each value the next step's first argument.
 
     A step is ``task.s(...)`` (its arguments after the parent's value),
-    ``task.si(...)`` (ignores the parent's value) or a task itself (takes the
-    parent's value alone). Past five steps the type checker sees ``Chain[Any]``.
+    ``task.si(...)`` (ignores the parent's value), a task itself (takes the
+    parent's value alone) or a group (each member takes the parent's value; the
+    step after the group takes the list of their values: a chord). Past five
+    steps the type checker sees ``Chain[Any]``.
     """
     return Chain([signature for step in steps for signature in as_steps(step)])
-
-
-def refuse_in_eager_mode(what: str, eager: int) -> None:
-    """Chains and chords are handed on by workers: eager mode does not run them."""
-    if eager:
-        raise ConfigError(
-            f"{what} can't run in eager mode: its steps are handed on by workers. "
-            "Test workflows with the Redis-backed fixtures (aqueue_worker.run_until_idle())"
-        )

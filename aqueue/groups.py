@@ -17,11 +17,20 @@ import os
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from typing import Any, Generic, Literal, TypeVar, overload
 
-from .canvas import Chain, Signature, StepTask, ValueTask, as_steps, refuse_in_eager_mode
+from .canvas import (
+    Chain,
+    ChainPlan,
+    FanOut,
+    Signature,
+    StepTask,
+    ValueTask,
+    as_steps,
+    plan_chain,
+)
 from .core.errors import EnqueueError, TaskFailed
 from .core.protocol import ChordMember, OutgoingMessage
 from .core.status import TaskStatus
-from .inline import run_eagerly
+from .inline import refuse_in_eager_mode, run_eagerly
 from .result import AsyncResult
 
 __all__ = ["Chord", "Group", "GroupResult", "chord", "group"]
@@ -32,18 +41,24 @@ R2 = TypeVar("R2")
 R_co = TypeVar("R_co", covariant=True)
 
 
-class Group(Generic[R_co]):
-    """Calls run side by side: ``await group(...).enqueue()`` is a :class:`GroupResult`."""
+class Group(FanOut[R_co]):
+    """Calls run side by side: ``await group(...).enqueue()`` is a :class:`GroupResult`.
 
-    __slots__ = ("signatures",)
+    A member may be a chain (its last step's value is the member's value).
+    Inside a chain, a group is followed by the step that receives the list of
+    its values: ``chain(a.s(), group(b.s(), c.s()), d.s())`` (a chord).
+    """
+
+    __slots__ = ()
 
     def __init__(self, signatures: list[Signature[R_co]]) -> None:
         for signature in signatures:
-            if not isinstance(signature, Signature) or isinstance(signature, Chain):
+            if not isinstance(signature, Signature):
                 raise EnqueueError(
-                    f"a group's members must be task.s(...) or task.si(...), got {signature!r}"
+                    "a group's members must be task.s(...), task.si(...) or chains, "
+                    f"got {signature!r}"
                 )
-        self.signatures = signatures
+        super().__init__(signatures)
 
     def __len__(self) -> int:
         return len(self.signatures)
@@ -62,10 +77,17 @@ class Group(Generic[R_co]):
     async def _send(self, chord: tuple[str, str] | None) -> GroupResult[R_co]:
         """Send every member; ``chord`` is (callback queue, chord id) when one counts them."""
         by_queue: dict[str, list[OutgoingMessage]] = {}
-        order: list[tuple[str, int, StepTask]] = []
+        # Per member: where its message sits in its queue's batch, or its chain's plan.
+        order: list[tuple[str, int, StepTask] | ChainPlan] = []
         for index, signature in enumerate(self.signatures):
             task = signature.task
             member = None if chord is None else ChordMember(chord[0], chord[1], index)
+            if isinstance(signature, Chain):
+                plan = plan_chain(signature.steps, member)
+                for queue, message in plan.sends:
+                    by_queue.setdefault(queue, []).append(message)
+                order.append(plan)
+                continue
             queue, message = task.build_message(
                 signature.args, signature.kwargs, signature.opts, member=member
             )
@@ -74,25 +96,56 @@ class Group(Generic[R_co]):
             batch.append(message)
         if not order:
             return GroupResult([])
-        client = order[0][2].client
+        client = self.signatures[0].task.client
         if client.eager:
             # Members are independent: each runs inline, in order (never a chord's).
+            singles = [placed for placed in order if not isinstance(placed, ChainPlan)]
+            if len(singles) < len(order):
+                refuse_in_eager_mode("a chain inside a group", True)
             return GroupResult(
-                [await run_eagerly(task, queue, by_queue[queue][i]) for queue, i, task in order]
+                [await run_eagerly(task, queue, by_queue[queue][i]) for queue, i, task in singles]
             )
         broker = client.broker
+        for placed in order:
+            if isinstance(placed, ChainPlan):
+                for queue, chord_id, size, callback in placed.chords:
+                    await broker.create_chord(queue, chord_id, size, False, callback)
         ids = {queue: await broker.enqueue_many(queue, msgs) for queue, msgs in by_queue.items()}
-        return GroupResult(
-            [
-                AsyncResult(client, ids[queue][i], queue, task.result_decoder)
-                for queue, i, task in order
-            ]
+        results: list[AsyncResult[Any]] = []
+        for placed in order:
+            if isinstance(placed, ChainPlan):
+                results.append(placed.last_result(client))
+            else:
+                queue, i, task = placed
+                results.append(AsyncResult(client, ids[queue][i], queue, task.result_decoder))
+        return GroupResult(results)
+
+
+@overload
+def group(signatures: Iterable[Signature[R]], /) -> Group[R]: ...
+@overload
+def group(*signatures: Signature[R] | ValueTask[Any, R]) -> Group[R]: ...
+def group(*signatures: Any) -> Group[Any]:
+    """Calls run side by side: ``group(add.s(i, i) for i in range(100))`` or
+    ``group(add.s(1, 1), add.s(2, 2))``. Inside a chain a member may be a task
+    itself (``group(double, square)``): it takes the value before the group alone."""
+    if len(signatures) == 1 and not isinstance(signatures[0], Signature | FanOut):
+        first = signatures[0]
+        if not callable(getattr(first, "s", None)):
+            signatures = tuple(first)
+    return Group([_member(signature) for signature in signatures])
+
+
+def _member(step: Any) -> Signature[Any]:
+    """A group member: a signature or chain as is, a task as ``task.s()``."""
+    if isinstance(step, Signature):
+        return step
+    made = as_steps(step) if callable(getattr(step, "s", None)) else [step]
+    if len(made) != 1 or not isinstance(made[0], Signature):
+        raise EnqueueError(
+            f"a group's members must be task.s(...), task.si(...), tasks or chains, got {step!r}"
         )
-
-
-def group(signatures: Iterable[Signature[R]], /) -> Group[R]:
-    """Calls run side by side: ``group(add.s(i, i) for i in range(100))``."""
-    return Group(list(signatures))
+    return made[0]
 
 
 class GroupResult(Generic[R_co]):
@@ -265,8 +318,9 @@ def chord(members: Any, callback: Any, /, *, allow_failures: bool = False) -> Ch
     """
     if not isinstance(members, Group):
         members = Group(list(members))
-    return Chord(
-        members,
-        as_steps(callback)[0] if not isinstance(callback, Signature) else callback,
-        allow_failures,
-    )
+    if not isinstance(callback, Signature):
+        step = as_steps(callback)[0]
+        if not isinstance(step, Signature):
+            raise EnqueueError(f"a chord's callback must be task.s(...) or a task, got {step!r}")
+        callback = step
+    return Chord(members, callback, allow_failures)

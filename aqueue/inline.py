@@ -23,6 +23,7 @@ __all__ = [
     "EagerMode",
     "InlineRunner",
     "install_inline_runner",
+    "refuse_in_eager_mode",
     "run_eagerly",
     "run_eagerly_sync",
 ]
@@ -91,3 +92,12 @@ def run_eagerly_sync(task: Any, queue: str, message: OutgoingMessage) -> Finishe
         ) as thread:
             record = thread.submit(asyncio.run, runner(task, queue, message)).result()
     return FinishedSyncResult(message.task_id, queue, task.result_decoder, record)
+
+
+def refuse_in_eager_mode(what: str, eager: int) -> None:
+    """Chains and chords are handed on by workers: eager mode does not run them."""
+    if eager:
+        raise ConfigError(
+            f"{what} can't run in eager mode: its steps are handed on by workers. "
+            "Test workflows with the Redis-backed fixtures (aqueue_worker.run_until_idle())"
+        )

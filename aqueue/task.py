@@ -267,9 +267,9 @@ class Task(_Enqueuer[P, R]):
         self.config = config
         self.spec = ArgSpec(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
-        #: An ``async def`` that yields: its chunks stream to readers, its value is
-        #: the list of them.
-        self.is_stream = inspect.isasyncgenfunction(fn)
+        #: An ``async def`` or a ``def`` that yields: its chunks stream to readers,
+        #: its value is the list of them (a ``def`` generator runs in a thread).
+        self.is_stream = inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn)
         self._task = self
         self._opts = EnqueueOptions()
         self._result_decoder: msgspec.msgpack.Decoder[Any] | None = None
@@ -301,7 +301,7 @@ class Task(_Enqueuer[P, R]):
             rtype = self.spec.return_type()
             if rtype is type(None):
                 rtype = Any
-            if self.is_stream:  # AsyncIterator[T] -> list[T]
+            if self.is_stream:  # AsyncIterator[T] / Iterator[T] -> list[T]
                 item = (typing.get_args(rtype) or (Any,))[0]
                 rtype = list[item]  # type: ignore[valid-type]
             self._result_decoder = msgspec.msgpack.Decoder(rtype)

@@ -16,7 +16,8 @@ Starts a private redis-server on a free port and measures, in one process:
   the chord's bookkeeping costs per member;
 * chunk latency: a streaming task yields ``--chunks`` timestamps, 2 ms apart,
   to a reader in the same process (worker in-process too): p50 / p99 ms from
-  ``yield`` to the reader's loop body.
+  ``yield`` to the reader's loop body; once for an ``async def`` generator and
+  once for a ``def`` generator running in the worker's thread.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import redis
@@ -120,8 +121,9 @@ async def drained(url: str, m: int) -> dict[str, dict[str, float]]:
     return out
 
 
-async def chunk_latency(url: str, chunks: int) -> dict[str, float]:
-    """Milliseconds from a streaming task's ``yield`` to the reader's loop body."""
+async def chunk_latency(url: str, chunks: int, in_thread: bool = False) -> dict[str, float]:
+    """Milliseconds from a streaming task's ``yield`` to the reader's loop body
+    (``in_thread``: a ``def`` generator in the worker's thread)."""
     app = aqueue.App(url, prefix="wfstream")
 
     @app.task
@@ -130,11 +132,17 @@ async def chunk_latency(url: str, chunks: int) -> dict[str, float]:
             await asyncio.sleep(0.002)  # a producer slower than Redis: readers wait
             yield time.time()
 
+    @app.task
+    def thread_ticks(n: int) -> Iterator[float]:
+        for _ in range(n):
+            time.sleep(0.002)
+            yield time.time()
+
     latencies: list[float] = []
     async with app:
         worker = aqueue.Worker(app, concurrency=10, beat=False)
         running = asyncio.create_task(worker.run())
-        r = await ticks.enqueue(chunks)
+        r = await (thread_ticks if in_thread else ticks).enqueue(chunks)
         async for sent in r.stream():
             latencies.append((time.time() - sent) * 1000)
         worker.stop()
@@ -190,6 +198,7 @@ def main() -> int:
                 "m": args.m,
                 "drained": runner(drained(url, args.m)),
                 "chunk_latency": runner(chunk_latency(url, args.chunks)),
+                "chunk_latency_def_generator": runner(chunk_latency(url, args.chunks, True)),
             }
             print(json.dumps(figures, indent=2))
         finally:

@@ -1,4 +1,5 @@
-"""aiohttp.web + aqueue: endpoints enqueue work and return task ids; a status endpoint awaits.
+"""aiohttp.web + aqueue: endpoints enqueue work and return task ids; a status endpoint
+awaits; an events endpoint relays a streaming task's chunks as server-sent events.
 
 Run it (Redis at AQUEUE_REDIS_URL, default redis://localhost:6379/0)::
 
@@ -7,6 +8,8 @@ Run it (Redis at AQUEUE_REDIS_URL, default redis://localhost:6379/0)::
     python aiohttp_app.py            # serves on port 8080 (or $PORT)
     curl -X POST localhost:8080/words -d 'a b c'
     curl 'localhost:8080/tasks/<task_id>?wait=5'
+    curl -X POST localhost:8080/tokens -d 'a b c'
+    curl -N localhost:8080/tasks/<task_id>/events   # or new EventSource(url) in a browser
 
 Run as a script, this module is ``__main__``; aqueue names its tasks after
 the import name the worker uses (``aiohttp_app.count_words``), so both sides
@@ -16,7 +19,9 @@ agree.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -30,6 +35,14 @@ queue = aqueue.App()  # AQUEUE_REDIS_URL, AQUEUE_PREFIX, ... from the environmen
 async def count_words(text: str) -> int:
     await asyncio.sleep(0.01)  # stands in for slow I/O
     return len(text.split())
+
+
+@queue.task
+async def tokens(text: str) -> AsyncIterator[str]:
+    """A streaming task: each word is a chunk (an LLM's tokens, a crawl's rows...)."""
+    for word in text.split():
+        await asyncio.sleep(0.01)  # stands in for the time each chunk takes
+        yield word
 
 
 routes = web.RouteTableDef()
@@ -60,6 +73,39 @@ async def task_status(request: web.Request) -> web.Response:
     if info.status is aqueue.TaskStatus.UNKNOWN:
         raise web.HTTPNotFound(text=f"no task {task_id}")
     return web.json_response({"task_id": task_id, "status": info.status.value})
+
+
+@routes.post("/tokens")
+async def start_tokens(request: web.Request) -> web.Response:
+    handle = await tokens.enqueue(await request.text())
+    return web.json_response({"task_id": handle.id})
+
+
+@routes.get("/tasks/{task_id}/events")
+async def task_events(request: web.Request) -> web.StreamResponse:
+    """A streaming task's chunks as server-sent events, then how it ended.
+
+    Each event's id is the chunk's position: a browser's ``EventSource`` that
+    reconnects sends it back as ``Last-Event-ID`` and the relay resumes after
+    it, so the page misses no chunk and sees none twice.
+    """
+    response = web.StreamResponse(
+        headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+    )
+    await response.prepare(request)
+    handle = queue.result(request.match_info["task_id"])
+    chunks = handle.stream(after=request.headers.get("last-event-id"))
+    async for chunk in chunks:
+        await response.write(f"id: {chunks.position}\ndata: {json.dumps(chunk)}\n\n".encode())
+    try:
+        await handle.get(timeout=30)
+    except aqueue.TaskFailed as exc:
+        failure = json.dumps(f"{exc.exc_type}: {exc.message}")
+        await response.write(f"event: failed\ndata: {failure}\n\n".encode())
+    else:
+        await response.write(b"event: done\ndata: {}\n\n")
+    await response.write_eof()
+    return response
 
 
 def make_app() -> web.Application:

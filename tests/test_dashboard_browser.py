@@ -34,6 +34,7 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         allow_module_level=True,
     )
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -127,7 +128,11 @@ def figure(driver: Any, name: str) -> int:
 
 
 def until(driver: Any, condition: Any, timeout: float = 30) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    """Wait for a condition; the pushed figures replace elements while it is read."""
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return wait.until(condition)
 
 
 def confirm(driver: Any, link_text: str) -> None:

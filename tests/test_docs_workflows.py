@@ -10,4 +10,4 @@ from .docs_support import run_doc_examples
 async def test_workflows_doc_examples_run(
     redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await run_doc_examples("workflows.md", redis_url, prefix, monkeypatch, at_least=5)
+    await run_doc_examples("workflows.md", redis_url, prefix, monkeypatch, at_least=9)

@@ -309,7 +309,9 @@ class Broker:
         keys = self.keys(queue)
         try:
             flat = await self._script(
-                "fetch", (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, count]
+                "fetch",
+                (keys.stream, keys.outbox),
+                [keys.task_prefix, CONSUMER_GROUP, consumer, count],
             )
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -327,7 +329,7 @@ class Broker:
         keys = self.keys(queue)
         rows = _rows.encode([(d.entry_id, d.task_id) for d in deliveries])
         attempts = await self._script(
-            "start", (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, rows]
+            "start", (keys.stream, keys.outbox), [keys.task_prefix, CONSUMER_GROUP, consumer, rows]
         )
         for d, attempt in zip(deliveries, attempts, strict=True):
             d.attempt = int(attempt)
@@ -445,7 +447,7 @@ class Broker:
         keys = self.keys(queue)
         state = await self._script(
             "abort",
-            (keys.delayed, keys.delayed_payloads),
+            (keys.delayed, keys.delayed_payloads, keys.outbox),
             [
                 keys.task_prefix,
                 task_id,
@@ -491,7 +493,7 @@ class Broker:
         keys = self.keys(queue)
         from_stream, from_delayed = await self._script(
             "purge",
-            (keys.stream, keys.delayed, keys.delayed_payloads),
+            (keys.stream, keys.delayed, keys.delayed_payloads, keys.outbox),
             [
                 keys.task_prefix,
                 CONSUMER_GROUP,

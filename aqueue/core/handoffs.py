@@ -21,10 +21,13 @@ __all__ = [
     "FAILED_MEMBER_EXT",
     "HANDOFF_ABORT",
     "HANDOFF_CHORD",
+    "HANDOFF_DELAYED",
     "HANDOFF_ENQUEUE",
     "HANDOFF_FAIL",
     "Handoff",
+    "decode_delayed",
     "decode_handoffs",
+    "encode_delayed",
     "encode_handoffs",
     "encode_member_failure",
     "ext_hook",
@@ -47,10 +50,26 @@ HANDOFF_CHORD = 2
 #: its record says aborted, so forwarding it later leaves it alone.
 HANDOFF_ABORT = 3
 
+#: A chain step with a delay or ETA: ``(queue, task id, task name, timing + message, 4)``;
+#: it goes into the queue's delayed set when forwarded (see :func:`encode_delayed`).
+HANDOFF_DELAYED = 4
+
 #: msgpack extension code of a failed chord member passed to the callback.
 FAILED_MEMBER_EXT = 17
 
 _handoffs_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, str, bytes, int]])
+
+
+def encode_delayed(delay_ms: int, eta_ms: int, payload: bytes) -> bytes:
+    """The body of a ``HANDOFF_DELAYED`` row: the delay counted from when it is
+    forwarded, the ETA (epoch ms, 0: none), each 8 big-endian bytes, then the message."""
+    return delay_ms.to_bytes(8, "big", signed=True) + eta_ms.to_bytes(8, "big") + payload
+
+
+def decode_delayed(body: bytes) -> tuple[int, int, bytes]:
+    """(delay ms, ETA epoch ms or 0, message) of a ``HANDOFF_DELAYED`` row's body."""
+    delay_ms = int.from_bytes(body[:8], "big", signed=True)
+    return delay_ms, int.from_bytes(body[8:16], "big"), body[16:]
 
 
 def encode_handoffs(rows: list[Handoff]) -> bytes:

@@ -59,7 +59,7 @@ _SIGNATURE_LEN = 32
 _MARK_HEAD = SIGNATURE_MARK[:1]
 
 
-class ChainLink(msgspec.Struct, array_like=True, frozen=True):
+class ChainLink(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
     """The next step of a chain, carried by the step before it (workflows)."""
 
     queue: str
@@ -67,6 +67,13 @@ class ChainLink(msgspec.Struct, array_like=True, frozen=True):
     """The next step's sealed message; its own ``then`` holds the steps after it."""
     immutable: bool = False
     """True: the step ignores its parent's value (``task.si``)."""
+    delay: float = 0.0
+    """Seconds the step waits once the step before it has finished (``delay=``)."""
+    eta: float | None = None
+    """Epoch seconds before which the step does not start (``eta=``)."""
+    members: list[ChainLink] | None = None
+    """A group inside a chain: the members' links (each counted by the chord whose
+    callback is the step after the group); ``queue`` and ``payload`` are unused."""
 
 
 class ChordMember(msgspec.Struct, array_like=True, frozen=True):

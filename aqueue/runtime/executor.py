@@ -39,14 +39,13 @@ from ..core.protocol import (
 )
 from ..core.status import TaskStatus
 from ..task import Task
+from .streaming import ChunkSink, StreamCall, relay_chunks
 from .threads import TaskThreads
 
 __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 
 #: How a running task's ``ctx.progress(value, message)`` reaches Redis.
 ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
-#: How a streaming task's chunk reaches Redis: (queue, task id, attempt, n from 1, chunk).
-ChunkSink = Callable[[str, str, int, int, bytes], Coroutine[Any, Any, None]]
 
 _TRACEBACK_LIMIT = 16_000
 #: The longest retry delay a task may ask for (a year): more can't be scheduled.
@@ -281,24 +280,23 @@ class Executor:
 
     async def _stream(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
         """Run a streaming task: each chunk is stored as it comes; the value is all of them."""
-        env, emit = job.envelope, self.emit
-        chunks: list[Any] = []
-
-        async def relay() -> None:
-            async for chunk in job.task.fn(*args, **kwargs):
-                chunks.append(chunk)
-                if emit is not None:
-                    await emit(env.queue, env.id, job.attempt, len(chunks), encode_value(chunk))
-
-        scope = asyncio.timeout(env.timeout)
+        scope = asyncio.timeout(job.envelope.timeout)
         try:
             async with scope:
-                await relay()
+                call = StreamCall(
+                    job.task.fn,
+                    args,
+                    kwargs,
+                    job.envelope.queue,
+                    job.envelope.id,
+                    job.attempt,
+                    job.delivery.entry_id,
+                )
+                return await relay_chunks(call, self.emit, self.threads)
         except TimeoutError:
             if scope.expired():
                 raise _TimedOut from None
             raise
-        return chunks
 
     async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.envelope.timeout

@@ -23,6 +23,7 @@ from .executor import Executor
 from .finishing import Finisher, log_refused
 from .running import Inflight, Runner
 from .slots import Backoff, Capacity, WorkerStats
+from .workflow import refused_follow_ups
 
 __all__ = ["BLOCK_MS", "Fetcher"]
 
@@ -157,6 +158,9 @@ class Fetcher:
             prepared = self.executor.prepare(delivery, now)
             if isinstance(prepared, FinishItem):
                 log_refused(prepared, queue, delivery.entry_id)
+                # workflows: a refused or expired step still ends its chain / chord
+                codec = self.executor.codec
+                prepared.follow = refused_follow_ups(delivery.payload, prepared, codec)
                 self.finisher.submit(queue, prepared, None)
             else:
                 self.runner.admit(prepared, first)

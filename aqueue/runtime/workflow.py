@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -30,10 +31,13 @@ from .._redis.connection import RETRYABLE
 from ..core.handoffs import (
     FAILED_MEMBER_EXT,
     HANDOFF_CHORD,
+    HANDOFF_DELAYED,
     HANDOFF_ENQUEUE,
     HANDOFF_FAIL,
     Handoff,
+    decode_delayed,
     decode_handoffs,
+    encode_delayed,
     encode_handoffs,
     encode_member_failure,
 )
@@ -44,12 +48,15 @@ from ..core.protocol import (
     ErrorInfo,
     FinishItem,
     MessageError,
+    OutgoingMessage,
+    decode_envelope,
     decode_error,
     encode_error,
+    verify,
 )
 from ..core.status import TaskStatus
 
-__all__ = ["Forwarder", "follow_ups"]
+__all__ = ["Forwarder", "follow_ups", "refused_follow_ups"]
 
 logger = logging.getLogger("aqueue.worker")
 
@@ -78,7 +85,7 @@ def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -
     if link is None:
         return encode_handoffs(rows) if rows else b""
     if item.state is TaskStatus.SUCCEEDED:
-        rows.append(_next_step(link, item.result, codec, now))
+        _next_steps(link, item.result, codec, now, rows)
         return encode_handoffs(rows)
     failure = decode_error(item.error)
     error = encode_error(
@@ -89,11 +96,79 @@ def follow_ups(envelope: Envelope, item: FinishItem, codec: Codec, now: float) -
             failure.traceback,
         )
     )
-    while link is not None:
-        step = codec.unpack(link.payload)
-        rows.append((link.queue, step.id, step.task, error, HANDOFF_FAIL))
-        link = step.then
+    _fail_from(link, error, rows)
     return encode_handoffs(rows)
+
+
+def _fail_from(link: ChainLink | None, error: bytes, rows: list[Handoff]) -> None:
+    """Rows that fail the step of ``link`` and every step after it, never having run.
+
+    A group's members fail, each counted by its chord, whose callback (the step
+    after the group) then fails with every member listed, and the steps after
+    it with it (see :meth:`Forwarder.fire`).
+    """
+    while link is not None:
+        if link.members is not None:
+            for member_link in link.members:
+                _fail_from(member_link, error, rows)
+            return
+        # Read unverified: only failures come of it, never a message to run.
+        step = decode_envelope(verify(link.payload, None))
+        rows.append((link.queue, step.id, step.task, error, HANDOFF_FAIL))
+        if step.member is not None:  # its chord counts it
+            failed = encode_member_failure(step.id, TaskStatus.FAILED.value, error)
+            rows.append(
+                (
+                    step.member.queue,
+                    step.member.chord,
+                    str(step.member.index),
+                    b"f" + failed,
+                    HANDOFF_CHORD,
+                )
+            )
+        link = step.then
+
+
+def refused_follow_ups(payload: bytes, item: FinishItem, codec: Codec) -> bytes:
+    """The hand-off rows of a message that ended without running (b"": none).
+
+    Refused (unknown task, bad arguments, expired), aborted or purged while it
+    waited: a workflow step among them must still end its chain or count in
+    its chord. A message whose signature does not verify is read unverified:
+    ending a workflow early is all that can come of it, since a step that never
+    ran hands on failures only, never a message to run.
+    """
+    if not item.state.is_final or item.state is TaskStatus.SUCCEEDED:
+        return b""
+    try:
+        envelope = codec.unpack(payload)
+    except MessageError as exc:
+        if exc.reason != "bad_signature":
+            return b""  # garbage never belonged to a workflow
+        try:
+            envelope = decode_envelope(verify(payload, None))
+        except MessageError:
+            return b""
+    if envelope.then is None and envelope.member is None:
+        return b""
+    if not item.task_id:
+        item = dataclasses.replace(item, task_id=envelope.id)
+    try:
+        return follow_ups(envelope, item, codec, time.time())
+    except MessageError:
+        return b""  # a later step's message is not one: nothing can be handed on
+
+
+def _next_steps(
+    link: ChainLink, value: bytes, codec: Codec, now: float, rows: list[Handoff]
+) -> None:
+    """The next step with ``value``; for a group inside the chain, every member's
+    first step (a member that is a chain beginning with a group: its members')."""
+    if link.members is None:
+        rows.append(_next_step(link, value, codec, now))
+        return
+    for member in link.members:
+        _next_steps(member, value, codec, now, rows)
 
 
 def _next_step(link: ChainLink, value: bytes, codec: Codec, now: float) -> Handoff:
@@ -104,6 +179,12 @@ def _next_step(link: ChainLink, value: bytes, codec: Codec, now: float) -> Hando
         args = [msgspec.Raw(value), *_raw_args.decode(step.args)]
         changes["args"] = msgspec.Raw(_encode(args))
     step = msgspec.structs.replace(step, **changes)
+    if link.delay > 0 or link.eta is not None:
+        # The delay counts from when the step is forwarded: at least that long
+        # after the step before it finished.
+        eta_ms = 0 if link.eta is None else int(link.eta * 1000)
+        body = encode_delayed(int(link.delay * 1000), eta_ms, codec.pack(step))
+        return (link.queue, step.id, step.task, body, HANDOFF_DELAYED)
     return (link.queue, step.id, step.task, codec.pack(step), HANDOFF_ENQUEUE)
 
 
@@ -149,6 +230,8 @@ class Forwarder:
             for _entry_id, fields in entries:
                 if b"dead" in fields:
                     rows = [self._dead_letter_handoff(fields[b"dead"], fields.get(b"deliveries"))]
+                elif b"ended" in fields:
+                    rows = [self._ended_handoff(fields)]
                 else:
                     rows = list(fields.values())
                 for encoded in rows:
@@ -156,6 +239,13 @@ class Forwarder:
                         for row in decode_handoffs(encoded):
                             by_queue.setdefault(row[0], []).append(row)
             for target, handoffs in by_queue.items():
+                delayed = [row for row in handoffs if row[4] == HANDOFF_DELAYED]
+                if delayed:
+                    await self._schedule(broker, target, delayed)
+                    handoffs = [row for row in handoffs if row[4] != HANDOFF_DELAYED]
+                    forwarded += len(delayed)
+                if not handoffs:
+                    continue
                 _enqueued, complete = await broker.forward(target, handoffs)
                 forwarded += len(handoffs)
                 for chord_id in complete:
@@ -163,6 +253,19 @@ class Forwarder:
             # Dropped only now: a forwarder that stops before this is repeated by
             # the next one, and forward.lua / chord.lua ignore what was done.
             await broker.drop_handoffs(queue, [entry_id for entry_id, _ in entries])
+
+    @staticmethod
+    async def _schedule(broker: Broker, queue: str, rows: list[Handoff]) -> None:
+        """Chain steps with a delay or ETA go to the queue's delayed set. A step
+        forwarded before has a record by then and is left alone (its id was drawn
+        by aqueue, so the enqueue script takes any record as "already sent")."""
+        now_ms = int(time.time() * 1000)
+        messages = []
+        for _queue, task_id, name, body, _kind in rows:
+            delay_ms, eta_ms, payload = decode_delayed(body)
+            delay_ms = max(delay_ms, eta_ms - now_ms, 0)
+            messages.append(OutgoingMessage(task_id, name, payload, delay_ms=delay_ms))
+        await broker.enqueue_many(queue, messages)
 
     def _dead_letter_handoff(self, payload: bytes, deliveries: bytes | None) -> bytes:
         """The hand-off of a step the reclaimer dead-lettered (b"": not a workflow step)."""
@@ -181,6 +284,39 @@ class Forwarder:
         item = FinishItem("", envelope.id, TaskStatus.DEAD, error=encode_error(error))
         return follow_ups(envelope, item, self.codec, time.time())
 
+    def _ended_handoff(self, fields: dict[bytes, bytes]) -> bytes:
+        """The hand-off of a step that ended without running (aborted or purged while
+        it waited): the scripts that ended it left its message and error here."""
+        state = TaskStatus(fields[b"ended"].decode())
+        error = fields.get(b"error") or encode_error(ErrorInfo("TaskAborted", "aborted"))
+        item = FinishItem("", "", state, error=error)
+        return refused_follow_ups(fields.get(b"m", b""), item, self.codec)
+
+    async def _fail_after_callback(self, callback: bytes, task_id: str, error: bytes) -> None:
+        """A chord's callback fails unrun: so do the chain steps after it (a group
+        inside a chain). Done before the chord is marked fired, so a forwarder that
+        stops in between does both again (each is idempotent)."""
+        envelope = decode_envelope(verify(callback, None))
+        member = envelope.member
+        if envelope.then is None and member is None:
+            return
+        rows: list[Handoff] = []
+        later = _callback_failure(task_id, error)
+        if member is not None:  # the chord is itself a member of a chord
+            failed = encode_member_failure(task_id, TaskStatus.FAILED.value, error)
+            rows.append(
+                (member.queue, member.chord, str(member.index), b"f" + failed, HANDOFF_CHORD)
+            )
+        _fail_from(envelope.then, later, rows)
+        by_queue: dict[str, list[Handoff]] = {}
+        for row in rows:
+            by_queue.setdefault(row[0], []).append(row)
+        broker = self._broker()
+        for target, handoffs in by_queue.items():
+            _enqueued, complete = await broker.forward(target, handoffs)
+            for chord_id in complete:
+                await self.fire(target, chord_id)
+
     async def fire(self, queue: str, chord_id: str) -> bool:
         """Every member of the chord has ended: enqueue its callback (or fail it)."""
         broker = self._broker()
@@ -192,9 +328,9 @@ class Forwarder:
         task_id, name = state[b"cbid"].decode(), state[b"cbname"].decode()
         failures = [(i, o[1:]) for i, o in enumerate(outcomes) if not o.startswith(b"s")]
         if failures and state.get(b"allow") != b"1":
-            return await broker.fire_chord(
-                queue, chord_id, task_id, name, True, _chord_failure(failures, size)
-            )
+            error = _chord_failure(failures, size)
+            await self._fail_after_callback(state[b"cb"], task_id, error)
+            return await broker.fire_chord(queue, chord_id, task_id, name, True, error)
         values = [
             msgspec.Raw(o[1:])
             if o.startswith(b"s")
@@ -207,6 +343,17 @@ class Forwarder:
         return await broker.fire_chord(
             queue, chord_id, task_id, name, False, self.codec.pack(callback)
         )
+
+
+def _callback_failure(task_id: str, error: bytes) -> bytes:
+    """The error of a step after a chord callback that failed."""
+    failure = decode_error(error)
+    return encode_error(
+        ErrorInfo(
+            failure.type,
+            f"an earlier step of the chain (task {task_id}) ended failed: {failure.message}",
+        )
+    )
 
 
 def _chord_failure(failures: list[tuple[int, bytes]], size: int) -> bytes:

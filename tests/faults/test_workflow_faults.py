@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from aqueue import TaskFailed, chain, chord, group
+from aqueue import TaskFailed, TaskStatus, chain, chord, group
 
 from ..conftest import wait_until
 from .conftest import Counts, Workers, producer, report
@@ -102,3 +102,47 @@ async def test_a_step_dead_lettered_by_the_reclaimer_fails_its_chain_and_chord(
         # then it runs again (at least once); it is counted by the chord once.
         assert counts.done(["member"])[0] >= 1
         assert counts.started(["chain-boom", "chord-boom"]) == [2, 2]
+
+
+async def test_steps_that_never_run_end_their_workflows_on_a_worker_process(
+    redis_url: str, prefix: str, workers: Workers, counts: Counts
+) -> None:
+    """Aborted while waiting its delay, refused as an unknown task, refused for
+    bad arguments: each ends its chain or chord with the reason, and nothing
+    after it runs."""
+    workers.start("-c", "5")
+    async with producer(redis_url, prefix) as app:
+        mark, collect = app.tasks["faults.mark"], app.tasks["faults.collect"]
+
+        @app.task(name="faults.ghost")  # the worker has no such task
+        async def ghost(key: str) -> int:
+            raise NotImplementedError
+
+        delayed = await chain(
+            mark.s("a1"), mark.si("a2").options(delay=60), mark.si("a3")
+        ).enqueue()
+        waiting = delayed.parent
+        assert waiting is not None
+
+        async def scheduled() -> bool:
+            assert waiting is not None
+            return await waiting.status() is TaskStatus.SCHEDULED
+
+        await wait_until(scheduled, 30)
+        assert await waiting.abort()
+        with pytest.raises(TaskFailed, match="ended aborted"):
+            await delayed.get(timeout=30)
+
+        refused = await chord(group([mark.s("m1"), ghost.s("m2")]), collect.s("cb")).enqueue()
+        with pytest.raises(TaskFailed, match="1 of 2 chord members failed") as failed:
+            await refused.get(timeout=30)
+        assert "no task named" in failed.value.message
+
+        # mark's first parameter is a key (str): the int before it is refused.
+        mismatched = await chain(mark.s("b1"), mark, mark.si("b3")).enqueue()
+        with pytest.raises(TaskFailed, match="ended dead") as failed:
+            await mismatched.get(timeout=30)
+        assert failed.value.exc_type == "bad_arguments"
+
+    assert counts.started(["a1", "m1", "b1"]) == [1, 1, 1]
+    assert counts.started(["a2", "a3", "cb", "b3"]) == [0, 0, 0, 0]

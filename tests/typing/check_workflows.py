@@ -13,6 +13,7 @@ from aqueue import (
     AsyncResult,
     Chain,
     Chord,
+    Group,
     GroupResult,
     Signature,
     TaskFailed,
@@ -92,3 +93,39 @@ async def use() -> None:
     assert_type(chord(group(spell.s(i) for i in range(3)), with_sep), Chord[str])
     assert_type(await chord(group([add.s(1, 1)]), total).enqueue(), AsyncResult[int])
     chord(group(spell.s(i) for i in range(3)), total)  # type: ignore[misc]
+
+
+@app.task
+async def concat(words: list[str]) -> str:
+    return "".join(words)
+
+
+@app.task
+async def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+async def shapes() -> None:
+    # A group's members as arguments, or as one iterable.
+    assert_type(group(add.s(1, 1), add.s(2, 2)), Group[int])
+    # A group inside a chain: each member takes the value before it (a member
+    # is a task itself, or task.s(...) with arguments after that value), and
+    # the step after the group takes the list of their values (a chord).
+    assert_type(group(half, half), Group[float])
+    assert_type(chain(add.s(1, 2), group(half, half), mean), Chain[float])
+    assert_type(chain(add.s(1, 2), group(spell, spell), concat), Chain[str])
+    assert_type(add.s(1, 2) | group(half, half) | mean, Chain[float])
+    assert_type(group(add.s(1, 1), add.s(2, 2)) | total, Chain[int])
+    assert_type(chain(group(add.s(1, 1), add.s(2, 2)), total), Chain[int])
+    r = await chain(add.s(1, 2), group(half, half), mean).enqueue()
+    assert_type(r, AsyncResult[float])
+    # The step after a group must take a list of the members' type.
+    chain(add.s(1, 2), group(half, half), total)  # type: ignore[misc]
+    group(half, half) | total  # type: ignore[operator]
+    # Where the typing stops: the members' first parameter is not checked
+    # against the value before the group (the worker checks it when it runs).
+    # Here shout (str) gets 3 (int) and is refused by the worker: bad_arguments.
+    assert_type(chain(add.s(1, 2), group(shout, shout), concat), Chain[str])
+    # A chain inside a group: the member's value is its last step's.
+    assert_type(group([chain(add.s(1, 2), spell), spell.s(2)]), Group[str])
+    assert_type(group(chain(add.s(1, 2), spell), spell.s(2)), Group[str])

@@ -14,11 +14,50 @@ local function cut(blob, pos, len)
   return string.sub(blob, pos, pos + len - 1), pos + len
 end
 
+-- The task id and message of a stream entry's field list ('' when missing).
+local function entry_fields(fields)
+  local tid, payload = '', ''
+  for j = 1, #fields, 2 do
+    if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1] end
+  end
+  return tid, payload
+end
+
+-- workflows (issue 12) >>> A workflow step that ends without running (aborted or
+-- purged while it waited) leaves its message in the queue's outbox, so the
+-- forwarder ends its chain or counts it in its chord (aqueue.runtime.workflow).
+-- Only workflow steps: their envelope (a msgpack array, after an optional
+-- signature of 7 + 32 bytes) has 15 or more fields, `then` and `member` being
+-- the last two; any other message has at most 14.
+local function is_workflow_step(payload)
+  local at = 1
+  if string.sub(payload, 1, 7) == '\167aqsig1' then at = 40 end
+  local head = string.byte(payload, at)
+  if not head then return false end
+  return head == 0x9f or head == 0xdc or head == 0xdd  -- 15 fields, or 16 and more
+end
+
+local function step_ended(outbox, payload, state, err)
+  if outbox and payload and is_workflow_step(payload) then
+    redis.call('XADD', outbox, '*', 'ended', state, 'm', payload, 'error', err or '')
+  end
+end
+-- <<< workflows
+
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
-local function mark_started(stream, group, rec, entry, consumer, now)
+-- `outbox` and `payload` (nil: read from the stream) let an aborted workflow
+-- step end its workflow.
+local function mark_started(stream, group, rec, entry, consumer, now, outbox, payload)
   local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
   if seen[1] == 'aborted' then
+    if outbox then
+      if not payload then
+        local e = redis.call('XRANGE', stream, entry, entry)
+        if e[1] then payload = select(2, entry_fields(e[1][2])) end
+      end
+      step_ended(outbox, payload, 'aborted', redis.call('HGET', rec, 'error'))
+    end
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
     -- Aborted while queued: the record was kept for this moment; now it expires.
@@ -71,14 +110,6 @@ local function push_frame(tid, state, body)
     .. struct.pack('>I4', #body) .. body
 end
 
--- The task id and message of a stream entry's field list ('' when missing).
-local function entry_fields(fields)
-  local tid, payload = '', ''
-  for j = 1, #fields, 2 do
-    if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1] end
-  end
-  return tid, payload
-end
 
 -- A task that ended frees its unique key, unless another task holds it by now.
 local function release_unique(rec, tid)

@@ -1,6 +1,6 @@
 -- Abort a task. A waiting task (queued, scheduled, retrying) is marked aborted
 -- and never starts; a running one is flagged and its workers are told.
--- KEYS: delayed, delayed_payloads
+-- KEYS: delayed, delayed_payloads, outbox (workflows)
 -- ARGV: task_prefix, task_id, result_ttl_ms, done_channel, control_channel, error
 -- Returns the state the task was in ('' when unknown).
 local delayed, payloads = KEYS[1], KEYS[2]
@@ -11,6 +11,12 @@ if not state then return '' end
 local now = now_ms()
 local err = ARGV[6]
 if state == 'queued' or state == 'scheduled' or state == 'retrying' then
+  -- workflows (issue 12) >>> a waiting step ends its workflow; a queued one does
+  -- when a worker drops its entry (mark_started)
+  if state ~= 'queued' then
+    step_ended(KEYS[3], redis.call('HGET', payloads, tid), 'aborted', err)
+  end
+  -- <<< workflows
   redis.call('ZREM', delayed, tid)
   redis.call('HDEL', payloads, tid)
   redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)

@@ -15,6 +15,10 @@ local now = now_ms()
 redis.call('HSET', chord, 'fired', now)
 redis.call('PEXPIRE', chord, ttl)
 local rec = prefix .. tid
+if redis.call('HGET', rec, 'state') == 'aborted' then
+  -- workflows: a chain's step after a group, aborted before the chord fired
+  return 1
+end
 if kind == '0' then
   redis.call('XADD', stream, '*', 'id', tid, 'm', body)
   redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)

@@ -1,7 +1,7 @@
 -- Read up to `count` new entries without blocking and mark them running, in
 -- one round trip. When it returns nothing the worker falls back to a blocking
 -- XREADGROUP (scripts can't block).
--- KEYS: stream
+-- KEYS: stream, outbox (workflows: where an aborted step's message goes)
 -- ARGV: task_prefix, group, consumer, count
 -- Returns a flat list: entry_id, task_id, payload, attempt for each entry to run.
 local stream = KEYS[1]
@@ -16,7 +16,7 @@ for _, e in ipairs(reply[1][2]) do
   local tid, payload = entry_fields(fields)
   local attempt = 1
   if tid ~= '' then
-    attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
+    attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now, KEYS[2], payload)
   end
   if attempt > 0 then
     out[#out + 1] = entry

@@ -83,7 +83,8 @@ for _, e in ipairs(claimed) do
       -- owner before the old one could try to finish (see finish.lua).
       local attempt = 1
       if tid ~= '' then
-        attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
+        attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now, KEYS[4],
+          payload)
       end
       if attempt > 0 then
         out[#out + 1] = entry

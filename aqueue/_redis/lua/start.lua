@@ -1,6 +1,6 @@
 -- Mark freshly delivered (or reclaimed) messages as running, or drop the ones
 -- aborted while they waited.
--- KEYS: stream
+-- KEYS: stream, outbox (workflows: where an aborted step's message goes)
 -- ARGV: task_prefix, group, consumer, msgpack array of {entry_id, task_id}
 -- Returns one attempt number per message; 0: it was aborted (acked and removed here).
 local stream = KEYS[1]
@@ -11,7 +11,7 @@ for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
   if row[2] == '' then
     out[#out + 1] = 1  -- no task id (garbage): it runs into the dead-letter path
   else
-    out[#out + 1] = mark_started(stream, group, prefix .. row[2], row[1], consumer, now)
+    out[#out + 1] = mark_started(stream, group, prefix .. row[2], row[1], consumer, now, KEYS[2])
   end
 end
 return out
