@@ -174,10 +174,29 @@ class Broker:
                 keys.unique(m.unique_key) if m.unique_key else "",
                 m.unique_ttl_ms,
             )
+            if not (m.priority or m.flow)
+            else (
+                m.task_id,
+                m.task_name,
+                len(m.payload),
+                1 if m.fresh else 0,
+                m.delay_ms,
+                keys.unique(m.unique_key) if m.unique_key else "",
+                m.unique_ttl_ms,
+                m.priority,
+                len(m.flow),
+            )
             for m in messages
         ]
-        blob = b"".join([m.payload for m in messages])
-        return [keys.task_prefix, keys.control_channel, _rows.encode(rows), blob]
+        # A message's limits (flow control) follow its payload in the blob.
+        blob = b"".join([m.payload + m.flow if m.flow else m.payload for m in messages])
+        return [
+            keys.task_prefix,
+            keys.control_channel,
+            _rows.encode(rows),
+            blob,
+            CONSUMER_GROUP,
+        ]
 
     async def enqueue_many(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Enqueue messages in as few round trips as possible (one per chunk)."""
@@ -308,11 +327,26 @@ class Broker:
         ]
 
     async def start(self, queue: str, consumer: str, deliveries: Sequence[Delivery]) -> None:
-        """Mark deliveries running, setting their ``attempt`` (0: aborted while waiting)."""
+        """Mark deliveries running, setting their ``attempt``.
+
+        0: aborted while waiting; -1: over a rate or concurrency limit, so it
+        left the stream to wait in Redis (flow control).
+        """
         keys = self.keys(queue)
-        rows = _rows.encode([(d.entry_id, d.task_id) for d in deliveries])
+        # A first delivery with limits (flow control) is checked against them:
+        # its limits and payload go in a blob.
+        limited = [d for d in deliveries if d.flow and d.deliveries == 1]
+        rows = _rows.encode(
+            [
+                (d.entry_id, d.task_id, len(d.flow), len(d.payload))
+                if d.flow and d.deliveries == 1
+                else (d.entry_id, d.task_id)
+                for d in deliveries
+            ]
+        )
+        blob = b"".join([d.flow + d.payload for d in limited])
         attempts = await self._script(
-            "start", (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, rows]
+            "start", (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, rows, blob]
         )
         for d, attempt in zip(deliveries, attempts, strict=True):
             d.attempt = int(attempt)
@@ -397,12 +431,29 @@ class Broker:
         The claimed entries come back already marked running for this consumer.
         """
         keys = self.keys(queue)
+        flat = await self._reclaim_stream(queue, keys.stream, consumer, count)
+        if len(flat) < 4 * count and await self.client.exists(keys.urgent_stream):
+            # Urgent tasks (flow control) are delivered from a stream of their own.
+            flat += await self._reclaim_stream(
+                queue, keys.urgent_stream, consumer, count - len(flat) // 4
+            )
+        out: list[Delivery] = []
+        for i in range(0, len(flat), 4):
+            fields = flat[i + 1]
+            as_dict = {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}
+            delivery = _delivery(queue, flat[i], as_dict, int(flat[i + 2]))
+            delivery.attempt = int(flat[i + 3])
+            out.append(delivery)
+        return out
+
+    async def _reclaim_stream(self, queue: str, stream: str, consumer: str, count: int) -> Any:
+        keys = self.keys(queue)
         s = self.settings
         visibility_ms = int(s.visibility_timeout * 1000)
         dead_after_ms = min(int(s.dead_worker_after * 1000), visibility_ms)
-        flat = await self._script(
+        return await self._script(
             "reclaim",
-            (keys.stream, keys.workers, keys.dead, keys.outbox),
+            (stream, keys.workers, keys.dead, keys.outbox),
             [
                 CONSUMER_GROUP,
                 consumer,
@@ -416,14 +467,6 @@ class Broker:
                 s.dead_letter_maxlen,
             ],
         )
-        out: list[Delivery] = []
-        for i in range(0, len(flat), 4):
-            fields = flat[i + 1]
-            as_dict = {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}
-            delivery = _delivery(queue, flat[i], as_dict, int(flat[i + 2]))
-            delivery.attempt = int(flat[i + 3])
-            out.append(delivery)
-        return out
 
     async def abort(self, queue: str, task_id: str, error: bytes) -> str:
         """Abort a task; returns the state it was in ('' when unknown)."""
@@ -448,7 +491,7 @@ class Broker:
         moved, wait = await self._script(
             "promote",
             (keys.stream, keys.delayed, keys.delayed_payloads),
-            [keys.task_prefix, limit],
+            [keys.task_prefix, limit, CONSUMER_GROUP],
         )
         return int(moved), int(wait)
 
@@ -710,4 +753,5 @@ def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int)
         task_id=task_id.decode("utf-8", "replace") if isinstance(task_id, bytes) else "",
         payload=fields.get(b"m", b""),
         deliveries=n,
+        flow=fields.get(b"f", b""),
     )

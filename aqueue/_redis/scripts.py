@@ -1,8 +1,9 @@
 """The Lua scripts, read from ``lua/`` beside this module.
 
 Each script is ``_common.lua`` (the helpers every script shares: ``now_ms``,
-entry fields, unique-key release, the enqueue routine) followed by its own
-file, so a helper is written once and a script is one ``EVALSHA``.
+entry fields, unique-key release, the enqueue routine), then ``_flow.lua``
+(priorities, rate and concurrency limits), followed by its own file, so a
+helper is written once and a script is one ``EVALSHA``.
 """
 
 from __future__ import annotations
@@ -36,4 +37,5 @@ SCRIPT_NAMES = (
 def script_source(name: str) -> str:
     """The full source of one script: the shared helpers, then the script."""
     lua = importlib.resources.files(__package__).joinpath("lua")
-    return lua.joinpath("_common.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+    parts = ("_common.lua", "_flow.lua", f"{name}.lua")
+    return "".join(lua.joinpath(part).read_text() for part in parts)

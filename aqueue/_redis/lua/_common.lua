@@ -19,6 +19,8 @@ end
 local function mark_started(stream, group, rec, entry, consumer, now)
   local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
   if seen[1] == 'aborted' then
+    -- flow control: urgent entries (ids 0-N) live in the queue's urgent stream
+    if string.sub(entry, 1, 2) == '0-' then stream = string.sub(stream, 1, -8) .. ':pstream' end
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
     -- Aborted while queued: the record was kept for this moment; now it expires.
@@ -71,13 +73,15 @@ local function push_frame(tid, state, body)
     .. struct.pack('>I4', #body) .. body
 end
 
--- The task id and message of a stream entry's field list ('' when missing).
+-- The task id, message and limits (flow control) of a stream entry's field
+-- list ('' when missing).
 local function entry_fields(fields)
-  local tid, payload = '', ''
+  local tid, payload, flow = '', '', ''
   for j = 1, #fields, 2 do
-    if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1] end
+    if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1]
+    elseif fields[j] == 'f' then flow = fields[j + 1] end
   end
-  return tid, payload
+  return tid, payload, flow
 end
 
 -- A task that ended frees its unique key, unless another task holds it by now.

@@ -1,0 +1,136 @@
+"""Priorities: a waiting task of a higher priority is fetched before a lower one.
+
+Every test runs a real worker against the session's private redis-server and
+records the order in which tasks start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import aqueue
+from aqueue import TaskStatus
+from aqueue.core.errors import ConfigError
+
+from ..conftest import running_worker, wait_until
+
+
+async def test_a_backlog_of_10000_low_then_100_high_inverts_at_most_one_batch(
+    app: aqueue.App,
+) -> None:
+    concurrency, prefetch = 10, 5
+    started: list[str] = []
+    marker: list[int] = []
+
+    @app.task
+    async def job(kind: str) -> None:
+        started.append(kind)
+        await asyncio.sleep(0)
+
+    await job.enqueue_many([("low",)] * 10_000)
+    async with running_worker(app, concurrency=concurrency, prefetch=prefetch):
+        await wait_until(lambda: len(started) >= 1_000, 60)
+        await job.options(priority=9).enqueue_many([("high",)] * 100)
+        marker.append(len(started))
+        await wait_until(lambda: "high" in started and started.count("high") == 100, 60)
+        last_high = max(i for i, kind in enumerate(started) if kind == "high")
+        # Low tasks that started after the 100 were enqueued, before the last of them.
+        inversion = started[marker[0] : last_high].count("low")
+    print(
+        f"\npriority inversion: {inversion} low task(s) started after 100 high were "
+        f"enqueued, before the last high one (batch: {concurrency + prefetch})"
+    )
+    # At most what the worker had already fetched (its slots and read-ahead).
+    assert inversion <= concurrency + prefetch
+    assert started.count("high") == 100
+
+
+async def test_levels_are_strict_and_first_in_first_out_within_a_level(app: aqueue.App) -> None:
+    started: list[tuple[int, int]] = []
+
+    @app.task
+    async def job(priority: int, n: int) -> None:
+        started.append((priority, n))
+
+    # Something in the stream first, so urgent tasks wait in their sorted set.
+    await job.enqueue_many([(0, n) for n in range(5)])
+    for n in range(5):
+        for level in (3, 9, 1, 5):
+            await job.options(priority=level).enqueue(level, n)
+    async with running_worker(app, concurrency=1, prefetch=0):
+        await wait_until(lambda: len(started) == 25, 30)
+    urgent = [p for p, _ in started if p > 0]
+    assert urgent == sorted(urgent, reverse=True)
+    for level in (0, 1, 3, 5, 9):
+        assert [n for p, n in started if p == level] == list(range(5))
+
+
+async def test_delayed_and_retried_tasks_keep_their_priority(app: aqueue.App) -> None:
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    @app.task(retries=1, retry_delay=0.2, retry_jitter=False)
+    async def flaky(kind: str) -> str:
+        started.append(kind)
+        if kind == "retried" and started.count("retried") == 1:
+            raise RuntimeError("once")
+        if kind == "blocker":
+            await gate.wait()
+        return kind
+
+    async with running_worker(app, concurrency=1, prefetch=0):
+        first = await flaky.options(priority=5).enqueue("retried")
+        assert await first.get(timeout=10) == "retried"
+        assert started == ["retried", "retried"]
+        record = await app.client.broker.record(flaky.config.queue, first.id)
+        assert record[b"pri"] == b"5"
+
+        # The one slot is busy; a delayed urgent task becomes due behind a backlog.
+        blocker = await flaky.enqueue("blocker")
+        await wait_until(lambda: "blocker" in started, 10)
+        await flaky.enqueue_many([("low",)] * 20)
+        delayed = await flaky.options(priority=9, delay=0.3).enqueue("delayed")
+        await asyncio.sleep(0.6)  # due by now, promoted while the slot is busy
+        gate.set()
+        assert await delayed.get(timeout=10) == "delayed"
+        await blocker
+        await wait_until(lambda: started.count("low") == 20, 10)
+    assert started.index("delayed") < started.index("low")
+
+
+async def test_status_abort_and_purge_see_urgent_tasks(app: aqueue.App) -> None:
+    @app.task
+    async def job(n: int) -> int:
+        return n
+
+    await job.enqueue_many([(n,) for n in range(3)])  # a backlog: urgent tasks wait aside
+    waiting = await job.options(priority=7).enqueue(10)
+    aborted = await job.options(priority=7).enqueue(11)
+    assert await waiting.status() == TaskStatus.QUEUED
+    await aborted.abort()
+    async with running_worker(app, concurrency=2):
+        assert await waiting.get(timeout=10) == 10
+        with pytest.raises(aqueue.TaskAborted):
+            await aborted.get(timeout=10)
+
+    await job.enqueue_many([(n,) for n in range(3)])
+    purged = await job.options(priority=4).enqueue(12)
+    await app.broker.purge(job.config.queue, b"purged")
+    assert await purged.status() == TaskStatus.ABORTED
+
+
+async def test_a_priority_outside_0_to_9_is_refused(app: aqueue.App) -> None:
+    with pytest.raises(ConfigError, match="priority must be an integer from 0 to 9"):
+
+        @app.task(priority=10)
+        async def too_high() -> None: ...
+
+    @app.task
+    async def job() -> None: ...
+
+    with pytest.raises(ConfigError, match="priority"):
+        job.options(priority=-1)
+    with pytest.raises(ConfigError, match="priority"):
+        job.options(priority="high")
