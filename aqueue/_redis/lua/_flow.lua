@@ -94,10 +94,11 @@ local function take_urgent(stream, group, consumer, prefix, want)
   if redis.call('EXISTS', pstream) == 0 then
     redis.call('XGROUP', 'CREATE', pstream, group, '0', 'MKSTREAM')
   end
-  for _, tid in ipairs(tids) do
-    local payload = redis.call('HGET', msgs, tid)
-    redis.call('ZREM', prio, tid)
-    redis.call('HDEL', msgs, tid)
+  local payloads = redis.call('HMGET', msgs, unpack(tids))
+  redis.call('ZREM', prio, unpack(tids))
+  redis.call('HDEL', msgs, unpack(tids))
+  for i, tid in ipairs(tids) do
+    local payload = payloads[i]
     if payload then
       local flow = redis.call('HGET', prefix .. tid, 'f') or ''
       redis.call('XADD', pstream, '0-*', 'id', tid, 'm', payload, 'f', flow)
@@ -137,6 +138,7 @@ end
 local function release_waiting(stream, group, prefix, ckey, now)
   local base = flow_base(stream)
   local waitl, tokens = base .. ':wait:' .. ckey, base .. ':conc:' .. ckey
+  if redis.call('LLEN', waitl) == 0 then return end
   local limit = tonumber(redis.call('HGET', base .. ':climit', ckey) or 0)
   while redis.call('LLEN', waitl) > 0 and token_free(tokens, limit, prefix, now) do
     local tid = redis.call('LPOP', waitl)
@@ -161,7 +163,6 @@ end
 local function release_token(stream, group, prefix, rec, tid, ckey, now)
   local base = flow_base(stream)
   redis.call('ZREM', base .. ':conc:' .. ckey, tid)
-  redis.call('HDEL', rec, 'ck')
   release_waiting(stream, group, prefix, ckey, now)
 end
 
@@ -186,29 +187,34 @@ local function admit(stream, group, prefix, entry, tid, payload, flow, now)
   local base = flow_base(stream)
   local rec = prefix .. tid
   local estream = stream_of(stream, entry)
-  if redis.call('HGET', rec, 'state') == 'aborted' then return true end  -- dropped unrun
+  local seen = redis.call('HMGET', rec, 'state', 'rsv')
+  if seen[1] == 'aborted' then return true end  -- dropped unrun
   if rcount > 0 then
-    if redis.call('HGET', rec, 'rsv') then
+    if seen[2] then
       redis.call('HDEL', rec, 'rsv')  -- started at its reserved time
     else
       local rk = base .. ':rate:' .. rkey
       local interval = rperiod / rcount
       local nxt = tonumber(redis.call('GET', rk) or 0)
-      if nxt > now then
+      -- Redis' clock counts milliseconds: starts within the current one are on time.
+      if nxt >= now + 1 then
         -- Over the rate: reserve the next free start time and wait for it.
-        redis.call('SET', rk, nxt + interval, 'PX', math.floor(nxt + interval - now + rperiod))
+        redis.call('SET', rk, string.format('%.3f', nxt + interval), 'PX',
+          math.floor(nxt + interval - now + rperiod))
         redis.call('XACK', estream, group, entry)
         redis.call('XDEL', estream, entry)
-        local delayed = base .. ':delayed'
-        redis.call('ZADD', delayed, nxt, tid)
+        local delayed, at = base .. ':delayed', math.ceil(nxt)
+        redis.call('ZADD', delayed, at, tid)
         redis.call('HSET', base .. ':delayed:payloads', tid, payload)
-        redis.call('HSET', rec, 'state', 'scheduled', 'eta', nxt, 'rsv', 1)
+        redis.call('HSET', rec, 'state', 'scheduled', 'eta', at, 'rsv', 1)
         if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then
           redis.call('PUBLISH', base .. ':control', 'delayed')
         end
         return false
       end
-      redis.call('SET', rk, now + interval, 'PX', math.floor(interval + rperiod))
+      -- (Formatted here: Lua would round the fraction away when passing a number.)
+      redis.call('SET', rk, string.format('%.3f', math.max(nxt, now) + interval), 'PX',
+        math.floor(interval + rperiod))
     end
   end
   if climit > 0 then
