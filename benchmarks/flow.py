@@ -146,7 +146,7 @@ def main() -> None:
         client.close()
         server.stop()
     print(f"\ndrain of {args.n:,} no-op tasks, 1 worker, concurrency 100, {args.repeat} runs")
-    print(f"| variant | tasks/s (median) | min-max | Redis commands per task |")
+    print("| variant | tasks/s (median) | min-max | Redis commands per task |")
     print("|---|---:|---:|---:|")
     for variant in variants:
         rates = [r["tasks_per_s"] for r in runs[variant]]
