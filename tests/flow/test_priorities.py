@@ -134,3 +134,26 @@ async def test_a_priority_outside_0_to_9_is_refused(app: aqueue.App) -> None:
         job.options(priority=-1)
     with pytest.raises(ConfigError, match="priority"):
         job.options(priority="high")
+
+
+async def test_a_leaving_worker_hands_its_urgent_tasks_back_at_once(app: aqueue.App) -> None:
+    ran: list[int] = []
+
+    @app.task
+    async def job(n: int) -> int:
+        ran.append(n)
+        await asyncio.sleep(0.5)
+        return n
+
+    await job.enqueue(0)  # a backlog, so the urgent ones wait aside
+    handles = [await job.options(priority=8).enqueue(n) for n in range(1, 5)]
+    async with running_worker(app, concurrency=1, prefetch=3, grace_period=0.1):
+        await wait_until(lambda: bool(ran), 10)
+    assert ran == [1]  # urgent first; the rest read ahead, then handed back
+    figures = await app.broker.views.queue_figures(job.config.queue)
+    assert figures["pending"] == 0
+    assert figures["waiting"] == 5
+    assert [await h.status() for h in handles] == [TaskStatus.QUEUED] * 4
+    async with running_worker(app, concurrency=1, prefetch=0):
+        assert [await h.get(timeout=20) for h in handles] == [1, 2, 3, 4]
+    assert ran[1:5] == [1, 2, 3, 4]  # the urgent ones still before the plain one

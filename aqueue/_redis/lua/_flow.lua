@@ -262,3 +262,38 @@ local function purge_flow(stream, limit, abort_record)
   end
   return n
 end
+
+-- A worker leaves: its urgent entries not run (or not finished in the grace
+-- period) go back to wait by their level at once, like the stream's in
+-- leave.lua; `kept` entries stay leased. Returns how many were handed back.
+local function hand_back_urgent(stream, group, consumer, prefix, kept, forget)
+  local pstream = flow_base(stream) .. ':pstream'
+  if redis.call('EXISTS', pstream) == 0 then return 0 end
+  local n = 0
+  local start = '-'
+  while true do
+    local pending = redis.call('XPENDING', pstream, group, start, '+', 100, consumer)
+    if #pending == 0 then break end
+    for _, p in ipairs(pending) do
+      local entry = p[1]
+      start = '(' .. entry
+      if not kept[entry] then
+        local e = redis.call('XRANGE', pstream, entry, entry)[1]
+        if e then
+          local tid, payload, flow = entry_fields(e[2])
+          if tid ~= '' then
+            local rec = prefix .. tid
+            local seen = redis.call('HMGET', rec, 'state', 'pri')
+            if seen[1] == 'running' then redis.call('HSET', rec, 'state', 'queued') end
+            route(stream, group, rec, tid, payload, tonumber(seen[2]) or 0, flow)
+            n = n + 1
+          end
+        end
+        redis.call('XACK', pstream, group, entry)
+        redis.call('XDEL', pstream, entry)
+      end
+    end
+  end
+  if forget then redis.call('XGROUP', 'DELCONSUMER', pstream, group, consumer) end
+  return n
+end
