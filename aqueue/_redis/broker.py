@@ -281,11 +281,14 @@ class Broker:
                 # RESP2 answers [[stream, entries]], RESP3 {stream: entries}; entries
                 # are [id, [field, value, ...]].
                 streams = raw.items() if isinstance(raw, dict) else (raw or [])
-                return [
-                    _delivery(queue, entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), 1)
-                    for _stream, entries in streams
-                    for entry_id, flat in entries
-                ]
+                return await self._without_bells(
+                    queue,
+                    [
+                        (entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), 1)
+                        for _stream, entries in streams
+                        for entry_id, flat in entries
+                    ],
+                )
             reply = await self.client.xreadgroup(
                 CONSUMER_GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
             )
@@ -302,11 +305,29 @@ class Broker:
             # The stream was deleted (e.g. purged) under us: recreate and retry later.
             await self._recreate_group(keys.stream)
             return []
-        out: list[Delivery] = []
         parsed: Any = reply or []
-        for _stream, entries in parsed:
-            out.extend(_delivery(queue, entry_id, fields, 1) for entry_id, fields in entries)
-        return out
+        return await self._without_bells(
+            queue,
+            [(entry_id, fields, 1) for _stream, entries in parsed for entry_id, fields in entries],
+        )
+
+    async def _without_bells(
+        self, queue: str, entries: list[tuple[Any, dict[Any, Any], int]]
+    ) -> list[Delivery]:
+        """Deliveries of the entries read, dropping bells.
+
+        A bell (flow control) is added to an idle queue's stream when an urgent
+        task arrives, to wake a worker blocked here; the urgent task itself is
+        taken by the next fetch.
+        """
+        bells = [entry_id for entry_id, fields, _n in entries if b"bell" in fields]
+        if bells:
+            stream = self.keys(queue).stream
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.xack(stream, CONSUMER_GROUP, *bells)
+                pipe.xdel(stream, *bells)
+                await pipe.execute()
+        return [_delivery(queue, e, fields, n) for e, fields, n in entries if b"bell" not in fields]
 
     async def fetch(self, queue: str, consumer: str, count: int) -> list[Delivery]:
         """New entries (at most ``count``), already marked running, without blocking."""
@@ -419,11 +440,14 @@ class Broker:
         claimed: Any = await self.client.xclaim(
             keys.stream, CONSUMER_GROUP, consumer, min_idle_ms, ids
         )
-        return [
-            _delivery(queue, entry, fields, delivered.get(_text(entry), 0) + 1)
-            for entry, fields in claimed
-            if fields
-        ]
+        return await self._without_bells(
+            queue,
+            [
+                (entry, fields, delivered.get(_text(entry), 0) + 1)
+                for entry, fields in claimed
+                if fields
+            ],
+        )
 
     async def reclaim(self, queue: str, consumer: str, count: int) -> list[Delivery]:
         """Claim entries of dead or hung workers (dead-lettering over-delivered ones).
@@ -441,9 +465,11 @@ class Broker:
         for i in range(0, len(flat), 4):
             fields = flat[i + 1]
             as_dict = {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}
-            delivery = _delivery(queue, flat[i], as_dict, int(flat[i + 2]))
-            delivery.attempt = int(flat[i + 3])
-            out.append(delivery)
+            for delivery in await self._without_bells(
+                queue, [(flat[i], as_dict, int(flat[i + 2]))]
+            ):
+                delivery.attempt = int(flat[i + 3])
+                out.append(delivery)
         return out
 
     async def _reclaim_stream(self, queue: str, stream: str, consumer: str, count: int) -> Any:

@@ -7,6 +7,7 @@ records the order in which tasks start.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -157,3 +158,44 @@ async def test_a_leaving_worker_hands_its_urgent_tasks_back_at_once(app: aqueue.
     async with running_worker(app, concurrency=1, prefetch=0):
         assert [await h.get(timeout=20) for h in handles] == [1, 2, 3, 4]
     assert ran[1:5] == [1, 2, 3, 4]  # the urgent ones still before the plain one
+
+
+async def test_levels_hold_while_every_worker_slot_is_busy(app: aqueue.App) -> None:
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    @app.task
+    async def job(kind: str) -> None:
+        started.append(kind)
+        if kind == "blocker":
+            await gate.wait()
+
+    async with running_worker(app, concurrency=1, prefetch=0):
+        await job.enqueue("blocker")
+        await wait_until(lambda: started == ["blocker"], 10)
+        # Nothing waits in the stream: the first urgent task rings the bell and
+        # still waits by its level, ahead of less urgent ones enqueued after it.
+        await job.options(priority=9).enqueue("nine")
+        for _ in range(3):
+            await job.options(priority=1).enqueue("one")
+        gate.set()
+        await wait_until(lambda: len(started) == 5, 10)
+    assert started == ["blocker", "nine", "one", "one", "one"]
+
+
+async def test_an_urgent_task_wakes_an_idle_worker(app: aqueue.App) -> None:
+    from aqueue.runtime.fetching import BLOCK_MS
+
+    @app.task
+    async def job() -> float:
+        return time.monotonic()
+
+    async with running_worker(app, concurrency=4):
+        await (await job.enqueue()).get(timeout=10)  # the worker is up and reading
+        await asyncio.sleep(0.3)  # now blocked on the empty stream
+        sent = time.monotonic()
+        began = await (await job.options(priority=9).enqueue()).get(timeout=10)
+    # Woken by the bell, not by the end of its blocking read.
+    assert began - sent < BLOCK_MS / 1000
+    keys = app.broker.keys(job.config.queue)
+    assert await app.broker.client.xlen(keys.stream) == 0  # the bell was dropped

@@ -40,19 +40,14 @@ local function has_backlog(stream, group)
   return tms > lms or (tms == lms and tseq > lseq)
 end
 
--- Put a task where it waits its turn by level. When nothing waits at all, the
--- queue's own stream is the better place: an idle worker blocks on it, so the
--- task starts at once.
+-- Put a task where it waits its turn by level. Idle workers block on the
+-- queue's stream, so when nothing waits there a bell entry (no task, dropped
+-- by whoever reads it) wakes one, whose next fetch takes the urgent task.
 local function route(stream, group, rec, tid, payload, pri, flow)
   local base = flow_base(stream)
   local prio = base .. ':prio'
   if redis.call('EXISTS', prio) == 0 and not has_backlog(stream, group) then
-    if flow ~= '' then
-      redis.call('XADD', stream, '*', 'id', tid, 'm', payload, 'f', flow)
-    else
-      redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
-    end
-    return
+    redis.call('XADD', stream, '*', 'bell', '1')
   end
   local seq = redis.call('INCR', base .. ':prio:seq')
   redis.call('ZADD', prio, (9 - pri) * 1e13 + seq, tid)

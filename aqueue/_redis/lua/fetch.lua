@@ -16,7 +16,10 @@ local function accept(entries)
     local entry, fields = e[1], e[2]
     local tid, payload, flow = entry_fields(fields)
     local attempt = 1
-    if flow == '' or tid == '' or admit(stream, group, prefix, entry, tid, payload, flow, now) then
+    if fields[1] == 'bell' then
+      redis.call('XACK', stream, group, entry)  -- it woke nobody: drop it
+      redis.call('XDEL', stream, entry)
+    elseif flow == '' or tid == '' or admit(stream, group, prefix, entry, tid, payload, flow, now) then
       if tid ~= '' then
         attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
       end
