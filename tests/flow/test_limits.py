@@ -17,7 +17,7 @@ import aqueue
 from aqueue.core.errors import ConfigError, EnqueueError
 from aqueue.core.keys import QueueKeys
 
-from ..conftest import wait_until
+from ..conftest import running_worker, wait_until
 from .conftest import FlowWorkers
 
 
@@ -234,3 +234,52 @@ async def test_limit_keys_are_checked_at_registration_and_enqueue(app: aqueue.Ap
 
     with pytest.raises(EnqueueError, match="limit key could not be formatted"):
         await by_user.enqueue({"id": "1"})
+
+
+async def test_tasks_waiting_for_a_token_can_be_aborted_and_purged(app: aqueue.App) -> None:
+    gate = asyncio.Event()
+    ran: list[int] = []
+
+    @app.task(concurrency=(1, "k:{key}"))
+    async def one_at_a_time(key: str, n: int) -> int:
+        ran.append(n)
+        await gate.wait()
+        return n
+
+    queue = one_at_a_time.config.queue
+    keys = app.broker.keys(queue)
+    async with running_worker(app, concurrency=10):
+        first, second, third, fourth = await one_at_a_time.enqueue_many(
+            [("x", n) for n in range(4)]
+        )
+        await wait_until(lambda: ran == [0], 10)
+        await wait_until(
+            lambda: _waiting(app, keys.waiting("k:x"), 3), 10
+        )  # three wait in Redis, holding no slot
+        assert await second.status() == aqueue.TaskStatus.QUEUED
+        figures = await app.broker.views.queue_figures(queue)
+        assert figures["over_limit"] == 3
+        await second.abort()
+        gate.set()
+        assert await first.get(timeout=10) == 0
+        with pytest.raises(aqueue.TaskAborted):
+            await second.get(timeout=10)
+        assert await third.get(timeout=10) == 2
+        assert await fourth.get(timeout=10) == 3
+    assert ran == [0, 2, 3]
+
+    gate.clear()
+    async with running_worker(app, concurrency=10):
+        handles = await one_at_a_time.enqueue_many([("y", n) for n in range(3)])
+        await wait_until(lambda: _waiting(app, keys.waiting("k:y"), 2), 10)
+        removed, _ = await app.broker.purge(queue, b"purged")
+        assert removed == 2
+        gate.set()
+        assert await handles[0].get(timeout=10) == 0
+        for h in handles[1:]:
+            assert await h.status() == aqueue.TaskStatus.ABORTED
+    assert await app.broker.client.hlen(keys.held) == 0
+
+
+async def _waiting(app: aqueue.App, key: str, n: int) -> bool:
+    return int(await app.broker.client.llen(key)) == n
