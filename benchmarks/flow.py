@@ -2,14 +2,17 @@
 """What flow control costs: the drain with priorities and limits unused and used.
 
     python benchmarks/flow.py                       # -n 10000, 3 repeats
-    python benchmarks/flow.py --baseline /work/main # plus a build without flow control
+    python benchmarks/flow.py --baseline ../main    # plus a build without flow control
+    python benchmarks/flow.py --baseline ../main --only plain,baseline --repeat 10
 
 Starts its own redis-server on a free port (never touches 127.0.0.1:6379) and
 drains N no-op tasks with one burst-mode worker (concurrency 100) for each
 variant, every variant in every repetition, in rotating order, so they share
 the machine's noise. Each drain runs in a fresh interpreter. Reported: median
-tasks/s and Redis commands per task (INFO commandstats, script-internal
-commands included), which does not vary from run to run.
+tasks/s; the worker process's CPU time and the Redis server's CPU time per task
+(steadier than wall-clock time on a shared machine); and Redis commands per
+task (INFO commandstats, script-internal commands included), which does not
+vary from run to run.
 
 Variants (limits are set high enough never to hold a task back, so what is
 measured is their bookkeeping):
@@ -79,15 +82,27 @@ async def _child(variant: str, url: str, n: int) -> dict[str, Any]:
         await noop.enqueue_many([(i % 10,) for i in range(n)])
     raw = aioredis.Redis.from_url(url)
     before = _commands(await raw.info("commandstats"))
+    redis_cpu = _cpu(await raw.info("cpu"))
     worker = aqueue.Worker(app, concurrency=100, burst=True, beat=False)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await worker.run()
-    took = time.perf_counter() - start
+    took, cpu = time.perf_counter() - start, time.process_time() - cpu
     after = _commands(await raw.info("commandstats"))
+    redis_cpu = _cpu(await raw.info("cpu")) - redis_cpu
     done = worker.stats.succeeded
     await raw.aclose()
     await app.close()
-    return {"tasks_per_s": done / took, "commands_per_task": (after - before) / n, "done": done}
+    return {
+        "tasks_per_s": done / took,
+        "commands_per_task": (after - before) / n,
+        "worker_cpu_us": cpu / n * 1e6,
+        "redis_cpu_us": redis_cpu / n * 1e6,
+        "done": done,
+    }
+
+
+def _cpu(info: dict[str, Any]) -> float:
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _run_child(variant: str, url: str, n: int, source: str) -> dict[str, Any]:
@@ -109,6 +124,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline", help="a checkout of aqueue without flow control")
+    parser.add_argument("--only", help="comma-separated variants to run (default: all)")
     parser.add_argument("--child")
     parser.add_argument("--url")
     args = parser.parse_args()
@@ -122,6 +138,8 @@ def main() -> None:
     from aqueue.testing.server import RedisServer
 
     variants = [*VARIANTS, *(["baseline"] if args.baseline else [])]
+    if args.only:
+        variants = [v for v in variants if v in args.only.split(",")]
     server = RedisServer()
     server.start()
     client = redis.Redis.from_url(server.url)
@@ -139,6 +157,8 @@ def main() -> None:
                 print(
                     f"[{rep + 1}/{args.repeat}] {variant:18} "
                     f"{result['tasks_per_s']:8.0f} tasks/s "
+                    f"{result['worker_cpu_us']:6.1f} us worker CPU/task "
+                    f"{result['redis_cpu_us']:6.1f} us Redis CPU/task "
                     f"{result['commands_per_task']:6.2f} commands/task",
                     flush=True,
                 )
@@ -146,14 +166,21 @@ def main() -> None:
         client.close()
         server.stop()
     print(f"\ndrain of {args.n:,} no-op tasks, 1 worker, concurrency 100, {args.repeat} runs")
-    print("| variant | tasks/s (median) | min-max | Redis commands per task |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| variant | tasks/s (median) | min-max | worker CPU µs/task | Redis CPU µs/task "
+        "| Redis commands/task |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for variant in variants:
         rates = [r["tasks_per_s"] for r in runs[variant]]
-        cmds = statistics.median(r["commands_per_task"] for r in runs[variant])
+
+        def med(key: str, variant: str = variant) -> float:
+            return statistics.median(r[key] for r in runs[variant])
+
         print(
             f"| {variant} | {statistics.median(rates):,.0f} | "
-            f"{min(rates):,.0f}-{max(rates):,.0f} | {cmds:.2f} |"
+            f"{min(rates):,.0f}-{max(rates):,.0f} | {med('worker_cpu_us'):.1f} | "
+            f"{med('redis_cpu_us'):.1f} | {med('commands_per_task'):.2f} |"
         )
 
 
