@@ -423,8 +423,21 @@ class Broker:
         other than ``skip`` (what it runs): deliveries whose reply was lost with a
         dropped connection, which the consumer never saw."""
         keys = self.keys(queue)
+        found = await self._claim_own_stale_in(
+            queue, keys.stream, consumer, min_idle_ms, count, skip
+        )
+        if len(found) < count and await self.client.exists(keys.urgent_stream):
+            # Urgent tasks (flow control) are delivered from a stream of their own.
+            found += await self._claim_own_stale_in(
+                queue, keys.urgent_stream, consumer, min_idle_ms, count - len(found), skip
+            )
+        return found
+
+    async def _claim_own_stale_in(
+        self, queue: str, stream: str, consumer: str, min_idle_ms: int, count: int, skip: set[str]
+    ) -> list[Delivery]:
         pending: Any = await self.client.xpending_range(
-            keys.stream,
+            stream,
             CONSUMER_GROUP,
             min="-",
             max="+",
@@ -437,9 +450,7 @@ class Broker:
         if not ids:
             return []
         # The idle condition again: a lease renewed meanwhile is not taken.
-        claimed: Any = await self.client.xclaim(
-            keys.stream, CONSUMER_GROUP, consumer, min_idle_ms, ids
-        )
+        claimed: Any = await self.client.xclaim(stream, CONSUMER_GROUP, consumer, min_idle_ms, ids)
         return await self._without_bells(
             queue,
             [

@@ -199,3 +199,22 @@ async def test_an_urgent_task_wakes_an_idle_worker(app: aqueue.App) -> None:
     assert began - sent < BLOCK_MS / 1000
     keys = app.broker.keys(job.config.queue)
     assert await app.broker.client.xlen(keys.stream) == 0  # the bell was dropped
+
+
+async def test_an_urgent_delivery_lost_with_its_reply_is_found_again(app: aqueue.App) -> None:
+    @app.task
+    async def job(n: int) -> int:
+        return n
+
+    queue = job.config.queue
+    broker = app.broker
+    await broker.ensure_group(queue)
+    await job.enqueue(0)
+    urgent = await job.options(priority=6).enqueue(1)
+    # A fetch whose reply the worker never saw (its connection dropped).
+    lost = await broker.fetch(queue, "w1", 1)
+    assert [d.task_id for d in lost] == [urgent.id]
+    assert lost[0].entry_id.startswith("0-")  # delivered from the urgent stream
+    found = await broker.claim_own_stale(queue, "w1", 0, 10, set())
+    assert [d.task_id for d in found] == [urgent.id]
+    assert found[0].entry_id == lost[0].entry_id
