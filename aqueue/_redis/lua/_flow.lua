@@ -7,7 +7,8 @@
 --   <base>:prio:m        hash task id -> message of every id in <base>:prio
 --   <base>:prio:seq      counter keeping first-in first-out order within a level
 --   <base>:pstream       the stream urgent entries are delivered from; its ids are
---                        0-1, 0-2, ... so an entry id tells its stream
+--                        0-1, 0-2, ... (counted by <base>:pstream:seq) so an entry
+--                        id tells its stream
 --   <base>:conc:<key>    sorted set of the task ids holding a concurrency token
 --   <base>:climit        hash key -> concurrency limit (for releases)
 --   <base>:wait:<key>    list of task ids waiting for a token, oldest first
@@ -96,7 +97,9 @@ local function take_urgent(stream, group, consumer, prefix, want)
     local payload = payloads[i]
     if payload then
       local flow = redis.call('HGET', prefix .. tid, 'f') or ''
-      redis.call('XADD', pstream, '0-*', 'id', tid, 'm', payload, 'f', flow)
+      -- Explicit ids (not 0-*, which needs Redis 7) from a counter of its own.
+      local id = '0-' .. redis.call('INCR', pstream .. ':seq')
+      redis.call('XADD', pstream, id, 'id', tid, 'm', payload, 'f', flow)
     end
   end
   local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want,
@@ -172,10 +175,11 @@ local function release_all_waiting(stream, group, prefix, now)
 end
 
 -- Whether a delivered entry with limits may start now. If not it leaves the
--- stream (acknowledged and deleted) and waits in Redis: for a rate limit in the
--- delayed set until its reserved start time, for a concurrency token at the
--- end of its key's waiting list. Returns true when it may start (holding a
--- token when it has a concurrency limit).
+-- stream (acknowledged and deleted) and waits in Redis: for a concurrency
+-- token at the end of its key's waiting list, or, for a rate limit, in the
+-- delayed set until the start time reserved for it. The token is looked at
+-- first, so a task that waits for one uses up no start of its rate. Returns
+-- true when it may start (holding a token when it has a concurrency limit).
 local function admit(stream, group, prefix, entry, tid, payload, flow, now)
   local spec = flow_spec(flow)
   local climit, ckey, rcount, rperiod, rkey = spec[1], spec[2], spec[3], spec[4], spec[5]
@@ -184,6 +188,19 @@ local function admit(stream, group, prefix, entry, tid, payload, flow, now)
   local estream = stream_of(stream, entry)
   local seen = redis.call('HMGET', rec, 'state', 'rsv')
   if seen[1] == 'aborted' then return true end  -- dropped unrun
+  local tokens = base .. ':conc:' .. ckey
+  if climit > 0 and not redis.call('ZSCORE', tokens, tid) then
+    local waitl = base .. ':wait:' .. ckey
+    if redis.call('LLEN', waitl) > 0 or not token_free(tokens, climit, prefix, now) then
+      redis.call('XACK', estream, group, entry)
+      redis.call('XDEL', estream, entry)
+      redis.call('RPUSH', waitl, tid)
+      redis.call('HSET', base .. ':held', tid, payload)
+      redis.call('SADD', base .. ':waitkeys', ckey)
+      redis.call('HSET', base .. ':climit', ckey, climit)
+      return false
+    end
+  end
   if rcount > 0 then
     if seen[2] then
       redis.call('HDEL', rec, 'rsv')  -- started at its reserved time
@@ -192,6 +209,7 @@ local function admit(stream, group, prefix, entry, tid, payload, flow, now)
       local interval = rperiod / rcount
       local nxt = tonumber(redis.call('GET', rk) or 0)
       -- Redis' clock counts milliseconds: starts within the current one are on time.
+      -- (Times are formatted here: Lua would round the fraction away.)
       if nxt >= now + 1 then
         -- Over the rate: reserve the next free start time and wait for it.
         redis.call('SET', rk, string.format('%.3f', nxt + interval), 'PX',
@@ -207,25 +225,11 @@ local function admit(stream, group, prefix, entry, tid, payload, flow, now)
         end
         return false
       end
-      -- (Formatted here: Lua would round the fraction away when passing a number.)
       redis.call('SET', rk, string.format('%.3f', math.max(nxt, now) + interval), 'PX',
         math.floor(interval + rperiod))
     end
   end
   if climit > 0 then
-    local tokens = base .. ':conc:' .. ckey
-    if not redis.call('ZSCORE', tokens, tid) then
-      local waitl = base .. ':wait:' .. ckey
-      if redis.call('LLEN', waitl) > 0 or not token_free(tokens, climit, prefix, now) then
-        redis.call('XACK', estream, group, entry)
-        redis.call('XDEL', estream, entry)
-        redis.call('RPUSH', waitl, tid)
-        redis.call('HSET', base .. ':held', tid, payload)
-        redis.call('SADD', base .. ':waitkeys', ckey)
-        redis.call('HSET', base .. ':climit', ckey, climit)
-        return false
-      end
-    end
     redis.call('ZADD', tokens, now, tid)
     redis.call('HSET', rec, 'ck', ckey)
   end
