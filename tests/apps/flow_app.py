@@ -73,3 +73,10 @@ async def rated(ctx: aqueue.Context, n: int) -> None:
 @app.task(rate_limit=("20/s", "tenant:{tenant_id}"))
 async def rated_per_tenant(ctx: aqueue.Context, tenant_id: str, n: int) -> None:
     await _started(ctx, tenant_id)
+
+
+@app.task
+async def record(ctx: aqueue.Context, kind: str) -> None:
+    """Push ``kind`` to ``<prefix>:order`` as the run starts (the order runs began in)."""
+    client: aioredis.Redis = ctx.state["redis"]
+    await client.rpush(f"{app.settings.prefix}:order", kind)  # type: ignore[misc]

@@ -41,6 +41,10 @@ def producer(url: str, prefix: str) -> aqueue.App:
     async def rated_per_tenant(tenant_id: str, n: int) -> None:
         raise NotImplementedError
 
+    @app.task(name="flow_app.record")
+    async def record(kind: str) -> None:
+        raise NotImplementedError
+
     return app
 
 
@@ -283,3 +287,28 @@ async def test_tasks_waiting_for_a_token_can_be_aborted_and_purged(app: aqueue.A
 
 async def _waiting(app: aqueue.App, key: str, n: int) -> bool:
     return int(await app.broker.client.llen(key)) == n
+
+
+async def test_urgent_tasks_overtake_a_backlog_across_three_worker_processes(
+    redis_url: str, prefix: str, flow_workers: FlowWorkers, counters: Counters
+) -> None:
+    for _ in range(3):
+        flow_workers.start("-c", "10")  # prefetch 5 each: 15 read at most per worker
+    order_key = f"{prefix}:order"
+    app = producer(redis_url, prefix)
+    try:
+        record = app.tasks["flow_app.record"]
+        await record.enqueue_many([("low",)] * 10_000)
+        await wait_until(lambda: counters.client.llen(order_key) >= 500, 60)
+        marker = int(counters.client.llen(order_key))
+        high = await record.options(priority=9).enqueue_many([("high",)] * 100)
+        await asyncio.wait_for(asyncio.gather(*(h.get() for h in high)), 60)
+    finally:
+        await app.close()
+    order = [x.decode() for x in counters.client.lrange(order_key, 0, -1)]
+    last_high = max(i for i, kind in enumerate(order) if kind == "high")
+    inversion = order[marker:last_high].count("low")
+    figures("priority_processes", workers=3, inversion=inversion, bound=3 * 15)
+    assert order.count("high") == 100
+    # Only what the three workers had already read before the 100 arrived.
+    assert inversion <= 3 * 15
