@@ -80,3 +80,9 @@ async def record(ctx: aqueue.Context, kind: str) -> None:
     """Push ``kind`` to ``<prefix>:order`` as the run starts (the order runs began in)."""
     client: aioredis.Redis = ctx.state["redis"]
     await client.rpush(f"{app.settings.prefix}:order", kind)  # type: ignore[misc]
+
+
+@app.task
+async def hold(ctx: aqueue.Context, key: str, n: int, seconds: float) -> int:
+    """No limits: counts in flight under ``key`` like the limited tasks above."""
+    return await _hold(ctx, key, n, seconds)

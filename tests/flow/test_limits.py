@@ -41,6 +41,10 @@ def producer(url: str, prefix: str) -> aqueue.App:
     async def rated_per_tenant(tenant_id: str, n: int) -> None:
         raise NotImplementedError
 
+    @app.task(name="flow_app.hold")
+    async def hold(key: str, n: int, seconds: float) -> int:
+        raise NotImplementedError
+
     @app.task(name="flow_app.record")
     async def record(kind: str) -> None:
         raise NotImplementedError
@@ -312,3 +316,31 @@ async def test_urgent_tasks_overtake_a_backlog_across_three_worker_processes(
     assert order.count("high") == 100
     # Only what the three workers had already read before the 100 arrived.
     assert inversion <= 3 * 15
+
+
+async def test_urgent_tasks_of_a_sigkilled_worker_are_reclaimed_and_run_once(
+    redis_url: str, prefix: str, flow_workers: FlowWorkers, counters: Counters
+) -> None:
+    fast = {"AQUEUE_HEARTBEAT_INTERVAL": "0.5", "AQUEUE_DEAD_WORKER_AFTER": "2"}
+    first = flow_workers.start("-c", "10", **fast)
+    app = producer(redis_url, prefix)
+    try:
+        hold = app.tasks["flow_app.hold"]
+        handles = await hold.options(priority=8).enqueue_many([("u", n, 2.0) for n in range(4)])
+        await wait_until(lambda: counters.inflight("u") == 4, 30)
+        flow_workers.start("-c", "10", **fast)
+        first.kill()
+        assert await asyncio.wait_for(asyncio.gather(*(h.get() for h in handles)), 60) == [
+            0,
+            1,
+            2,
+            3,
+        ]
+        infos = [await h.info() for h in handles]
+    finally:
+        await app.close()
+    assert counters.runs("u") == 4  # each finished exactly once
+    assert [info.attempt for info in infos] == [2, 2, 2, 2]  # after one interrupted run
+    keys = QueueKeys(prefix, "default")
+    pending = counters.client.xpending(keys.urgent_stream, "aqueue")
+    assert pending["pending"] == 0
