@@ -77,9 +77,9 @@ async def rated_per_tenant(ctx: aqueue.Context, tenant_id: str, n: int) -> None:
 
 @app.task
 async def record(ctx: aqueue.Context, kind: str) -> None:
-    """Push ``kind`` to ``<prefix>:order`` as the run starts (the order runs began in)."""
+    """Push ``kind`` and the time to ``<prefix>:order`` as the run starts."""
     client: aioredis.Redis = ctx.state["redis"]
-    await client.rpush(f"{app.settings.prefix}:order", kind)  # type: ignore[misc]
+    await client.rpush(f"{app.settings.prefix}:order", f"{kind} {time.time()!r}")  # type: ignore[misc]
 
 
 @app.task
