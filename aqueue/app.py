@@ -25,6 +25,7 @@ from .client import Client
 from .core.config import DEFAULT_REDIS_URL, Settings, mask_url, options_from_object
 from .core.context import Context
 from .core.errors import AqueueError, ConfigError, UnknownTask, did_you_mean
+from .core.limits import ConcurrencySpec, RateSpec
 from .deadletter import DeadLetter, list_dead, purge_dead, replay_dead
 from .discovery import autodiscover_tasks
 from .inline import EagerMode
@@ -132,6 +133,9 @@ class App:
         unique_for: float = 3600.0,
         check_arguments: bool = True,
         redact: bool | Callable[[Any], Any] = False,
+        priority: int = 0,
+        rate_limit: RateSpec | None = None,
+        concurrency: ConcurrencySpec | None = None,
     ) -> _TaskFactory: ...
 
     def task(  # type: ignore[misc]

@@ -36,6 +36,7 @@ from .core.errors import (
     SerializationError,
     did_you_mean,
 )
+from .core.limits import ConcurrencySpec, FlowLimits, RateSpec, check_priority
 from .core.protocol import (
     WIRE_VERSION,
     ChainLink,
@@ -71,6 +72,7 @@ class _Plan:
     timed: bool
     unique: bool
     unique_for: float
+    priority: int
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -110,6 +112,14 @@ class TaskConfig:
     ``True`` hides them; a callable gets each value (the args tuple, the kwargs
     dict, the result, a chunk) and returns what may be shown instead."""
 
+    priority: int = 0
+    """0-9, 9 the most urgent: a waiting task of a higher priority is fetched first."""
+    rate_limit: RateSpec | None = None
+    """Starts per second/minute/hour across every worker: ``"100/s"`` or
+    ``("20/s", "tenant:{tenant_id}")`` (one limit per key, formatted from the arguments)."""
+    concurrency: ConcurrencySpec | None = None
+    """Running at once across every worker: ``5`` or ``(5, "tenant:{tenant_id}")``."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.redact, bool) and not callable(self.redact):
             raise ConfigError(
@@ -141,6 +151,7 @@ class EnqueueOptions:
     unique_key: str | None = None
     unique_for: float | None = None
     trace: Mapping[str, str] | None = None
+    priority: int | None = None
 
 
 class TaskOwner(Protocol):
@@ -266,6 +277,11 @@ class Task(_Enqueuer[P, R]):
         self.fn = fn
         self.config = config
         self.spec = ArgSpec(fn)
+        check_priority(config.priority, f"task {config.name}")
+        #: Deployment-wide rate and concurrency limits (None: none).
+        self.limits = FlowLimits.of(
+            config.name, self.spec.call_signature, config.rate_limit, config.concurrency
+        )
         self.is_async = inspect.iscoroutinefunction(fn)
         #: An ``async def`` or a ``def`` that yields: its chunks stream to readers,
         #: its value is the list of them (a ``def`` generator runs in a thread).
@@ -289,7 +305,8 @@ class Task(_Enqueuer[P, R]):
 
     def options(self, **options: Any) -> BoundTask[P, R]:
         """Per-call options: ``task_id``, ``queue``, ``timeout``, ``retries``,
-        ``delay``, ``eta``, ``expires``, ``shadow``, ``unique_key``, ``unique_for``."""
+        ``delay``, ``eta``, ``expires``, ``shadow``, ``unique_key``, ``unique_for``,
+        ``priority``."""
         return BoundTask(self, _merge(self._opts, options))
 
     def merge_options(self, opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
@@ -333,6 +350,7 @@ class Task(_Enqueuer[P, R]):
             or cfg.expires is not None,
             unique=opts.unique_key is not None or cfg.unique,
             unique_for=opts.unique_for if opts.unique_for is not None else cfg.unique_for,
+            priority=opts.priority if opts.priority is not None else cfg.priority,
         )
         if len(self._plans) > 64:
             self._plans.clear()
@@ -427,6 +445,8 @@ class Task(_Enqueuer[P, R]):
             unique_key or "",
             # The lock covers the wait for the ETA too, then unique_for of queue/run time.
             int((max(plan.unique_for, 1.0) + delay) * 1000) if unique_key else 0,
+            plan.priority,
+            self.limits.pack(args, kwargs) if self.limits is not None else b"",
         )
         return plan.queue, message
 
@@ -458,6 +478,8 @@ def _merge(opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
             values[name] = _seconds(values[name], name)
     if "expires" in values and not isinstance(values["expires"], datetime):
         values["expires"] = _seconds(values["expires"], "expires")
+    if values.get("priority") is not None:
+        check_priority(values["priority"], "options()")
     retries = values.get("retries")
     if retries is not None and (not isinstance(retries, int) or retries < 0):
         raise ConfigError("retries must be a non-negative integer")

@@ -165,6 +165,11 @@ def start_cli_worker(
     )
 
 
+async def outbox_is_empty(app: aqueue.App, outbox: str) -> bool:
+    """A workflow outbox's hand-offs were all forwarded and dropped."""
+    return await app.client.broker.client.xlen(outbox) == 0
+
+
 async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
     """Poll an (async or sync) predicate until true or fail at the deadline."""
     deadline = time.monotonic() + timeout

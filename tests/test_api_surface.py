@@ -54,7 +54,7 @@ def test_task_options_are_validated() -> None:
         return timeout
 
     with pytest.raises(aqueue.ConfigError, match="unknown enqueue option"):
-        t.options(priority=3)
+        t.options(countdown=3)  # Celery's name; aqueue says delay=
     assert t.options(timeout=5)._opts.timeout == 5.0
 
 

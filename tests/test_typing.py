@@ -17,6 +17,7 @@ HERE = Path(__file__).parent
         "tests/typing/check_api.py",
         "tests/typing/check_workflows.py",
         "tests/typing/check_streaming.py",
+        "tests/typing/check_flow.py",
     ],
 )
 def test_mypy_strict_accepts_the_typed_api(target: str) -> None:

@@ -189,10 +189,29 @@ class Broker:
                 keys.unique(m.unique_key) if m.unique_key else "",
                 m.unique_ttl_ms,
             )
+            if not (m.priority or m.flow)
+            else (
+                m.task_id,
+                m.task_name,
+                len(m.payload),
+                1 if m.fresh else 0,
+                m.delay_ms,
+                keys.unique(m.unique_key) if m.unique_key else "",
+                m.unique_ttl_ms,
+                m.priority,
+                len(m.flow),
+            )
             for m in messages
         ]
-        blob = b"".join([m.payload for m in messages])
-        return [keys.task_prefix, keys.control_channel, _rows.encode(rows), blob]
+        # A message's limits (flow control) follow its payload in the blob.
+        blob = b"".join([m.payload + m.flow if m.flow else m.payload for m in messages])
+        return [
+            keys.task_prefix,
+            keys.control_channel,
+            _rows.encode(rows),
+            blob,
+            CONSUMER_GROUP,
+        ]
 
     async def enqueue_many(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Enqueue messages in as few round trips as possible (one per chunk)."""
@@ -277,11 +296,14 @@ class Broker:
                 # RESP2 answers [[stream, entries]], RESP3 {stream: entries}; entries
                 # are [id, [field, value, ...]].
                 streams = raw.items() if isinstance(raw, dict) else (raw or [])
-                return [
-                    _delivery(queue, entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), 1)
-                    for _stream, entries in streams
-                    for entry_id, flat in entries
-                ]
+                return await self._without_bells(
+                    queue,
+                    [
+                        (entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), 1)
+                        for _stream, entries in streams
+                        for entry_id, flat in entries
+                    ],
+                )
             reply = await self.client.xreadgroup(
                 CONSUMER_GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
             )
@@ -298,11 +320,29 @@ class Broker:
             # The stream was deleted (e.g. purged) under us: recreate and retry later.
             await self._recreate_group(keys.stream)
             return []
-        out: list[Delivery] = []
         parsed: Any = reply or []
-        for _stream, entries in parsed:
-            out.extend(_delivery(queue, entry_id, fields, 1) for entry_id, fields in entries)
-        return out
+        return await self._without_bells(
+            queue,
+            [(entry_id, fields, 1) for _stream, entries in parsed for entry_id, fields in entries],
+        )
+
+    async def _without_bells(
+        self, queue: str, entries: list[tuple[Any, dict[Any, Any], int]]
+    ) -> list[Delivery]:
+        """Deliveries of the entries read, dropping bells.
+
+        A bell (flow control) is added to an idle queue's stream when an urgent
+        task arrives, to wake a worker blocked here; the urgent task itself is
+        taken by the next fetch.
+        """
+        bells = [entry_id for entry_id, fields, _n in entries if b"bell" in fields]
+        if bells:
+            stream = self.keys(queue).stream
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.xack(stream, CONSUMER_GROUP, *bells)
+                pipe.xdel(stream, *bells)
+                await pipe.execute()
+        return [_delivery(queue, e, fields, n) for e, fields, n in entries if b"bell" not in fields]
 
     async def fetch(self, queue: str, consumer: str, count: int) -> list[Delivery]:
         """New entries (at most ``count``), already marked running, without blocking."""
@@ -325,11 +365,28 @@ class Broker:
         ]
 
     async def start(self, queue: str, consumer: str, deliveries: Sequence[Delivery]) -> None:
-        """Mark deliveries running, setting their ``attempt`` (0: aborted while waiting)."""
+        """Mark deliveries running, setting their ``attempt``.
+
+        0: aborted while waiting; -1: over a rate or concurrency limit, so it
+        left the stream to wait in Redis (flow control).
+        """
         keys = self.keys(queue)
-        rows = _rows.encode([(d.entry_id, d.task_id) for d in deliveries])
+        # A first delivery with limits (flow control) is checked against them:
+        # its limits and payload go in a blob.
+        limited = [d for d in deliveries if d.flow and d.deliveries == 1]
+        rows = _rows.encode(
+            [
+                (d.entry_id, d.task_id, len(d.flow), len(d.payload))
+                if d.flow and d.deliveries == 1
+                else (d.entry_id, d.task_id)
+                for d in deliveries
+            ]
+        )
+        blob = b"".join([d.flow + d.payload for d in limited])
         attempts = await self._script(
-            "start", (keys.stream, keys.outbox), [keys.task_prefix, CONSUMER_GROUP, consumer, rows]
+            "start",
+            (keys.stream, keys.outbox),
+            [keys.task_prefix, CONSUMER_GROUP, consumer, rows, blob],
         )
         for d, attempt in zip(deliveries, attempts, strict=True):
             d.attempt = int(attempt)
@@ -385,8 +442,21 @@ class Broker:
         other than ``skip`` (what it runs): deliveries whose reply was lost with a
         dropped connection, which the consumer never saw."""
         keys = self.keys(queue)
+        found = await self._claim_own_stale_in(
+            queue, keys.stream, consumer, min_idle_ms, count, skip
+        )
+        if len(found) < count and await self.client.exists(keys.urgent_stream):
+            # Urgent tasks (flow control) are delivered from a stream of their own.
+            found += await self._claim_own_stale_in(
+                queue, keys.urgent_stream, consumer, min_idle_ms, count - len(found), skip
+            )
+        return found
+
+    async def _claim_own_stale_in(
+        self, queue: str, stream: str, consumer: str, min_idle_ms: int, count: int, skip: set[str]
+    ) -> list[Delivery]:
         pending: Any = await self.client.xpending_range(
-            keys.stream,
+            stream,
             CONSUMER_GROUP,
             min="-",
             max="+",
@@ -399,14 +469,15 @@ class Broker:
         if not ids:
             return []
         # The idle condition again: a lease renewed meanwhile is not taken.
-        claimed: Any = await self.client.xclaim(
-            keys.stream, CONSUMER_GROUP, consumer, min_idle_ms, ids
+        claimed: Any = await self.client.xclaim(stream, CONSUMER_GROUP, consumer, min_idle_ms, ids)
+        return await self._without_bells(
+            queue,
+            [
+                (entry, fields, delivered.get(_text(entry), 0) + 1)
+                for entry, fields in claimed
+                if fields
+            ],
         )
-        return [
-            _delivery(queue, entry, fields, delivered.get(_text(entry), 0) + 1)
-            for entry, fields in claimed
-            if fields
-        ]
 
     async def reclaim(self, queue: str, consumer: str, count: int) -> list[Delivery]:
         """Claim entries of dead or hung workers (dead-lettering over-delivered ones).
@@ -414,12 +485,31 @@ class Broker:
         The claimed entries come back already marked running for this consumer.
         """
         keys = self.keys(queue)
+        flat = await self._reclaim_stream(queue, keys.stream, consumer, count)
+        if len(flat) < 4 * count and await self.client.exists(keys.urgent_stream):
+            # Urgent tasks (flow control) are delivered from a stream of their own.
+            flat += await self._reclaim_stream(
+                queue, keys.urgent_stream, consumer, count - len(flat) // 4
+            )
+        out: list[Delivery] = []
+        for i in range(0, len(flat), 4):
+            fields = flat[i + 1]
+            as_dict = {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}
+            for delivery in await self._without_bells(
+                queue, [(flat[i], as_dict, int(flat[i + 2]))]
+            ):
+                delivery.attempt = int(flat[i + 3])
+                out.append(delivery)
+        return out
+
+    async def _reclaim_stream(self, queue: str, stream: str, consumer: str, count: int) -> Any:
+        keys = self.keys(queue)
         s = self.settings
         visibility_ms = int(s.visibility_timeout * 1000)
         dead_after_ms = min(int(s.dead_worker_after * 1000), visibility_ms)
-        flat = await self._script(
+        return await self._script(
             "reclaim",
-            (keys.stream, keys.workers, keys.dead, keys.outbox),
+            (stream, keys.workers, keys.dead, keys.outbox),
             [
                 CONSUMER_GROUP,
                 consumer,
@@ -433,14 +523,6 @@ class Broker:
                 s.dead_letter_maxlen,
             ],
         )
-        out: list[Delivery] = []
-        for i in range(0, len(flat), 4):
-            fields = flat[i + 1]
-            as_dict = {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}
-            delivery = _delivery(queue, flat[i], as_dict, int(flat[i + 2]))
-            delivery.attempt = int(flat[i + 3])
-            out.append(delivery)
-        return out
 
     async def abort(self, queue: str, task_id: str, error: bytes) -> str:
         """Abort a task; returns the state it was in ('' when unknown)."""
@@ -465,7 +547,7 @@ class Broker:
         moved, wait = await self._script(
             "promote",
             (keys.stream, keys.delayed, keys.delayed_payloads),
-            [keys.task_prefix, limit],
+            [keys.task_prefix, limit, CONSUMER_GROUP],
         )
         return int(moved), int(wait)
 
@@ -727,4 +809,5 @@ def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int)
         task_id=task_id.decode("utf-8", "replace") if isinstance(task_id, bytes) else "",
         payload=fields.get(b"m", b""),
         deliveries=n,
+        flow=fields.get(b"f", b""),
     )

@@ -130,7 +130,11 @@ class RedisViews:
         return sorted(found)
 
     async def queue_figures(self, queue: str) -> dict[str, Any]:
-        """Depths of one queue: waiting, running (pending), delayed, dead, lag, oldest age."""
+        """Depths of one queue: waiting, running (pending), delayed, dead, lag, oldest age.
+
+        ``waiting`` counts urgent tasks (a priority above 0) and tasks waiting for
+        a concurrency token too; ``urgent`` and ``over_limit`` count them apart.
+        """
         keys = self.keys(queue)
         client = self.client
         async with client.pipeline(transaction=False) as pipe:
@@ -138,7 +142,11 @@ class RedisViews:
             pipe.zcard(keys.delayed)
             pipe.xlen(keys.dead)
             pipe.zcard(keys.workers)
-            length, delayed, dead, consumers = await pipe.execute()
+            # Flow control: urgent tasks and tasks waiting for a concurrency token.
+            pipe.zcard(keys.urgent)
+            pipe.hlen(keys.held)
+            pipe.exists(keys.urgent_stream)
+            length, delayed, dead, consumers, urgent, held, has_urgent = await pipe.execute()
         pending = 0
         lag: int | None = None
         last_delivered = "0-0"
@@ -167,6 +175,11 @@ class RedisViews:
             waiting = len(after or [])
         else:
             waiting = 0
+        if has_urgent:
+            for group in await client.xinfo_groups(keys.urgent_stream):
+                if _text(group.get("name")) == CONSUMER_GROUP:
+                    pending += int(group.get("pending") or 0)
+        waiting += int(urgent) + int(held)
         return {
             "queue": queue,
             "stream_length": int(length),
@@ -177,6 +190,8 @@ class RedisViews:
             "dead": int(dead),
             "heartbeats": int(consumers),
             "oldest_waiting_age": oldest_age,
+            "urgent": int(urgent),
+            "over_limit": int(held),
         }
 
     # -- the worker registry -------------------------------------------------------

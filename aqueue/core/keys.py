@@ -102,3 +102,38 @@ class QueueKeys:
     def periodic(self, name: str) -> str:
         """String holding the last tick claimed for a periodic task."""
         return f"{self.base}:periodic:{name}"
+
+    # Flow control (see lua/_flow.lua for the rest of its keys) -------------------
+
+    @property
+    def urgent(self) -> str:
+        """Sorted set of waiting tasks with a priority above 0 (most urgent first)."""
+        return f"{self.base}:prio"
+
+    @property
+    def urgent_payloads(self) -> str:
+        """Hash task id -> encoded message of every task in :attr:`urgent`."""
+        return f"{self.base}:prio:m"
+
+    @property
+    def urgent_stream(self) -> str:
+        """The stream urgent tasks are delivered from (entry ids ``0-N``)."""
+        return f"{self.base}:pstream"
+
+    @property
+    def held(self) -> str:
+        """Hash task id -> encoded message of every task waiting for a concurrency token."""
+        return f"{self.base}:held"
+
+    @property
+    def wait_keys(self) -> str:
+        """Set of the concurrency keys whose waiting list is not empty."""
+        return f"{self.base}:waitkeys"
+
+    def waiting(self, limit_key: str) -> str:
+        """List of the ids of tasks waiting for a token of ``limit_key``, oldest first."""
+        return f"{self.base}:wait:{limit_key}"
+
+    def tokens(self, limit_key: str) -> str:
+        """Sorted set of the ids of tasks holding a token of ``limit_key``."""
+        return f"{self.base}:conc:{limit_key}"

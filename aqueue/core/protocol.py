@@ -263,6 +263,10 @@ class OutgoingMessage:
     delay_ms: int = 0
     unique_key: str = ""
     unique_ttl_ms: int = 0
+    priority: int = 0
+    """0-9, 9 the most urgent (flow control)."""
+    flow: bytes = b""
+    """The task's rate and concurrency limits, packed for the scripts (empty: none)."""
 
 
 @dataclass(slots=True)
@@ -276,6 +280,8 @@ class Delivery:
     deliveries: int = 1
     attempt: int = 0
     """How many times the task has been started, this time included (0: not yet marked)."""
+    flow: bytes = b""
+    """The task's rate and concurrency limits as the stream entry carries them."""
 
 
 @dataclass(slots=True)

@@ -178,6 +178,11 @@ class Fetcher:
                     self.capacity.release(len(deliveries))
                     return []
                 await backoff.failed(exc)
+        waiting = sum(1 for d in deliveries if d.attempt < 0)
+        if waiting:
+            # Over a rate or concurrency limit: the task waits in Redis, not here.
+            self.capacity.release(waiting)
+            deliveries = [d for d in deliveries if d.attempt >= 0]
         aborted = [d for d in deliveries if d.attempt == 0]
         if not aborted:
             return deliveries

@@ -14,16 +14,18 @@ local function cut(blob, pos, len)
   return string.sub(blob, pos, pos + len - 1), pos + len
 end
 
--- The task id and message of a stream entry's field list ('' when missing).
+-- The task id, message and limits (flow control) of a stream entry's field
+-- list ('' when missing).
 local function entry_fields(fields)
-  local tid, payload = '', ''
+  local tid, payload, flow = '', '', ''
   for j = 1, #fields, 2 do
-    if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1] end
+    if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1]
+    elseif fields[j] == 'f' then flow = fields[j + 1] end
   end
-  return tid, payload
+  return tid, payload, flow
 end
 
--- workflows (issue 12) >>> A workflow step that ends without running (aborted or
+-- Workflows: a workflow step that ends without running (aborted or
 -- purged while it waited) leaves its message in the queue's outbox, so the
 -- forwarder ends its chain or counts it in its chord (aqueue.runtime.workflow).
 -- Only workflow steps: their envelope (a msgpack array, after an optional
@@ -42,7 +44,6 @@ local function step_ended(outbox, payload, state, err)
     redis.call('XADD', outbox, '*', 'ended', state, 'm', payload, 'error', err or '')
   end
 end
--- <<< workflows
 
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
@@ -51,6 +52,8 @@ end
 local function mark_started(stream, group, rec, entry, consumer, now, outbox, payload)
   local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
   if seen[1] == 'aborted' then
+    -- flow control: urgent entries (ids 0-N) live in the queue's urgent stream
+    if string.sub(entry, 1, 2) == '0-' then stream = string.sub(stream, 1, -8) .. ':pstream' end
     if outbox then
       if not payload then
         local e = redis.call('XRANGE', stream, entry, entry)

@@ -1,8 +1,9 @@
 -- Enqueue a batch of messages into one queue, atomically.
 -- KEYS: stream, delayed, delayed_payloads
--- ARGV: task_prefix, control_channel, rows, blob of payloads; a row per message:
+-- ARGV: task_prefix, control_channel, rows, blob of payloads, group; a row per message:
 --   {task_id, task_name, payload length, fresh (1: replace any old record),
---    delay_ms (0: now), unique_key ('' for none), unique_ttl_ms}
+--    delay_ms (0: now), unique_key ('' for none), unique_ttl_ms,
+--    priority (0-9), limits length (their bytes follow the payload; see _flow.lua)}
 -- Returns, per message, the id of the task that now represents it: its own
 -- id, or the id of the live task already holding its unique key. A message
 -- whose task is already enqueued is not added again (already_enqueued).
@@ -22,10 +23,17 @@ for _, row in ipairs(rows) do
   elseif already_enqueued(prefix .. tid, fresh == 1, payload) then
     out[#out + 1] = tid
   else
-    if enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, fresh == 1, delay, ukey,
-        uttl, now) then
-      wake = true
+    local pri, flow = row[8] or 0, ''  -- flow control: limits follow the payload
+    if row[9] then flow, pos = cut(blob, pos, row[9]) end
+    local earliest
+    if pri == 0 and flow == '' then
+      earliest = enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, fresh == 1,
+        delay, ukey, uttl, now)
+    else
+      earliest = enqueue_flow(stream, delayed, payloads, prefix, tid, name, payload, fresh == 1,
+        delay, ukey, uttl, now, pri, flow, ARGV[5])
     end
+    if earliest then wake = true end
     if fresh == 1 then mark_enqueued_by(prefix .. tid, payload) end
     out[#out + 1] = tid
   end

@@ -19,6 +19,7 @@ local now = now_ms()
 local rows, blob, pos = cmsgpack.unpack(ARGV[8]), ARGV[9], 1
 local fenced, done, acked = {}, {}, 0
 local handoffs = {}  -- workflows (issue 12)
+local urgent_acked = false  -- flow control
 for _, row in ipairs(rows) do
   local entry, tid, state = row[1], row[2], row[3]
   local result, err, payload
@@ -32,14 +33,20 @@ for _, row in ipairs(rows) do
   local retry_delay, reason, unique = row[6], row[8], row[9]
   local rec = prefix .. tid
   local owned, repeated = true, false
+  local estream, ckey = stream, nil  -- flow control: the entry's stream, its token
   if entry ~= '' then
-    local owner = redis.call('HMGET', rec, 'worker', 'entry')
+    local owner = redis.call('HMGET', rec, 'worker', 'entry', 'ck')
+    ckey = owner[3]
+    if ckey or string.sub(entry, 1, 2) == '0-' then
+      estream = stream_of(stream, entry)
+      if estream ~= stream then urgent_acked = true end
+    end
     if owner[2] then
       owned = owner[1] == consumer and owner[2] == entry
     else  -- no record (purged): ask the stream who holds the entry
-      owned = #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1
+      owned = #redis.call('XPENDING', estream, group, entry, entry, 1, consumer) == 1
     end
-    if owned and redis.call('XACK', stream, group, entry) == 0 then
+    if owned and redis.call('XACK', estream, group, entry) == 0 then
       owned = false
       repeated = recorded_before(rec, entry)
     end
@@ -57,6 +64,7 @@ for _, row in ipairs(rows) do
       if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then wake = true end
       redis.call('HSET', payloads, tid, payload)
       redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', due)
+      if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
     else
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
@@ -71,6 +79,7 @@ for _, row in ipairs(rows) do
         if state == 'failed' and payload ~= '' then redis.call('HSET', rec, 'msg', payload) end
       end
       redis.call('PEXPIRE', rec, ttl)
+      if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
       -- workflows (issue 12) >>> the next steps leave with this outcome, atomically
       if follow ~= '' then handoffs[#handoffs + 1] = follow end
       -- <<< workflows
@@ -94,6 +103,7 @@ if #handoffs > 0 then
 end
 -- <<< workflows
 if acked > 0 then trim_acked(stream, group) end
+if urgent_acked then trim_acked(flow_base(stream) .. ':pstream', group) end  -- flow control
 -- A leading NUL marks the framed format (other scripts publish plain ids).
 if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
 if wake then redis.call('PUBLISH', control, 'delayed') end

@@ -39,6 +39,8 @@ while true do
     end
   end
 end
+-- flow control: urgent entries too
+n = n + hand_back_urgent(stream, group, consumer, prefix, kept, #ARGV < 4)
 if #ARGV < 4 then
   redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
   redis.call('ZREM', workers, consumer)

@@ -53,6 +53,9 @@ for _, e in ipairs(entries) do
   from_stream = from_stream + 1
 end
 
+-- flow control: urgent tasks and tasks waiting for a concurrency token
+from_stream = from_stream + purge_flow(stream, limit, abort_record)
+
 local from_delayed = 0
 for _, tid in ipairs(redis.call('ZRANGE', delayed, 0, limit - 1)) do
   local payload = redis.call('HGET', payloads, tid)

@@ -12,9 +12,10 @@ redis.call('ZADD', workers, now, consumer)
 local lost, aborted = {}, {}
 for i = 5, #ARGV, 2 do
   local entry = ARGV[i]
-  if #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1 then
+  local estream = stream_of(stream, entry)  -- flow control: urgent entries
+  if #redis.call('XPENDING', estream, group, entry, entry, 1, consumer) == 1 then
     -- JUSTID: resets the idle time without counting another delivery.
-    redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID')
+    redis.call('XCLAIM', estream, group, consumer, 0, entry, 'JUSTID')
     local tid = ARGV[i + 1]
     local seen = redis.call('HMGET', prefix .. tid, 'abort', 'ukey')
     if seen[1] then

@@ -15,7 +15,13 @@ for i = 2, #ARGV do
   if found then
     local fields = found[2]
     local tid, payload = entry_fields(fields)
-    new = redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
+    -- flow control: a replayed task keeps its limits (its record has them)
+    local flow = tid ~= '' and redis.call('HGET', prefix .. tid, 'f') or ''
+    if flow ~= '' then
+      new = redis.call('XADD', stream, '*', 'id', tid, 'm', payload, 'f', flow)
+    else
+      new = redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
+    end
     if tid ~= '' then
       local rec = prefix .. tid
       redis.call('HDEL', rec, 'result', 'error', 'finished', 'started', 'worker', 'entry', 'eta')
