@@ -18,7 +18,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from ._redis.broker import Broker
 from .client import Client
@@ -126,6 +126,7 @@ class App:
         unique: bool = False,
         unique_for: float = 3600.0,
         check_arguments: bool = True,
+        unique_mode: Literal["debounce", "replace"] | None = None,
     ) -> _TaskFactory: ...
 
     def task(  # type: ignore[misc]

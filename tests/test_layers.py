@@ -35,6 +35,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "aqueue.canvas",
             "aqueue.groups",
             "aqueue.periodic",
+            "aqueue.unique",
             "aqueue.deadletter",
             "aqueue.discovery",
             "aqueue.app",

@@ -237,6 +237,45 @@ class Broker:
             ) from exc
         return ids
 
+    async def enqueue_keyed(
+        self, queue: str, message: OutgoingMessage, mode: str, delay_ms: int
+    ) -> tuple[str, str]:
+        """Enqueue a message whose unique key debounces or replaces (``lua/unique.lua``).
+
+        Returns ``("ok", id)``, ``("rebuild", id)`` (send it again carrying the
+        waiting task's id) or ``("again", "")`` (that task started meanwhile).
+        """
+        keys = self.keys(queue)
+        script_keys = (
+            keys.stream,
+            keys.delayed,
+            keys.delayed_payloads,
+            keys.unique(message.unique_key),
+        )
+        args = [
+            keys.task_prefix,
+            keys.control_channel,
+            message.task_id,
+            message.task_name,
+            message.payload,
+            mode,
+            delay_ms,
+            message.unique_ttl_ms,
+        ]
+        try:
+            status, task_id = await self._script("unique", script_keys, args, durable=True)
+        except NotReplicated as exc:
+            raise ConnectionFailed(
+                f"could not enqueue durably: {exc}. It may be in Redis but was not "
+                "acknowledged; check the replicas and try again"
+            ) from exc
+        except REDIS_ERRORS as exc:
+            raise ConnectionFailed(
+                f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
+                "check that Redis is reachable at the configured URL and try again"
+            ) from exc
+        return _text(status), _text(task_id)
+
     # -- worker side -----------------------------------------------------------
 
     async def ensure_group(self, queue: str) -> None:

@@ -1,0 +1,36 @@
+"""Tasks for the flow-control tests (debounce, schedules, recycling, processes).
+
+URL and key prefix come from AQUEUE_REDIS_URL / AQUEUE_PREFIX, set by the test.
+Every task records what it ran in Redis, so tests count executions exactly.
+"""
+
+from __future__ import annotations
+
+import os
+
+import redis.asyncio as aioredis
+
+import aqueue
+
+app = aqueue.App()
+
+
+async def _push(key: str, value: str) -> None:
+    client = aioredis.Redis.from_url(os.environ["AQUEUE_REDIS_URL"])
+    try:
+        await client.rpush(f"{app.settings.prefix}:ran:{key}", value)
+    finally:
+        await client.aclose()
+
+
+@app.task(unique_mode="debounce", unique_for=1.0)
+async def settle(key: str, value: int) -> int:
+    """Debounced by the task's name: runs once, 1 s after the last enqueue."""
+    await _push(key, str(value))
+    return value
+
+
+@app.task
+async def note(key: str, value: int) -> int:
+    await _push(key, str(value))
+    return value
