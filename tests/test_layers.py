@@ -36,6 +36,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "aqueue.groups",
             "aqueue.periodic",
             "aqueue.unique",
+            "aqueue.schedules",
             "aqueue.deadletter",
             "aqueue.discovery",
             "aqueue.app",

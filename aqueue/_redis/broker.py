@@ -23,7 +23,7 @@ from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConfigError, ConnectionFailed
 from ..core.handoffs import HANDOFF_ABORT, Handoff
-from ..core.keys import CONSUMER_GROUP, QueueKeys
+from ..core.keys import CONSUMER_GROUP, QueueKeys, schedule_keys
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
 from .connection import (
     REDIS_ERRORS,
@@ -275,6 +275,27 @@ class Broker:
                 "check that Redis is reachable at the configured URL and try again"
             ) from exc
         return _text(status), _text(task_id)
+
+    async def save_schedule(self, name: str, encoded: bytes) -> None:
+        """Add or change a schedule kept in Redis; schedulers see it within a second."""
+        table, version = schedule_keys(self.settings.prefix)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(table, name, encoded)
+            pipe.incr(version)
+            await pipe.execute()
+
+    async def drop_schedule(self, name: str) -> bool:
+        """Remove a schedule kept in Redis; False when there was none of that name."""
+        table, version = schedule_keys(self.settings.prefix)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(table, name)
+            pipe.incr(version)
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def advance_tick(self, queue: str, schedule: str, tick_ms: int) -> None:
+        """Mark a schedule's ticks up to ``tick_ms`` as claimed (never moves back)."""
+        await self._script("tick_advance", (self.keys(queue).periodic(schedule),), [tick_ms])
 
     # -- worker side -----------------------------------------------------------
 

@@ -30,6 +30,7 @@ SCRIPT_NAMES = (
     "chord",
     "chunk",
     "unique",
+    "tick_advance",
 )
 
 

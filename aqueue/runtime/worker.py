@@ -248,10 +248,12 @@ class Worker:
                     spawn(self._maintenance.promote_loop(queue), f"promote:{queue}")
                 if self.burst:
                     spawn(self._stop_when_drained(), "burst")
-                if self.beat and app.periodic_tasks:
-                    from ..periodic import Scheduler  # only when there is something to schedule
+                if self.beat:
+                    # Declared schedules, and those kept in Redis (watched each second).
+                    from ..periodic import Scheduler
+                    from ..schedules import StoredScheduleSource
 
-                    spawn(Scheduler(app).run(), "beat")
+                    spawn(Scheduler(app, source=StoredScheduleSource(app)).run(), "beat")
                 await self._stop_requested.wait()
                 await self._shutdown()
         finally:
