@@ -34,3 +34,9 @@ async def settle(key: str, value: int) -> int:
 async def note(key: str, value: int) -> int:
     await _push(key, str(value))
     return value
+
+
+@app.task
+async def stamp(ctx: aqueue.Context, key: str) -> None:
+    """Record each run's task id (``periodic:<schedule>:<tick ms>`` for a schedule's run)."""
+    await _push(key, ctx.id)
