@@ -42,6 +42,7 @@ from .fetching import Fetcher
 from .finishing import Finisher
 from .maintenance import Maintenance
 from .monitor import describe_worker
+from .recycling import watch_memory
 from .running import Inflight, Observer, Runner
 from .slots import Backoff, Capacity, Outage, WorkerStats
 from .workflow import Forwarder
@@ -80,6 +81,8 @@ class Worker:
         name: str | None = None,
         beat: bool = True,
         prefetch: int | None = None,
+        max_tasks: int | None = None,
+        max_memory_mb: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -112,6 +115,12 @@ class Worker:
             max_workers=self.threads, thread_name_prefix="aqueue-task"
         )
         self._wire()
+        #: Recycling (see :mod:`.recycling`): why this worker stopped itself at a
+        #: limit (None: it did not); its supervisor then starts a fresh one.
+        self.recycled: str | None = None
+        self.max_memory_mb = max_memory_mb
+        self._runner.max_begun = max_tasks
+        self._runner.on_spent = self.recycle
 
     def _wire(self) -> None:
         """Build the worker's parts; each gets only what it uses."""
@@ -248,6 +257,8 @@ class Worker:
                     spawn(self._maintenance.promote_loop(queue), f"promote:{queue}")
                 if self.burst:
                     spawn(self._stop_when_drained(), "burst")
+                if self.max_memory_mb is not None:
+                    spawn(watch_memory(self.max_memory_mb, self.recycle), "memory")
                 if self.beat:
                     # Declared schedules, and those kept in Redis (watched each second).
                     from ..periodic import Scheduler
@@ -294,6 +305,13 @@ class Worker:
             self.threads,
             names,
         )
+
+    def recycle(self, reason: str) -> None:
+        """Stop gracefully at a recycling limit: begin nothing more, finish what runs."""
+        if self.recycled is None and not self._stop_requested.is_set():
+            self.recycled = reason
+            logger.info("worker %s recycles: %s; draining, then a fresh one", self.name, reason)
+            self.stop()
 
     async def _stop_when_drained(self) -> None:
         """Burst mode: stop once every queue read empty and nothing is held."""

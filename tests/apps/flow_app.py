@@ -6,6 +6,7 @@ Every task records what it ran in Redis, so tests count executions exactly.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import redis.asyncio as aioredis
@@ -40,3 +41,17 @@ async def note(key: str, value: int) -> int:
 async def stamp(ctx: aqueue.Context, key: str) -> None:
     """Record each run's task id (``periodic:<schedule>:<tick ms>`` for a schedule's run)."""
     await _push(key, ctx.id)
+
+
+_kept: list[bytearray] = []
+
+
+@app.task
+async def where(ctx: aqueue.Context, key: str, leak_mb: int = 0, seconds: float = 0.0) -> int:
+    """Record which process ran this task; optionally keep ``leak_mb`` MiB for ever."""
+    if leak_mb:
+        _kept.append(bytearray(b"x" * (leak_mb * 2**20)))
+    if seconds:
+        await asyncio.sleep(seconds)
+    await _push(key, f"{os.getpid()} {ctx.id}")
+    return os.getpid()
