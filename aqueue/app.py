@@ -129,6 +129,7 @@ class App:
         unique_for: float = 3600.0,
         check_arguments: bool = True,
         unique_mode: Literal["debounce", "replace"] | None = None,
+        executor: Literal["thread", "process"] | None = None,
     ) -> _TaskFactory: ...
 
     def task(  # type: ignore[misc]

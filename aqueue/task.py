@@ -107,6 +107,10 @@ class TaskConfig:
     unique_for: float = 3600.0
     check_arguments: bool = True
     """Check argument types at ``enqueue()`` as the worker will (off: arity only)."""
+    executor: str | None = None
+    """``"process"``: a plain ``def`` runs in a task process that a timeout or an abort
+    kills (see :mod:`aqueue.runtime.processes`); default: a thread (``def``) or
+    the worker's event loop (``async def``)."""
     unique_mode: str | None = None
     """``"debounce"`` or ``"replace"``: newer arguments win while the task waits
     (see :mod:`aqueue.unique`); the key is the task's name unless ``unique_key``."""
@@ -294,6 +298,22 @@ class Task(_Enqueuer[P, R]):
         #: An ``async def`` that yields: its chunks stream to readers, its value is
         #: the list of them.
         self.is_stream = inspect.isasyncgenfunction(fn)
+        if config.executor not in (None, "thread", "process"):
+            raise ConfigError(
+                f"executor must be 'process', 'thread' or None, got {config.executor!r}"
+            )
+        if config.executor == "process" and (
+            self.is_async or inspect.isgeneratorfunction(fn) or self.spec.context_param
+        ):
+            raise ConfigError(
+                f"{config.name}: executor='process' is for plain def functions without a "
+                "Context parameter (an async def already runs beside others on the event loop)"
+            )
+        if config.executor == "process" and "<locals>" in fn.__qualname__:
+            raise ConfigError(
+                f"{config.name}: executor='process' needs a function defined at the top level "
+                "of a module: a task process imports it by name"
+            )
         self._task = self
         self._opts = EnqueueOptions()
         self._result_decoder: msgspec.msgpack.Decoder[Any] | None = None

@@ -271,6 +271,7 @@ class Worker:
             await _cancel_until_done(self._loops)
             self._loops.clear()
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
+            await self._executor.processes.close()
         if self._crashed_loop is not None:
             raise WorkerCrashed(
                 f"worker loop {self._crashed_loop} crashed (see the traceback logged above); "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
+from datetime import datetime
 
 import redis.asyncio as aioredis
 
@@ -55,3 +57,39 @@ async def where(ctx: aqueue.Context, key: str, leak_mb: int = 0, seconds: float 
         await asyncio.sleep(seconds)
     await _push(key, f"{os.getpid()} {ctx.id}")
     return os.getpid()
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+@app.task(executor="process")
+def centroid(points: list[Point], when: datetime) -> tuple[Point, datetime, int]:
+    """A CPU task in a task process: typed arguments in, a typed value out, and its pid."""
+    n = len(points)
+    middle = Point(sum(p.x for p in points) // n, sum(p.y for p in points) // n)
+    return middle, when, os.getpid()
+
+
+@app.task(executor="process", timeout=1.0)
+def spin(key: str) -> int:
+    """Burn CPU for ever; records its pid first so the test can look for the process."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["AQUEUE_REDIS_URL"])
+    client.rpush(f"{app.settings.prefix}:ran:{key}", str(os.getpid()))
+    client.close()
+    n = 0
+    while True:
+        n += 1
+
+
+@app.task(executor="process", retries=1, retry_delay=0.1, retry_on=(ValueError,))
+def picky(n: int) -> int:
+    if n < 0:
+        raise ValueError(f"negative: {n}")
+    if n == 0:
+        raise KeyError("zero")
+    return n * 2
