@@ -154,3 +154,20 @@ def test_process_executor_refuses_what_it_cannot_run(app: aqueue.App) -> None:
         app.task(name="c", executor="fork")(_picky)  # type: ignore[arg-type]
     assert os.getpid()  # the registry is unchanged by refused declarations
     assert "a" not in app.tasks and "b" not in app.tasks and "c" not in app.tasks
+
+
+async def test_task_process_ends_with_a_sigkilled_worker(
+    redis_url: str, prefix: str, producer: aqueue.App
+) -> None:
+    spin = producer.tasks["flow_app.spin"]
+    worker = start_cli_worker(redis_url, prefix, "flow_app:app")
+    try:
+        await spin.options(timeout=600).enqueue("orphan")
+        await wait_until(lambda: _pids(redis_url, prefix, "orphan"), timeout=60)
+        [busy] = await _pids(redis_url, prefix, "orphan")
+        assert _alive(busy)
+    finally:
+        worker.kill()
+        await asyncio.to_thread(worker.communicate, timeout=60)
+    # Busy in a CPU loop it never reads its pipe, yet it leaves with its worker.
+    await wait_until(lambda: not _alive(busy), timeout=15)

@@ -28,6 +28,8 @@ import importlib
 import os
 import struct
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import IO, Any
@@ -256,8 +258,18 @@ def _run(
         return ["err", "aqueue.errors.SerializationError", message, "", NO_RETRY, None]
 
 
+def _exit_with(parent: int) -> None:
+    """End this process once its worker is gone, even mid-task (a SIGKILLed worker
+    can't kill it, and a busy task process would not read the closed pipe)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def serve() -> None:
     """The task process: answer call frames on stdin until it closes."""
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # print() in task code goes to stderr, never into a frame
     sys.stdout = sys.stderr

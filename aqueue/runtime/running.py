@@ -118,7 +118,10 @@ class Runner:
         inflight = self.inflight  # both maps at once: this runs for every task
         inflight.by_entry[entry] = running
         inflight.entry_by_task[job.envelope.id] = entry
-        if self.executing >= self.concurrency or self._spent():
+        max_begun = self.max_begun  # recycling: begin no more than that
+        if self.executing >= self.concurrency or (
+            max_begun is not None and self.begun >= max_begun
+        ):
             if first:
                 self._ready.appendleft(running)
             else:
