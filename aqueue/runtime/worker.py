@@ -67,6 +67,9 @@ class Worker:
     empty and nothing is running, which suits scripts and tests. Unless
     ``beat=False`` (or in burst mode) it also enqueues the App's periodic tasks;
     any number of workers may do so, each tick is enqueued once.
+    ``max_tasks`` / ``max_memory_mb`` make it stop gracefully at that many
+    begun tasks or that much resident memory (:attr:`recycled` says why);
+    ``aqueue worker --max-tasks-per-child`` then starts a fresh process.
     """
 
     def __init__(
