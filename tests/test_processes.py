@@ -71,7 +71,7 @@ async def test_process_task_round_trips_typed_values_and_kills_on_timeout_and_ab
 ) -> None:
     centroid = producer.tasks["flow_app.centroid"]
     spin = producer.tasks["flow_app.spin"]
-    worker = start_cli_worker(redis_url, prefix, "flow_app:app", "-c", "4")
+    worker = start_cli_worker(redis_url, prefix, "flow_app:app", "-c", "4", "--task-processes", "1")
     try:
         when = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
         r = await centroid.enqueue([Point(1, 2), Point(3, 4)], when)
@@ -90,6 +90,7 @@ async def test_process_task_round_trips_typed_values_and_kills_on_timeout_and_ab
         assert failed.value.exc_type == "TimeoutError"
         assert "its process was killed" in failed.value.message
         [spun] = await _pids(redis_url, prefix, "timeout")
+        assert spun == pid  # one task process, reused until it had to be killed
         await wait_until(lambda: not _alive(spun), timeout=10)
 
         # An abort kills the process too.
@@ -104,7 +105,9 @@ async def test_process_task_round_trips_typed_values_and_kills_on_timeout_and_ab
 
         # A fresh process replaces a killed one: the pool still runs tasks.
         again = await centroid.enqueue([Point(0, 0), Point(2, 2)], when)
-        assert (await again.get(timeout=60))[0] == Point(1, 1)
+        middle, _, fresh = await again.get(timeout=60)
+        assert middle == Point(1, 1)
+        assert fresh not in (spun, victim) and _parent(fresh) == worker.pid
     finally:
         worker.terminate()
         out = await asyncio.to_thread(worker.communicate, timeout=60)

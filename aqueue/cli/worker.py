@@ -113,6 +113,13 @@ def add_parsers(sub: Any) -> None:
         help="run N worker processes under a supervisor that restarts crashed ones",
     )
     p.add_argument(
+        "--task-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="task processes for executor='process' tasks (default: one per CPU)",
+    )
+    p.add_argument(
         "--max-tasks-per-child",
         type=int,
         default=None,
@@ -180,6 +187,8 @@ async def start(args: argparse.Namespace) -> int:
             )
             if args.max_tasks_per_child is not None and args.max_tasks_per_child < 1:
                 raise SystemExit("error: --max-tasks-per-child must be at least 1")
+            if args.task_processes is not None and args.task_processes < 1:
+                raise SystemExit("error: --task-processes must be at least 1")
             if args.max_memory_per_child is not None and not args.max_memory_per_child > 0:
                 raise SystemExit("error: --max-memory-per-child must be a positive number of MB")
             if args.processes is not None or (recycling and supervisor_pid is None):
@@ -213,6 +222,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         beat=not args.no_beat,
         max_tasks=args.max_tasks_per_child,
         max_memory_mb=args.max_memory_per_child,
+        task_processes=args.task_processes,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

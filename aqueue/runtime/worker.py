@@ -70,6 +70,8 @@ class Worker:
     ``max_tasks`` / ``max_memory_mb`` make it stop gracefully at that many
     begun tasks or that much resident memory (:attr:`recycled` says why);
     ``aqueue worker --max-tasks-per-child`` then starts a fresh process.
+    ``task_processes`` sizes the pool of ``executor="process"`` tasks (default:
+    one per CPU).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Worker:
         prefetch: int | None = None,
         max_tasks: int | None = None,
         max_memory_mb: float | None = None,
+        task_processes: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -123,6 +126,10 @@ class Worker:
         self.recycled: str | None = None
         self.max_memory_mb = max_memory_mb
         self._runner.max_begun = max_tasks
+        if task_processes is not None:
+            if task_processes < 1:
+                raise ValueError("task_processes must be at least 1")
+            self._executor.processes.size = task_processes
         self._runner.on_spent = self.recycle
 
     def _wire(self) -> None:
