@@ -174,3 +174,26 @@ async def test_task_process_ends_with_a_sigkilled_worker(
         await asyncio.to_thread(worker.communicate, timeout=60)
     # Busy in a CPU loop it never reads its pipe, yet it leaves with its worker.
     await wait_until(lambda: not _alive(busy), timeout=15)
+
+
+async def test_sigterm_hands_a_process_task_back_and_kills_its_process(
+    redis_url: str, prefix: str, producer: aqueue.App
+) -> None:
+    spin = producer.tasks["flow_app.spin"]
+    worker = start_cli_worker(redis_url, prefix, "flow_app:app", "--grace-period", "1")
+    try:
+        looping = await spin.options(timeout=600).enqueue("sigterm")
+        await wait_until(lambda: _pids(redis_url, prefix, "sigterm"), timeout=60)
+        [busy] = await _pids(redis_url, prefix, "sigterm")
+        worker.terminate()
+        out = await asyncio.to_thread(worker.communicate, timeout=60)
+        assert worker.returncode == 0, out[0].decode()[-3000:]
+        # Unlike a thread, the process was stopped: the task is handed back at once.
+        assert not _alive(busy)
+        assert await looping.status() is aqueue.TaskStatus.QUEUED
+        assert b"1 handed back" in out[0]
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            worker.wait(30)
+    assert await looping.abort()
