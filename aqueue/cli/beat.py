@@ -224,6 +224,11 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "schedule",
         help="list, add, pause, resume or remove schedules",
+        usage="aqueue schedule [list] [-A MODULE:APP] [-n COUNT] [--offline]\n"
+        "       aqueue schedule add NAME TASK_NAME (--cron EXPR | --every SECONDS) [--tz TZ]"
+        "\n                       [--args JSON] [--kwargs JSON] [--catch-up {latest,all}]\n"
+        "       aqueue schedule pause|resume|remove NAME\n"
+        "       (each also takes -A MODULE:APP, --url URL, --prefix PREFIX)",
         description="aqueue schedule [list]: the schedules declared in code (with -A "
         "MODULE:APP) and those kept in Redis, the last tick claimed and the next ones. "
         "aqueue schedule add NAME TASK_NAME (--cron EXPR | --every SECONDS) [--tz TZ] "
