@@ -18,7 +18,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from ._redis.broker import Broker
 from .client import Client
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from .periodic import PeriodicDecorator, PeriodicTask
+    from .schedules import Schedules
 
 __all__ = ["App"]
 
@@ -73,6 +74,7 @@ class App:
         self.tasks: dict[str, Task[Any, Any]] = {}
         #: Periodic tasks by name (each is in :attr:`tasks` too).
         self.periodic_tasks: dict[str, PeriodicTask] = {}
+        self._schedules: Schedules | None = None
         self._lifespan: Lifespan | None = None
 
     @property
@@ -136,6 +138,8 @@ class App:
         priority: int = 0,
         rate_limit: RateSpec | None = None,
         concurrency: ConcurrencySpec | None = None,
+        unique_mode: Literal["debounce", "replace"] | None = None,
+        executor: Literal["thread", "process"] | None = None,
     ) -> _TaskFactory: ...
 
     def task(  # type: ignore[misc]
@@ -182,6 +186,7 @@ class App:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         singleton: bool = False,
+        catch_up: Literal["latest", "all"] = "latest",
         **task_options: Any,
     ) -> PeriodicDecorator:
         """Register a task that is also enqueued on a schedule (see :mod:`aqueue.periodic`).
@@ -189,8 +194,9 @@ class App:
         ``@app.periodic(cron="0 3 * * MON", tz="Asia/Seoul")`` or
         ``@app.periodic(every=timedelta(minutes=5))``; ``args``/``kwargs`` are what
         each run gets; ``singleton=True`` skips a tick while the previous run is
-        still queued or running. Other options (``name``, ``queue``, ``timeout``,
-        ...) are those of :meth:`task`.
+        still queued or running; ``catch_up="all"`` runs every tick missed while
+        no scheduler ran (default: only the latest). Other options (``name``,
+        ``queue``, ``timeout``, ...) are those of :meth:`task`.
         """
         # Imported on first use: the schedule machinery (time zones, cron) is
         # not on a worker's start-up path unless the App declares schedules.
@@ -205,7 +211,18 @@ class App:
             kwargs or {},
             singleton,
             task_options,
+            catch_up,
         )
+
+    @property
+    def schedules(self) -> Schedules:
+        """Schedules kept in Redis: ``add``, ``remove``, ``pause``, ``resume``, ``list``
+        (see :mod:`aqueue.schedules`); running workers pick changes up within a second."""
+        if self._schedules is None:
+            from .schedules import Schedules  # time zones and cron only when used
+
+            self._schedules = Schedules(self)
+        return self._schedules
 
     def _unregister(self, task: Task[Any, Any]) -> None:
         self.tasks.pop(task.name, None)

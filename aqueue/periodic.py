@@ -12,9 +12,14 @@ of them may try to enqueue the same tick, and exactly one succeeds:
   tick is either claimed and enqueued, or neither.
 
 Missed ticks (no scheduler was running): only the latest one runs, once, when
-a scheduler comes back. The first time a schedule is seen its latest past tick
-is recorded without running, so deploying a weekly job never fires it at once.
+a scheduler comes back; with ``catch_up="all"`` every missed tick runs, in
+order (at most :data:`MAX_CATCH_UP` per pass). The first time a schedule is
+seen its latest past tick is recorded without running, so deploying a weekly
+job never fires it at once.
 """
+
+# Over 400 lines: schedules, their declarations and the Scheduler that claims
+# ticks (declared and kept in Redis, with catch-up) share the tick message.
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
@@ -42,10 +47,13 @@ __all__ = [
     "PeriodicOwner",
     "PeriodicTask",
     "Schedule",
+    "ScheduleSource",
     "Scheduler",
     "TickOutcome",
+    "check_catch_up",
     "make_schedule",
     "periodic_tasks",
+    "tick_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +63,12 @@ R = TypeVar("R")
 
 #: How long a scheduler sleeps at most between checks (clock jumps, new leaders).
 MAX_SLEEP = 5.0
+#: How long a scheduler that watches schedules kept in Redis sleeps at most.
+WATCH_SLEEP = 1.0
+#: Most missed ticks of one schedule claimed in one pass (``catch_up="all"``).
+MAX_CATCH_UP = 100
+#: What a scheduler does with ticks missed while no scheduler ran.
+CATCH_UP_POLICIES = ("latest", "all")
 #: Upper bound on a singleton's lock; finishing (or dying) releases it sooner.
 SINGLETON_TTL = 7 * 86400.0
 
@@ -138,6 +152,8 @@ class PeriodicTask:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     singleton: bool = False
+    catch_up: str = "latest"
+    """Missed ticks: ``"latest"`` runs only the latest, ``"all"`` runs each in order."""
 
     @property
     def queue(self) -> str:
@@ -171,6 +187,8 @@ class PeriodicOwner(Protocol):
     def periodic_tasks(self) -> dict[str, PeriodicTask]: ...
 
 
+#: Gives the schedules kept in Redis when they changed since the last call, else None.
+ScheduleSource = Callable[[], Awaitable[dict[str, PeriodicTask] | None]]
 #: Registers a function as a task with the given options (``App.task``'s work).
 Register = Callable[[Callable[..., Any], dict[str, Any]], Task[Any, Any]]
 #: Takes a task back out of the registry (a periodic declaration that failed).
@@ -190,7 +208,10 @@ class PeriodicDecorator:
         kwargs: Mapping[str, Any],
         singleton: bool,
         task_options: dict[str, Any],
+        catch_up: str = "latest",
     ) -> None:
+        check_catch_up(catch_up)
+        self._catch_up = catch_up
         self._register = register
         self._unregister = unregister
         self._registry = registry
@@ -223,6 +244,7 @@ class PeriodicDecorator:
             args=self._args,
             kwargs=self._kwargs,
             singleton=self._singleton,
+            catch_up=self._catch_up,
         )
         try:
             # Check the arguments now, not at the first tick at 03:00 on Monday.
@@ -237,6 +259,18 @@ class PeriodicDecorator:
 def periodic_tasks(app: PeriodicOwner) -> dict[str, PeriodicTask]:
     """The App's periodic tasks by name."""
     return app.periodic_tasks
+
+
+def check_catch_up(policy: object) -> str:
+    """``policy`` if it is a catch-up policy; a clear error otherwise."""
+    if policy not in CATCH_UP_POLICIES:
+        raise ConfigError(f"catch_up must be 'latest' or 'all', got {policy!r}")
+    return str(policy)
+
+
+def tick_message(periodic: PeriodicTask, tick: float) -> OutgoingMessage:
+    """The run of ``periodic`` for ``tick`` (built and checked, not sent)."""
+    return _tick_message(periodic, tick)
 
 
 def make_schedule(
@@ -268,15 +302,38 @@ class Scheduler:
     :meth:`run_due` directly.
     """
 
-    def __init__(self, app: PeriodicOwner, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        app: PeriodicOwner,
+        *,
+        clock: Callable[[], float] = time.time,
+        source: ScheduleSource | None = None,
+    ) -> None:
         self.app = app
         self.clock = clock
+        #: Where schedules kept in Redis come from (None: only declared ones).
+        self.source = source
+        self._stored: dict[str, PeriodicTask] = {}
         self._seen: dict[str, float] = {}
         self._stop = asyncio.Event()
 
     @property
     def periodic(self) -> dict[str, PeriodicTask]:
-        return self.app.periodic_tasks
+        if not self._stored:
+            return self.app.periodic_tasks
+        return {**self._stored, **self.app.periodic_tasks}
+
+    async def refresh(self) -> None:
+        """Take up changes to the schedules kept in Redis (cheap when there are none)."""
+        if self.source is None:
+            return
+        stored = await self.source()
+        if stored is None:
+            return
+        for name in set(self._stored) | set(stored):
+            if self._stored.get(name) != stored.get(name):
+                self._seen.pop(name, None)  # changed: look at its ticks afresh
+        self._stored = stored
 
     async def claim(self, periodic: PeriodicTask, tick: float) -> TickOutcome:
         """Try to claim ``tick`` of ``periodic`` and enqueue its run."""
@@ -310,9 +367,27 @@ class Scheduler:
             tick = periodic.schedule.latest(now)
             if self._seen.get(name, -math.inf) >= tick:
                 continue
+            if periodic.catch_up == "all":
+                missed = await self._missed(periodic, tick)
+                for earlier in missed:  # one after another: each claim moves the mark
+                    outcomes.append(await self.claim(periodic, earlier))  # noqa: PERF401
+                if len(missed) >= MAX_CATCH_UP:
+                    continue  # more next pass; the latest tick is not reached yet
             outcomes.append(await self.claim(periodic, tick))
             self._seen[name] = tick
         return outcomes
+
+    async def _missed(self, periodic: PeriodicTask, tick: float) -> list[float]:
+        """Ticks after the last claimed one and before ``tick`` (``catch_up="all"``)."""
+        last = await self.app.client.views.last_tick(periodic.queue, periodic.name)
+        missed: list[float] = []
+        if last is None:
+            return missed  # never seen: the first tick is recorded, not run
+        at = periodic.schedule.next_after(last)
+        while at < tick and len(missed) < MAX_CATCH_UP:
+            missed.append(at)
+            at = periodic.schedule.next_after(at)
+        return missed
 
     def seconds_until_next(self, now: float | None = None) -> float:
         now = self.clock() if now is None else now
@@ -327,15 +402,18 @@ class Scheduler:
 
     async def run(self) -> None:
         """Run until :meth:`stop` is called or the task is cancelled."""
-        if not self.periodic:
+        if not self.periodic and self.source is None:
             return
         delay = 0.1
         while not self._stop.is_set():
             try:
+                await self.refresh()
                 await self.run_due()
                 delay = 0.1
                 # A hair past the tick so the clock surely reads at or after it.
                 pause = self.seconds_until_next() + 0.001
+                if self.source is not None:
+                    pause = min(pause, WATCH_SLEEP)  # changes are seen within a second
             except ANY_REDIS_ERROR as exc:
                 # READONLY after a failover, LOADING, ...: the worker keeps running.
                 logger.warning("scheduler: Redis error (%s); retrying in %.1fs", exc, delay)

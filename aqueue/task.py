@@ -48,6 +48,7 @@ from .core.protocol import (
 from .inline import run_eagerly, run_eagerly_sync
 from .result import AsyncResult
 from .sync import SyncResult, send
+from .unique import UniqueMode, check_mode, enqueue_keyed
 
 __all__ = ["EnqueueOptions", "Task", "TaskCall", "TaskConfig", "TaskOwner"]
 
@@ -73,6 +74,7 @@ class _Plan:
     unique: bool
     unique_for: float
     priority: int
+    unique_mode: UniqueMode | None
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -120,6 +122,14 @@ class TaskConfig:
     concurrency: ConcurrencySpec | None = None
     """Running at once across every worker: ``5`` or ``(5, "tenant:{tenant_id}")``."""
 
+    executor: str | None = None
+    """``"process"``: a plain ``def`` runs in a task process that a timeout or an abort
+    kills (see :mod:`aqueue.runtime.processes`); default: a thread (``def``) or
+    the worker's event loop (``async def``)."""
+    unique_mode: str | None = None
+    """``"debounce"`` or ``"replace"``: newer arguments win while the task waits
+    (see :mod:`aqueue.unique`); the key is the task's name unless ``unique_key``."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.redact, bool) and not callable(self.redact):
             raise ConfigError(
@@ -152,6 +162,7 @@ class EnqueueOptions:
     unique_for: float | None = None
     trace: Mapping[str, str] | None = None
     priority: int | None = None
+    unique_mode: str | None = None
 
 
 class TaskOwner(Protocol):
@@ -183,10 +194,20 @@ class _Enqueuer(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send one run of the task to its queue; returns a handle to await."""
         task = self._task
-        queue, message = task.build_message(args, kwargs, self._opts)
+        opts = self._opts
+        queue, message = task.build_message(args, kwargs, opts)
         if task.client.eager:
             return await run_eagerly(task, queue, message)
-        task_id = await task.client.broker.enqueue(queue, message)
+        plan = task._plan(opts)
+        if plan.unique_mode is not None:
+            task_id = await enqueue_keyed(
+                task.client.broker,
+                lambda fixed: task.build_message(args, kwargs, opts, task_id=fixed),
+                plan.unique_mode,
+                plan.unique_for,
+            )
+        else:
+            task_id = await task.client.broker.enqueue(queue, message)
         return AsyncResult(task.client, task_id, queue, task.result_decoder)
 
     async def enqueue_many(
@@ -215,6 +236,10 @@ class _Enqueuer(Generic[P, R]):
             batch.append(message)
         if self._opts.task_id is not None and len(order) > 1:
             raise EnqueueError("a fixed task_id can't be used for more than one message")
+        if task._plan(self._opts).unique_mode is not None:
+            raise EnqueueError(
+                "enqueue_many can't debounce or replace (unique_mode); call enqueue() for each"
+            )
         if task.client.eager:
             return [await run_eagerly(task, queue, by_queue[queue][i]) for queue, i in order]
         broker = task.client.broker
@@ -231,10 +256,26 @@ class _Enqueuer(Generic[P, R]):
         """
         task = self._task
         # Checked and encoded here, so a bad argument raises in the caller's thread.
-        queue, message = task.build_message(args, kwargs, self._opts)
+        opts = self._opts
+        queue, message = task.build_message(args, kwargs, opts)
         if task.client.eager:
             eager: SyncResult[R] = run_eagerly_sync(task, queue, message)
             return eager
+        plan = task._plan(opts)
+        if plan.unique_mode is not None:
+            runner = task.client.sync()
+            mode = plan.unique_mode
+
+            async def keyed() -> str:  # on the runner's loop, with its broker
+                return await enqueue_keyed(
+                    runner.client.broker,
+                    lambda fixed: task.build_message(args, kwargs, opts, task_id=fixed),
+                    mode,
+                    plan.unique_for,
+                )
+
+            task_id = runner.call(keyed())
+            return SyncResult(runner, task_id, queue, task.result_decoder)
         result: SyncResult[R] = send(task.client, queue, message, task.result_decoder)
         return result
 
@@ -278,6 +319,7 @@ class Task(_Enqueuer[P, R]):
         self.config = config
         self.spec = ArgSpec(fn)
         check_priority(config.priority, f"task {config.name}")
+        check_mode(config.unique_mode)
         #: Deployment-wide rate and concurrency limits (None: none).
         self.limits = FlowLimits.of(
             config.name, self.spec.call_signature, config.rate_limit, config.concurrency
@@ -286,6 +328,22 @@ class Task(_Enqueuer[P, R]):
         #: An ``async def`` or a ``def`` that yields: its chunks stream to readers,
         #: its value is the list of them (a ``def`` generator runs in a thread).
         self.is_stream = inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn)
+        if config.executor not in (None, "thread", "process"):
+            raise ConfigError(
+                f"executor must be 'process', 'thread' or None, got {config.executor!r}"
+            )
+        if config.executor == "process" and (
+            self.is_async or inspect.isgeneratorfunction(fn) or self.spec.context_param
+        ):
+            raise ConfigError(
+                f"{config.name}: executor='process' is for plain def functions without a "
+                "Context parameter (an async def already runs beside others on the event loop)"
+            )
+        if config.executor == "process" and "<locals>" in fn.__qualname__:
+            raise ConfigError(
+                f"{config.name}: executor='process' needs a function defined at the top level "
+                "of a module: a task process imports it by name"
+            )
         self._task = self
         self._opts = EnqueueOptions()
         self._result_decoder: msgspec.msgpack.Decoder[Any] | None = None
@@ -306,7 +364,7 @@ class Task(_Enqueuer[P, R]):
     def options(self, **options: Any) -> BoundTask[P, R]:
         """Per-call options: ``task_id``, ``queue``, ``timeout``, ``retries``,
         ``delay``, ``eta``, ``expires``, ``shadow``, ``unique_key``, ``unique_for``,
-        ``priority``."""
+        ``priority``, ``unique_mode``."""
         return BoundTask(self, _merge(self._opts, options))
 
     def merge_options(self, opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
@@ -334,6 +392,9 @@ class Task(_Enqueuer[P, R]):
             raise EnqueueError("eta must be a timezone-aware datetime")
         if isinstance(opts.expires, datetime) and opts.expires.tzinfo is None:
             raise EnqueueError("expires must be a timezone-aware datetime")
+        unique_mode = check_mode(opts.unique_mode or cfg.unique_mode)
+        if unique_mode is not None and opts.task_id is not None:
+            raise EnqueueError("unique_mode chooses the task id; it can't be used with task_id")
         task_id = opts.task_id
         if task_id is not None and (not task_id or len(task_id) > _MAX_TASK_ID or "\n" in task_id):
             raise EnqueueError("task_id must be 1-200 characters without newlines")
@@ -348,9 +409,10 @@ class Task(_Enqueuer[P, R]):
             or opts.eta is not None
             or opts.expires is not None
             or cfg.expires is not None,
-            unique=opts.unique_key is not None or cfg.unique,
+            unique=opts.unique_key is not None or cfg.unique or unique_mode is not None,
             unique_for=opts.unique_for if opts.unique_for is not None else cfg.unique_for,
             priority=opts.priority if opts.priority is not None else cfg.priority,
+            unique_mode=unique_mode,
         )
         if len(self._plans) > 64:
             self._plans.clear()
@@ -404,7 +466,9 @@ class Task(_Enqueuer[P, R]):
         unique_key = None
         if plan.unique:
             unique_key = opts.unique_key
-            if unique_key is None:
+            if unique_key is None and plan.unique_mode is not None:
+                unique_key = self.name  # one waiting run per task
+            elif unique_key is None:
                 digest = hashlib.sha256(encoded_args + b"|" + encoded_kwargs).hexdigest()[:32]
                 unique_key = f"{self.name}:{digest}"
         payload = encode_envelope(
@@ -443,8 +507,11 @@ class Task(_Enqueuer[P, R]):
             fixed_id is not None,
             int(delay * 1000) if delay > 0 else 0,
             unique_key or "",
-            # The lock covers the wait for the ETA too, then unique_for of queue/run time.
-            int((max(plan.unique_for, 1.0) + delay) * 1000) if unique_key else 0,
+            # The lock covers the wait for the ETA too, then unique_for of queue/run time;
+            # a debounced task also waits its window (unique_for) and then runs.
+            int((max(plan.unique_for, 1.0) + delay + (3600 if plan.unique_mode else 0)) * 1000)
+            if unique_key
+            else 0,
             plan.priority,
             self.limits.pack(args, kwargs) if self.limits is not None else b"",
         )
@@ -480,6 +547,8 @@ def _merge(opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
         values["expires"] = _seconds(values["expires"], "expires")
     if values.get("priority") is not None:
         check_priority(values["priority"], "options()")
+    if "unique_mode" in values:
+        check_mode(values["unique_mode"])
     retries = values.get("retries")
     if retries is not None and (not isinstance(retries, int) or retries < 0):
         raise ConfigError("retries must be a non-negative integer")

@@ -98,6 +98,10 @@ async def test_pages_show_queues_tasks_errors_and_dead_letters(
 
     schedules = await http.get("/schedules")
     assert schedules.status_code == 200 and "no periodic tasks" in schedules.text
+    await app.schedules.add("nightly", tasks["ok"], cron="0 3 * * *", args=(1,))
+    await app.schedules.pause("nightly")
+    stored = (await http.get("/schedules")).text
+    assert "nightly" in stored and "(kept in Redis, paused)" in stored
     css = await http.get("/static/dashboard.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert (await http.get("/static/../asgi.py")).status_code == 404

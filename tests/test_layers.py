@@ -35,6 +35,8 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "aqueue.canvas",
             "aqueue.groups",
             "aqueue.periodic",
+            "aqueue.unique",
+            "aqueue.schedules",
             "aqueue.deadletter",
             "aqueue.discovery",
             "aqueue.app",

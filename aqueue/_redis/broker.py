@@ -23,7 +23,7 @@ from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConfigError, ConnectionFailed
 from ..core.handoffs import HANDOFF_ABORT, Handoff
-from ..core.keys import CONSUMER_GROUP, QueueKeys
+from ..core.keys import CONSUMER_GROUP, QueueKeys, schedule_keys
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
 from .connection import (
     REDIS_ERRORS,
@@ -270,6 +270,66 @@ class Broker:
                 "check that Redis is reachable at the configured URL and try again"
             ) from exc
         return ids
+
+    async def enqueue_keyed(
+        self, queue: str, message: OutgoingMessage, mode: str, delay_ms: int
+    ) -> tuple[str, str]:
+        """Enqueue a message whose unique key debounces or replaces (``lua/unique.lua``).
+
+        Returns ``("ok", id)``, ``("rebuild", id)`` (send it again carrying the
+        waiting task's id) or ``("again", "")`` (that task started meanwhile).
+        """
+        keys = self.keys(queue)
+        script_keys = (
+            keys.stream,
+            keys.delayed,
+            keys.delayed_payloads,
+            keys.unique(message.unique_key),
+        )
+        args = [
+            keys.task_prefix,
+            keys.control_channel,
+            message.task_id,
+            message.task_name,
+            message.payload,
+            mode,
+            delay_ms,
+            message.unique_ttl_ms,
+        ]
+        try:
+            status, task_id = await self._script("unique", script_keys, args, durable=True)
+        except NotReplicated as exc:
+            raise ConnectionFailed(
+                f"could not enqueue durably: {exc}. It may be in Redis but was not "
+                "acknowledged; check the replicas and try again"
+            ) from exc
+        except REDIS_ERRORS as exc:
+            raise ConnectionFailed(
+                f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
+                "check that Redis is reachable at the configured URL and try again"
+            ) from exc
+        return _text(status), _text(task_id)
+
+    async def save_schedule(self, name: str, encoded: bytes) -> None:
+        """Add or change a schedule kept in Redis; schedulers see it within a second."""
+        table, version = schedule_keys(self.settings.prefix)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(table, name, encoded)
+            pipe.incr(version)
+            await pipe.execute()
+
+    async def drop_schedule(self, name: str) -> bool:
+        """Remove a schedule kept in Redis; False when there was none of that name."""
+        table, version = schedule_keys(self.settings.prefix)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(table, name)
+            pipe.incr(version)
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def advance_tick(self, queue: str, schedule: str, tick_ms: int) -> None:
+        """Mark a schedule's ticks up to ``tick_ms`` as claimed (never moves back)."""
+        await self._script("tick_advance", (self.keys(queue).periodic(schedule),), [tick_ms])
 
     # -- worker side -----------------------------------------------------------
 

@@ -36,6 +36,8 @@ SCRIPT_NAMES = (
     "forward",
     "chord",
     "chunk",
+    "unique",
+    "tick_advance",
 )
 
 #: The scripts that use flow control's helpers (the others don't pay for

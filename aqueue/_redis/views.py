@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from ..core.keys import CONSUMER_GROUP, QueueKeys, worker_info_key
+from ..core.keys import CONSUMER_GROUP, QueueKeys, schedule_keys, worker_info_key
 
 __all__ = ["WAITING_COUNT_CAP", "RedisViews"]
 
@@ -57,6 +57,16 @@ class RedisViews:
         """The last tick claimed for a periodic schedule (epoch seconds; None: never)."""
         raw = await self.client.get(self.keys(queue).periodic(schedule))
         return int(raw) / 1000 if raw is not None else None
+
+    async def schedules_version(self) -> int:
+        """Bumped on every change to the schedules kept in Redis (0: never changed)."""
+        raw = await self.client.get(schedule_keys(self.prefix)[1])
+        return int(raw) if raw is not None else 0
+
+    async def stored_schedules(self) -> dict[str, bytes]:
+        """The schedules kept in Redis: name -> encoded schedule."""
+        raw: Any = await self.client.hgetall(schedule_keys(self.prefix)[0])
+        return {_text(name): value for name, value in raw.items()}
 
     async def claimed_ticks(self) -> list[tuple[str, str, float]]:
         """(queue, schedule, last tick) of every periodic schedule with keys here.

@@ -6,6 +6,8 @@ exponential backoff, and forwards SIGTERM/SIGINT so every child drains
 gracefully; a second signal is forwarded too, which makes children stop at
 once. If children keep dying right after they start, the supervisor gives
 up, stops the others and exits non-zero, so a process manager notices.
+A child that drained at ``--max-tasks-per-child`` or ``--max-memory-per-child``
+exits with :data:`RECYCLE_EXIT` and is replaced at once (no backoff).
 
 Also here: ``--pidfile`` / ``--logfile`` (with ``%n`` for the node name and
 ``%i`` for the process index: 0 is the supervisor or a single worker, 1..N
@@ -31,6 +33,7 @@ from pathlib import Path
 from ..runtime.monitor import NODE_ENV
 
 __all__ = [
+    "RECYCLE_EXIT",
     "SUPERVISOR_ENV",
     "Supervisor",
     "child_argv",
@@ -51,6 +54,9 @@ STABLE_AFTER = 30.0
 MAX_QUICK_DEATHS = 5
 #: Extra seconds a child gets beyond its grace period before it is killed.
 KILL_MARGIN = 15.0
+#: A child's exit code after it drained at ``--max-tasks-per-child`` or
+#: ``--max-memory-per-child``: replace it at once, it did not crash.
+RECYCLE_EXIT = 75
 
 
 def expand(pattern: str, node: str, index: int) -> str:
@@ -152,7 +158,8 @@ class Supervisor:
     def __init__(self, args: argparse.Namespace, node: str) -> None:
         self.args = args
         self.node = node
-        self.children = [_Child(i) for i in range(1, args.processes + 1)]
+        # Recycling without --processes: one child, replaced when it recycles.
+        self.children = [_Child(i) for i in range(1, (args.processes or 1) + 1)]
         self.stopping = False
         self.gave_up = False
         self._signals = 0
@@ -189,6 +196,15 @@ class Supervisor:
             if code == 0:
                 logger.info("supervisor: worker process %d finished", child.index)
                 break
+            if code == RECYCLE_EXIT:
+                logger.info(
+                    "supervisor: worker process %d (pid %d) recycled; starting a fresh one",
+                    child.index,
+                    child.proc.pid,
+                )
+                child.restarts += 1
+                await self._spawn(child)
+                continue
             child.quick_deaths = 0 if lived >= STABLE_AFTER else child.quick_deaths + 1
             if child.quick_deaths >= MAX_QUICK_DEATHS:
                 logger.error(

@@ -26,7 +26,7 @@ from .base import (
     split_queues,
     target_from_args,
 )
-from .supervisor import SUPERVISOR_ENV, Supervisor, expand, node_name, pidfile
+from .supervisor import RECYCLE_EXIT, SUPERVISOR_ENV, Supervisor, expand, node_name, pidfile
 
 if TYPE_CHECKING:
     from ..runtime.metrics import MetricsServer
@@ -113,6 +113,29 @@ def add_parsers(sub: Any) -> None:
         help="run N worker processes under a supervisor that restarts crashed ones",
     )
     p.add_argument(
+        "--task-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="task processes for executor='process' tasks (default: one per CPU)",
+    )
+    p.add_argument(
+        "--max-tasks-per-child",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a worker process that began N tasks drains and is replaced by a fresh one "
+        "(against leaks; without --processes, a supervisor runs one child)",
+    )
+    p.add_argument(
+        "--max-memory-per-child",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="a worker process over MB MiB resident drains and is replaced by a fresh one "
+        "(checked every second; without --processes, a supervisor runs one child)",
+    )
+    p.add_argument(
         "--node",
         default=None,
         help="node name shown by `aqueue inspect` (default: the host name)",
@@ -159,8 +182,18 @@ async def start(args: argparse.Namespace) -> int:
         watchdog = asyncio.create_task(_stop_with_parent(int(supervisor_pid)))
     try:
         with pidfile(expand(args.pidfile, node, index) if args.pidfile else None):
-            if args.processes is not None:
-                if args.processes < 1:
+            recycling = args.max_tasks_per_child is not None or (
+                args.max_memory_per_child is not None
+            )
+            if args.max_tasks_per_child is not None and args.max_tasks_per_child < 1:
+                raise SystemExit("error: --max-tasks-per-child must be at least 1")
+            if args.task_processes is not None and args.task_processes < 1:
+                raise SystemExit("error: --task-processes must be at least 1")
+            if args.max_memory_per_child is not None and not args.max_memory_per_child > 0:
+                raise SystemExit("error: --max-memory-per-child must be a positive number of MB")
+            if args.processes is not None or (recycling and supervisor_pid is None):
+                # A recycled child needs someone to start its replacement.
+                if args.processes is not None and args.processes < 1:
                     raise SystemExit("error: --processes must be at least 1")
                 return await Supervisor(args, node).run()
             return await run_worker(args)
@@ -187,6 +220,9 @@ async def run_worker(args: argparse.Namespace) -> int:
         burst=args.burst,
         prefetch=args.prefetch,
         beat=not args.no_beat,
+        max_tasks=args.max_tasks_per_child,
+        max_memory_mb=args.max_memory_per_child,
+        task_processes=args.task_processes,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -199,6 +235,8 @@ async def run_worker(args: argparse.Namespace) -> int:
 
             metrics = await serve_metrics(worker, args.metrics_port, args.metrics_host)
         await worker.run()
+        if worker.recycled is not None:
+            code = RECYCLE_EXIT  # the supervisor starts a fresh process at once
     except AqueueError as exc:
         logger.error("%s", exc)
         code = 1

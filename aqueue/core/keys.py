@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONSUMER_GROUP", "QueueKeys", "worker_info_key"]
+__all__ = ["CONSUMER_GROUP", "QueueKeys", "schedule_keys", "worker_info_key"]
 
 #: The one consumer group every worker of a queue joins.
 CONSUMER_GROUP = "aqueue"
@@ -21,6 +21,15 @@ def worker_info_key(prefix: str, worker: str) -> str:
     it is only ever read and written on its own.
     """
     return f"{prefix}:worker:{worker}"
+
+
+def schedule_keys(prefix: str) -> tuple[str, str]:
+    """(hash of schedules kept in Redis by name, counter bumped on every change).
+
+    Both share one hash tag, so a change and its counter bump are one
+    transaction, on Redis Cluster too; schedulers read the counter each second.
+    """
+    return f"{prefix}:{{schedules}}:all", f"{prefix}:{{schedules}}:version"
 
 
 @dataclass(frozen=True, slots=True)

@@ -311,13 +311,27 @@ class Readings:
         return sorted(letters, key=lambda d: d.at or 0, reverse=True)[:limit]
 
     async def schedules(self) -> list[ScheduleRow]:
-        """Periodic tasks with their last claimed and next tick (without an App: claimed only)."""
+        """Periodic tasks with their last claimed and next tick (without an App: claimed
+        only), then the schedules kept in Redis."""
+        stored = [
+            ScheduleRow(
+                info.name,
+                info.queue or self.app.settings.default_queue,
+                f"{info.describe} \u2192 {info.task} (kept in Redis"
+                + (", paused)" if info.paused else ")"),
+                info.last_tick,
+                info.next_run,
+            )
+            for info in await self.app.schedules.list(code=False)
+        ]
+        kept = {row.name for row in stored}
         if not self.app.periodic_tasks:
             await self.queues()
             return [
                 ScheduleRow(name, queue, "(declared in code: give -A MODULE:APP)", tick, None)
                 for queue, name, tick in self.sampler.claimed
-            ]
+                if name not in kept
+            ] + stored
         views = self.client.views
         now = time.time()
         rows = []
@@ -331,7 +345,7 @@ class Readings:
                     periodic.schedule.next_after(now),
                 )
             )
-        return rows
+        return rows + stored
 
 
 def _timeline(info: TaskInfo) -> list[tuple[str, float]]:

@@ -100,6 +100,15 @@ class Runner:
         self.stopping = False
         self.observer: Observer | None = None
         self._ready: deque[Running] = deque()
+        #: Recycling: jobs begun so far, the most this worker begins (None: no
+        #: limit), and who is told when it has begun that many.
+        self.begun = 0
+        self.max_begun: int | None = None
+        self.on_spent: Callable[[str], None] | None = None
+
+    def _spent(self) -> bool:
+        """The worker began all the jobs it may (``--max-tasks-per-child``)."""
+        return self.max_begun is not None and self.begun >= self.max_begun
 
     def admit(self, job: Job, first: bool = False) -> None:
         """Take a prepared job: begin it now, or read it ahead until a slot frees
@@ -109,7 +118,10 @@ class Runner:
         inflight = self.inflight  # both maps at once: this runs for every task
         inflight.by_entry[entry] = running
         inflight.entry_by_task[job.envelope.id] = entry
-        if self.executing >= self.concurrency:
+        max_begun = self.max_begun  # recycling: begin no more than that
+        if self.executing >= self.concurrency or (
+            max_begun is not None and self.begun >= max_begun
+        ):
             if first:
                 self._ready.appendleft(running)
             else:
@@ -128,6 +140,9 @@ class Runner:
         running.task = asyncio.create_task(self._run(running))
         if self.observer is not None:
             self.observer.started(job)
+        self.begun += 1
+        if self.begun == self.max_begun and self.on_spent is not None:
+            self.on_spent(f"began {self.begun} tasks, --max-tasks-per-child {self.max_begun}")
 
     async def _run(self, running: Running) -> None:
         job = running.job
@@ -155,6 +170,8 @@ class Runner:
     def _ended(self) -> None:
         """A job stopped executing: begin the next one read ahead, if any."""
         self.executing -= 1
+        if self._spent() and not self.stopping:
+            return  # recycling: leaving hands what is read ahead back
         while self._ready and (self.executing < self.concurrency or self.stopping):
             running = self._ready.popleft()
             if running.cancel_reason is None and not self.stopping:

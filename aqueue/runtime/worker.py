@@ -43,6 +43,7 @@ from .fetching import Fetcher
 from .finishing import Finisher
 from .maintenance import Maintenance
 from .monitor import describe_worker
+from .recycling import watch_memory
 from .running import Inflight, Observer, Runner
 from .slots import Backoff, Capacity, Outage, WorkerStats
 from .workflow import Forwarder
@@ -69,6 +70,11 @@ class Worker:
     empty and nothing is running, which suits scripts and tests. Unless
     ``beat=False`` (or in burst mode) it also enqueues the App's periodic tasks;
     any number of workers may do so, each tick is enqueued once.
+    ``max_tasks`` / ``max_memory_mb`` make it stop gracefully at that many
+    begun tasks or that much resident memory (:attr:`recycled` says why);
+    ``aqueue worker --max-tasks-per-child`` then starts a fresh process.
+    ``task_processes`` sizes the pool of ``executor="process"`` tasks (default:
+    one per CPU).
     """
 
     def __init__(
@@ -83,6 +89,9 @@ class Worker:
         name: str | None = None,
         beat: bool = True,
         prefetch: int | None = None,
+        max_tasks: int | None = None,
+        max_memory_mb: float | None = None,
+        task_processes: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -115,6 +124,16 @@ class Worker:
             max_workers=self.threads, thread_name_prefix="aqueue-task"
         )
         self._wire()
+        #: Recycling (see :mod:`.recycling`): why this worker stopped itself at a
+        #: limit (None: it did not); its supervisor then starts a fresh one.
+        self.recycled: str | None = None
+        self.max_memory_mb = max_memory_mb
+        self._runner.max_begun = max_tasks
+        if task_processes is not None:
+            if task_processes < 1:
+                raise ValueError("task_processes must be at least 1")
+            self._executor.processes.size = task_processes
+        self._runner.on_spent = self.recycle
 
     def _wire(self) -> None:
         """Build the worker's parts; each gets only what it uses."""
@@ -252,16 +271,21 @@ class Worker:
                     spawn(self._maintenance.promote_loop(queue), f"promote:{queue}")
                 if self.burst:
                     spawn(self._stop_when_drained(), "burst")
-                if self.beat and app.periodic_tasks:
-                    from ..periodic import Scheduler  # only when there is something to schedule
+                if self.max_memory_mb is not None:
+                    spawn(watch_memory(self.max_memory_mb, self.recycle), "memory")
+                if self.beat:
+                    # Declared schedules, and those kept in Redis (watched each second).
+                    from ..periodic import Scheduler
+                    from ..schedules import StoredScheduleSource
 
-                    spawn(Scheduler(app).run(), "beat")
+                    spawn(Scheduler(app, source=StoredScheduleSource(app)).run(), "beat")
                 await self._stop_requested.wait()
                 await self._shutdown()
         finally:
             await _cancel_until_done(self._loops)
             self._loops.clear()
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
+            await self._executor.processes.close()
         if self._crashed_loop is not None:
             raise WorkerCrashed(
                 f"worker loop {self._crashed_loop} crashed (see the traceback logged above); "
@@ -296,6 +320,13 @@ class Worker:
             self.threads,
             names,
         )
+
+    def recycle(self, reason: str) -> None:
+        """Stop gracefully at a recycling limit: begin nothing more, finish what runs."""
+        if self.recycled is None and not self._stop_requested.is_set():
+            self.recycled = reason
+            logger.info("worker %s recycles: %s; draining, then a fresh one", self.name, reason)
+            self.stop()
 
     async def _stop_when_drained(self) -> None:
         """Burst mode: stop once every queue read empty and nothing is held."""

@@ -20,6 +20,26 @@ def resize(path: str) -> str:
     return path
 
 
+@app.task(unique_mode="debounce", unique_for=2.0)
+async def reindex(doc_id: int) -> None:
+    return None
+
+
+@app.task(executor="process", timeout=30.0)
+def crunch(n: int) -> float:
+    return n / 2
+
+
+async def flow_control() -> None:
+    d = await reindex.options(unique_key="doc:1").enqueue(1)
+    assert_type(d, AsyncResult[None])
+    c = await crunch.enqueue(3)
+    assert_type(c, AsyncResult[float])
+    await app.schedules.add("nightly", crunch, cron="0 3 * * *", args=(1,))
+    for info in await app.schedules.list():
+        assert_type(info.next_run, float | None)
+
+
 async def use() -> None:
     r = await add.enqueue(1, 2)
     assert_type(r, AsyncResult[int])

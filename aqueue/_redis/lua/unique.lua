@@ -1,0 +1,40 @@
+-- Enqueue one message whose unique key debounces or replaces, atomically.
+-- KEYS: stream, delayed, delayed_payloads, unique key
+-- ARGV: task_prefix, control_channel, task_id, task_name, payload, mode ('debounce' or
+--   'replace'), delay_ms (debounce: the window), unique_ttl_ms
+-- Returns {'ok', id}: the message is now task `id` (a new task, or the waiting
+-- one it updated); {'rebuild', id}: a task `id` holds the key and has not
+-- started, so the caller must send this message again carrying that id (the
+-- message names its own task, so the script can't rewrite it); {'again', ''}:
+-- the message was rebuilt for a task that started meanwhile, send a new one.
+local stream, delayed, payloads, ukey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, control = ARGV[1], ARGV[2]
+local tid, name, payload, mode = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local delay, uttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+local now = now_ms()
+
+local owner = live_owner(prefix, ukey)
+-- Not started yet: still waiting for its time in the delayed set, with its message.
+local waiting = owner and redis.call('HGET', prefix .. owner, 'state') == 'scheduled'
+  and redis.call('HEXISTS', payloads, owner) == 1
+
+if waiting and owner ~= tid then return {'rebuild', owner} end
+if waiting then
+  -- This message carries the waiting task's id: its arguments win.
+  redis.call('HSET', payloads, tid, payload)
+  if mode == 'debounce' then
+    -- The window starts again from this enqueue.
+    redis.call('ZADD', delayed, now + delay, tid)
+    redis.call('HSET', prefix .. tid, 'eta', now + delay)
+    redis.call('SET', ukey, tid, 'PX', uttl)
+  end
+  return {'ok', tid}
+end
+-- The task this message was rebuilt for has started (or ended) meanwhile.
+if owner == tid or redis.call('EXISTS', prefix .. tid) == 1 then return {'again', ''} end
+-- No waiting task holds the key (none, or the holder already started): a new task.
+if enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, false, delay, ukey, uttl,
+    now) then
+  redis.call('PUBLISH', control, 'delayed')
+end
+return {'ok', tid}
