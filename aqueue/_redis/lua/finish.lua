@@ -93,6 +93,6 @@ end
 -- <<< workflows
 if acked > 0 then trim_acked(stream, group) end
 -- A leading NUL marks the framed format (other scripts publish plain ids).
-if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
-if wake then redis.call('PUBLISH', control, 'delayed') end
+if #done > 0 then publish(channel, '\0' .. table.concat(done)) end
+if wake then publish(control, 'delayed') end
 return fenced

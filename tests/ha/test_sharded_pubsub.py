@@ -1,0 +1,116 @@
+"""Completion pushes on a Redis Cluster travel on sharded channels.
+
+A plain PUBLISH on a cluster is copied to every node; SPUBLISH stays on the
+node that owns the channel's slot (the queue's). These tests watch the
+channels from outside with raw connections to the session cluster's nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+import redis.asyncio as aioredis
+
+import aqueue
+from aqueue.core.keys import QueueKeys
+
+from ..conftest import running_worker
+from ..topologies import ClusterTopology, wait_for
+
+#: The fallback poll would take a minute: a result that comes sooner came by push.
+NO_POLL = 60.0
+
+
+async def test_round_trip_pushes_only_to_the_queue_node(
+    cluster: ClusterTopology, prefix: str
+) -> None:
+    cluster.wait_healthy()
+    keys = QueueKeys(prefix, "default")
+    done = keys.base + ":done"
+    owner = cluster.slot_owner(keys.stream)
+    other = next(s for s in cluster.servers[:3] if s.port != cluster.slot_owner(keys.stream).port)
+    # Outside listeners: a sharded one on the owner, a plain one on another master.
+    sharded = aioredis.Redis(port=owner.port).pubsub()
+    plain = aioredis.Redis(port=other.port).pubsub()
+    await sharded.ssubscribe(done)
+    await plain.subscribe(done)
+    app = aqueue.App(cluster.url, prefix=prefix, result_poll_interval=NO_POLL)
+
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    try:
+        async with running_worker(app):
+            assert await (await add.enqueue(1, 2)).get(timeout=20) == 3
+            with redis.Redis(port=owner.port) as client:
+                # The waiter and our listener: SSUBSCRIBEd on the owner, nothing plain.
+                assert client.execute_command("PUBSUB", "SHARDNUMSUB", done)[1] >= 2
+                assert client.execute_command("PUBSUB", "NUMSUB", done)[1] == 0
+        pushes = []
+        while (msg := await sharded.get_message(timeout=0.5)) is not None:
+            if msg["type"] == "smessage":
+                pushes.append(msg)
+        assert pushes  # the completion push reached the owner's shard channel...
+        stray = []
+        while (msg := await plain.get_message(timeout=0.2)) is not None:
+            if msg["type"] == "message":
+                stray.append(msg)
+        assert stray == []  # ...and no other node heard of it
+    finally:
+        await sharded.aclose()
+        await plain.aclose()
+        await app.close()
+
+
+async def test_ten_thousand_waiters_on_the_cluster_are_woken_by_pushes(
+    cluster: ClusterTopology, prefix: str
+) -> None:
+    cluster.wait_healthy()
+    app = aqueue.App(cluster.url, prefix=prefix, result_poll_interval=NO_POLL)
+
+    @app.task(queue="a")
+    async def double(x: int) -> int:
+        return 2 * x
+
+    try:
+        handles = await double.enqueue_many([(i,) for i in range(10_000)])
+        waiting = [asyncio.create_task(r.get(timeout=50)) for r in handles]
+        async with running_worker(app, queues=["a"], concurrency=200):
+            assert await asyncio.gather(*waiting) == [2 * i for i in range(10_000)]
+    finally:
+        await app.close()
+
+
+async def test_the_subscription_follows_its_slot_through_a_failover(
+    cluster: ClusterTopology, prefix: str
+) -> None:
+    cluster.wait_healthy()
+    keys = QueueKeys(prefix, "default")
+    app = aqueue.App(cluster.url, prefix=prefix, result_poll_interval=NO_POLL)
+
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    try:
+        async with running_worker(app):
+            assert await (await add.enqueue(1, 1)).get(timeout=20) == 2
+            master = cluster.slot_owner(keys.stream)
+            replica = cluster.replica_of(master)
+            with cluster.client(replica) as client:
+                client.execute_command("CLUSTER", "FAILOVER")
+            wait_for(lambda: cluster.role(replica) == "master", "the replica to take over")
+            # Subscribed again on the new master: the push wakes the waiter.
+            assert await (await add.enqueue(2, 2)).get(timeout=30) == 4
+            with cluster.client(replica) as client:
+                wait_for(
+                    lambda: (
+                        client.execute_command("PUBSUB", "SHARDNUMSUB", keys.base + ":done")[1] >= 1
+                    ),
+                    "the waiter to subscribe on the new master",
+                )
+    finally:
+        await app.close()
+        cluster.wait_healthy()
