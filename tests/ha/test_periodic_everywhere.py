@@ -37,11 +37,13 @@ async def test_two_schedulers_enqueue_each_tick_once(any_url: str, prefix: str) 
             assert sorted(o.outcome for o in got) == ["claimed", "enqueued"]
             enqueued += [o.task_id for o in got if o.outcome == "enqueued"]
         assert len(set(enqueued)) == 5
-        async with running_worker(apps[0], queues=["beat"], beat=False):
-            async with running_worker(apps[1], queues=["beat"], beat=False):
-                await wait_until(lambda: sum(runs.values()) >= 5, timeout=30)
-                for task_id in enqueued:  # every run recorded, so nothing is left to run
-                    await apps[0].result(task_id, "beat").get(timeout=30)
+        async with (
+            running_worker(apps[0], queues=["beat"], beat=False),
+            running_worker(apps[1], queues=["beat"], beat=False),
+        ):
+            await wait_until(lambda: sum(runs.values()) >= 5, timeout=30)
+            for task_id in enqueued:  # every run recorded, so nothing is left to run
+                await apps[0].result(task_id, "beat").get(timeout=30)
         assert runs == {task_id: 1 for task_id in enqueued}
     finally:
         for a in apps:
@@ -58,10 +60,12 @@ async def test_two_workers_with_beat_run_each_tick_once(any_url: str, prefix: st
             runs[ctx.id] += 1
 
     try:
-        async with running_worker(apps[0], queues=["beat"]):
-            async with running_worker(apps[1], queues=["beat"]):
-                await wait_until(lambda: len(runs) >= 3, timeout=30)
-                await asyncio.sleep(0.5)  # a second run of a tick would show by now
+        async with (
+            running_worker(apps[0], queues=["beat"]),
+            running_worker(apps[1], queues=["beat"]),
+        ):
+            await wait_until(lambda: len(runs) >= 3, timeout=30)
+            await asyncio.sleep(0.5)  # a second run of a tick would show by now
         assert len(runs) >= 3
         assert set(runs.values()) == {1}
         ticks = [int(task_id.rsplit(":", 1)[1]) for task_id in runs]
