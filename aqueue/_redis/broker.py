@@ -704,6 +704,12 @@ class Broker:
         keys = self.keys(queue)
         if len(task_ids) == 1:
             return [await self.record(queue, task_ids[0])]
+        if self.direct.enabled:
+            direct = await self.direct.call_many([("HGETALL", keys.task(i)) for i in task_ids])
+            return [
+                r if isinstance(r, dict) else dict(zip(r[::2], r[1::2], strict=True))
+                for r in direct
+            ]
         async with self.client.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hgetall(keys.task(task_id))

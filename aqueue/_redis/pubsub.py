@@ -61,6 +61,8 @@ class Subscription:
         #: Reconnects of the plain connection not yet reported as a gap.
         self._gaps = 0
         self._watched: Any = None
+        #: A message read after a reconnect, handed out after the gap.
+        self._held: Message | None = None
         self._shards: _Shards | None = _Shards(client) if is_cluster(client) else None
 
     async def subscribe(self, *channels: str | bytes) -> None:
@@ -97,17 +99,25 @@ class Subscription:
             got = await self._shards.next(0, confirmations)
             if got is not None:
                 return got
+        if self._held is not None:
+            held, self._held = self._held, None
+            return held
         msg = await self._pubsub.get_message(
             ignore_subscribe_messages=not confirmations, timeout=timeout
         )
-        if msg is None:
-            return GAP if self._take_gaps() else None
-        data = msg["data"]
-        return Message(str(msg["type"]), msg["channel"], data if isinstance(data, bytes) else b"")
-
-    def _take_gaps(self) -> bool:
-        gaps, self._gaps = self._gaps, 0
-        return gaps > 0
+        got = None
+        if msg is not None:
+            data = msg["data"]
+            got = Message(
+                str(msg["type"]), msg["channel"], data if isinstance(data, bytes) else b""
+            )
+        if self._gaps:
+            # The reconnect came first (redis-py made it, then read this message):
+            # tell of it first, so a listener sees the new confirmations after it.
+            self._gaps = 0
+            self._held = got
+            return GAP
+        return got
 
     async def reconnect(self) -> None:
         """Open a new connection and subscribe every channel again."""

@@ -77,3 +77,30 @@ async def test_pubsub_killed_every_50ms_while_ten_thousand_wait(prefix: str) -> 
     assert kills > 20  # the connection really was cut, again and again
     assert len(returned) == WAITERS  # none lost
     assert late == 0
+
+
+async def test_a_reconnect_is_reported_as_a_gap_and_nothing_else_is(prefix: str) -> None:
+    with redis_server("--appendonly", "no") as server:
+        app = aqueue.App(server.url, prefix=prefix)
+        admin = aioredis.Redis(port=server.port)
+        subscription = app.client.broker.subscription()
+        try:
+            await subscription.subscribe("one")
+            await subscription.subscribe("two")  # a second subscribe is no reconnect
+            seen = []
+            while (msg := await subscription.next(timeout=0.3)) is not None:
+                seen.append(msg.kind)
+            assert seen == ["subscribe", "subscribe"]
+            assert await admin.client_kill_filter(_type="pubsub") == 1
+            seen = []
+            while (msg := await subscription.next(timeout=1.0)) is not None:
+                seen.append((msg.kind, msg.channel))
+            # redis-py reconnected and subscribed again by itself; the gap is told.
+            assert seen == [("gap", b""), ("subscribe", b"one"), ("subscribe", b"two")]
+            await admin.publish("two", "hello")
+            msg = await subscription.next(timeout=5.0)
+            assert msg is not None and (msg.kind, msg.data) == ("message", b"hello")
+        finally:
+            await subscription.close()
+            await admin.aclose()
+            await app.close()
