@@ -309,17 +309,19 @@ class ResultWaiter:
         self._spawn(self._recheck_queue(queue))
 
     async def _recheck_queue(self, queue: str) -> None:
+        backoff = 0.05
         try:
-            while True:
+            while not self._closed:
                 self._recheck_again.discard(queue)
                 ids = [task_id for q, task_id in self._waiters if q == queue]
                 try:
                     await self._check(queue, ids)
                 except REDIS_ERRORS as exc:
-                    logger.debug("re-checking waiters after a gap failed (%s); polling", exc)
-                    for task_id in ids:
-                        self._schedule_poll((queue, task_id), self._poll_interval)
-                    return
+                    # Redis is away too: try again soon (each waiter's poll goes on).
+                    logger.debug("re-checking waiters after a gap failed (%s)", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._poll_interval)
+                    continue
                 if queue not in self._recheck_again:
                     return
         finally:
