@@ -21,13 +21,15 @@ from ..conftest import redis_server, running_worker
 from .conftest import report
 
 WAITERS = 10_000
-#: How late a waiter may learn of its task's end (the poll interval is 5 s).
+#: Reported: waiters that learnt of their task's end more than this late.
 LATE = 1.0
+#: Asserted: none later than one check interval (the poll's, the default 5 s).
+CHECK_INTERVAL = 5.0
 
 
 async def test_pubsub_killed_every_50ms_while_ten_thousand_wait(prefix: str) -> None:
     with redis_server("--appendonly", "no") as server:  # CLIENT KILL only on our own server
-        app = aqueue.App(server.url, prefix=prefix)
+        app = aqueue.App(server.url, prefix=prefix, result_poll_interval=CHECK_INTERVAL)
 
         @app.task(queue="gaps")
         async def nap(seconds: float) -> float:
@@ -76,7 +78,9 @@ async def test_pubsub_killed_every_50ms_while_ten_thousand_wait(prefix: str) -> 
     )
     assert kills > 20  # the connection really was cut, again and again
     assert len(returned) == WAITERS  # none lost
-    assert late == 0
+    # Without re-checks after a gap, waiters whose push was lost wait for the
+    # poll: thousands were over 1 s late and some over 5 s (up to 10 s).
+    assert max(lateness) < CHECK_INTERVAL
 
 
 async def test_a_reconnect_is_reported_as_a_gap_and_nothing_else_is(prefix: str) -> None:
