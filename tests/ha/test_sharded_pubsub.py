@@ -114,3 +114,38 @@ async def test_the_subscription_follows_its_slot_through_a_failover(
     finally:
         await app.close()
         cluster.wait_healthy()
+
+
+async def test_the_subscription_follows_its_slot_when_the_master_is_killed(
+    cluster: ClusterTopology, prefix: str
+) -> None:
+    cluster.wait_healthy()
+    keys = QueueKeys(prefix, "default")
+    app = aqueue.App(cluster.url, prefix=prefix, result_poll_interval=NO_POLL)
+
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    master = cluster.slot_owner(keys.stream)
+    try:
+        async with running_worker(app):
+            assert await (await add.enqueue(1, 1)).get(timeout=20) == 2
+            replica = cluster.replica_of(master)
+            master.stop(kill=True)  # the subscription's connection dies with it
+            wait_for(lambda: cluster.role(replica) == "master", "the replica's promotion", 60)
+            # Enqueue refused while the slot has no master is an outage: try again.
+            for _ in range(100):
+                try:
+                    handle = await add.enqueue(2, 2)
+                    break
+                except aqueue.ConnectionFailed:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the cluster took no enqueue after the promotion")
+            assert await handle.get(timeout=30) == 4  # by push: the poll is a minute away
+    finally:
+        await app.close()
+        if master.proc is None:
+            master.start()  # comes back as the new master's replica
+        cluster.wait_healthy()
