@@ -83,7 +83,7 @@ async def test_ten_thousand_waiters_on_the_cluster_are_woken_by_pushes(
         await app.close()
 
 
-async def test_the_subscription_follows_its_slot_through_a_failover(
+async def test_pushes_still_arrive_after_a_cluster_failover(
     cluster: ClusterTopology, prefix: str
 ) -> None:
     cluster.wait_healthy()
@@ -102,15 +102,10 @@ async def test_the_subscription_follows_its_slot_through_a_failover(
             with cluster.client(replica) as client:
                 client.execute_command("CLUSTER", "FAILOVER")
             wait_for(lambda: cluster.role(replica) == "master", "the replica to take over")
-            # Subscribed again on the new master: the push wakes the waiter.
+            # The push wakes the waiter: its subscription either moved to the new
+            # master (the old one let go of the slot) or stayed on the old one, now
+            # a replica of the same shard, which receives the shard's messages too.
             assert await (await add.enqueue(2, 2)).get(timeout=30) == 4
-            with cluster.client(replica) as client:
-                wait_for(
-                    lambda: (
-                        client.execute_command("PUBSUB", "SHARDNUMSUB", keys.base + ":done")[1] >= 1
-                    ),
-                    "the waiter to subscribe on the new master",
-                )
     finally:
         await app.close()
         cluster.wait_healthy()
