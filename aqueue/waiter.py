@@ -58,6 +58,11 @@ class ResultWaiter:
         self._reads: Coalescer[str, str, dict[bytes, bytes]] = Coalescer(self._read_records)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        #: Queues whose channel was subscribed again after a gap, not yet re-checked.
+        self._stale: set[str] = set()
+        #: Queues being re-checked now; a re-check asked for meanwhile runs after.
+        self._rechecking: set[str] = set()
+        self._recheck_again: set[str] = set()
 
     # -- coalesced record reads -------------------------------------------------
 
@@ -234,6 +239,14 @@ class ResultWaiter:
             if msg is None:
                 continue
             kind = msg.kind
+            if kind == "gap":
+                # redis-py reconnected and subscribed again by itself: pushes sent
+                # meanwhile are lost. Once each channel is confirmed again, every
+                # waiter of its queue is read again.
+                for stale, event in self._subscribed.items():
+                    event.clear()
+                    self._stale.add(stale)
+                continue
             queue = self._channels.get(msg.channel)
             if queue is None:
                 continue
@@ -241,6 +254,9 @@ class ResultWaiter:
                 confirmed = self._subscribed.get(queue)
                 if confirmed is not None and not confirmed.is_set():
                     confirmed.set()
+                if queue in self._stale:
+                    self._stale.discard(queue)
+                    self._recheck(queue)
             elif kind == "message":
                 try:
                     self._pushed(queue, msg.data)
@@ -277,8 +293,39 @@ class ResultWaiter:
             logger.debug("reading pushed results failed (%s); the poll will retry", exc)
 
     def _recheck_all(self) -> None:
-        for key in list(self._waiters):
-            self._schedule_poll(key, 0.0)
+        for queue in {queue for queue, _ in self._waiters}:
+            self._recheck(queue)
+
+    def _recheck(self, queue: str) -> None:
+        """Read the record of every waiter of ``queue`` now (after a gap in the pushes).
+
+        Re-checks of one queue never overlap: one asked for while another runs
+        runs once after it, however many gaps came meanwhile.
+        """
+        if queue in self._rechecking:
+            self._recheck_again.add(queue)
+            return
+        self._rechecking.add(queue)
+        self._spawn(self._recheck_queue(queue))
+
+    async def _recheck_queue(self, queue: str) -> None:
+        backoff = 0.05
+        try:
+            while not self._closed:
+                self._recheck_again.discard(queue)
+                ids = [task_id for q, task_id in self._waiters if q == queue]
+                try:
+                    await self._check(queue, ids)
+                except REDIS_ERRORS as exc:
+                    # Redis is away too: try again soon (each waiter's poll goes on).
+                    logger.debug("re-checking waiters after a gap failed (%s)", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._poll_interval)
+                    continue
+                if queue not in self._recheck_again:
+                    return
+        finally:
+            self._rechecking.discard(queue)
 
     async def close(self) -> None:
         self._closed = True

@@ -34,6 +34,7 @@ from .connection import (
 )
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, clocked_source, script_source
+from .slotwait import call_replicated_on_slot
 from .topology import describe_topology, placement
 from .views import RedisViews
 
@@ -66,10 +67,10 @@ class Broker:
         self.cluster = is_cluster(client)
         #: How long a durable change waits for its replicas (replicas_ack).
         self._wait_ms = int(settings.connect_timeout * 1000)
-        if settings.replicas_ack and not self.direct.enabled:
+        if settings.replicas_ack and not self.direct.enabled and not self.cluster:
             raise ConfigError(
-                "replicas_ack needs a standalone or Sentinel client and hiredis "
-                "(pip install 'redis[hiredis]'); it is not supported on Redis Cluster yet"
+                "replicas_ack needs hiredis on a standalone or Sentinel client "
+                "(pip install 'redis[hiredis]')"
             )
         #: Reads that change nothing (queue figures, worker registry, lookups).
         self.views = RedisViews(client, settings.prefix)
@@ -85,7 +86,8 @@ class Broker:
     def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
         if keys is None:
-            keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue)
+            # On a cluster, completion and control pushes use sharded channels.
+            keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue, self.cluster)
         return keys
 
     async def _script(
@@ -121,6 +123,17 @@ class Broker:
         if self.test_clock is not None:
             return await self._call_clocked(name, keys, args)
         if not self.direct.enabled:
+            if durable and self.cluster and self.settings.replicas_ack:
+                # WAIT on the connection that ran the script, on the slot's master.
+                sha = self._scripts[name].sha
+                return await call_replicated_on_slot(
+                    self.client,
+                    keys[0],
+                    self.settings.replicas_ack,
+                    self._wait_ms,
+                    ("EVALSHA", sha, len(keys), *keys, *args),
+                    self._sources[name],
+                )
             return await self._scripts[name](keys=list(keys), args=list(args))
         sha = self._scripts[name].sha
         replicas = self.settings.replicas_ack if durable else 0
@@ -850,6 +863,12 @@ class Broker:
         keys = self.keys(queue)
         if len(task_ids) == 1:
             return [await self.record(queue, task_ids[0])]
+        if self.direct.enabled:
+            direct = await self.direct.call_many([("HGETALL", keys.task(i)) for i in task_ids])
+            return [
+                r if isinstance(r, dict) else dict(zip(r[::2], r[1::2], strict=True))
+                for r in direct
+            ]
         async with self.client.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hgetall(keys.task(task_id))

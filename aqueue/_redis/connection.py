@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -311,6 +312,40 @@ class DirectLine:
             raise
         self._release(conn)
         return reply
+
+    async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send several commands in one write and read their replies in order (a
+        pipeline without redis-py's per-command cost). Raises the first error reply
+        once every reply is read; a connection that fails is dropped."""
+        assert _pack_command is not None and self._pool is not None
+        if self._sentinel and time.monotonic() >= self._next_master_check:
+            await self._follow_master()
+        packed = b"".join([_pack_command(tuple(command)) for command in commands])
+        reused = bool(self._idle)
+        conn = self._idle.pop() if reused else await self._new_connection()
+        replies: list[Any] = []
+        error: redis.exceptions.ResponseError | None = None
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(None)
+                    error = error or exc
+        except RuntimeError as exc:
+            await conn.disconnect(nowait=True)
+            raise _as_connection_error(exc) from exc
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        self._release(conn)
+        if error is not None:
+            classified = as_failover(error)
+            if classified is not error:
+                raise classified from error
+            raise error
+        return replies
 
     async def call_replicated(self, replicas: int, timeout_ms: int, *args: Any) -> Any:
         """Send one command followed by ``WAIT replicas timeout_ms`` on the same

@@ -189,11 +189,6 @@ class Settings:
             raise ConfigError(
                 f"replicas_ack must be 0 (off) or the number of replicas, got {self.replicas_ack!r}"
             )
-        if self.replicas_ack and parse_redis_url(self.redis_url).kind == "cluster":
-            raise ConfigError(
-                "replicas_ack is not supported on Redis Cluster yet; use it with a standalone "
-                "master or a redis+sentinel:// URL"
-            )
         if self.heartbeat_interval * 2 > self.visibility_timeout:
             raise ConfigError(
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be at most half of "

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONSUMER_GROUP", "QueueKeys", "schedule_keys", "worker_info_key"]
+__all__ = ["CONSUMER_GROUP", "SHARDED_MARK", "QueueKeys", "schedule_keys", "worker_info_key"]
 
 #: The one consumer group every worker of a queue joins.
 CONSUMER_GROUP = "aqueue"
+
+#: Leads the name of a sharded pub/sub channel (Redis Cluster): the scripts
+#: SPUBLISH to it and subscriptions SSUBSCRIBE to it, without the mark.
+SHARDED_MARK = "!"
 
 
 def worker_info_key(prefix: str, worker: str) -> str:
@@ -38,6 +42,8 @@ class QueueKeys:
 
     prefix: str
     queue: str
+    #: The channels are sharded (on Redis Cluster: pushes stay on the queue's node).
+    sharded: bool = False
 
     @property
     def base(self) -> str:
@@ -76,12 +82,12 @@ class QueueKeys:
     @property
     def done_channel(self) -> str:
         """Pub/sub channel announcing finished tasks of this queue."""
-        return f"{self.base}:done"
+        return f"{SHARDED_MARK if self.sharded else ''}{self.base}:done"
 
     @property
     def control_channel(self) -> str:
         """Pub/sub channel for commands to this queue's workers (abort)."""
-        return f"{self.base}:control"
+        return f"{SHARDED_MARK if self.sharded else ''}{self.base}:control"
 
     @property
     def task_prefix(self) -> str:

@@ -189,6 +189,10 @@ class Maintenance:
                     msg = await subscription.next(timeout=5.0, confirmations=False)
                     if msg is None:
                         continue
+                    if msg.kind == "gap":  # reconnected: a wake-up may have been missed
+                        for event in self.wake_promoter.values():
+                            event.set()
+                        continue
                     queue = channels.get(msg.channel)
                     if queue is None:
                         continue

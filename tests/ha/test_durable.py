@@ -7,7 +7,7 @@ import pytest
 import aqueue
 
 from ..conftest import running_worker
-from ..topologies import SentinelTopology
+from ..topologies import ClusterTopology, SentinelTopology
 
 
 def test_replicas_ack_is_validated_and_read_from_the_environment(
@@ -15,8 +15,6 @@ def test_replicas_ack_is_validated_and_read_from_the_environment(
 ) -> None:
     with pytest.raises(aqueue.ConfigError, match="replicas_ack must be"):
         aqueue.App("redis://localhost:6379/0", replicas_ack=-1)
-    with pytest.raises(aqueue.ConfigError, match="not supported on Redis Cluster"):
-        aqueue.App("redis+cluster://127.0.0.1:7000", replicas_ack=1)
     monkeypatch.setenv("AQUEUE_REPLICAS_ACK", "1")
     assert aqueue.App("redis://localhost:6379/0").settings.replicas_ack == 1
 
@@ -53,5 +51,56 @@ async def test_durable_round_trip_behind_sentinel(sentinels: SentinelTopology, p
             )
             values = [await r.get(timeout=60) for r in results]
         assert values == [3, *(2 * i for i in range(1200))]
+    finally:
+        await app.close()
+
+
+async def test_durable_round_trip_on_the_cluster(cluster: ClusterTopology, prefix: str) -> None:
+    """WAIT runs on the master that owns each queue's slot, after the script's writes."""
+    cluster.wait_healthy()
+    app = aqueue.App(cluster.url, prefix=prefix, replicas_ack=1)
+
+    @app.task(queue="words")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(queue="numbers")  # a queue on another master
+    async def twice(a: int) -> int:
+        return 2 * a
+
+    try:
+        async with running_worker(app, queues=["words", "numbers"], concurrency=10):
+            results = [await add.enqueue(1, 2), await twice.enqueue(5)]
+            results += await add.enqueue_many([(i, i) for i in range(1200)])
+            values = [await r.get(timeout=60) for r in results]
+        assert values == [3, 10, *(2 * i for i in range(1200))]
+        for r in results[:2]:  # outcomes were recorded durably too: the replica has them
+            owner = cluster.slot_owner(f"{prefix}:{{{r.queue}}}:stream")
+            with cluster.client(cluster.replica_of(owner)) as replica:
+                replica.execute_command("READONLY")  # let the replica answer for its slots
+                assert (
+                    replica.execute_command("HGET", f"{prefix}:{{{r.queue}}}:task:{r.id}", "state")
+                    == "succeeded"
+                )
+    finally:
+        await app.close()
+
+
+async def test_on_the_cluster_too_few_replicas_means_not_acknowledged(
+    cluster: ClusterTopology, prefix: str
+) -> None:
+    """Each master of the session cluster has one replica: two can never confirm."""
+    cluster.wait_healthy()
+    app = aqueue.App(cluster.url, prefix=prefix, replicas_ack=2, connect_timeout=0.3)
+
+    @app.task
+    async def noop() -> None:
+        return None
+
+    try:
+        with pytest.raises(aqueue.ConnectionFailed, match="1 of 2"):
+            await noop.enqueue()
+        with pytest.raises(aqueue.ConnectionFailed, match="1 of 2"):
+            await noop.enqueue_many([() for _ in range(1500)])
     finally:
         await app.close()

@@ -6,6 +6,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A channel whose name starts with '!' is a sharded channel (Redis Cluster):
+-- SPUBLISH reaches only the node that owns the queue's slot, where PUBLISH
+-- would be copied to every node of the cluster. Before Redis 7 (no sharded
+-- pub/sub, and no redis.REDIS_VERSION_NUM) it falls back to PUBLISH.
+local function publish(channel, message)
+  if string.byte(channel, 1) ~= 33 then
+    return redis.call('PUBLISH', channel, message)
+  end
+  if redis.REDIS_VERSION_NUM then
+    return redis.call('SPUBLISH', string.sub(channel, 2), message)
+  end
+  return redis.call('PUBLISH', string.sub(channel, 2), message)
+end
+
 -- Batches arrive as two arguments, so a batch of thousands is cheap to send:
 -- a msgpack array of rows (strings and numbers, which cmsgpack reads) where
 -- each binary field is replaced by its length, and one blob of those binary

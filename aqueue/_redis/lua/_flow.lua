@@ -221,7 +221,10 @@ local function admit(stream, group, prefix, entry, tid, payload, flow, now)
         redis.call('HSET', base .. ':delayed:payloads', tid, payload)
         redis.call('HSET', rec, 'state', 'scheduled', 'eta', at, 'rsv', 1)
         if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then
-          redis.call('PUBLISH', base .. ':control', 'delayed')
+          -- Wake the queue's promoter, whichever way its workers listen (a
+          -- sharded channel on Cluster, a plain one elsewhere).
+          publish(base .. ':control', 'delayed')
+          if redis.REDIS_VERSION_NUM then publish('!' .. base .. ':control', 'delayed') end
         end
         return false
       end

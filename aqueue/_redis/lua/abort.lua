@@ -28,9 +28,9 @@ if state == 'queued' or state == 'scheduled' or state == 'retrying' then
     redis.call('HSET', rec, 'attl', ttl)
   end
   release_unique(rec, tid)
-  redis.call('PUBLISH', ARGV[4], tid)
+  publish(ARGV[4], tid)
 elseif state == 'running' then
   redis.call('HSET', rec, 'abort', '1')
-  redis.call('PUBLISH', ARGV[5], 'abort\n' .. tid)
+  publish(ARGV[5], 'abort\n' .. tid)
 end
 return state

@@ -26,6 +26,6 @@ else
   redis.call('HSET', rec, 'state', 'failed', 'name', name, 'error', body, 'enq', now,
     'finished', now)
   redis.call('PEXPIRE', rec, ttl)
-  redis.call('PUBLISH', channel, '\0' .. push_frame(tid, 'failed', body))
+  publish(channel, '\0' .. push_frame(tid, 'failed', body))
 end
 return 1

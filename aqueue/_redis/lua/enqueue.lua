@@ -39,5 +39,5 @@ for _, row in ipairs(rows) do
   end
 end
 -- Workers sleep until the earliest due time; a new earliest one wakes them.
-if wake then redis.call('PUBLISH', control, 'delayed') end
+if wake then publish(control, 'delayed') end
 return out

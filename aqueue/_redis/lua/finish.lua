@@ -105,6 +105,6 @@ end
 if acked > 0 then trim_acked(stream, group) end
 if urgent_acked then trim_acked(flow_base(stream) .. ':pstream', group) end  -- flow control
 -- A leading NUL marks the framed format (other scripts publish plain ids).
-if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
-if wake then redis.call('PUBLISH', control, 'delayed') end
+if #done > 0 then publish(channel, '\0' .. table.concat(done)) end
+if wake then publish(control, 'delayed') end
 return fenced

@@ -60,5 +60,5 @@ for _, id in ipairs(chord_order) do
     if not c[3] and tonumber(c[2]) >= tonumber(c[1]) then complete[#complete + 1] = id end
   end
 end
-if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
+if #done > 0 then publish(channel, '\0' .. table.concat(done)) end
 return {enqueued, complete, settled}

@@ -65,5 +65,5 @@ for _, tid in ipairs(redis.call('ZRANGE', delayed, 0, limit - 1)) do
   from_delayed = from_delayed + 1
 end
 
-if #done > 0 then redis.call('PUBLISH', channel, table.concat(done, '\n')) end
+if #done > 0 then publish(channel, table.concat(done, '\n')) end
 return {from_stream, from_delayed}

@@ -95,5 +95,5 @@ for _, e in ipairs(claimed) do
     end
   end
 end
-if #done > 0 then redis.call('PUBLISH', channel, table.concat(done, '\n')) end
+if #done > 0 then publish(channel, table.concat(done, '\n')) end
 return out

@@ -35,6 +35,6 @@ if owner == tid or redis.call('EXISTS', prefix .. tid) == 1 then return {'again'
 -- No waiting task holds the key (none, or the holder already started): a new task.
 if enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, false, delay, ukey, uttl,
     now) then
-  redis.call('PUBLISH', control, 'delayed')
+  publish(control, 'delayed')
 end
 return {'ok', tid}
