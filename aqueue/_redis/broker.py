@@ -294,25 +294,36 @@ class Broker:
         keys = self.keys(queue)
         try:
             flat = await self._script(
-                "fetch", (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, count]
+                "fetch",
+                (keys.stream, keys.dead, keys.outbox),
+                [keys.task_prefix, CONSUMER_GROUP, consumer, count, *self._door_args(keys)],
             )
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await self._recreate_group(keys.stream)
             return []
-        # Replies are bytes (the client never decodes responses).
+        # Replies are bytes (the client never decodes responses); the script
+        # refused task ids that are not UTF-8.
         return [
-            Delivery(queue, flat[i].decode(), flat[i + 1].decode(), flat[i + 2], 1, flat[i + 3])
+            Delivery(queue, _text(flat[i]), _text(flat[i + 1]), flat[i + 2], 1, flat[i + 3])
             for i in range(0, len(flat), 4)
         ]
+
+    def _door_args(self, keys: QueueKeys) -> list[Any]:
+        """What the door every delivery passes (``take_entry`` in the scripts) needs:
+        max_deliveries, dead_letter_maxlen, result TTL (ms), completion channel."""
+        s = self.settings
+        return [s.max_deliveries, s.dead_letter_maxlen, int(s.result_ttl * 1000), keys.done_channel]
 
     async def start(self, queue: str, consumer: str, deliveries: Sequence[Delivery]) -> None:
         """Mark deliveries running, setting their ``attempt`` (0: aborted while waiting)."""
         keys = self.keys(queue)
         rows = _rows.encode([(d.entry_id, d.task_id) for d in deliveries])
         attempts = await self._script(
-            "start", (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, rows]
+            "start",
+            (keys.stream, keys.dead, keys.outbox),
+            [keys.task_prefix, CONSUMER_GROUP, consumer, rows, *self._door_args(keys)],
         )
         for d, attempt in zip(deliveries, attempts, strict=True):
             d.attempt = int(attempt)
@@ -452,19 +463,23 @@ class Broker:
         )
         return int(moved), int(wait)
 
-    async def leave(self, queue: str, consumer: str, keep: Sequence[str] = ()) -> int:
+    async def leave(
+        self, queue: str, consumer: str, keep: Sequence[str] = (), waiting: Sequence[str] = ()
+    ) -> int:
         """Hand back anything still pending for this consumer, then forget it.
 
         Entries in ``keep`` (tasks still running in threads that can't be
         stopped) stay leased to the consumer, which then stays registered until
-        its heartbeat is gone. Returns how many entries were handed back.
+        its heartbeat is gone. A handed-back entry keeps its delivery count
+        (``max_deliveries`` still applies), less the delivery of an entry in
+        ``waiting`` (read ahead and never begun). Returns how many entries were
+        handed back.
         """
         keys = self.keys(queue)
-        n = await self._script(
-            "leave",
-            (keys.stream, keys.workers),
-            [keys.task_prefix, CONSUMER_GROUP, consumer, *keep],
-        )
+        args: list[Any] = [keys.task_prefix, CONSUMER_GROUP, consumer, *keep]
+        if waiting:
+            args += ("--waiting", *waiting)
+        n = await self._script("leave", (keys.stream, keys.workers), args)
         return int(n)
 
     async def purge(self, queue: str, error: bytes, limit: int = 1000) -> tuple[int, int]:

@@ -1,8 +1,10 @@
 -- Read up to `count` new entries without blocking and mark them running, in
 -- one round trip. When it returns nothing the worker falls back to a blocking
--- XREADGROUP (scripts can't block).
--- KEYS: stream
--- ARGV: task_prefix, group, consumer, count
+-- XREADGROUP (scripts can't block). Entries refused at the door (see
+-- take_entry) are dead-lettered here and not returned.
+-- KEYS: stream, dead, outbox
+-- ARGV: task_prefix, group, consumer, count, max_deliveries, dead_maxlen,
+--   result_ttl_ms, done_channel
 -- Returns a flat list: entry_id, task_id, payload, attempt for each entry to run.
 local stream = KEYS[1]
 local prefix, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -10,19 +12,21 @@ local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
   'STREAMS', stream, '>')
 local out = {}
 if not reply then return out end
-local now = now_ms()
+local q = {
+  stream = stream, group = group, consumer = consumer, dead = KEYS[2], outbox = KEYS[3],
+  prefix = prefix, max_deliveries = tonumber(ARGV[5]), dead_maxlen = ARGV[6],
+  ttl = tonumber(ARGV[7]), now = now_ms(), done = {},
+}
 for _, e in ipairs(reply[1][2]) do
   local entry, fields = e[1], e[2]
-  local tid, payload = entry_fields(fields)
-  local attempt = 1
-  if tid ~= '' then
-    attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
-  end
+  local attempt = take_entry(q, entry, fields, 1)
   if attempt > 0 then
+    local tid, payload = entry_fields(fields)
     out[#out + 1] = entry
     out[#out + 1] = tid
     out[#out + 1] = payload
     out[#out + 1] = attempt
   end
 end
+if #q.done > 0 then redis.call('PUBLISH', ARGV[8], table.concat(q.done, '\n')) end
 return out

@@ -1,17 +1,25 @@
--- Mark freshly delivered (or reclaimed) messages as running, or drop the ones
--- aborted while they waited.
--- KEYS: stream
--- ARGV: task_prefix, group, consumer, msgpack array of {entry_id, task_id}
--- Returns one attempt number per message; 0: it was aborted (acked and removed here).
+-- Mark freshly delivered messages as running, or drop the ones aborted while
+-- they waited and the ones refused at the door (see take_entry).
+-- KEYS: stream, dead, outbox
+-- ARGV: task_prefix, group, consumer, msgpack array of {entry_id, task_id},
+--   max_deliveries, dead_maxlen, result_ttl_ms, done_channel
+-- Returns one attempt number per message; 0: it is not to run (aborted, or
+-- dead-lettered here; either way acked and removed).
 local stream = KEYS[1]
-local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
-local now = now_ms()
+local q = {
+  stream = stream, group = ARGV[2], consumer = ARGV[3], dead = KEYS[2], outbox = KEYS[3],
+  prefix = ARGV[1], max_deliveries = tonumber(ARGV[5]), dead_maxlen = ARGV[6],
+  ttl = tonumber(ARGV[7]), now = now_ms(), done = {},
+}
 local out = {}
 for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
-  if row[2] == '' then
-    out[#out + 1] = 1  -- no task id (garbage): it runs into the dead-letter path
+  -- The entry's own fields, not what the client read: the door checks them.
+  local e = redis.call('XRANGE', stream, row[1], row[1])[1]
+  if e then
+    out[#out + 1] = take_entry(q, row[1], e[2], 1)
   else
-    out[#out + 1] = mark_started(stream, group, prefix .. row[2], row[1], consumer, now)
+    out[#out + 1] = 0  -- deleted meanwhile (purged)
   end
 end
+if #q.done > 0 then redis.call('PUBLISH', ARGV[8], table.concat(q.done, '\n')) end
 return out
