@@ -174,11 +174,22 @@ class Fetcher:
                     self.capacity.release(len(deliveries))
                     return []
                 await backoff.failed(exc)
-        aborted = [d for d in deliveries if d.attempt == 0]
-        if not aborted:
+        dropped = [d for d in deliveries if d.attempt <= 0]
+        if not dropped:
             return deliveries
-        for d in aborted:
-            logger.info("task %s aborted before it started", d.task_id)
-        self.stats.aborted += len(aborted)
-        self.capacity.release(len(aborted))
+        for d in dropped:
+            if d.attempt == 0:
+                logger.info("task %s aborted before it started", d.task_id)
+                self.stats.aborted += 1
+            else:
+                # Refused at the door (replayed, id mismatch, not text, over
+                # max_deliveries): the script dead-lettered it with the reason.
+                logger.warning(
+                    "stream entry %s (task %s) was not run: dead-lettered at delivery, "
+                    "see `aqueue dead list`",
+                    d.entry_id,
+                    d.task_id,
+                )
+                self.stats.dead += 1
+        self.capacity.release(len(dropped))
         return [d for d in deliveries if d.attempt > 0]

@@ -237,8 +237,8 @@ end
 --   replayed     the task already has a final outcome: a copy of a message
 --                that ran;
 --   max_deliveries  delivered more times than allowed, hand-backs included.
--- Returns the attempt number, or 0 when the entry is not to run (refused, or
--- aborted while it waited), and the deliveries counted.
+-- Returns the attempt number (0: aborted while it waited, -1: refused and
+-- dead-lettered; neither runs) and the deliveries counted.
 local function take_entry(q, entry, fields, deliveries)
   local tid, payload, before = entry_fields(fields)
   deliveries = deliveries + before
@@ -246,19 +246,19 @@ local function take_entry(q, entry, fields, deliveries)
     if not is_utf8(tid) then
       refuse_entry(q, entry, '', payload, 'bad_task_id',
         "the entry's task id is not UTF-8 text", deliveries)
-      return 0, deliveries
+      return -1, deliveries
     end
     local eid = envelope_id(payload)
     if eid and eid ~= tid then
       refuse_entry(q, entry, tid, payload, 'id_mismatch',
         'the entry names task ' .. tid .. ' but its message is task ' .. eid, deliveries)
-      return 0, deliveries
+      return -1, deliveries
     end
     if FINAL[redis.call('HGET', q.prefix .. tid, 'state')] then
       refuse_entry(q, entry, tid, payload, 'replayed',
         'task ' .. tid .. ' already has a final outcome; this copy of its message was not run',
         deliveries)
-      return 0, deliveries
+      return -1, deliveries
     end
   end
   if deliveries > q.max_deliveries then
@@ -276,7 +276,7 @@ local function take_entry(q, entry, fields, deliveries)
       release_unique(rec, tid)
       q.done[#q.done + 1] = tid
     end
-    return 0, deliveries
+    return -1, deliveries
   end
   if tid == '' then return 1, deliveries end  -- garbage: it runs into the dead-letter path
   return mark_started(q.stream, q.group, q.prefix .. tid, entry, q.consumer, q.now), deliveries

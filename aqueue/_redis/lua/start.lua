@@ -3,8 +3,8 @@
 -- KEYS: stream, dead, outbox
 -- ARGV: task_prefix, group, consumer, msgpack array of {entry_id, task_id},
 --   max_deliveries, dead_maxlen, result_ttl_ms, done_channel
--- Returns one attempt number per message; 0: it is not to run (aborted, or
--- dead-lettered here; either way acked and removed).
+-- Returns one attempt number per message; 0: aborted while it waited, -1:
+-- dead-lettered here (either way acked, removed, not to run).
 local stream = KEYS[1]
 local q = {
   stream = stream, group = ARGV[2], consumer = ARGV[3], dead = KEYS[2], outbox = KEYS[3],
@@ -18,7 +18,7 @@ for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
   if e then
     out[#out + 1] = take_entry(q, row[1], e[2], 1)
   else
-    out[#out + 1] = 0  -- deleted meanwhile (purged)
+    out[#out + 1] = 0  -- deleted meanwhile (purged or aborted)
   end
 end
 if #q.done > 0 then redis.call('PUBLISH', ARGV[8], table.concat(q.done, '\n')) end
