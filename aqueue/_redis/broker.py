@@ -218,6 +218,12 @@ class Broker:
                 f"could not enqueue to Redis: the cluster is moving slots ({exc}). Nothing "
                 "was acknowledged; try again"
             ) from exc
+        except redis.exceptions.OutOfMemoryError as exc:
+            raise ConnectionFailed(
+                "could not enqueue: Redis is out of memory (used memory is over maxmemory and "
+                "its policy, noeviction, refuses writes). Nothing was enqueued; free memory or "
+                "raise maxmemory, then try again"
+            ) from exc
         except redis.exceptions.ReadOnlyError as exc:
             raise ConnectionFailed(
                 "could not enqueue: this Redis is a read-only replica (a failover is under way, "
