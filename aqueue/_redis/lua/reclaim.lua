@@ -55,6 +55,17 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
   end
 end
 
+-- ... and heartbeats of workers that are gone and were never (or no longer
+-- are) consumers of this group: a worker killed while idle. Without this the
+-- registry, and the worker count `inspect` shows, would keep them for ever.
+local holding = {}
+if summary[4] then
+  for _, c in ipairs(summary[4]) do holding[c[1]] = true end
+end
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', workers, '-inf', now - dead_after)) do
+  if name ~= consumer and not holding[name] then redis.call('ZREM', workers, name) end
+end
+
 local out = {}
 local q = {
   stream = stream, group = group, consumer = consumer, dead = dead, outbox = KEYS[4],
