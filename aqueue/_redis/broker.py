@@ -311,10 +311,13 @@ class Broker:
             return []
         # Replies are bytes (the client never decodes responses); the script
         # refused task ids that are not UTF-8.
-        return [
-            Delivery(queue, _text(flat[i]), _text(flat[i + 1]), flat[i + 2], 1, flat[i + 3])
-            for i in range(0, len(flat), 4)
-        ]
+        out = []
+        for i in range(0, len(flat), 4):
+            d = Delivery(queue, _text(flat[i]), _text(flat[i + 1]), flat[i + 2], 1, flat[i + 3])
+            if d.attempt < 0:  # refused at the door: the reason in place of the message
+                d.refused, d.payload = _text(d.payload), b""
+            out.append(d)
+        return out
 
     def _door_args(self, keys: QueueKeys) -> list[Any]:
         """What the door every delivery passes (``take_entry`` in the scripts) needs:
@@ -323,7 +326,8 @@ class Broker:
         return [s.max_deliveries, s.dead_letter_maxlen, int(s.result_ttl * 1000), keys.done_channel]
 
     async def start(self, queue: str, consumer: str, deliveries: Sequence[Delivery]) -> None:
-        """Mark deliveries running, setting their ``attempt`` (0: aborted while waiting)."""
+        """Mark deliveries running, setting their ``attempt`` (0: aborted while waiting;
+        -1: refused at the door and dead-lettered, ``refused`` says why)."""
         keys = self.keys(queue)
         rows = _rows.encode([(d.entry_id, d.task_id) for d in deliveries])
         attempts = await self._script(
@@ -332,7 +336,10 @@ class Broker:
             [keys.task_prefix, CONSUMER_GROUP, consumer, rows, *self._door_args(keys)],
         )
         for d, attempt in zip(deliveries, attempts, strict=True):
-            d.attempt = int(attempt)
+            if isinstance(attempt, bytes):  # refused at the door: the reason
+                d.attempt, d.refused = -1, _text(attempt)
+            else:
+                d.attempt = int(attempt)
 
     async def finish(self, queue: str, consumer: str, items: Sequence[FinishItem]) -> list[str]:
         """Record outcomes + XACK in one script call; returns the fenced-off entry ids."""
@@ -439,6 +446,8 @@ class Broker:
             as_dict = {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}
             delivery = _delivery(queue, flat[i], as_dict, int(flat[i + 2]))
             delivery.attempt = int(flat[i + 3])
+            if delivery.attempt < 0:
+                delivery.refused = _text(as_dict.get(b"reason", b""))
             out.append(delivery)
         return out
 

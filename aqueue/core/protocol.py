@@ -269,6 +269,8 @@ class Delivery:
     deliveries: int = 1
     attempt: int = 0
     """How many times the task has been started, this time included (0: not yet marked)."""
+    refused: str = ""
+    """Why the delivery was dead-lettered as it was delivered (attempt -1), e.g. ``replayed``."""
 
 
 @dataclass(slots=True)

@@ -152,6 +152,8 @@ class Fetcher:
         """
         if not marked:
             deliveries = await self._mark_running(queue, deliveries)
+        elif any(d.attempt < 0 for d in deliveries):
+            deliveries = self._without_dropped(deliveries)
         now = time.time()
         for delivery in deliveries:
             prepared = self.executor.prepare(delivery, now)
@@ -174,6 +176,11 @@ class Fetcher:
                     self.capacity.release(len(deliveries))
                     return []
                 await backoff.failed(exc)
+        return self._without_dropped(deliveries)
+
+    def _without_dropped(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries to run: those aborted while they waited, or refused at
+        the door (dead-lettered by the script), are logged and free their slot."""
         dropped = [d for d in deliveries if d.attempt <= 0]
         if not dropped:
             return deliveries
@@ -182,13 +189,13 @@ class Fetcher:
                 logger.info("task %s aborted before it started", d.task_id)
                 self.stats.aborted += 1
             else:
-                # Refused at the door (replayed, id mismatch, not text, over
-                # max_deliveries): the script dead-lettered it with the reason.
+                # Replayed, filed under another task's id, an id that is not
+                # text, or over max_deliveries: see take_entry in _common.lua.
                 logger.warning(
-                    "stream entry %s (task %s) was not run: dead-lettered at delivery, "
-                    "see `aqueue dead list`",
+                    "stream entry %s (task %s) dead-lettered as it was delivered: %s",
                     d.entry_id,
-                    d.task_id,
+                    d.task_id or "?",
+                    d.refused,
                 )
                 self.stats.dead += 1
         self.capacity.release(len(dropped))

@@ -140,12 +140,12 @@ class Maintenance:
         backoff.succeeded()
         self.capacity.release(n - len(deliveries))
         if deliveries:
-            self.stats.reclaimed += len(deliveries)
-            logger.warning(
-                "reclaimed %d task(s) from %s whose worker died or stalled",
-                len(deliveries),
-                queue,
-            )
+            taken = sum(1 for d in deliveries if d.attempt > 0)
+            self.stats.reclaimed += taken
+            if taken:
+                logger.warning(
+                    "reclaimed %d task(s) from %s whose worker died or stalled", taken, queue
+                )
             await self.fetcher.accept(queue, deliveries, marked=True, first=True)
         return bool(deliveries) and len(deliveries) == n
 

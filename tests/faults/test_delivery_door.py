@@ -76,6 +76,9 @@ async def test_replayed_signed_messages_never_run_again(
         assert await asyncio.wait_for(again.get(), 20) == 1
         assert counts.started(["a"]) == [2]
         assert worker.alive
+        out = worker.output()
+        assert out.count("dead-lettered as it was delivered: replayed") == 5
+        assert out.count("dead-lettered as it was delivered: id_mismatch") == 2
         report("replayed signed messages", replays=7, ran=0, dead_lettered=7, worker_exits=0)
 
 
@@ -100,6 +103,7 @@ async def test_a_task_id_that_is_not_text_is_dead_lettered_alone(
         await asyncio.sleep(1)
         assert worker.alive
         assert "Traceback" not in worker.output()
+        assert worker.output().count("dead-lettered as it was delivered: bad_task_id") == 2
         report("non-UTF-8 task id", entries=2, dead_lettered=2, worker_exits=0, others_done=11)
 
 

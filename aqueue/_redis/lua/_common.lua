@@ -16,8 +16,8 @@ end
 
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
-local function mark_started(stream, group, rec, entry, consumer, now)
-  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
+-- `seen`: the record's state, attempt and attl, read by the caller.
+local function mark_seen_started(stream, group, rec, entry, consumer, now, seen)
   if seen[1] == 'aborted' then
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
@@ -29,6 +29,11 @@ local function mark_started(stream, group, rec, entry, consumer, now)
   redis.call('HSET', rec, 'state', 'running', 'started', now, 'worker', consumer, 'entry', entry,
     'attempt', attempt)
   return attempt
+end
+
+local function mark_started(stream, group, rec, entry, consumer, now)
+  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
+  return mark_seen_started(stream, group, rec, entry, consumer, now, seen)
 end
 
 local function id_parts(id)
@@ -238,27 +243,30 @@ end
 --                that ran;
 --   max_deliveries  delivered more times than allowed, hand-backs included.
 -- Returns the attempt number (0: aborted while it waited, -1: refused and
--- dead-lettered; neither runs) and the deliveries counted.
+-- dead-lettered; neither runs), the deliveries counted and, when refused, the
+-- reason.
 local function take_entry(q, entry, fields, deliveries)
   local tid, payload, before = entry_fields(fields)
+  local seen
   deliveries = deliveries + before
   if tid ~= '' then
     if not is_utf8(tid) then
       refuse_entry(q, entry, '', payload, 'bad_task_id',
         "the entry's task id is not UTF-8 text", deliveries)
-      return -1, deliveries
+      return -1, deliveries, 'bad_task_id'
     end
     local eid = envelope_id(payload)
     if eid and eid ~= tid then
       refuse_entry(q, entry, tid, payload, 'id_mismatch',
         'the entry names task ' .. tid .. ' but its message is task ' .. eid, deliveries)
-      return -1, deliveries
+      return -1, deliveries, 'id_mismatch'
     end
-    if FINAL[redis.call('HGET', q.prefix .. tid, 'state')] then
+    seen = redis.call('HMGET', q.prefix .. tid, 'state', 'attempt', 'attl')
+    if FINAL[seen[1]] then
       refuse_entry(q, entry, tid, payload, 'replayed',
         'task ' .. tid .. ' already has a final outcome; this copy of its message was not run',
         deliveries)
-      return -1, deliveries
+      return -1, deliveries, 'replayed'
     end
   end
   if deliveries > q.max_deliveries then
@@ -276,8 +284,9 @@ local function take_entry(q, entry, fields, deliveries)
       release_unique(rec, tid)
       q.done[#q.done + 1] = tid
     end
-    return -1, deliveries
+    return -1, deliveries, 'max_deliveries'
   end
   if tid == '' then return 1, deliveries end  -- garbage: it runs into the dead-letter path
-  return mark_started(q.stream, q.group, q.prefix .. tid, entry, q.consumer, q.now), deliveries
+  return mark_seen_started(q.stream, q.group, q.prefix .. tid, entry, q.consumer, q.now, seen),
+    deliveries
 end

@@ -8,7 +8,9 @@
 -- ARGV: group, consumer, visibility_ms, dead_after_ms, count, max_deliveries,
 --   task_prefix, result_ttl_ms, done_channel, dead_maxlen
 -- Returns a flat list: entry_id, fields, deliveries, attempt, ... for entries
--- to run (already marked running).
+-- to run (already marked running), and with attempt -1 and fields
+-- {'id', task_id, 'reason', reason} for the ones refused at the door
+-- (dead-lettered here).
 local stream, workers, dead = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local visibility, dead_after = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -80,12 +82,19 @@ for _, e in ipairs(claimed) do
     -- says, max_deliveries applies to it (hand-backs counted).
     -- Marked here, atomically with the claim, so the record names the new
     -- owner before the old one could try to finish (see finish.lua).
-    local attempt, deliveries = take_entry(q, entry, fields, p[1] and p[1][4] or 1)
+    local attempt, deliveries, refused = take_entry(q, entry, fields, p[1] and p[1][4] or 1)
     if attempt > 0 then
       out[#out + 1] = entry
       out[#out + 1] = fields
       out[#out + 1] = deliveries
       out[#out + 1] = attempt
+    elseif refused then
+      local tid = entry_fields(fields)
+      if refused == 'bad_task_id' then tid = '' end
+      out[#out + 1] = entry
+      out[#out + 1] = { 'id', tid, 'reason', refused }
+      out[#out + 1] = deliveries
+      out[#out + 1] = -1
     end
   end
 end

@@ -3,8 +3,9 @@
 -- KEYS: stream, dead, outbox
 -- ARGV: task_prefix, group, consumer, msgpack array of {entry_id, task_id},
 --   max_deliveries, dead_maxlen, result_ttl_ms, done_channel
--- Returns one attempt number per message; 0: aborted while it waited, -1:
--- dead-lettered here (either way acked, removed, not to run).
+-- Returns per message its attempt number, 0 when it was aborted while it
+-- waited, or the reason it was refused at the door and dead-lettered here
+-- (either way acked, removed, not to run).
 local stream = KEYS[1]
 local q = {
   stream = stream, group = ARGV[2], consumer = ARGV[3], dead = KEYS[2], outbox = KEYS[3],
@@ -16,7 +17,11 @@ for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
   -- The entry's own fields, not what the client read: the door checks them.
   local e = redis.call('XRANGE', stream, row[1], row[1])[1]
   if e then
-    out[#out + 1] = take_entry(q, row[1], e[2], 1)
+    -- The delivery count of the group (a consumer's own lost read, claimed
+    -- again, has more than one).
+    local p = redis.call('XPENDING', stream, q.group, row[1], row[1], 1)
+    local attempt, _, refused = take_entry(q, row[1], e[2], p[1] and p[1][4] or 1)
+    out[#out + 1] = refused or attempt
   else
     out[#out + 1] = 0  -- deleted meanwhile (purged or aborted)
   end
