@@ -159,6 +159,14 @@ class Executor:
             return dead(delivery, exc.reason, exc.detail)
         if not delivery.task_id:
             delivery.task_id = env.id
+        elif delivery.task_id != env.id:
+            # The scripts refuse these before marking anything (take_entry); this
+            # keeps the rule for any other way a delivery reaches the executor.
+            return dead(
+                delivery,
+                "id_mismatch",
+                f"the entry names task {delivery.task_id} but its message is task {env.id}",
+            )
         task = self.tasks.get(env.task)
         if task is None:
             return dead(
