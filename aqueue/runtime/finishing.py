@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from .._redis.broker import Broker
-from .._redis.connection import ANY_REDIS_ERROR, RETRYABLE
+from .._redis.connection import ANY_REDIS_ERROR, RETRYABLE, is_out_of_memory
 from ..core.protocol import ErrorInfo, FinishItem, decode_error, encode_error
 from ..core.status import TaskStatus
 from .executor import Job
@@ -170,9 +170,10 @@ class Finisher:
                 break
             except RETRYABLE as exc:
                 # A small request is never what Redis refuses: a lost connection
-                # then is an outage (or a killed client), ridden out as one.
+                # then is an outage (or a killed client), ridden out as one; so
+                # is a Redis out of memory, however large the request.
                 big = sum(_size(item) for item, _ in chunk) >= REFUSABLE_BYTES
-                if not big or not await self._refused(broker, exc):
+                if not big or is_out_of_memory(exc) or not await self._answers(broker):
                     await self.backoff.failed(exc)
                     continue
                 error: BaseException = exc
@@ -203,7 +204,7 @@ class Finisher:
         if self.handed_off is not None and any(item.follow for item, _ in chunk):
             self.handed_off(queue)
 
-    async def _refused(self, broker: Broker, exc: BaseException) -> bool:
+    async def _answers(self, broker: Broker) -> bool:
         """After a lost connection: True when Redis is up (it answers a ping), so
         the request itself was refused rather than Redis being away."""
         try:
