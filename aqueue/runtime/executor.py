@@ -159,9 +159,7 @@ class Executor:
             return dead(delivery, exc.reason, exc.detail)
         if not delivery.task_id:
             delivery.task_id = env.id
-        elif delivery.task_id != env.id:
-            # The scripts refuse these before marking anything (take_entry); this
-            # keeps the rule for any other way a delivery reaches the executor.
+        elif delivery.task_id != env.id:  # refused by the scripts already (take_entry)
             return dead(
                 delivery,
                 "id_mismatch",
