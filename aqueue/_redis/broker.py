@@ -295,8 +295,14 @@ class Broker:
             out.extend(_delivery(queue, entry_id, fields, 1) for entry_id, fields in entries)
         return out
 
-    async def fetch(self, queue: str, consumer: str, count: int) -> list[Delivery]:
-        """New entries (at most ``count``), already marked running, without blocking."""
+    async def fetch(
+        self, queue: str, consumer: str, count: int, refused: list[Delivery] | None = None
+    ) -> list[Delivery]:
+        """New entries (at most ``count``), already marked running, without blocking.
+
+        Entries refused at the door (dead-lettered by the script) are not
+        returned; they are added to ``refused`` when given (``refused`` says why).
+        """
         keys = self.keys(queue)
         try:
             flat = await self._script(
@@ -314,9 +320,11 @@ class Broker:
         out = []
         for i in range(0, len(flat), 4):
             d = Delivery(queue, _text(flat[i]), _text(flat[i + 1]), flat[i + 2], 1, flat[i + 3])
-            if d.attempt < 0:  # refused at the door: the reason in place of the message
+            if d.attempt > 0:
+                out.append(d)
+            elif refused is not None:  # the reason in place of the message
                 d.refused, d.payload = _text(d.payload), b""
-            out.append(d)
+                refused.append(d)
         return out
 
     def _door_args(self, keys: QueueKeys) -> list[Any]:
@@ -415,10 +423,14 @@ class Broker:
             if fields
         ]
 
-    async def reclaim(self, queue: str, consumer: str, count: int) -> list[Delivery]:
+    async def reclaim(
+        self, queue: str, consumer: str, count: int, refused: list[Delivery] | None = None
+    ) -> list[Delivery]:
         """Claim entries of dead or hung workers (dead-lettering over-delivered ones).
 
-        The claimed entries come back already marked running for this consumer.
+        The claimed entries come back already marked running for this consumer;
+        those refused at the door (dead-lettered by the script) are added to
+        ``refused`` when given.
         """
         keys = self.keys(queue)
         s = self.settings
@@ -446,9 +458,11 @@ class Broker:
             as_dict = {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}
             delivery = _delivery(queue, flat[i], as_dict, int(flat[i + 2]))
             delivery.attempt = int(flat[i + 3])
-            if delivery.attempt < 0:
+            if delivery.attempt > 0:
+                out.append(delivery)
+            elif refused is not None:
                 delivery.refused = _text(as_dict.get(b"reason", b""))
-            out.append(delivery)
+                refused.append(delivery)
         return out
 
     async def abort(self, queue: str, task_id: str, error: bytes) -> str:

@@ -89,8 +89,10 @@ class Fetcher:
                 if not deliveries:
                     # Under load one script call reads and marks a batch; only an
                     # empty stream costs the extra blocking read.
-                    deliveries = await broker.fetch(queue, self.consumer, n)
+                    refused: list[Delivery] = []
+                    deliveries = await broker.fetch(queue, self.consumer, n, refused)
                     marked = bool(deliveries)
+                    self.log_refused(refused)
                 if not deliveries:
                     deliveries = await broker.read(queue, self.consumer, n, block)
             except asyncio.CancelledError:
@@ -152,8 +154,6 @@ class Fetcher:
         """
         if not marked:
             deliveries = await self._mark_running(queue, deliveries)
-        elif any(d.attempt < 0 for d in deliveries):
-            deliveries = self._without_dropped(deliveries)
         now = time.time()
         for delivery in deliveries:
             prepared = self.executor.prepare(delivery, now)
@@ -176,11 +176,6 @@ class Fetcher:
                     self.capacity.release(len(deliveries))
                     return []
                 await backoff.failed(exc)
-        return self._without_dropped(deliveries)
-
-    def _without_dropped(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """The deliveries to run: those aborted while they waited, or refused at
-        the door (dead-lettered by the script), are logged and free their slot."""
         dropped = [d for d in deliveries if d.attempt <= 0]
         if not dropped:
             return deliveries
@@ -188,15 +183,19 @@ class Fetcher:
             if d.attempt == 0:
                 logger.info("task %s aborted before it started", d.task_id)
                 self.stats.aborted += 1
-            else:
-                # Replayed, filed under another task's id, an id that is not
-                # text, or over max_deliveries: see take_entry in _common.lua.
-                logger.warning(
-                    "stream entry %s (task %s) dead-lettered as it was delivered: %s",
-                    d.entry_id,
-                    d.task_id or "?",
-                    d.refused,
-                )
-                self.stats.dead += 1
+        self.log_refused([d for d in dropped if d.attempt < 0])
         self.capacity.release(len(dropped))
         return [d for d in deliveries if d.attempt > 0]
+
+    def log_refused(self, refused: list[Delivery]) -> None:
+        """One line per entry the scripts dead-lettered as it was delivered:
+        replayed, filed under another task's id, an id that is not text, or
+        over max_deliveries (see take_entry in ``_common.lua``)."""
+        for d in refused:
+            logger.warning(
+                "stream entry %s (task %s) dead-lettered as it was delivered: %s",
+                d.entry_id,
+                d.task_id or "?",
+                d.refused,
+            )
+        self.stats.dead += len(refused)
