@@ -83,7 +83,7 @@ local function entry_fields(fields)
   for j = 1, #fields, 2 do
     local f = fields[j]
     if f == 'id' then tid = fields[j + 1] elseif f == 'm' then payload = fields[j + 1]
-    elseif f == 'd' then before = tonumber(fields[j + 1]) or 0 end
+    elseif f == 'd' then before = math.max(0, tonumber(fields[j + 1]) or 0) end
   end
   return tid, payload, before
 end
