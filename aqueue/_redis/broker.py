@@ -265,6 +265,12 @@ class Broker:
                 f"could not enqueue to Redis: the cluster is moving slots ({exc}). Nothing "
                 "was acknowledged; try again"
             ) from exc
+        except redis.exceptions.OutOfMemoryError as exc:
+            raise ConnectionFailed(
+                "could not enqueue: Redis is out of memory (used memory is over maxmemory and "
+                "its policy, noeviction, refuses writes). Nothing was enqueued; free memory or "
+                "raise maxmemory, then try again"
+            ) from exc
         except redis.exceptions.ReadOnlyError as exc:
             raise ConnectionFailed(
                 "could not enqueue: this Redis is a read-only replica (a failover is under way, "
@@ -417,31 +423,50 @@ class Broker:
                 await pipe.execute()
         return [_delivery(queue, e, fields, n) for e, fields, n in entries if b"bell" not in fields]
 
-    async def fetch(self, queue: str, consumer: str, count: int) -> list[Delivery]:
-        """New entries (at most ``count``), already marked running, without blocking."""
+    async def fetch(
+        self, queue: str, consumer: str, count: int, refused: list[Delivery] | None = None
+    ) -> list[Delivery]:
+        """New entries (at most ``count``), already marked running, without blocking.
+
+        Entries refused at the door (dead-lettered by the script) are not
+        returned; they are added to ``refused`` when given (``refused`` says why).
+        """
         keys = self.keys(queue)
         try:
             flat = await self._script(
                 "fetch",
-                (keys.stream, keys.outbox),
-                [keys.task_prefix, CONSUMER_GROUP, consumer, count],
+                (keys.stream, keys.dead, keys.outbox),
+                [keys.task_prefix, CONSUMER_GROUP, consumer, count, *self._door_args(keys)],
             )
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await self._recreate_group(keys.stream)
             return []
-        # Replies are bytes (the client never decodes responses).
-        return [
-            Delivery(queue, flat[i].decode(), flat[i + 1].decode(), flat[i + 2], 1, flat[i + 3])
-            for i in range(0, len(flat), 4)
-        ]
+        # Replies are bytes (the client never decodes responses); the script
+        # refused task ids that are not UTF-8.
+        out = []
+        for i in range(0, len(flat), 4):
+            d = Delivery(queue, _text(flat[i]), _text(flat[i + 1]), flat[i + 2], 1, flat[i + 3])
+            if d.attempt > 0:
+                out.append(d)
+            elif refused is not None:  # the reason in place of the message
+                d.refused, d.payload = _text(d.payload), b""
+                refused.append(d)
+        return out
+
+    def _door_args(self, keys: QueueKeys) -> list[Any]:
+        """What the door every delivery passes (``take_entry`` in the scripts) needs:
+        max_deliveries, dead_letter_maxlen, result TTL (ms), completion channel."""
+        s = self.settings
+        return [s.max_deliveries, s.dead_letter_maxlen, int(s.result_ttl * 1000), keys.done_channel]
 
     async def start(self, queue: str, consumer: str, deliveries: Sequence[Delivery]) -> None:
         """Mark deliveries running, setting their ``attempt``.
 
         0: aborted while waiting; -1: over a rate or concurrency limit, so it
-        left the stream to wait in Redis (flow control).
+        left the stream to wait in Redis (flow control), or, with ``refused``
+        set, refused at the door and dead-lettered (``refused`` says why).
         """
         keys = self.keys(queue)
         # A first delivery with limits (flow control) is checked against them:
@@ -458,11 +483,14 @@ class Broker:
         blob = b"".join([d.flow + d.payload for d in limited])
         attempts = await self._script(
             "start",
-            (keys.stream, keys.outbox),
-            [keys.task_prefix, CONSUMER_GROUP, consumer, rows, blob],
+            (keys.stream, keys.dead, keys.outbox),
+            [keys.task_prefix, CONSUMER_GROUP, consumer, rows, *self._door_args(keys), blob],
         )
         for d, attempt in zip(deliveries, attempts, strict=True):
-            d.attempt = int(attempt)
+            if isinstance(attempt, bytes):  # refused at the door: the reason
+                d.attempt, d.refused = -1, _text(attempt)
+            else:
+                d.attempt = int(attempt)
 
     async def finish(self, queue: str, consumer: str, items: Sequence[FinishItem]) -> list[str]:
         """Record outcomes + XACK in one script call; returns the fenced-off entry ids."""
@@ -552,10 +580,14 @@ class Broker:
             ],
         )
 
-    async def reclaim(self, queue: str, consumer: str, count: int) -> list[Delivery]:
+    async def reclaim(
+        self, queue: str, consumer: str, count: int, refused: list[Delivery] | None = None
+    ) -> list[Delivery]:
         """Claim entries of dead or hung workers (dead-lettering over-delivered ones).
 
-        The claimed entries come back already marked running for this consumer.
+        The claimed entries come back already marked running for this consumer;
+        those refused at the door (dead-lettered by the script) are added to
+        ``refused`` when given.
         """
         keys = self.keys(queue)
         flat = await self._reclaim_stream(queue, keys.stream, consumer, count)
@@ -572,7 +604,11 @@ class Broker:
                 queue, [(flat[i], as_dict, int(flat[i + 2]))]
             ):
                 delivery.attempt = int(flat[i + 3])
-                out.append(delivery)
+                if delivery.attempt > 0:
+                    out.append(delivery)
+                elif refused is not None:
+                    delivery.refused = _text(as_dict.get(b"reason", b""))
+                    refused.append(delivery)
         return out
 
     async def _reclaim_stream(self, queue: str, stream: str, consumer: str, count: int) -> Any:
@@ -624,19 +660,23 @@ class Broker:
         )
         return int(moved), int(wait)
 
-    async def leave(self, queue: str, consumer: str, keep: Sequence[str] = ()) -> int:
+    async def leave(
+        self, queue: str, consumer: str, keep: Sequence[str] = (), waiting: Sequence[str] = ()
+    ) -> int:
         """Hand back anything still pending for this consumer, then forget it.
 
         Entries in ``keep`` (tasks still running in threads that can't be
         stopped) stay leased to the consumer, which then stays registered until
-        its heartbeat is gone. Returns how many entries were handed back.
+        its heartbeat is gone. A handed-back entry keeps its delivery count
+        (``max_deliveries`` still applies), less the delivery of an entry in
+        ``waiting`` (read ahead and never begun). Returns how many entries were
+        handed back.
         """
         keys = self.keys(queue)
-        n = await self._script(
-            "leave",
-            (keys.stream, keys.workers),
-            [keys.task_prefix, CONSUMER_GROUP, consumer, *keep],
-        )
+        args: list[Any] = [keys.task_prefix, CONSUMER_GROUP, consumer, *keep]
+        if waiting:
+            args += ("--waiting", *waiting)
+        n = await self._script("leave", (keys.stream, keys.workers), args)
         return int(n)
 
     async def purge(self, queue: str, error: bytes, limit: int = 1000) -> tuple[int, int]:

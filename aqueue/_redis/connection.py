@@ -34,6 +34,7 @@ __all__ = [
     "as_failover",
     "connect",
     "is_cluster",
+    "is_out_of_memory",
 ]
 
 
@@ -75,8 +76,14 @@ REDIS_ERRORS = (
 )
 #: Anything Redis may answer with besides a value.
 ANY_REDIS_ERROR = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
-#: What a worker loop rides out with backoff (a Redis still loading its data too).
-RETRYABLE = (*REDIS_ERRORS, redis.exceptions.BusyLoadingError)
+#: What a worker loop rides out with backoff: a Redis still loading its data,
+#: and one over ``maxmemory`` with ``noeviction`` (an outage until memory is freed).
+RETRYABLE = (*REDIS_ERRORS, redis.exceptions.BusyLoadingError, redis.exceptions.OutOfMemoryError)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether Redis refused a write because it is over ``maxmemory``."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError)
 
 
 def as_failover(exc: redis.exceptions.ResponseError) -> Exception:

@@ -21,6 +21,7 @@ from .errors import ConfigError, did_you_mean
 
 __all__ = [
     "DEFAULT_REDIS_URL",
+    "MAX_RESULT_BYTES_LIMIT",
     "RedisTarget",
     "Settings",
     "mask_url",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+#: Highest ``max_result_bytes``: Redis refuses a request argument over 512 MB,
+#: and an outcome travels with its message and error in one script call.
+MAX_RESULT_BYTES_LIMIT = 256 * 1024 * 1024
 
 _URL_FORMS = (
     "redis://[user:password@]host:port/db, rediss://..., unix:///path.sock, "
@@ -167,6 +171,10 @@ class Settings:
     sentinel_password: str | None = None
     """Password of the Sentinel processes themselves (``redis+sentinel://``
     URLs); the URL's own password is the data nodes'."""
+    max_result_bytes: int = 16 * 1024 * 1024
+    """Largest encoded return value a task may store (bytes). A larger value
+    fails the task with ``ResultTooLarge`` instead of being stored; at most
+    ``MAX_RESULT_BYTES_LIMIT`` (Redis refuses larger requests)."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -181,10 +189,16 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("max_deliveries", "max_payload_bytes", "dead_letter_maxlen"):
+        counts = ("max_deliveries", "max_payload_bytes", "dead_letter_maxlen", "max_result_bytes")
+        for name in counts:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_result_bytes > MAX_RESULT_BYTES_LIMIT:
+            raise ConfigError(
+                f"max_result_bytes must be at most {MAX_RESULT_BYTES_LIMIT:,} (256 MiB), got "
+                f"{self.max_result_bytes:,}: store large results elsewhere and return a reference"
+            )
         if not isinstance(self.replicas_ack, int) or self.replicas_ack < 0:
             raise ConfigError(
                 f"replicas_ack must be 0 (off) or the number of replicas, got {self.replicas_ack!r}"

@@ -10,6 +10,7 @@
     │   ├── PayloadTooLarge      the encoded message is over ``max_payload_bytes``
     │   └── UnknownTask          no task of that name is registered
     ├── ResultTimeout            ``AsyncResult.get(timeout=...)`` ran out (also a TimeoutError)
+    ├── ResultTooLarge           a task's value is over ``max_result_bytes``: the task fails with it
     ├── WorkerCrashed            a worker stopped on an internal error, not because it was asked to
     ├── TaskFailed               the task ended without a value; carries the remote error as data
     │   ├── TaskAborted          it was aborted before or while running
@@ -34,6 +35,7 @@ __all__ = [
     "EnqueueError",
     "PayloadTooLarge",
     "ResultTimeout",
+    "ResultTooLarge",
     "Retry",
     "SerializationError",
     "TaskAborted",
@@ -85,6 +87,14 @@ class UnknownTask(EnqueueError, LookupError):
 
 class ResultTimeout(AqueueError, TimeoutError):
     """The task did not finish within the time the caller was willing to wait."""
+
+
+class ResultTooLarge(AqueueError):
+    """A task returned a value whose encoding is over ``max_result_bytes``.
+
+    The task fails with this error (its type name and message travel as
+    data, raised on the caller as :class:`TaskFailed`): the value is not stored.
+    """
 
 
 class WorkerCrashed(AqueueError):

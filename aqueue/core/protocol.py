@@ -282,6 +282,8 @@ class Delivery:
     """How many times the task has been started, this time included (0: not yet marked)."""
     flow: bytes = b""
     """The task's rate and concurrency limits as the stream entry carries them."""
+    refused: str = ""
+    """Why the delivery was dead-lettered as it was delivered (attempt -1), e.g. ``replayed``."""
 
 
 @dataclass(slots=True)

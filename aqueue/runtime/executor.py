@@ -53,6 +53,7 @@ __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
 
 _TRACEBACK_LIMIT = 16_000
+_MESSAGE_LIMIT = 16_000
 #: The longest retry delay a task may ask for (a year): more can't be scheduled.
 MAX_RETRY_DELAY = 365 * 24 * 3600.0
 
@@ -114,6 +115,9 @@ def _error_info(exc: BaseException) -> ErrorInfo:
         tb = f"<the traceback could not be formatted: {type(broken).__name__}>"
     if len(tb) > _TRACEBACK_LIMIT:
         tb = "...\n" + tb[-_TRACEBACK_LIMIT:]
+    if len(message) > _MESSAGE_LIMIT:
+        # An error must always be recordable, whatever its text.
+        message = message[:_MESSAGE_LIMIT] + f"... ({len(message):,} characters in all)"
     return ErrorInfo(name, message, tb)
 
 
@@ -163,6 +167,12 @@ class Executor:
             return dead(delivery, exc.reason, exc.detail)
         if not delivery.task_id:
             delivery.task_id = env.id
+        elif delivery.task_id != env.id:  # refused by the scripts already (take_entry)
+            return dead(
+                delivery,
+                "id_mismatch",
+                f"the entry names task {delivery.task_id} but its message is task {env.id}",
+            )
         task = self.tasks.get(env.task)
         if task is None:
             return dead(
@@ -245,6 +255,19 @@ class Executor:
                 ErrorInfo(
                     "aqueue.errors.SerializationError",
                     f"return value of {task.name} can't be encoded with msgspec: {exc}",
+                ),
+            )
+        limit = self.settings.max_result_bytes
+        if len(result) > limit:
+            # Stored, it would be refused by Redis or fill its memory: the task
+            # fails with a small, recordable error instead.
+            return self._failure(
+                job,
+                ErrorInfo(
+                    "aqueue.errors.ResultTooLarge",
+                    f"return value of {task.name} is {len(result):,} bytes encoded, over "
+                    f"max_result_bytes={limit:,}; store large results elsewhere (object "
+                    "storage, a database) and return a reference",
                 ),
             )
         return FinishItem(

@@ -90,8 +90,10 @@ class Fetcher:
                 if not deliveries:
                     # Under load one script call reads and marks a batch; only an
                     # empty stream costs the extra blocking read.
-                    deliveries = await broker.fetch(queue, self.consumer, n)
+                    refused: list[Delivery] = []
+                    deliveries = await broker.fetch(queue, self.consumer, n, refused)
                     marked = bool(deliveries)
+                    self.log_refused(refused)
                 if not deliveries:
                     deliveries = await broker.read(queue, self.consumer, n, block)
             except asyncio.CancelledError:
@@ -178,16 +180,31 @@ class Fetcher:
                     self.capacity.release(len(deliveries))
                     return []
                 await backoff.failed(exc)
-        waiting = sum(1 for d in deliveries if d.attempt < 0)
+        waiting = sum(1 for d in deliveries if d.attempt < 0 and not d.refused)
         if waiting:
             # Over a rate or concurrency limit: the task waits in Redis, not here.
             self.capacity.release(waiting)
-            deliveries = [d for d in deliveries if d.attempt >= 0]
-        aborted = [d for d in deliveries if d.attempt == 0]
-        if not aborted:
+            deliveries = [d for d in deliveries if d.attempt >= 0 or d.refused]
+        dropped = [d for d in deliveries if d.attempt <= 0]
+        if not dropped:
             return deliveries
-        for d in aborted:
-            logger.info("task %s aborted before it started", d.task_id)
-        self.stats.aborted += len(aborted)
-        self.capacity.release(len(aborted))
+        for d in dropped:
+            if d.attempt == 0:
+                logger.info("task %s aborted before it started", d.task_id)
+                self.stats.aborted += 1
+        self.log_refused([d for d in dropped if d.attempt < 0])
+        self.capacity.release(len(dropped))
         return [d for d in deliveries if d.attempt > 0]
+
+    def log_refused(self, refused: list[Delivery]) -> None:
+        """One line per entry the scripts dead-lettered as it was delivered:
+        replayed, filed under another task's id, an id that is not text, or
+        over max_deliveries (see take_entry in ``_common.lua``)."""
+        for d in refused:
+            logger.warning(
+                "stream entry %s (task %s) dead-lettered as it was delivered: %s",
+                d.entry_id,
+                d.task_id or "?",
+                d.refused,
+            )
+        self.stats.dead += len(refused)

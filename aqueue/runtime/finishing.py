@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .._redis.broker import Broker
-from .._redis.connection import RETRYABLE
-from ..core.protocol import FinishItem, decode_error
+from .._redis.connection import ANY_REDIS_ERROR, RETRYABLE, is_out_of_memory
+from ..core.protocol import ErrorInfo, FinishItem, decode_error, encode_error
 from ..core.status import TaskStatus
 from .executor import Job
 from .running import Observer, Running
@@ -32,6 +32,56 @@ logger = logging.getLogger("aqueue.worker")
 
 #: Largest number of outcomes recorded in one script call.
 FINISH_CHUNK = 500
+#: Largest number of bytes (results, errors, messages) sent in one script call;
+#: a single larger outcome goes alone.
+FINISH_CHUNK_BYTES = 32 * 1024 * 1024
+#: Tries of an outcome Redis keeps refusing while it answers pings, before
+#: it is recorded as a failure that says so.
+REFUSED_TRIES = 3
+#: Smallest request that Redis may refuse by closing the connection
+#: (``proto-max-bulk-len`` is at least 1 MB).
+REFUSABLE_BYTES = 1024 * 1024
+_NOT_RECORDED_TYPE = "aqueue.errors.OutcomeNotRecorded"
+
+
+def _size(item: FinishItem) -> int:
+    return len(item.result) + len(item.error) + len(item.payload) + len(item.follow)
+
+
+def _chunks(
+    batch: list[tuple[FinishItem, Running | None]],
+) -> Iterator[list[tuple[FinishItem, Running | None]]]:
+    """The batch cut into script calls of at most FINISH_CHUNK outcomes and
+    FINISH_CHUNK_BYTES bytes (one larger outcome goes alone)."""
+    chunk: list[tuple[FinishItem, Running | None]] = []
+    size = 0
+    for pair in batch:
+        n = _size(pair[0])
+        if chunk and (len(chunk) == FINISH_CHUNK or size + n > FINISH_CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(pair)
+        size += n
+    if chunk:
+        yield chunk
+
+
+def not_recorded(item: FinishItem, error: BaseException) -> FinishItem:
+    """A small failure in place of an outcome Redis refused to record."""
+    return FinishItem(
+        entry_id=item.entry_id,
+        task_id=item.task_id,
+        state=TaskStatus.FAILED,
+        error=encode_error(
+            ErrorInfo(
+                _NOT_RECORDED_TYPE,
+                f"the task's outcome ({item.state.value}, {_size(item):,} bytes) could not be "
+                f"recorded: Redis refused it ({type(error).__name__}: {error})",
+            )
+        ),
+        unique=item.unique,
+    )
+
 
 _WARN = (TaskStatus.FAILED, TaskStatus.DEAD)
 
@@ -98,23 +148,73 @@ class Finisher:
             self._wanted.clear()
             pending, self._queued = self._queued, {}
             for queue, batch in pending.items():
-                for start in range(0, len(batch), FINISH_CHUNK):
-                    chunk = batch[start : start + FINISH_CHUNK]
-                    while True:
-                        try:
-                            fenced = await broker.finish(
-                                queue, self.consumer, [item for item, _ in chunk]
-                            )
-                            break
-                        except RETRYABLE as exc:
-                            await self.backoff.failed(exc)
-                    self.backoff.succeeded()
-                    self._recorded_chunk(chunk, set(fenced))
-                    if self.handed_off is not None and any(item.follow for item, _ in chunk):
-                        self.handed_off(queue)
+                for chunk in _chunks(batch):
+                    await self._record(broker, queue, chunk)
+
+    async def _record(
+        self, broker: Broker, queue: str, chunk: list[tuple[FinishItem, Running | None]]
+    ) -> None:
+        """Record one chunk of outcomes, whatever it takes.
+
+        Redis away is an outage: retry with backoff for as long as it lasts.
+        But when Redis answers a ping and still refuses the chunk, the chunk
+        itself is at fault (an error reply, or a request Redis won't take):
+        its outcomes are recorded one by one, so one unrecordable outcome
+        never holds back the others, and an outcome that still can't be
+        recorded after a few tries is recorded as a failure that says so.
+        """
+        tries, replaced = 0, False
+        while True:
+            try:
+                fenced = await broker.finish(queue, self.consumer, [item for item, _ in chunk])
+                break
+            except RETRYABLE as exc:
+                # A small request is never what Redis refuses: a lost connection
+                # then is an outage (or a killed client), ridden out as one; so
+                # is a Redis out of memory, however large the request.
+                big = sum(_size(item) for item, _ in chunk) >= REFUSABLE_BYTES
+                if not big or is_out_of_memory(exc) or not await self._answers(broker):
+                    await self.backoff.failed(exc)
+                    continue
+                error: BaseException = exc
+            except ANY_REDIS_ERROR as exc:  # an error reply: not an outage
+                error = exc
+            if len(chunk) > 1:
+                for one in chunk:
+                    await self._record(broker, queue, [one])
+                return
+            tries += 1
+            item, running = chunk[0]
+            if tries < REFUSED_TRIES:
+                await asyncio.sleep(0.1 * tries)
+                continue
+            if replaced:
+                logger.error(
+                    "task %s: not even its failure could be recorded (%s); its message stays "
+                    "pending and is dead-lettered after max_deliveries",
+                    item.task_id,
+                    error,
+                )
+                self._recorded_chunk(chunk, {item.entry_id}, quiet=True)
+                return
+            chunk = [(not_recorded(item, error), running)]
+            tries, replaced = 0, True
+        self.backoff.succeeded()
+        self._recorded_chunk(chunk, set(fenced))
+        if self.handed_off is not None and any(item.follow for item, _ in chunk):
+            self.handed_off(queue)
+
+    async def _answers(self, broker: Broker) -> bool:
+        """After a lost connection: True when Redis is up (it answers a ping), so
+        the request itself was refused rather than Redis being away."""
+        try:
+            await broker.ping()
+        except ANY_REDIS_ERROR:
+            return False
+        return True
 
     def _recorded_chunk(
-        self, chunk: list[tuple[FinishItem, Running | None]], fenced: set[str]
+        self, chunk: list[tuple[FinishItem, Running | None]], fenced: set[str], quiet: bool = False
     ) -> None:
         self.unrecorded -= len(chunk)
         self._recorded.set()
@@ -125,6 +225,8 @@ class Finisher:
             if running is not None:
                 self.forget(running.job)
             if item.entry_id in fenced:
+                if quiet:
+                    continue
                 stats.fenced += 1
                 logger.warning(
                     "task %s: result discarded, its lease was lost and another worker ran it again",

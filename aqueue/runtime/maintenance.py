@@ -25,6 +25,7 @@ from typing import Any
 from .._redis.broker import Broker
 from .._redis.connection import RETRYABLE
 from ..core.config import Settings
+from ..core.protocol import Delivery
 from .fetching import Fetcher
 from .running import Runner, Running
 from .slots import Backoff, Capacity, WorkerStats
@@ -128,7 +129,9 @@ class Maintenance:
         # Slots held by an idle blocking read count as free here.
         n = await self.capacity.reserve(self.concurrency, urgent=True)
         try:
-            deliveries = await self._broker().reclaim(queue, self.consumer, n)
+            refused: list[Delivery] = []
+            deliveries = await self._broker().reclaim(queue, self.consumer, n, refused)
+            self.fetcher.log_refused(refused)
         except RETRYABLE as exc:
             self.capacity.release(n)
             self.fetcher.check_orphans_soon(queue)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..core.protocol import FinishItem
+from ..core.protocol import Delivery, FinishItem
 from .executor import Executor, Job, aborted
 from .slots import Capacity
 from .workflow import follow_ups
@@ -207,12 +207,16 @@ class Runner:
         running.cancel_reason = reason
         running.task.cancel()
 
-    def drop_read_ahead(self) -> None:
-        """Forget every job read ahead and never begun (leaving hands them back)."""
+    def drop_read_ahead(self) -> list[Delivery]:
+        """Forget every job read ahead and never begun (leaving hands them back);
+        returns their deliveries."""
+        dropped = []
         while self._ready:
             waiting = self._ready.popleft()
             self.inflight.forget(waiting.job)
             self.capacity.release()
+            dropped.append(waiting.job.delivery)
+        return dropped
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The asyncio tasks of every job executing now."""

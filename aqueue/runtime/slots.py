@@ -9,6 +9,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from .._redis.connection import is_out_of_memory
 from ..core.status import TaskStatus
 
 __all__ = ["Backoff", "Capacity", "Outage", "WorkerStats"]
@@ -116,23 +117,37 @@ class Outage:
         self.where = where
         self.failing: set[str] = set()
         self.since: float | None = None
+        self.out_of_memory = False
 
     def failed(self, doing: str, exc: BaseException) -> None:
         if self.since is None:
             self.since = time.monotonic()
-            logger.warning(
-                "lost the connection to Redis at %s while %s (%s); reconnecting with backoff",
-                self.where,
-                doing,
-                exc,
-            )
+            self.out_of_memory = is_out_of_memory(exc)
+            if self.out_of_memory:
+                logger.warning(
+                    "Redis at %s is out of memory (over maxmemory with noeviction: it refuses "
+                    "writes) while %s; every loop of this worker backs off and retries until "
+                    "memory is freed, and outcomes are kept until they can be recorded",
+                    self.where,
+                    doing,
+                )
+            else:
+                logger.warning(
+                    "lost the connection to Redis at %s while %s (%s); reconnecting with backoff",
+                    self.where,
+                    doing,
+                    exc,
+                )
         self.failing.add(doing)
 
     def succeeded(self, doing: str) -> None:
         self.failing.discard(doing)
         if self.since is not None and not self.failing:
             logger.warning(
-                "reconnected to Redis at %s after %.1fs", self.where, time.monotonic() - self.since
+                "%s Redis at %s after %.1fs",
+                "memory freed on" if self.out_of_memory else "reconnected to",
+                self.where,
+                time.monotonic() - self.since,
             )
             self.since = None
 

@@ -348,7 +348,8 @@ class Worker:
     async def _shutdown(self) -> None:
         self._stopping = True
         self._fetcher.stopping = self._maintenance.stopping = self._runner.stopping = True
-        self._runner.drop_read_ahead()  # never begun: leaving hands them back
+        # Never begun: leaving hands them back without counting a delivery.
+        read_ahead = self._runner.drop_read_ahead()
         keep = {"aqueue-finish", "aqueue-heartbeat", "aqueue-control"}
         for loop_task in self._loops:
             if loop_task.get_name() not in keep:
@@ -362,7 +363,9 @@ class Worker:
         still_running = [
             held for held in self._inflight if held.task is not None and not held.task.done()
         ]
-        handed_back = await self._hand_back([held.job.delivery for held in still_running])
+        handed_back = await self._hand_back(
+            [held.job.delivery for held in still_running], read_ahead
+        )
         self.abandoned = len(still_running)
         if still_running:
             logger.warning(
@@ -424,18 +427,20 @@ class Worker:
                 await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
         raise AssertionError("unreachable")
 
-    async def _hand_back(self, keep: list[Delivery]) -> int:
+    async def _hand_back(self, keep: list[Delivery], waiting: list[Delivery]) -> int:
         """Hand back whatever is still pending for this worker, queue by queue,
-        except the deliveries in ``keep``."""
+        except the deliveries in ``keep``; ``waiting`` were read ahead and never
+        begun (their delivery is not counted against ``max_deliveries``)."""
         handed_back = 0
         broker = self._broker()
         for queue in self.queues:
             kept = [d.entry_id for d in keep if d.queue == queue]
+            unrun = [d.entry_id for d in waiting if d.queue == queue]
             # A failover under way (READONLY, UNBLOCKED, a lost connection)
             # is over in a second or two: try a few times before giving up.
             for attempt in range(HAND_BACK_ATTEMPTS):
                 try:
-                    handed_back += await broker.leave(queue, self.name, kept)
+                    handed_back += await broker.leave(queue, self.name, kept, unrun)
                     break
                 except RETRYABLE as exc:
                     if attempt + 1 < HAND_BACK_ATTEMPTS:

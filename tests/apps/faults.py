@@ -163,3 +163,10 @@ async def raise_base(kind: str) -> None:
     if kind == "cancel":
         raise asyncio.CancelledError  # from task code, not from the worker
     raise Bail(kind)
+
+
+@app.task
+async def big_value(key: str, size: int, *, ctx: aqueue.Context) -> str:
+    """Count a start, then return a value of ``size`` characters."""
+    await _record(ctx, "started", key, uuid.uuid4().hex)
+    return "x" * size

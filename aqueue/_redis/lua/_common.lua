@@ -29,14 +29,26 @@ local function cut(blob, pos, len)
 end
 
 -- The task id, message and limits (flow control) of a stream entry's field
--- list ('' when missing).
+-- list ('' when missing), and the deliveries it had before a hand-back gave it
+-- a new entry ('d', 0).
 local function entry_fields(fields)
-  local tid, payload, flow = '', '', ''
+  local tid, payload, flow, before = '', '', '', 0
   for j = 1, #fields, 2 do
-    if fields[j] == 'id' then tid = fields[j + 1] elseif fields[j] == 'm' then payload = fields[j + 1]
-    elseif fields[j] == 'f' then flow = fields[j + 1] end
+    local f = fields[j]
+    if f == 'id' then tid = fields[j + 1] elseif f == 'm' then payload = fields[j + 1]
+    elseif f == 'f' then flow = fields[j + 1]
+    elseif f == 'd' then before = math.max(0, tonumber(fields[j + 1]) or 0) end
   end
-  return tid, payload, flow
+  return tid, payload, flow, before
+end
+
+-- The stream an entry lives in: urgent entries (flow control; ids 0-N) live
+-- in the queue's urgent stream beside the main one.
+local function entry_stream(stream, entry)
+  if string.sub(entry, 1, 2) == '0-' and string.sub(stream, -7) == ':stream' then
+    return string.sub(stream, 1, -8) .. ':pstream'
+  end
+  return stream
 end
 
 -- Workflows: a workflow step that ends without running (aborted or
@@ -61,13 +73,12 @@ end
 
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
+-- `seen`: the record's state, attempt and attl, read by the caller.
 -- `outbox` and `payload` (nil: read from the stream) let an aborted workflow
 -- step end its workflow.
-local function mark_started(stream, group, rec, entry, consumer, now, outbox, payload)
-  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
+local function mark_seen_started(stream, group, rec, entry, consumer, now, seen, outbox, payload)
   if seen[1] == 'aborted' then
-    -- flow control: urgent entries (ids 0-N) live in the queue's urgent stream
-    if string.sub(entry, 1, 2) == '0-' then stream = string.sub(stream, 1, -8) .. ':pstream' end
+    stream = entry_stream(stream, entry)
     if outbox then
       if not payload then
         local e = redis.call('XRANGE', stream, entry, entry)
@@ -85,6 +96,11 @@ local function mark_started(stream, group, rec, entry, consumer, now, outbox, pa
   redis.call('HSET', rec, 'state', 'running', 'started', now, 'worker', consumer, 'entry', entry,
     'attempt', attempt)
   return attempt
+end
+
+local function mark_started(stream, group, rec, entry, consumer, now, outbox, payload)
+  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
+  return mark_seen_started(stream, group, rec, entry, consumer, now, seen, outbox, payload)
 end
 
 local function id_parts(id)
@@ -199,4 +215,137 @@ local function enqueue_one(stream, delayed, payloads, prefix, tid, name, payload
   redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
   redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
   return false
+end
+
+-- The door of every delivery (fetch, start, reclaim) -------------------------
+-- The id a message's envelope carries (its second field), read from the
+-- msgpack bytes (after the signature, when signed) without decoding the rest;
+-- nil when the bytes are not an envelope (the worker dead-letters those).
+local SIGNATURE_MARK = '\167aqsig1'
+local SIGNED_HEAD = #SIGNATURE_MARK + 32
+local function envelope_id(payload)
+  local pos = 1
+  if string.sub(payload, 1, #SIGNATURE_MARK) == SIGNATURE_MARK then pos = pos + SIGNED_HEAD end
+  local b = string.byte(payload, pos)
+  if b == nil then return nil end
+  if b >= 0x90 and b <= 0x9f then pos = pos + 1
+  elseif b == 0xdc then pos = pos + 3
+  elseif b == 0xdd then pos = pos + 5
+  else return nil end
+  b = string.byte(payload, pos)  -- the version: a small unsigned integer
+  if b == nil then return nil end
+  if b <= 0x7f then pos = pos + 1
+  elseif b == 0xcc then pos = pos + 2
+  elseif b == 0xcd then pos = pos + 3
+  elseif b == 0xce then pos = pos + 5
+  else return nil end
+  b = string.byte(payload, pos)
+  if b == nil then return nil end
+  local n
+  if b >= 0xa0 and b <= 0xbf then n, pos = b - 0xa0, pos + 1
+  elseif b == 0xd9 and pos + 1 <= #payload then n, pos = string.byte(payload, pos + 1), pos + 2
+  elseif b == 0xda and pos + 2 <= #payload then n, pos = struct.unpack('>I2', payload, pos + 1), pos + 3
+  elseif b == 0xdb and pos + 4 <= #payload then n, pos = struct.unpack('>I4', payload, pos + 1), pos + 5
+  else return nil end
+  if pos + n - 1 > #payload then return nil end
+  return string.sub(payload, pos, pos + n - 1)
+end
+
+-- Whether `s` is well-formed UTF-8 (task ids are text; anything else could
+-- not be named back by a worker).
+local function is_utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local more
+    if c < 0x80 then more = 0
+    elseif c >= 0xc2 and c <= 0xdf then more = 1
+    elseif c >= 0xe0 and c <= 0xef then more = 2
+    elseif c >= 0xf0 and c <= 0xf4 then more = 3
+    else return false end
+    for k = 1, more do
+      local cc = string.byte(s, i + k)
+      if cc == nil or cc < 0x80 or cc > 0xbf then return false end
+    end
+    i = i + more + 1
+  end
+  return true
+end
+
+-- A task whose record holds one of these outcomes never runs again from the
+-- same message (running it again goes through enqueue, which clears the record).
+local FINAL = { succeeded = true, failed = true, dead = true, expired = true }
+
+-- Send a delivered entry to the dead-letter stream without running it and
+-- without touching any task record (the entry may name a task it is not).
+local function refuse_entry(q, entry, tid, payload, reason, detail, deliveries)
+  redis.call('XADD', q.dead, 'MAXLEN', '~', q.dead_maxlen, '*', 'id', tid, 'm', payload,
+    'reason', reason, 'error', detail, 'at', q.now, 'attempt', deliveries, 'entry', entry)
+  local stream = entry_stream(q.stream, entry)
+  redis.call('XACK', stream, q.group, entry)
+  redis.call('XDEL', stream, entry)
+end
+
+-- Take a delivered entry in: refuse what must not run, else mark it running.
+-- `q` holds the queue's keys and settings: stream, group, consumer, dead,
+-- dead_maxlen, outbox, prefix, ttl, max_deliveries, now, and `done` (ids
+-- whose record became final here: the caller publishes them).
+-- Refused (dead-lettered here; no record touched but for max_deliveries):
+--   bad_task_id  the entry's id field is not text;
+--   id_mismatch  the id field is not the id the message carries: a signed
+--                message is bound to its own id, so a copy filed under
+--                another task's id can't run, nor mark that task;
+--   replayed     the task already has a final outcome: a copy of a message
+--                that ran;
+--   max_deliveries  delivered more times than allowed, hand-backs included.
+-- `gate` (flow control; nil: none) is asked last, before the entry is marked:
+-- false means it is over a rate or concurrency limit and now waits in Redis.
+-- Returns the attempt number (0: aborted while it waited, -1: refused and
+-- dead-lettered, -2: waiting for its limit; none of them runs), the deliveries
+-- counted and, when refused, the reason.
+local function take_entry(q, entry, fields, deliveries, gate)
+  local tid, payload, _, before = entry_fields(fields)
+  local seen
+  deliveries = deliveries + before
+  if tid ~= '' then
+    if not is_utf8(tid) then
+      refuse_entry(q, entry, '', payload, 'bad_task_id',
+        "the entry's task id is not UTF-8 text", deliveries)
+      return -1, deliveries, 'bad_task_id'
+    end
+    local eid = envelope_id(payload)
+    if eid and eid ~= tid then
+      refuse_entry(q, entry, tid, payload, 'id_mismatch',
+        'the entry names task ' .. tid .. ' but its message is task ' .. eid, deliveries)
+      return -1, deliveries, 'id_mismatch'
+    end
+    seen = redis.call('HMGET', q.prefix .. tid, 'state', 'attempt', 'attl')
+    if FINAL[seen[1]] then
+      refuse_entry(q, entry, tid, payload, 'replayed',
+        'task ' .. tid .. ' already has a final outcome; this copy of its message was not run',
+        deliveries)
+      return -1, deliveries, 'replayed'
+    end
+  end
+  if deliveries > q.max_deliveries then
+    refuse_entry(q, entry, tid, payload, 'max_deliveries',
+      'delivered ' .. deliveries .. ' times without finishing (worker crashed or hung each time)',
+      deliveries)
+    if tid ~= '' then
+      -- A dead-lettered workflow step still ends its workflow: the forwarder
+      -- turns its message into the hand-off its worker never wrote.
+      redis.call('XADD', q.outbox, '*', 'dead', payload, 'deliveries', deliveries)
+      local rec = q.prefix .. tid
+      redis.call('HSET', rec, 'state', 'dead', 'finished', q.now, 'error', '')
+      redis.call('PEXPIRE', rec, q.ttl)
+      release_unique(rec, tid)
+      q.done[#q.done + 1] = tid
+    end
+    return -1, deliveries, 'max_deliveries'
+  end
+  if tid == '' then return 1, deliveries end  -- garbage: it runs into the dead-letter path
+  if gate and not gate() then return -2, deliveries end
+  return mark_seen_started(q.stream, q.group, q.prefix .. tid, entry, q.consumer, q.now, seen,
+    q.outbox, payload), deliveries
 end

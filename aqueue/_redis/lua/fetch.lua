@@ -3,32 +3,49 @@
 -- XREADGROUP (scripts can't block).
 -- Urgent tasks (a priority above 0) come first, most urgent first; entries
 -- over a rate or concurrency limit leave the stream to wait in Redis (see
--- _flow.lua), and more entries are read in their place.
--- KEYS: stream, outbox (workflows: where an aborted step's message goes)
--- ARGV: task_prefix, group, consumer, count
--- Returns a flat list: entry_id, task_id, payload, attempt for each entry to run.
+-- _flow.lua), and more entries are read in their place. Entries refused at
+-- the door (see take_entry) are dead-lettered here and not run.
+-- KEYS: stream, dead, outbox (workflows: where an aborted step's message goes)
+-- ARGV: task_prefix, group, consumer, count, max_deliveries, dead_maxlen,
+--   result_ttl_ms, done_channel
+-- Returns a flat list: entry_id, task_id, payload, attempt for each entry to
+-- run, and entry_id, task_id, reason, -1 for each one refused at the door.
 local stream = KEYS[1]
 local prefix, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local out = {}
 local now = now_ms()
+local q = {
+  stream = stream, group = group, consumer = consumer, dead = KEYS[2], outbox = KEYS[3],
+  prefix = prefix, max_deliveries = tonumber(ARGV[5]), dead_maxlen = ARGV[6],
+  ttl = tonumber(ARGV[7]), now = now, done = {},
+}
+local runnable = 0
 local function accept(entries)
   for _, e in ipairs(entries) do
     local entry, fields = e[1], e[2]
-    local tid, payload, flow = entry_fields(fields)
-    local attempt = 1
     if fields[1] == 'bell' then
       redis.call('XACK', stream, group, entry)  -- it woke nobody: drop it
       redis.call('XDEL', stream, entry)
-    elseif flow == '' or tid == '' or admit(stream, group, prefix, entry, tid, payload, flow, now) then
-      if tid ~= '' then
-        attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now, KEYS[2], payload)
+    else
+      local tid, payload, flow = entry_fields(fields)
+      local gate = nil
+      if flow ~= '' and tid ~= '' then
+        gate = function() return admit(stream, group, prefix, entry, tid, payload, flow, now) end
       end
+      local attempt, _, refused = take_entry(q, entry, fields, 1, gate)
       if attempt > 0 then
         out[#out + 1] = entry
         out[#out + 1] = tid
         out[#out + 1] = payload
         out[#out + 1] = attempt
-      elseif flow ~= '' then
+        runnable = runnable + 1
+      elseif refused then
+        -- Dead-lettered here: the worker logs it (the reason in place of the message).
+        out[#out + 1] = entry
+        out[#out + 1] = refused == 'bad_task_id' and '' or tid
+        out[#out + 1] = refused
+        out[#out + 1] = -1
+      elseif attempt == 0 and flow ~= '' then
         local ck = redis.call('HGET', prefix .. tid, 'ck')
         if ck then release_token(stream, group, prefix, prefix .. tid, tid, ck, now) end
       end
@@ -40,7 +57,7 @@ if redis.call('EXISTS', flow_base(stream) .. ':prio') == 1 then
 end
 -- Entries that had to wait don't fill a slot: read on, a bounded number of times.
 for _ = 1, 8 do
-  local want = count - #out / 4
+  local want = count - runnable
   if want <= 0 then break end
   local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want,
     'STREAMS', stream, '>')
@@ -49,4 +66,5 @@ for _ = 1, 8 do
   accept(reply[1][2])
   if got < want then break end
 end
+if #q.done > 0 then publish(ARGV[8], table.concat(q.done, '\n')) end
 return out

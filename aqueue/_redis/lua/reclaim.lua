@@ -1,12 +1,16 @@
 -- Take over work whose worker died or hung.
 -- First the entries of consumers whose heartbeat is gone (at once), then any
--- entry idle longer than the visibility timeout (XAUTOCLAIM). An entry
--- delivered more than max_deliveries times goes to the dead-letter stream.
+-- entry idle longer than the visibility timeout (XAUTOCLAIM). Each claimed
+-- entry passes the door of take_entry: one delivered more than max_deliveries
+-- times (hand-backs included) goes to the dead-letter stream, and so does one
+-- whose id field is not its message's id or whose task already finished.
 -- KEYS: stream, workers, dead, outbox (workflows)
 -- ARGV: group, consumer, visibility_ms, dead_after_ms, count, max_deliveries,
 --   task_prefix, result_ttl_ms, done_channel, dead_maxlen
 -- Returns a flat list: entry_id, fields, deliveries, attempt, ... for entries
--- to run (already marked running).
+-- to run (already marked running), and with attempt -1 and fields
+-- {'id', task_id, 'reason', reason} for the ones refused at the door
+-- (dead-lettered here).
 local stream, workers, dead = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local visibility, dead_after = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -53,47 +57,47 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
   end
 end
 
-local out, done = {}, {}
+-- ... and heartbeats of workers that are gone and were never (or no longer
+-- are) consumers of this group: a worker killed while idle. Without this the
+-- registry, and the worker count `inspect` shows, would keep them for ever.
+local holding = {}
+if summary[4] then
+  for _, c in ipairs(summary[4]) do holding[c[1]] = true end
+end
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', workers, '-inf', now - dead_after)) do
+  if name ~= consumer and not holding[name] then redis.call('ZREM', workers, name) end
+end
+
+local out = {}
+local q = {
+  stream = stream, group = group, consumer = consumer, dead = dead, outbox = KEYS[4],
+  prefix = prefix, max_deliveries = max_deliveries, dead_maxlen = dead_maxlen, ttl = ttl,
+  now = now, done = {},
+}
 for _, e in ipairs(claimed) do
   local entry, fields = e[1], e[2]
   if fields then
     local p = redis.call('XPENDING', stream, group, entry, entry, 1)
-    local deliveries = p[1] and p[1][4] or 1
-    local tid, payload = entry_fields(fields)
-    if deliveries > max_deliveries then
-      redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid, 'm', payload,
-        'reason', 'max_deliveries',
-        'error', 'delivered ' .. deliveries .. ' times without finishing (worker crashed or hung each time)',
-        'at', now, 'attempt', deliveries, 'entry', entry)
-      redis.call('XACK', stream, group, entry)
-      redis.call('XDEL', stream, entry)
-      if tid ~= '' then
-        -- workflows (issue 12) >>> a dead-lettered step still ends its workflow: the
-        -- forwarder turns its message into the hand-off its worker never wrote
-        redis.call('XADD', KEYS[4], '*', 'dead', payload, 'deliveries', deliveries)
-        -- <<< workflows
-        local rec = prefix .. tid
-        redis.call('HSET', rec, 'state', 'dead', 'finished', now, 'error', '')
-        redis.call('PEXPIRE', rec, ttl)
-        release_unique(rec, tid)
-        done[#done + 1] = tid
-      end
-    else
-      -- Marked here, atomically with the claim, so the record names the new
-      -- owner before the old one could try to finish (see finish.lua).
-      local attempt = 1
-      if tid ~= '' then
-        attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now, KEYS[4],
-          payload)
-      end
-      if attempt > 0 then
-        out[#out + 1] = entry
-        out[#out + 1] = fields
-        out[#out + 1] = deliveries
-        out[#out + 1] = attempt
-      end
+    -- Every entry passes the same door as a fresh one: whatever its id field
+    -- says, max_deliveries applies to it (hand-backs counted).
+    -- Marked here, atomically with the claim, so the record names the new
+    -- owner before the old one could try to finish (see finish.lua).
+    local attempt, deliveries, refused = take_entry(q, entry, fields, p[1] and p[1][4] or 1)
+    if attempt > 0 then
+      out[#out + 1] = entry
+      out[#out + 1] = fields
+      out[#out + 1] = deliveries
+      out[#out + 1] = attempt
+    elseif refused then
+      local tid = entry_fields(fields)
+      if refused == 'bad_task_id' then tid = '' end
+      out[#out + 1] = entry
+      out[#out + 1] = { 'id', tid, 'reason', refused }
+      out[#out + 1] = deliveries
+      out[#out + 1] = -1
     end
   end
 end
+local done = q.done
 if #done > 0 then publish(channel, table.concat(done, '\n')) end
 return out

@@ -8,7 +8,6 @@
 local stream, workers = KEYS[1], KEYS[2]
 local group, consumer, prefix, lease = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
-redis.call('ZADD', workers, now, consumer)
 local lost, aborted = {}, {}
 for i = 5, #ARGV, 2 do
   local entry = ARGV[i]
@@ -29,4 +28,12 @@ for i = 5, #ARGV, 2 do
     lost[#lost + 1] = entry
   end
 end
+-- Over maxmemory (noeviction) Redis refuses a script whose *first* write may
+-- grow memory, and lets through every write of a script that has written
+-- already (it never stops a script half-way). A heartbeat only moves a score;
+-- refused, every worker would look dead and its tasks would run twice. So it
+-- comes after a write that never grows memory: the lease extensions above,
+-- else a PERSIST of the registry (which never has a TTL: it changes nothing).
+if #ARGV < 5 then redis.call('PERSIST', workers) end
+redis.call('ZADD', workers, now, consumer)
 return {lost, aborted}
