@@ -160,7 +160,12 @@ class Client:
 
     async def find_queue(self, task_id: str, queues: Sequence[str]) -> str:
         """Which of ``queues`` holds the task (the default queue when none does)."""
-        found = await self.views.find_queue(task_id, queues)
+        views = self.views
+        found = await views.find_queue(task_id, queues)
+        if found is None:
+            # Sent to a queue no task declares (``options(queue=...)``): the registry knows it.
+            others = [q for q in await views.registered_queues() if q not in queues]
+            found = await views.find_queue(task_id, others)
         return found or self._settings.default_queue
 
     async def abort(self, queue: str, task_id: str) -> bool:

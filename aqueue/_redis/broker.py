@@ -23,7 +23,7 @@ from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConfigError, ConnectionFailed
 from ..core.handoffs import HANDOFF_ABORT, Handoff
-from ..core.keys import CONSUMER_GROUP, QueueKeys
+from ..core.keys import CONSUMER_GROUP, QueueKeys, queue_registry_key
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
 from .connection import (
     REDIS_ERRORS,
@@ -60,6 +60,8 @@ class Broker:
         self.settings = settings
         self._keys: dict[str, QueueKeys] = {}
         self._groups_ready: set[str] = set()
+        #: Queues this process already put in the queue registry (one SADD each).
+        self._registered: set[str] = set()
         self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(self.enqueue_many)
         self.direct = DirectLine(client)
         #: A Redis Cluster client: no script pipelines, no direct path.
@@ -147,6 +149,16 @@ class Broker:
         """On a cluster, the queue's slot and the master that serves it."""
         return await placement(self.client, self.keys(queue).stream)
 
+    async def register_queue(self, queue: str) -> None:
+        """Put ``queue`` in the queue registry, once per process and queue.
+
+        A queue no task declares (``options(queue=...)``) is found through it
+        by ``app.result(id)`` and the operator commands.
+        """
+        if queue not in self._registered:
+            await self.client.sadd(queue_registry_key(self.settings.prefix), queue)
+            self._registered.add(queue)
+
     def subscription(self) -> Subscription:
         """A new pub/sub subscription (one connection, any number of channels)."""
         return Subscription(self.client)
@@ -185,6 +197,8 @@ class Broker:
         script_keys = (keys.stream, keys.delayed, keys.delayed_payloads)
         ids: list[str] = []
         try:
+            if queue not in self._registered:
+                await self.register_queue(queue)
             if len(messages) <= ENQUEUE_CHUNK:
                 # One script call: no pipeline, whose execute() would first ask
                 # SCRIPT EXISTS (an extra round trip on the latency path).
@@ -247,6 +261,7 @@ class Broker:
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        await self.register_queue(queue)
         self._groups_ready.add(queue)
 
     async def read(self, queue: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
@@ -504,6 +519,7 @@ class Broker:
         """
         keys = self.keys(queue)
         unique_key = keys.unique(message.unique_key) if message.unique_key else ""
+        await self.register_queue(queue)
         outcome, task_id = await self._script(
             "tick",
             (keys.periodic(schedule), keys.stream),
@@ -543,6 +559,7 @@ class Broker:
     async def _forward(self, queue: str, rows: bytes, blob: bytes) -> Any:
         """One call of forward.lua: (steps enqueued, chords now due, steps settled)."""
         keys = self.keys(queue)
+        await self.register_queue(queue)
         return await self._script(
             "forward",
             (keys.stream,),
@@ -567,6 +584,7 @@ class Broker:
         self, queue: str, chord_id: str, size: int, allow_failures: bool, callback: OutgoingMessage
     ) -> None:
         """Record a chord before its members are sent: size, failure mode, callback."""
+        await self.register_queue(queue)
         await self.client.hset(
             self.keys(queue).chord(chord_id),
             mapping={

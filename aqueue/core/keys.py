@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONSUMER_GROUP", "QueueKeys", "worker_info_key"]
+__all__ = ["CONSUMER_GROUP", "QueueKeys", "queue_registry_key", "worker_info_key"]
 
 #: The one consumer group every worker of a queue joins.
 CONSUMER_GROUP = "aqueue"
@@ -21,6 +21,17 @@ def worker_info_key(prefix: str, worker: str) -> str:
     it is only ever read and written on its own.
     """
     return f"{prefix}:worker:{worker}"
+
+
+def queue_registry_key(prefix: str) -> str:
+    """Set of every queue name anything was ever enqueued to or read from.
+
+    So a queue that no task declares (``task.options(queue="high")``) can be
+    found by ``app.result(id)``, ``aqueue status``, ``inspect`` and ``check``.
+    Not tied to a queue, so it has no hash tag; only one-key commands touch it.
+    Bounded by the number of queue names in use.
+    """
+    return f"{prefix}:queues"
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from .executor import Executor
 from .fetching import Fetcher
 from .finishing import Finisher
 from .maintenance import Maintenance
-from .monitor import describe_worker
+from .monitor import describe_worker, unserved_queues
 from .running import Inflight, Observer, Runner
 from .slots import Backoff, Capacity, Outage, WorkerStats
 from .workflow import Forwarder
@@ -233,6 +233,7 @@ class Worker:
         for queue in self.queues:
             await broker.ensure_group(queue)
         self._log_banner(await app.client.topology())
+        await self._warn_unserved()
         try:
             async with app.run_lifespan() as state:
                 self._executor.state = state
@@ -292,6 +293,24 @@ class Worker:
             self.threads,
             names,
         )
+
+    async def _warn_unserved(self) -> None:
+        """Name the other registered queues whose tasks wait with no worker reading them."""
+        views = self.app.client.views
+        try:
+            others = [q for q in await views.registered_queues() if q not in self.queues]
+            stranded = await unserved_queues(self.app.client, others)
+        except RETRYABLE:
+            return  # only advice: the worker's loops ride out the outage
+        for queue, waiting in stranded:
+            logger.warning(
+                "queue %s has %d waiting task(s) and no live worker; this worker reads "
+                "only %s (start one for it with -q %s)",
+                queue,
+                waiting,
+                ", ".join(self.queues),
+                queue,
+            )
 
     async def _stop_when_drained(self) -> None:
         """Burst mode: stop once every queue read empty and nothing is held."""
