@@ -167,6 +167,10 @@ class Settings:
     sentinel_password: str | None = None
     """Password of the Sentinel processes themselves (``redis+sentinel://``
     URLs); the URL's own password is the data nodes'."""
+    max_connections: int = 200
+    """Most connections one event loop's client opens for commands and scripts
+    (plus one for result pushes): many concurrent ``enqueue()``, ``abort()``
+    or ``get()`` calls wait their turn instead of opening one each."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -181,7 +185,12 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("max_deliveries", "max_payload_bytes", "dead_letter_maxlen"):
+        for name in (
+            "max_deliveries",
+            "max_payload_bytes",
+            "dead_letter_maxlen",
+            "max_connections",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
