@@ -26,8 +26,9 @@ from ._redis.errors import explain as explain_redis_error
 from ._redis.topology import settings_for
 from ._redis.views import RedisViews
 from .core.config import Settings, mask_url
-from .core.errors import ConfigError, ConnectionFailed
+from .core.errors import ConfigError, ConnectionFailed, ResultTimeout
 from .core.protocol import Codec, ErrorInfo, encode_error
+from .core.records import status_of
 from .core.status import TaskStatus
 from .waiter import ResultWaiter
 
@@ -169,9 +170,28 @@ class Client:
         return found or self._settings.default_queue
 
     async def abort(self, queue: str, task_id: str) -> bool:
-        """Abort a task; False when it had already finished (or is unknown)."""
+        """Abort a task; True only when it will not run, or its running copy was
+        cancelled and recorded aborted.
+
+        A waiting task is aborted at once. A running one is flagged and its
+        worker told; it may still finish first (a worker had just begun it, or
+        a delayed task had just come due), so the answer waits for its outcome:
+        True when that is ABORTED, False when it succeeded or failed first (or
+        had not ended within ``visibility_timeout + dead_worker_after``).
+        """
         state = await self.broker.abort(queue, task_id, _ABORTED_ON_REQUEST)
-        return state != "" and not TaskStatus(state).is_final
+        if state == "" or TaskStatus(state).is_final:
+            return False
+        if state != TaskStatus.RUNNING.value:
+            return True
+        settings = self._settings
+        try:
+            record = await self.waiter.wait(
+                queue, task_id, settings.visibility_timeout + settings.dead_worker_after
+            )
+        except ResultTimeout:
+            return False
+        return status_of(record) is TaskStatus.ABORTED
 
     async def abort_step(self, queue: str, task_id: str) -> bool:
         """Abort a workflow step, enqueued or not yet; False when it had finished."""

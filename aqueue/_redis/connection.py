@@ -5,6 +5,9 @@ call :func:`connect`, so timeouts, keepalive and retries are the same
 everywhere. :class:`DirectLine` is aqueue's short path for its hot commands.
 """
 
+# Over 400 lines: the one client factory and the direct path (with its bounded set of
+# connections) share the error tuples and the master lookup; split them apart next.
+
 from __future__ import annotations
 
 import asyncio

@@ -24,7 +24,8 @@ if state == 'queued' or state == 'scheduled' or state == 'retrying' then
   release_unique(rec, tid)
   redis.call('PUBLISH', ARGV[4], tid)
 elseif state == 'running' then
-  redis.call('HSET', rec, 'abort', '1')
+  -- `aerr`: the error a retry of this run is recorded with instead (finish.lua).
+  redis.call('HSET', rec, 'abort', '1', 'aerr', err)
   redis.call('PUBLISH', ARGV[5], 'abort\n' .. tid)
 end
 return state
