@@ -301,9 +301,16 @@ class Executor:
     async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.envelope.timeout
         call = functools.partial(contextvars.copy_context().run, job.task.fn, *args, **kwargs)
-        future = self.threads.start(job.delivery.entry_id, call)
+        begun, future = self.threads.start(job.delivery.entry_id, call)
         if timeout is None:
             return await future
+        # Waiting for a free thread is not running: the timeout counts from when a
+        # thread begins the call (two stuck threads made later tasks time out unrun).
+        try:
+            await asyncio.wait([begun, future], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            future.cancel()  # withdraws the call if no thread has begun it
+            raise
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:

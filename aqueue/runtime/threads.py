@@ -25,14 +25,31 @@ class TaskThreads:
         self.pool = pool
         self._calls: dict[str, concurrent.futures.Future[Any]] = {}
 
-    def start(self, entry_id: str, call: Callable[[], Any]) -> asyncio.Future[Any]:
-        """Submit ``call``; the returned future's cancellation withdraws it only if no
-        thread has begun it (a thread already running it runs on)."""
-        thread = self.pool.submit(call)
-        self._calls[entry_id] = thread
+    def start(
+        self, entry_id: str, call: Callable[[], Any]
+    ) -> tuple[asyncio.Future[None], asyncio.Future[Any]]:
+        """Submit ``call``: (set once a thread begins it, its outcome).
+
+        Cancelling the outcome withdraws the call only if no thread has begun
+        it (a thread already running it runs on). With every thread busy the
+        call waits in the pool's line; its timeout counts only from ``begun``.
+        """
         loop = asyncio.get_running_loop()
+        begun: asyncio.Future[None] = loop.create_future()
+
+        def mark_begun() -> None:
+            if not begun.done():
+                begun.set_result(None)
+
+        def run() -> Any:
+            with contextlib.suppress(RuntimeError):  # the worker's loop is closed
+                loop.call_soon_threadsafe(mark_begun)
+            return call()
+
+        thread = self.pool.submit(run)
+        self._calls[entry_id] = thread
         thread.add_done_callback(functools.partial(self._ended, loop, entry_id))
-        return asyncio.wrap_future(thread)
+        return begun, asyncio.wrap_future(thread)
 
     def running(self, entry_id: str) -> bool:
         """True while a thread runs (or may still begin) the job of ``entry_id``."""
