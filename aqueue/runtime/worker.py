@@ -44,6 +44,7 @@ from .maintenance import Maintenance
 from .monitor import describe_worker, unserved_queues
 from .running import Inflight, Observer, Runner
 from .slots import Backoff, Capacity, Outage, WorkerStats
+from .watchdog import LoopWatchdog
 from .workflow import Forwarder
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ class Worker:
         #: the process should exit now (``aqueue worker`` does) to let them be reclaimed.
         self.abandoned = 0
         self._loops: list[asyncio.Task[None]] = []
+        #: Keeps leases alive from a thread while the event loop is blocked.
+        self.watchdog: LoopWatchdog | None = None
         self._outage = Outage(mask_url(app.settings.redis_url))
         self._thread_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.threads, thread_name_prefix="aqueue-task"
@@ -238,6 +241,11 @@ class Worker:
             async with app.run_lifespan() as state:
                 self._executor.state = state
                 await self._maintenance.heartbeat()
+                if not app.client.injected:  # it needs a connection of its own
+                    self.watchdog = LoopWatchdog(
+                        app.settings, self.name, self.queues, self._inflight
+                    )
+                    self.watchdog.start()
                 spawn = self._spawn_loop
                 spawn(self._finisher.loop(), "finish")
                 spawn(self._maintenance.heartbeat_loop(), "heartbeat")
@@ -258,6 +266,8 @@ class Worker:
         finally:
             await _cancel_until_done(self._loops)
             self._loops.clear()
+            if self.watchdog is not None:
+                self.watchdog.stop()
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
         if self._crashed_loop is not None:
             raise WorkerCrashed(

@@ -163,3 +163,13 @@ async def raise_base(kind: str) -> None:
     if kind == "cancel":
         raise asyncio.CancelledError  # from task code, not from the worker
     raise Bail(kind)
+
+
+@app.task
+async def block_loop(key: str, seconds: float, *, ctx: aqueue.Context) -> str:
+    """An async task that blocks the worker's event loop (a mistake users make)."""
+    run = uuid.uuid4().hex
+    await _record(ctx, "started", key, run)
+    time.sleep(seconds)  # blocks the loop on purpose: the point of the test
+    await _record(ctx, "done", key, run)
+    return key
