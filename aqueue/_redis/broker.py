@@ -460,6 +460,17 @@ class Broker:
             out.append(delivery)
         return out
 
+    async def thread_gate(
+        self, queue: str, task_id: str, consumer: str, entry_id: str, resume: bool
+    ) -> bool:
+        """A ``def`` task waiting for a free thread: shown queued (``resume=False``),
+        then running when a thread begins it (False: aborted meanwhile, don't run)."""
+        mode = "resume" if resume else "park"
+        done = await self._script(
+            "thread", (self.keys(queue).task(task_id),), [mode, consumer, entry_id]
+        )
+        return bool(done)
+
     async def abort(self, queue: str, task_id: str, error: bytes) -> str:
         """Abort a task; returns the state it was in ('' when unknown)."""
         keys = self.keys(queue)

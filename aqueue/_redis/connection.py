@@ -399,10 +399,15 @@ class DirectLine:
             # Kept for the next caller; one waiting for its turn takes it at once.
             self._idle.append(conn)
             self._next_turn()
-        else:
-            self.opened -= 1
-            self._next_turn()
-            task = asyncio.ensure_future(conn.disconnect())
+            return
+        extra = [conn]
+        if not self._turns:  # a burst is over: keep no more than MAX_IDLE open
+            while len(self._idle) > self.MAX_IDLE:
+                extra.append(self._idle.pop(0))
+        self.opened -= len(extra)
+        self._next_turn()
+        for closing in extra:
+            task = asyncio.ensure_future(closing.disconnect())
             task.add_done_callback(lambda t: t.exception())
 
     async def close(self) -> None:

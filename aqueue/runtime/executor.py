@@ -39,7 +39,7 @@ from ..core.protocol import (
 )
 from ..core.status import TaskStatus
 from ..task import Task
-from .threads import TaskThreads
+from .threads import TaskThreads, ThreadGate
 
 __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 
@@ -139,6 +139,10 @@ class Executor:
         self.report = report
         #: Where a streaming task's chunks go (set by the worker).
         self.emit: ChunkSink | None = None
+        #: A ``def`` task that must wait for a free thread (set by the worker):
+        #: ``thread_gate(job, False)`` shows it queued meanwhile, ``(job, True)``
+        #: marks it running once a thread begins it, False if aborted meanwhile.
+        self.thread_gate: Callable[[Job, bool], Coroutine[Any, Any, bool]] | None = None
 
     # -- before running ---------------------------------------------------------------
 
@@ -214,6 +218,8 @@ class Executor:
             # Raised by the task's own code: a failure like any other, not a crash
             # that leaves the message to wait out its lease.
             return self._after_error(job, exc)
+        except _AbortedWhileWaiting:
+            return aborted(job)
         except _TimedOut:
             error = TimeoutError(f"{job.display_name} timed out after {timeout}s")
             item = self._after_error(job, error)
@@ -301,7 +307,11 @@ class Executor:
     async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.envelope.timeout
         call = functools.partial(contextvars.copy_context().run, job.task.fn, *args, **kwargs)
-        begun, future = self.threads.start(job.delivery.entry_id, call)
+        gate_keeper = self.thread_gate
+        gate = ThreadGate() if gate_keeper is not None and self.threads.saturated() else None
+        begun, future = self.threads.start(job.delivery.entry_id, call, gate)
+        if gate is not None and gate_keeper is not None:
+            await self._wait_for_thread(job, gate, gate_keeper, begun, future)
         if timeout is None:
             return await future
         # Waiting for a free thread is not running: the timeout counts from when a
@@ -316,6 +326,31 @@ class Executor:
         except TimeoutError:
             # The thread can't be stopped; it keeps its pool slot until it returns.
             raise _TimedOut from None
+
+    @staticmethod
+    async def _wait_for_thread(
+        job: Job,
+        gate: ThreadGate,
+        gate_keeper: Callable[[Job, bool], Coroutine[Any, Any, bool]],
+        begun: asyncio.Future[None],
+        future: asyncio.Future[Any],
+    ) -> None:
+        """Every thread is taken: the task shows as queued until one begins it, then
+        as running (its timeout counts from then); aborted meanwhile, it never runs."""
+        try:
+            await gate_keeper(job, False)
+            await asyncio.wait([begun, future], return_when=asyncio.FIRST_COMPLETED)
+            if not future.done():
+                gate.run = await gate_keeper(job, True)
+        except asyncio.CancelledError:
+            gate.run = False
+            future.cancel()  # withdraws the call if no thread has begun it
+            raise
+        finally:
+            gate.opened.set()
+        if not gate.run:
+            await asyncio.wait([future])  # the thread returns without running it
+            raise _AbortedWhileWaiting
 
     # -- outcomes ---------------------------------------------------------------------
 
@@ -377,6 +412,10 @@ class Executor:
             error=encode_error(info),
             unique=job.envelope.unique_key is not None,
         )
+
+
+class _AbortedWhileWaiting(Exception):
+    """A ``def`` task was aborted while it waited for a free thread: it never ran."""
 
 
 class _TimedOut(Exception):

@@ -11,11 +11,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TaskThreads"]
+__all__ = ["GATE_TIMEOUT", "TaskThreads", "ThreadGate"]
+
+#: Longest a thread waits for the worker to let a gated call run (its loop may be busy).
+GATE_TIMEOUT = 30.0
+
+
+@dataclasses.dataclass
+class ThreadGate:
+    """Holds a call that waited for a free thread until the worker says it may run."""
+
+    opened: threading.Event = dataclasses.field(default_factory=threading.Event)
+    run: bool = True
 
 
 class TaskThreads:
@@ -25,8 +38,13 @@ class TaskThreads:
         self.pool = pool
         self._calls: dict[str, concurrent.futures.Future[Any]] = {}
 
+    def saturated(self) -> bool:
+        """True when every thread is taken: a call submitted now waits in line."""
+        busy = sum(1 for thread in self._calls.values() if not thread.done())
+        return busy >= self.pool._max_workers
+
     def start(
-        self, entry_id: str, call: Callable[[], Any]
+        self, entry_id: str, call: Callable[[], Any], gate: ThreadGate | None = None
     ) -> tuple[asyncio.Future[None], asyncio.Future[Any]]:
         """Submit ``call``: (set once a thread begins it, its outcome).
 
@@ -44,6 +62,11 @@ class TaskThreads:
         def run() -> Any:
             with contextlib.suppress(RuntimeError):  # the worker's loop is closed
                 loop.call_soon_threadsafe(mark_begun)
+            if gate is not None:
+                # The worker marks it running (or finds it aborted) before it runs.
+                gate.opened.wait(GATE_TIMEOUT)
+                if not gate.run:
+                    return None
             return call()
 
         thread = self.pool.submit(run)

@@ -10,7 +10,9 @@ connection of its own. Every quarter second it asks the worker's loop to
 answer; when the loop has not answered for a heartbeat interval, it renews
 the leases of every task the worker holds and the worker's heartbeat
 itself (the same script the heartbeat uses), and logs once which task
-blocked the loop. It only keeps leases alive: verdicts (lost, aborted) are
+blocked the loop. A loop blocked for longer than five visibility timeouts
+(at least a minute) is taken for hung: renewal stops and other workers
+take its tasks over. It only keeps leases alive: verdicts (lost, aborted) are
 left to the worker's own heartbeat once its loop runs again.
 """
 
@@ -82,6 +84,9 @@ class LoopWatchdog:
         threshold = settings.heartbeat_interval
         last_renewal = 0.0
         blocker: str | None = None
+        # A loop blocked for good (a deadlock) must not hold its tasks for ever.
+        cover = max(60.0, 5 * settings.visibility_timeout)
+        gave_up = False
         try:
             while not self._stop.is_set():
                 await asyncio.sleep(PROBE_INTERVAL)
@@ -101,6 +106,7 @@ class LoopWatchdog:
                             blocker,
                         )
                         blocker = None
+                    gave_up = False
                     continue
                 blocked = now - asked
                 self.longest_block = max(self.longest_block, blocked)
@@ -117,6 +123,17 @@ class LoopWatchdog:
                         blocked,
                         blocker,
                     )
+                if blocked > cover:
+                    if not gave_up:
+                        gave_up = True
+                        logger.error(
+                            "the event loop has been blocked for %.0fs by %s: no longer "
+                            "renewing this worker's leases, so other workers take its "
+                            "tasks over",
+                            blocked,
+                            blocker,
+                        )
+                    continue
                 if now - last_renewal >= settings.heartbeat_interval:
                     last_renewal = now
                     await self._renew(broker)

@@ -37,7 +37,7 @@ from .._version import __version__
 from ..core.config import mask_url
 from ..core.errors import WorkerCrashed
 from ..core.protocol import Delivery
-from .executor import Executor
+from .executor import Executor, Job
 from .fetching import Fetcher
 from .finishing import Finisher
 from .maintenance import Maintenance
@@ -143,6 +143,7 @@ class Worker:
         )
         self._executor.report = self._runner.report_progress
         self._executor.emit = self._emit_chunk
+        self._executor.thread_gate = self._thread_gate
         orphan_idle = min(
             max(3 * settings.heartbeat_interval, 3.0), settings.visibility_timeout / 2
         )
@@ -210,6 +211,16 @@ class Worker:
         self, queue: str, task_id: str, attempt: int, index: int, chunk: bytes
     ) -> None:
         await self._broker().append_chunk(queue, task_id, attempt, index, chunk)
+
+    async def _thread_gate(self, job: Job, resume: bool) -> bool:
+        """Show a ``def`` task waiting for a thread as queued, then as running;
+        False: it was aborted while it waited. Redis away: it just runs."""
+        try:
+            return await self._broker().thread_gate(
+                job.delivery.queue, job.envelope.id, self.name, job.delivery.entry_id, resume
+            )
+        except RETRYABLE:
+            return True
 
     async def _store_progress(self, queue: str, task_id: str, value: Any, message: str) -> None:
         await self._broker().set_progress(queue, task_id, value, message)
