@@ -179,7 +179,19 @@ class Client:
         True when that is ABORTED, False when it succeeded or failed first (or
         had not ended within ``visibility_timeout + dead_worker_after``).
         """
-        state = await self.broker.abort(queue, task_id, _ABORTED_ON_REQUEST)
+        try:
+            state = await self.broker.abort(queue, task_id, _ABORTED_ON_REQUEST)
+        except REDIS_ERRORS as exc:
+            limit = "Too many open files" in str(exc)
+            raise ConnectionFailed(
+                f"could not abort task {task_id}: "
+                + (
+                    "this process ran out of file descriptors (ulimit -n) opening a "
+                    "connection to Redis; lower max_connections or raise the limit"
+                    if limit
+                    else f"Redis at {mask_url(self._settings.redis_url)} did not answer: {exc}"
+                )
+            ) from exc
         if state == "" or TaskStatus(state).is_final:
             return False
         if state != TaskStatus.RUNNING.value:

@@ -258,6 +258,12 @@ class Broker:
                 "check the replicas and try again"
             ) from exc
         except REDIS_ERRORS as exc:
+            if "Too many open files" in str(exc):
+                raise ConnectionFailed(
+                    "could not enqueue: this process ran out of file descriptors (ulimit -n) "
+                    "opening a connection to Redis; Redis itself was fine. Nothing was "
+                    "acknowledged; lower max_connections or raise the limit"
+                ) from exc
             if "Too many connections" in str(exc):
                 raise ConnectionFailed(
                     f"could not enqueue: all {self.settings.max_connections} connections "
