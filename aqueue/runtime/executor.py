@@ -307,11 +307,14 @@ class Executor:
     async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.envelope.timeout
         call = functools.partial(contextvars.copy_context().run, job.task.fn, *args, **kwargs)
-        gate_keeper = self.thread_gate
-        gate = ThreadGate() if gate_keeper is not None and self.threads.saturated() else None
-        begun, future = self.threads.start(job.delivery.entry_id, call, gate)
-        if gate is not None and gate_keeper is not None:
-            await self._wait_for_thread(job, gate, gate_keeper, begun, future)
+        keeper = self.thread_gate
+        if keeper is None or not self.threads.saturated():
+            begun, future = self.threads.start(job.delivery.entry_id, call)
+        else:
+            gate = ThreadGate()
+            begun, future = self.threads.start(job.delivery.entry_id, call, gate)
+            if not await gate.wait(functools.partial(keeper, job), begun, future):
+                raise _AbortedWhileWaiting
         if timeout is None:
             return await future
         # Waiting for a free thread is not running: the timeout counts from when a
@@ -326,31 +329,6 @@ class Executor:
         except TimeoutError:
             # The thread can't be stopped; it keeps its pool slot until it returns.
             raise _TimedOut from None
-
-    @staticmethod
-    async def _wait_for_thread(
-        job: Job,
-        gate: ThreadGate,
-        gate_keeper: Callable[[Job, bool], Coroutine[Any, Any, bool]],
-        begun: asyncio.Future[None],
-        future: asyncio.Future[Any],
-    ) -> None:
-        """Every thread is taken: the task shows as queued until one begins it, then
-        as running (its timeout counts from then); aborted meanwhile, it never runs."""
-        try:
-            await gate_keeper(job, False)
-            await asyncio.wait([begun, future], return_when=asyncio.FIRST_COMPLETED)
-            if not future.done():
-                gate.run = await gate_keeper(job, True)
-        except asyncio.CancelledError:
-            gate.run = False
-            future.cancel()  # withdraws the call if no thread has begun it
-            raise
-        finally:
-            gate.opened.set()
-        if not gate.run:
-            await asyncio.wait([future])  # the thread returns without running it
-            raise _AbortedWhileWaiting
 
     # -- outcomes ---------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = ["GATE_TIMEOUT", "TaskThreads", "ThreadGate"]
@@ -29,6 +29,30 @@ class ThreadGate:
 
     opened: threading.Event = dataclasses.field(default_factory=threading.Event)
     run: bool = True
+
+    async def wait(
+        self,
+        keeper: Callable[[bool], Awaitable[bool]],
+        begun: asyncio.Future[None],
+        future: asyncio.Future[Any],
+    ) -> bool:
+        """Every thread is taken: ``keeper(False)`` shows the task queued until a
+        thread begins it, ``keeper(True)`` then marks it running. Returns False
+        when it was aborted meanwhile: the thread returns without running it."""
+        try:
+            await keeper(False)
+            await asyncio.wait([begun, future], return_when=asyncio.FIRST_COMPLETED)
+            if not future.done():
+                self.run = await keeper(True)
+        except asyncio.CancelledError:
+            self.run = False
+            future.cancel()  # withdraws the call if no thread has begun it
+            raise
+        finally:
+            self.opened.set()
+        if not self.run:
+            await asyncio.wait([future])
+        return self.run
 
 
 class TaskThreads:
