@@ -236,6 +236,8 @@ class DirectLine:
         self.limit = int(getattr(pool, "max_connections", 0) or 0) or 200
         self.opened = 0
         self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Callers woken for their turn that have not taken a connection yet.
+        self._woken = 0
         #: Behind Sentinel: the master last named, and when to ask again.
         self._master: tuple[str, int] | None = None
         self._next_master_check = 0.0
@@ -287,11 +289,13 @@ class DirectLine:
                 await turn
             except asyncio.CancelledError:
                 if turn.done() and not turn.cancelled():
+                    self._woken -= 1
                     self._next_turn()  # woken, then cancelled: pass the turn on
                 raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._turns.remove(turn)
+            self._woken -= 1
         if self._idle:
             return self._idle.pop(), True
         self.opened += 1
@@ -307,6 +311,7 @@ class DirectLine:
             turn = self._turns.popleft()
             if not turn.done():
                 turn.set_result(None)
+                self._woken += 1
                 return
 
     async def _drop(self, conn: Any) -> None:
@@ -395,13 +400,14 @@ class DirectLine:
 
     def _release(self, conn: Any) -> None:
         stale = self._sentinel and (conn.host, conn.port) != self._master
-        if not stale and (len(self._idle) < self.MAX_IDLE or self._turns):
+        waiting = self._turns or self._woken
+        if not stale and (len(self._idle) < self.MAX_IDLE or waiting):
             # Kept for the next caller; one waiting for its turn takes it at once.
             self._idle.append(conn)
             self._next_turn()
             return
         extra = [conn]
-        if not self._turns:  # a burst is over: keep no more than MAX_IDLE open
+        if not waiting:  # a burst is over: keep no more than MAX_IDLE open
             while len(self._idle) > self.MAX_IDLE:
                 extra.append(self._idle.pop(0))
         self.opened -= len(extra)
