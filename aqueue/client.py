@@ -26,8 +26,9 @@ from ._redis.errors import explain as explain_redis_error
 from ._redis.topology import settings_for
 from ._redis.views import RedisViews
 from .core.config import Settings, mask_url
-from .core.errors import ConfigError, ConnectionFailed
+from .core.errors import ConfigError, ConnectionFailed, ResultTimeout
 from .core.protocol import Codec, ErrorInfo, encode_error
+from .core.records import status_of
 from .core.status import TaskStatus
 from .waiter import ResultWaiter
 
@@ -163,13 +164,49 @@ class Client:
 
     async def find_queue(self, task_id: str, queues: Sequence[str]) -> str:
         """Which of ``queues`` holds the task (the default queue when none does)."""
-        found = await self.views.find_queue(task_id, queues)
+        views = self.views
+        found = await views.find_queue(task_id, queues)
+        if found is None:
+            # Sent to a queue no task declares (``options(queue=...)``): the registry knows it.
+            others = [q for q in await views.registered_queues() if q not in queues]
+            found = await views.find_queue(task_id, others)
         return found or self._settings.default_queue
 
     async def abort(self, queue: str, task_id: str) -> bool:
-        """Abort a task; False when it had already finished (or is unknown)."""
-        state = await self.broker.abort(queue, task_id, _ABORTED_ON_REQUEST)
-        return state != "" and not TaskStatus(state).is_final
+        """Abort a task; True only when it will not run, or its running copy was
+        cancelled and recorded aborted.
+
+        A waiting task is aborted at once. A running one is flagged and its
+        worker told; it may still finish first (a worker had just begun it, or
+        a delayed task had just come due), so the answer waits for its outcome:
+        True when that is ABORTED, False when it succeeded or failed first (or
+        had not ended within ``visibility_timeout + dead_worker_after``).
+        """
+        try:
+            state = await self.broker.abort(queue, task_id, _ABORTED_ON_REQUEST)
+        except REDIS_ERRORS as exc:
+            limit = "Too many open files" in str(exc)
+            raise ConnectionFailed(
+                f"could not abort task {task_id}: "
+                + (
+                    "this process ran out of file descriptors (ulimit -n) opening a "
+                    "connection to Redis; lower max_connections or raise the limit"
+                    if limit
+                    else f"Redis at {mask_url(self._settings.redis_url)} did not answer: {exc}"
+                )
+            ) from exc
+        if state == "" or TaskStatus(state).is_final:
+            return False
+        if state != TaskStatus.RUNNING.value:
+            return True
+        settings = self._settings
+        try:
+            record = await self.waiter.wait(
+                queue, task_id, settings.visibility_timeout + settings.dead_worker_after
+            )
+        except ResultTimeout:
+            return False
+        return status_of(record) is TaskStatus.ABORTED
 
     async def abort_step(self, queue: str, task_id: str) -> bool:
         """Abort a workflow step, enqueued or not yet; False when it had finished."""

@@ -100,7 +100,10 @@ class AsyncResult(Generic[R]):
     async def abort(self) -> bool:
         """Abort the task: a waiting task never starts, a running one is cancelled.
 
-        Returns False (and changes nothing) when the task had already finished.
+        True only when the task will not run, or its running copy was cancelled
+        and recorded ABORTED: for a running task this waits for its outcome
+        (normally milliseconds). False when the task had already finished, or
+        finished before its worker could cancel it.
         """
         queue = await self._resolve_queue()
         return await self._client.abort(queue, self.id)

@@ -97,7 +97,7 @@ class ResultWaiter:
         try:
             async with asyncio.timeout_at(deadline):
                 await self._subscribe(queue)  # before the first read: no push slips by
-                rec = await self.fetch(queue, task_id)
+                rec = await self._fetch_cancellable(queue, task_id)
                 if status_of(rec).is_final:
                     return rec
                 self._schedule_poll(key, self._poll_interval)
@@ -106,7 +106,7 @@ class ResultWaiter:
                 async with asyncio.timeout_at(deadline):
                     return await future
         except TimeoutError:
-            rec = await self.fetch(queue, task_id)
+            rec = await self._fetch_cancellable(queue, task_id)
             if status_of(rec).is_final:
                 return rec
             raise ResultTimeout(
@@ -119,6 +119,22 @@ class ResultWaiter:
                     waiters.remove(future)
                 if not waiters:
                     del self._waiters[key]
+
+    async def _fetch_cancellable(self, queue: str, task_id: str) -> dict[bytes, bytes]:
+        """:meth:`fetch` in a task of its own, so cancelling the caller always works.
+
+        redis-py swallows a cancellation that lands while it (re)connects; a
+        waiter whose cancel was swallowed there went on to wait for a push
+        that never came, for ever (1 of 15,000 cancelled ``get()`` calls after a
+        round of timeouts had dropped connections). The caller now waits on a
+        plain task, whose cancellation can't be lost; the read itself finishes
+        alone, which also spares the connection a cancel mid-reply.
+        """
+        read = asyncio.create_task(self.fetch(queue, task_id))
+        self._tasks.add(read)
+        read.add_done_callback(self._tasks.discard)
+        read.add_done_callback(_settle)
+        return await asyncio.shield(read)
 
     def _resolve(self, key: _Key, rec: dict[bytes, bytes]) -> None:
         for f in self._waiters.get(key, ()):

@@ -22,7 +22,7 @@ import redis
 import aqueue
 from aqueue import TaskStatus
 from aqueue.canvas import chain
-from aqueue.core.keys import QueueKeys
+from aqueue.core.keys import QueueKeys, queue_registry_key
 from aqueue.core.protocol import WIRE_VERSION, Envelope, encode_envelope
 from aqueue.groups import chord, group
 
@@ -153,6 +153,7 @@ async def test_every_key_has_a_ttl_or_a_bound(private: tuple[aqueue.App, redis.R
         keys.dead,
         keys.outbox,
         keys.workers,
+        queue_registry_key("audit"),
     } | {k for k in bounded if k.startswith((keys.task_prefix, f"{keys.base}:periodic:"))}
     assert any(k.startswith(f"{keys.base}:periodic:") for k in bounded)
     print("\nKEY-AUDIT", {k: v for k, v in sorted(bounded.items())})
@@ -203,6 +204,9 @@ def _bound(client: redis.Redis, keys: QueueKeys, key: str) -> str | None:
     if key == keys.workers:
         assert client.zcard(key) == 0
         return "workers: one member per live worker"
+    if key == queue_registry_key("audit"):
+        assert client.smembers(key) == {b"default"}
+        return "queue registry: one member per queue name in use"
     if key.startswith(f"{keys.base}:periodic:"):
         assert client.type(key) == b"string"
         return "periodic: one tick number per schedule"

@@ -23,7 +23,7 @@ from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConfigError, ConnectionFailed
 from ..core.handoffs import HANDOFF_ABORT, Handoff
-from ..core.keys import CONSUMER_GROUP, QueueKeys, schedule_keys
+from ..core.keys import CONSUMER_GROUP, QueueKeys, queue_registry_key, schedule_keys
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
 from .connection import (
     REDIS_ERRORS,
@@ -46,6 +46,12 @@ logger = logging.getLogger(__name__)
 #: Largest number of messages sent in one enqueue script call.
 ENQUEUE_CHUNK = 1000
 
+#: Largest payload, in bytes, sent in one enqueue script call. Concurrent
+#: ``enqueue()`` calls are merged into one batch; without a cap, 600 messages
+#: of 0.95 MB made one 570 MB request, over Redis's 512 MB limit, and the
+#: server dropped the connection. Each call stays a few MiB.
+ENQUEUE_CHUNK_BYTES = 4 * 1024 * 1024
+
 #: About how many chunks a streaming task's chunk stream keeps (oldest dropped).
 CHUNK_MAXLEN = 100_000
 
@@ -61,6 +67,8 @@ class Broker:
         self.settings = settings
         self._keys: dict[str, QueueKeys] = {}
         self._groups_ready: set[str] = set()
+        #: Queues this process already put in the queue registry (one SADD each).
+        self._registered: set[str] = set()
         self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(self.enqueue_many)
         self.direct = DirectLine(client)
         #: A Redis Cluster client: no script pipelines, no direct path.
@@ -175,6 +183,16 @@ class Broker:
         """On a cluster, the queue's slot and the master that serves it."""
         return await placement(self.client, self.keys(queue).stream)
 
+    async def register_queue(self, queue: str) -> None:
+        """Put ``queue`` in the queue registry, once per process and queue.
+
+        A queue no task declares (``options(queue=...)``) is found through it
+        by ``app.result(id)`` and the operator commands.
+        """
+        if queue not in self._registered:
+            await self.client.sadd(queue_registry_key(self.settings.prefix), queue)
+            self._registered.add(queue)
+
     def subscription(self) -> Subscription:
         """A new pub/sub subscription (one connection, any number of channels)."""
         return Subscription(self.client)
@@ -232,6 +250,15 @@ class Broker:
         script_keys = (keys.stream, keys.delayed, keys.delayed_payloads)
         ids: list[str] = []
         try:
+            if queue not in self._registered:
+                await self.register_queue(queue)
+            if sum(len(m.payload) for m in messages) > ENQUEUE_CHUNK_BYTES:
+                # One call per chunk of a few MiB, in order, over the bounded direct path.
+                for chunk in _byte_chunks(messages):
+                    args = self._enqueue_args(keys, chunk)
+                    reply = await self._script("enqueue", script_keys, args, durable=True)
+                    ids.extend(_text(x) for x in reply)
+                return ids
             if len(messages) <= ENQUEUE_CHUNK:
                 # One script call: no pipeline, whose execute() would first ask
                 # SCRIPT EXISTS (an extra round trip on the latency path).
@@ -284,6 +311,19 @@ class Broker:
                 "check the replicas and try again"
             ) from exc
         except REDIS_ERRORS as exc:
+            if "Too many open files" in str(exc):
+                raise ConnectionFailed(
+                    "could not enqueue: this process ran out of file descriptors (ulimit -n) "
+                    "opening a connection to Redis; Redis itself was fine. Nothing was "
+                    "acknowledged; lower max_connections or raise the limit"
+                ) from exc
+            if "Too many connections" in str(exc):
+                raise ConnectionFailed(
+                    f"could not enqueue: all {self.settings.max_connections} connections "
+                    "(max_connections) were in use by other calls of this process; Redis "
+                    "itself was fine. Nothing was acknowledged; send fewer at once "
+                    "(enqueue_many) or raise max_connections"
+                ) from exc
             raise ConnectionFailed(
                 f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
                 "check that Redis is reachable at the configured URL and try again"
@@ -360,6 +400,7 @@ class Broker:
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        await self.register_queue(queue)
         self._groups_ready.add(queue)
 
     async def read(self, queue: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
@@ -633,6 +674,17 @@ class Broker:
             ],
         )
 
+    async def thread_gate(
+        self, queue: str, task_id: str, consumer: str, entry_id: str, resume: bool
+    ) -> bool:
+        """A ``def`` task waiting for a free thread: shown queued (``resume=False``),
+        then running when a thread begins it (False: aborted meanwhile, don't run)."""
+        mode = "resume" if resume else "park"
+        done = await self._script(
+            "thread", (self.keys(queue).task(task_id),), [mode, consumer, entry_id]
+        )
+        return bool(done)
+
     async def abort(self, queue: str, task_id: str, error: bytes) -> str:
         """Abort a task; returns the state it was in ('' when unknown)."""
         keys = self.keys(queue)
@@ -716,6 +768,7 @@ class Broker:
         """
         keys = self.keys(queue)
         unique_key = keys.unique(message.unique_key) if message.unique_key else ""
+        await self.register_queue(queue)
         outcome, task_id = await self._script(
             "tick",
             (keys.periodic(schedule), keys.stream),
@@ -755,6 +808,7 @@ class Broker:
     async def _forward(self, queue: str, rows: bytes, blob: bytes) -> Any:
         """One call of forward.lua: (steps enqueued, chords now due, steps settled)."""
         keys = self.keys(queue)
+        await self.register_queue(queue)
         return await self._script(
             "forward",
             (keys.stream,),
@@ -779,6 +833,7 @@ class Broker:
         self, queue: str, chord_id: str, size: int, allow_failures: bool, callback: OutgoingMessage
     ) -> None:
         """Record a chord before its members are sent: size, failure mode, callback."""
+        await self.register_queue(queue)
         await self.client.hset(
             self.keys(queue).chord(chord_id),
             mapping={
@@ -918,6 +973,22 @@ class Broker:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _byte_chunks(messages: Sequence[OutgoingMessage]) -> list[Sequence[OutgoingMessage]]:
+    """Consecutive chunks of at most ``ENQUEUE_CHUNK`` messages and, unless one
+    message is bigger alone, ``ENQUEUE_CHUNK_BYTES`` of payload."""
+    chunks: list[Sequence[OutgoingMessage]] = []
+    start = size = 0
+    for i, message in enumerate(messages):
+        n = len(message.payload)
+        if i > start and (size + n > ENQUEUE_CHUNK_BYTES or i - start >= ENQUEUE_CHUNK):
+            chunks.append(messages[start:i])
+            start, size = i, 0
+        size += n
+    if start < len(messages):
+        chunks.append(messages[start:])
+    return chunks
 
 
 def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int) -> Delivery:

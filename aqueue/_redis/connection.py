@@ -5,9 +5,13 @@ call :func:`connect`, so timeouts, keepalive and retries are the same
 everywhere. :class:`DirectLine` is aqueue's short path for its hot commands.
 """
 
+# Over 400 lines: the one client factory and the direct path (with its bounded set of
+# connections) share the error tuples and the master lookup; split them apart next.
+
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -94,7 +98,7 @@ def as_failover(exc: redis.exceptions.ResponseError) -> Exception:
     return exc
 
 
-def connect(settings: Settings, max_connections: int = 200) -> aioredis.Redis:
+def connect(settings: Settings, max_connections: int | None = None) -> aioredis.Redis:
     """A client for ``settings.redis_url`` with aqueue's timeouts and retries.
 
     ``redis://``, ``rediss://`` and ``unix://`` give a client of one server;
@@ -107,6 +111,8 @@ def connect(settings: Settings, max_connections: int = 200) -> aioredis.Redis:
     for ever. It is longer than the workers' 2 s blocking reads.
     """
     target = parse_redis_url(settings.redis_url)
+    if max_connections is None:
+        max_connections = settings.max_connections
     timeouts: dict[str, Any] = {
         "socket_connect_timeout": settings.connect_timeout,
         "socket_timeout": max(settings.connect_timeout, 5.0),
@@ -232,6 +238,14 @@ class DirectLine:
         self._pool = pool
         self._sentinel = isinstance(pool, SentinelConnectionPool)
         self._idle: list[Any] = []
+        #: At most the pool's ``max_connections`` open at once: a burst of
+        #: concurrent calls (3,000 aborts) waits its turn instead of opening
+        #: a connection each and running out of file descriptors.
+        self.limit = int(getattr(pool, "max_connections", 0) or 0) or 200
+        self.opened = 0
+        self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Callers woken for their turn that have not taken a connection yet.
+        self._woken = 0
         #: Behind Sentinel: the master last named, and when to ask again.
         self._master: tuple[str, int] | None = None
         self._next_master_check = 0.0
@@ -271,8 +285,48 @@ class DirectLine:
             )
             idle, self._idle = self._idle, []
             for conn in idle:
-                await conn.disconnect(nowait=True)
+                await self._drop(conn)
         self._master = (str(address[0]), int(address[1]))
+
+    async def _checkout(self) -> tuple[Any, bool]:
+        """An idle connection (reused: True) or a new one, waiting while ``limit`` are open."""
+        while not self._idle and self.opened >= self.limit:
+            turn = asyncio.get_running_loop().create_future()
+            self._turns.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._woken -= 1
+                    self._next_turn()  # woken, then cancelled: pass the turn on
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._turns.remove(turn)
+            self._woken -= 1
+        if self._idle:
+            return self._idle.pop(), True
+        self.opened += 1
+        try:
+            return await self._new_connection(), False
+        except BaseException:
+            self.opened -= 1
+            self._next_turn()
+            raise
+
+    def _next_turn(self) -> None:
+        while self._turns:
+            turn = self._turns.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                self._woken += 1
+                return
+
+    async def _drop(self, conn: Any) -> None:
+        """Close a connection that must not be reused; its place is free again."""
+        self.opened -= 1
+        self._next_turn()
+        await conn.disconnect(nowait=True)
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (raising Redis errors)."""
@@ -280,8 +334,7 @@ class DirectLine:
         if self._sentinel and time.monotonic() >= self._next_master_check:
             await self._follow_master()
         packed = _pack_command(args)
-        reused = bool(self._idle)
-        conn = self._idle.pop() if reused else await self._new_connection()
+        conn, reused = await self._checkout()
         try:
             await conn.send_packed_command(packed, check_health=False)
             reply = await conn.read_response()
@@ -292,30 +345,36 @@ class DirectLine:
                 raise
             # The server changed role (or the slot moved): a new connection
             # finds the right one, this one would keep asking the old server.
-            await conn.disconnect(nowait=True)
+            await self._drop(conn)
             if classified is not exc:
                 raise classified from exc
             raise
         except (*_CONNECTION_LOST, RuntimeError) as exc:
-            await conn.disconnect(nowait=True)
             if not reused:
+                await self._drop(conn)
                 if isinstance(exc, RuntimeError):
                     raise _as_connection_error(exc) from exc
                 raise
             # A reused connection may have gone stale (Redis restarted): try
-            # once on a fresh one, as redis-py's own retry would.
-            conn = await self._new_connection()
+            # once on a fresh one (in its place), as redis-py's own retry would.
+            await conn.disconnect(nowait=True)
+            try:
+                conn = await self._new_connection()
+            except BaseException:
+                self.opened -= 1
+                self._next_turn()
+                raise
             try:
                 await conn.send_packed_command(packed, check_health=False)
                 reply = await conn.read_response()
             except RuntimeError as again:
-                await conn.disconnect(nowait=True)
+                await self._drop(conn)
                 raise _as_connection_error(again) from again
             except BaseException:
-                await conn.disconnect(nowait=True)
+                await self._drop(conn)
                 raise
         except BaseException:  # cancelled mid-command: the reply is still on its way
-            await conn.disconnect(nowait=True)
+            await self._drop(conn)
             raise
         self._release(conn)
         return reply
@@ -361,8 +420,7 @@ class DirectLine:
         assert _pack_command is not None and self._pool is not None
         wait: tuple[Any, ...] = ("WAIT", replicas, timeout_ms)
         packed = _pack_command(args) + _pack_command(wait)
-        reused = bool(self._idle)
-        conn = self._idle.pop() if reused else await self._new_connection()
+        conn, _ = await self._checkout()
         try:
             await conn.send_packed_command(packed, check_health=False)
             try:
@@ -372,7 +430,7 @@ class DirectLine:
         except BaseException:
             # Simplest safe course in a mode that favours safety over speed: a
             # connection that saw anything unusual is not reused.
-            await conn.disconnect(nowait=True)
+            await self._drop(conn)
             raise
         self._release(conn)
         if int(acked) < replicas:
@@ -384,14 +442,25 @@ class DirectLine:
 
     def _release(self, conn: Any) -> None:
         stale = self._sentinel and (conn.host, conn.port) != self._master
-        if not stale and len(self._idle) < self.MAX_IDLE:
+        waiting = self._turns or self._woken
+        if not stale and (len(self._idle) < self.MAX_IDLE or waiting):
+            # Kept for the next caller; one waiting for its turn takes it at once.
             self._idle.append(conn)
-        else:
-            task = asyncio.ensure_future(conn.disconnect())
+            self._next_turn()
+            return
+        extra = [conn]
+        if not waiting:  # a burst is over: keep no more than MAX_IDLE open
+            while len(self._idle) > self.MAX_IDLE:
+                extra.append(self._idle.pop(0))
+        self.opened -= len(extra)
+        self._next_turn()
+        for closing in extra:
+            task = asyncio.ensure_future(closing.disconnect())
             task.add_done_callback(lambda t: t.exception())
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
+        self.opened -= len(idle)
         for conn in idle:
             with contextlib.suppress(Exception):
                 await conn.disconnect()

@@ -38,6 +38,7 @@ SCRIPT_NAMES = (
     "chunk",
     "unique",
     "tick_advance",
+    "thread",
 )
 
 #: The scripts that use flow control's helpers (the others don't pay for

@@ -19,7 +19,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from ..core.keys import CONSUMER_GROUP, QueueKeys, schedule_keys, worker_info_key
+from ..core.keys import (
+    CONSUMER_GROUP,
+    QueueKeys,
+    queue_registry_key,
+    schedule_keys,
+    worker_info_key,
+)
 
 __all__ = ["WAITING_COUNT_CAP", "RedisViews"]
 
@@ -44,6 +50,10 @@ class RedisViews:
         """The first of ``queues`` holding a record for ``task_id`` (None: none does)."""
         if not queues:
             return None
+        if len(queues) == 1:
+            return (
+                queues[0] if await self.client.exists(self.keys(queues[0]).task(task_id)) else None
+            )
         async with self.client.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.exists(self.keys(queue).task(task_id))
@@ -124,12 +134,18 @@ class RedisViews:
 
     # -- queues ------------------------------------------------------------------
 
+    async def registered_queues(self) -> list[str]:
+        """Every queue in the queue registry (enqueued to, or read by a worker), sorted."""
+        members: Any = await self.client.smembers(queue_registry_key(self.prefix))
+        return sorted(_text(m) for m in members)
+
     async def discover_queues(self) -> list[str]:
         """Every queue with keys under this prefix (for operator commands without an App).
 
-        Scans the keyspace: for the CLI, never for a hot path.
+        The registry, plus a scan of the keyspace for queues written before
+        there was one: for the CLI, never for a hot path.
         """
-        found: set[str] = set()
+        found: set[str] = set(await self.registered_queues())
         head = f"{self.prefix}:{{"
         async for raw in self.client.scan_iter(match=f"{self.prefix}:{{*}}:*", count=1000):
             key = _text(raw)

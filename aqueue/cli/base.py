@@ -148,13 +148,24 @@ class Target:
     from_code: bool
 
     async def queues(self, wanted: Sequence[str] | None = None) -> list[str]:
-        """``wanted``, else the App's queues, else every queue found in Redis."""
+        """``wanted``, else the App's queues and every other queue in the registry,
+        else every queue found in Redis."""
+        if wanted:
+            return list(wanted)
+        if self.from_code:
+            declared = self.app.queues
+            registered = await self.app.client.views.registered_queues()
+            return declared + [q for q in registered if q not in declared]
+        found = await self.app.client.views.discover_queues()
+        return found or [self.app.settings.default_queue]
+
+    async def served_queues(self, wanted: Sequence[str] | None = None) -> list[str]:
+        """The queues that must have a worker: ``wanted``, else the App's, else all found."""
         if wanted:
             return list(wanted)
         if self.from_code:
             return self.app.queues
-        found = await self.app.client.views.discover_queues()
-        return found or [self.app.settings.default_queue]
+        return await self.queues()
 
 
 def target_from_args(

@@ -19,7 +19,7 @@ from typing import Any
 from .._redis.connection import REDIS_ERRORS
 from ..client import Client
 from ..core.errors import ConnectionFailed
-from ..runtime.monitor import age, snapshot
+from ..runtime.monitor import age, snapshot, unserved_queues
 from .base import (
     add_app_option,
     add_redis_options,
@@ -85,13 +85,22 @@ async def inspect_command(args: argparse.Namespace) -> int:
 async def check(args: argparse.Namespace) -> int:
     """``aqueue check``: exit 0 healthy, 1 a queue has no live worker, 2 Redis unreachable."""
     target = target_from_args(args, args.app)
+    wanted = split_queues(args.queues)
     try:
         async with target.app:
-            queues = await target.queues(split_queues(args.queues))
+            queues = await target.served_queues(wanted)
             workers = await target.app.client.views.live_workers(queues)
+            others = [] if wanted else [q for q in await target.queues() if q not in queues]
+            stranded = await unserved_queues(target.app.client, others)
     except (ConnectionFailed, *REDIS_ERRORS) as exc:
         print(f"unhealthy: Redis unreachable: {exc}", file=sys.stderr)
         return 2
+    for queue, waiting in stranded:
+        print(
+            f"warning: queue {queue!r} has {waiting} waiting task(s) and no live worker "
+            f"(start one with: aqueue worker ... -q {queue})",
+            file=sys.stderr,
+        )
     served = {q for w in workers if not w.get("stopping") for q in w["queues"]}
     missing = [q for q in queues if q not in served]
     if missing:

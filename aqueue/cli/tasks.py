@@ -89,8 +89,8 @@ async def _result(target: Target, task_id: str, queue: str | None) -> AsyncResul
     if queue is None:
         views = target.app.client.views
         queue = await views.find_queue(task_id, await target.queues())
-        if queue is None and target.from_code:
-            # Sent elsewhere (``enqueue --queue``, ``options(queue=...)``): look in Redis.
+        if queue is None:
+            # Written before there was a queue registry: look for its keys in Redis.
             queue = await views.find_queue(task_id, await views.discover_queues())
     return target.app.result(task_id, queue or target.app.settings.default_queue)
 

@@ -175,6 +175,10 @@ class Settings:
     """Largest encoded return value a task may store (bytes). A larger value
     fails the task with ``ResultTooLarge`` instead of being stored; at most
     ``MAX_RESULT_BYTES_LIMIT`` (Redis refuses larger requests)."""
+    max_connections: int = 200
+    """Most connections one event loop's client opens for commands and scripts
+    (plus one for result pushes): many concurrent ``enqueue()``, ``abort()``
+    or ``get()`` calls wait their turn instead of opening one each."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -189,8 +193,13 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-        counts = ("max_deliveries", "max_payload_bytes", "dead_letter_maxlen", "max_result_bytes")
-        for name in counts:
+        for name in (
+            "max_deliveries",
+            "max_payload_bytes",
+            "dead_letter_maxlen",
+            "max_result_bytes",
+            "max_connections",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

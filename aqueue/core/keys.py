@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONSUMER_GROUP", "SHARDED_MARK", "QueueKeys", "schedule_keys", "worker_info_key"]
+__all__ = [
+    "CONSUMER_GROUP",
+    "SHARDED_MARK",
+    "QueueKeys",
+    "queue_registry_key",
+    "schedule_keys",
+    "worker_info_key",
+]
 
 #: The one consumer group every worker of a queue joins.
 CONSUMER_GROUP = "aqueue"
@@ -34,6 +41,17 @@ def schedule_keys(prefix: str) -> tuple[str, str]:
     transaction, on Redis Cluster too; schedulers read the counter each second.
     """
     return f"{prefix}:{{schedules}}:all", f"{prefix}:{{schedules}}:version"
+
+
+def queue_registry_key(prefix: str) -> str:
+    """Set of every queue name anything was ever enqueued to or read from.
+
+    So a queue that no task declares (``task.options(queue="high")``) can be
+    found by ``app.result(id)``, ``aqueue status``, ``inspect`` and ``check``.
+    Not tied to a queue, so it has no hash tag; only one-key commands touch it.
+    Bounded by the number of queue names in use.
+    """
+    return f"{prefix}:queues"
 
 
 @dataclass(frozen=True, slots=True)

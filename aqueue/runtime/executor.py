@@ -45,7 +45,7 @@ from ..core.status import TaskStatus
 from ..task import Task
 from .processes import RETRY_ASKED, RETRY_ON, ProcessDied, ProcessPool, reference
 from .streaming import ChunkSink, StreamCall, relay_chunks
-from .threads import TaskThreads
+from .threads import TaskThreads, ThreadGate
 
 __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 
@@ -151,6 +151,10 @@ class Executor:
         self.emit: ChunkSink | None = None
         #: Epoch seconds that expiry is judged by (the App's clock; a test's virtual one).
         self.clock: Callable[[], float] = time.time
+        #: A ``def`` task that must wait for a free thread (set by the worker):
+        #: ``thread_gate(job, False)`` shows it queued meanwhile, ``(job, True)``
+        #: marks it running once a thread begins it, False if aborted meanwhile.
+        self.thread_gate: Callable[[Job, bool], Coroutine[Any, Any, bool]] | None = None
 
     # -- before running ---------------------------------------------------------------
 
@@ -234,6 +238,8 @@ class Executor:
             # Raised by the task's own code: a failure like any other, not a crash
             # that leaves the message to wait out its lease.
             return self._after_error(job, exc)
+        except _AbortedWhileWaiting:
+            return aborted(job)
         except _TimedOut:
             error = TimeoutError(f"{job.display_name} timed out after {timeout}s")
             item = self._after_error(job, error)
@@ -333,9 +339,23 @@ class Executor:
     async def _await_thread(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.envelope.timeout
         call = functools.partial(contextvars.copy_context().run, job.task.fn, *args, **kwargs)
-        future = self.threads.start(job.delivery.entry_id, call)
+        keeper = self.thread_gate
+        if keeper is None or not self.threads.saturated():
+            begun, future = self.threads.start(job.delivery.entry_id, call)
+        else:
+            gate = ThreadGate()
+            begun, future = self.threads.start(job.delivery.entry_id, call, gate)
+            if not await gate.wait(functools.partial(keeper, job), begun, future):
+                raise _AbortedWhileWaiting
         if timeout is None:
             return await future
+        # Waiting for a free thread is not running: the timeout counts from when a
+        # thread begins the call (two stuck threads made later tasks time out unrun).
+        try:
+            await asyncio.wait([begun, future], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            future.cancel()  # withdraws the call if no thread has begun it
+            raise
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -451,6 +471,10 @@ class Executor:
             # dashboard can show its arguments and run it again.
             payload=job.delivery.payload,
         )
+
+
+class _AbortedWhileWaiting(Exception):
+    """A ``def`` task was aborted while it waited for a free thread: it never ran."""
 
 
 class _TimedOut(Exception):

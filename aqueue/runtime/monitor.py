@@ -19,7 +19,14 @@ from ..task import Task
 from .running import Inflight
 from .slots import WorkerStats
 
-__all__ = ["MAX_LISTED_RUNNING", "NODE_ENV", "age", "describe_worker", "snapshot"]
+__all__ = [
+    "MAX_LISTED_RUNNING",
+    "NODE_ENV",
+    "age",
+    "describe_worker",
+    "snapshot",
+    "unserved_queues",
+]
 
 #: Running tasks listed per worker at most (the rest are only counted).
 MAX_LISTED_RUNNING = 1000
@@ -109,6 +116,26 @@ async def snapshot(
         "running": running,
         "tasks": registered,
     }
+
+
+async def unserved_queues(client: Client, queues: Sequence[str]) -> list[tuple[str, int]]:
+    """(queue, tasks waiting or delayed) of each of ``queues`` that has work and no live
+    worker reading it: work nobody will ever run until a worker is started for it."""
+    if not queues:
+        return []
+    views = client.views
+    served = {
+        q for w in await views.live_workers(queues) if not w.get("stopping") for q in w["queues"]
+    }
+    stranded = []
+    for queue in queues:
+        if queue in served:
+            continue
+        figures = await views.queue_figures(queue)
+        waiting = int(figures["waiting"]) + int(figures["delayed"])
+        if waiting:
+            stranded.append((queue, waiting))
+    return stranded
 
 
 def age(seconds: float | None) -> str:

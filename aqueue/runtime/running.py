@@ -27,6 +27,11 @@ __all__ = ["Inflight", "Observer", "Runner", "Running"]
 # Everything a worker says goes to one logger, which users filter on.
 logger = logging.getLogger("aqueue.worker")
 
+#: How long a task cancelled by an abort may take to end before it is recorded
+#: aborted anyway: a coroutine that swallows the cancellation (some Redis and
+#: HTTP clients do while they connect) must not keep ``abort()`` waiting.
+ABORT_GRACE = 5.0
+
 
 @dataclass(slots=True)
 class Running:
@@ -38,6 +43,12 @@ class Running:
     started: float = field(default_factory=time.perf_counter)
     cancel_reason: str | None = None
     """'abort', 'lost' (another worker has it) or 'shutdown'."""
+    entered: bool = False
+    """Its asyncio task has begun to run (a task cancelled before that never
+    runs a line of :meth:`Runner._run`, so nothing would record it)."""
+    abandoned: bool = False
+    """Recorded aborted although its coroutine has not ended (it ignored the
+    cancellation): whatever it returns later is dropped."""
 
 
 class Observer(Protocol):
@@ -146,9 +157,20 @@ class Runner:
 
     async def _run(self, running: Running) -> None:
         job = running.job
+        running.entered = True
         try:
+            if running.cancel_reason is not None:
+                # Cancelled between begin and its first step (an abort at the moment
+                # of start): it ends here, through the same path as a cancellation.
+                raise asyncio.CancelledError
             item = await self.executor.run(job)
+            if running.abandoned:  # recorded aborted meanwhile: this outcome is stale
+                self._ended()
+                return
         except asyncio.CancelledError:
+            if running.abandoned:
+                self._ended()
+                return
             reason = running.cancel_reason
             if reason == "abort":
                 item = aborted(job)
@@ -202,10 +224,29 @@ class Runner:
             )
         elif reason == "abort":
             logger.info("%s[%s]: abort requested; cancelling", job.display_name, job.envelope.id)
+            asyncio.get_running_loop().call_later(ABORT_GRACE, self._abandon, running)
+        running.cancel_reason = reason
+        if not running.entered:
+            return  # _run sees the reason on its first step
         # For a plain def task this cancels the wait, not the thread (threads
         # can't be interrupted): the thread's eventual outcome is discarded.
-        running.cancel_reason = reason
         running.task.cancel()
+
+    def _abandon(self, running: Running) -> None:
+        """An aborted task still running after the grace: record it aborted now."""
+        task = running.task
+        if task is None or task.done() or running.abandoned:
+            return
+        job = running.job
+        logger.warning(
+            "%s[%s]: still running %.0fs after its abort (it ignored the cancellation); "
+            "recorded aborted, its coroutine is left to end on its own",
+            job.display_name,
+            job.envelope.id,
+            ABORT_GRACE,
+        )
+        running.abandoned = True
+        self.finish(job.delivery.queue, aborted(job), running)
 
     def drop_read_ahead(self) -> list[Delivery]:
         """Forget every job read ahead and never begun (leaving hands them back);

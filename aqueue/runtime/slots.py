@@ -26,6 +26,8 @@ class Capacity:
         self.free = total
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._urgent = 0
+        #: Waiters woken by a release that have not run yet: the slot is theirs.
+        self._woken = 0
 
     async def reserve(self, most: int, urgent: bool = False) -> int:
         """Wait for at least one free slot, then take up to ``most``.
@@ -36,8 +38,17 @@ class Capacity:
         """
         if urgent:
             self._urgent += 1
+        # First come, first served: a newcomer queues behind the waiters, else a
+        # loop that releases its slots and reserves again at once (a fetch loop
+        # after an empty read) takes them back for ever and the others starve
+        # (with one slot and two queues, the second queue never ran).
+        woken = False
         try:
-            while self.free <= 0 or (self._urgent and not urgent):
+            while (
+                self.free <= 0
+                or (self._urgent and not urgent)
+                or ((self._waiters or self._woken) and not woken and not urgent)
+            ):
                 waiter = asyncio.get_running_loop().create_future()
                 if urgent:
                     self._waiters.appendleft(waiter)
@@ -45,11 +56,20 @@ class Capacity:
                     self._waiters.append(waiter)
                 try:
                     await waiter
+                except asyncio.CancelledError:
+                    if waiter.done() and not waiter.cancelled():
+                        self._woken -= 1
+                        self.release(0)  # woken, then cancelled: wake the next one
+                    raise
                 finally:
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)
+                self._woken -= 1
+                woken = True
             taken = min(self.free, most)
             self.free -= taken
+            if self.free > 0 and not urgent:
+                self.release(0)  # slots left: the next waiter may take them
         finally:
             if urgent:
                 self._urgent -= 1
@@ -67,6 +87,7 @@ class Capacity:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._woken += 1
                 break
 
     @property

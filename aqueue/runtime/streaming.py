@@ -92,7 +92,7 @@ async def _from_thread(
         finally:
             generator.close()
 
-    future = threads.start(
+    _begun, future = threads.start(
         call.entry_id, functools.partial(contextvars.copy_context().run, produce)
     )
     # Runs on the loop after every chunk the thread handed over before it returned.

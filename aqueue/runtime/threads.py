@@ -11,11 +11,48 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["TaskThreads"]
+__all__ = ["GATE_TIMEOUT", "TaskThreads", "ThreadGate"]
+
+#: Longest a thread waits for the worker to let a gated call run (its loop may be busy).
+GATE_TIMEOUT = 30.0
+
+
+@dataclasses.dataclass
+class ThreadGate:
+    """Holds a call that waited for a free thread until the worker says it may run."""
+
+    opened: threading.Event = dataclasses.field(default_factory=threading.Event)
+    run: bool = True
+
+    async def wait(
+        self,
+        keeper: Callable[[bool], Awaitable[bool]],
+        begun: asyncio.Future[None],
+        future: asyncio.Future[Any],
+    ) -> bool:
+        """Every thread is taken: ``keeper(False)`` shows the task queued until a
+        thread begins it, ``keeper(True)`` then marks it running. Returns False
+        when it was aborted meanwhile: the thread returns without running it."""
+        try:
+            await keeper(False)
+            await asyncio.wait([begun, future], return_when=asyncio.FIRST_COMPLETED)
+            if not future.done():
+                self.run = await keeper(True)
+        except asyncio.CancelledError:
+            self.run = False
+            future.cancel()  # withdraws the call if no thread has begun it
+            raise
+        finally:
+            self.opened.set()
+        if not self.run:
+            await asyncio.wait([future])
+        return self.run
 
 
 class TaskThreads:
@@ -25,14 +62,41 @@ class TaskThreads:
         self.pool = pool
         self._calls: dict[str, concurrent.futures.Future[Any]] = {}
 
-    def start(self, entry_id: str, call: Callable[[], Any]) -> asyncio.Future[Any]:
-        """Submit ``call``; the returned future's cancellation withdraws it only if no
-        thread has begun it (a thread already running it runs on)."""
-        thread = self.pool.submit(call)
-        self._calls[entry_id] = thread
+    def saturated(self) -> bool:
+        """True when every thread is taken: a call submitted now waits in line."""
+        busy = sum(1 for thread in self._calls.values() if not thread.done())
+        return busy >= self.pool._max_workers
+
+    def start(
+        self, entry_id: str, call: Callable[[], Any], gate: ThreadGate | None = None
+    ) -> tuple[asyncio.Future[None], asyncio.Future[Any]]:
+        """Submit ``call``: (set once a thread begins it, its outcome).
+
+        Cancelling the outcome withdraws the call only if no thread has begun
+        it (a thread already running it runs on). With every thread busy the
+        call waits in the pool's line; its timeout counts only from ``begun``.
+        """
         loop = asyncio.get_running_loop()
+        begun: asyncio.Future[None] = loop.create_future()
+
+        def mark_begun() -> None:
+            if not begun.done():
+                begun.set_result(None)
+
+        def run() -> Any:
+            with contextlib.suppress(RuntimeError):  # the worker's loop is closed
+                loop.call_soon_threadsafe(mark_begun)
+            if gate is not None:
+                # The worker marks it running (or finds it aborted) before it runs.
+                gate.opened.wait(GATE_TIMEOUT)
+                if not gate.run:
+                    return None
+            return call()
+
+        thread = self.pool.submit(run)
+        self._calls[entry_id] = thread
         thread.add_done_callback(functools.partial(self._ended, loop, entry_id))
-        return asyncio.wrap_future(thread)
+        return begun, asyncio.wrap_future(thread)
 
     def running(self, entry_id: str) -> bool:
         """True while a thread runs (or may still begin) the job of ``entry_id``."""

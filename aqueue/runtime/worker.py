@@ -38,14 +38,15 @@ from .._version import __version__
 from ..core.config import mask_url
 from ..core.errors import WorkerCrashed
 from ..core.protocol import Delivery
-from .executor import Executor
+from .executor import Executor, Job
 from .fetching import Fetcher
 from .finishing import Finisher
 from .maintenance import Maintenance
-from .monitor import describe_worker
+from .monitor import describe_worker, unserved_queues
 from .recycling import watch_memory
 from .running import Inflight, Observer, Runner
 from .slots import Backoff, Capacity, Outage, WorkerStats
+from .watchdog import LoopWatchdog
 from .workflow import Forwarder
 
 if TYPE_CHECKING:
@@ -119,6 +120,8 @@ class Worker:
         #: the process should exit now (``aqueue worker`` does) to let them be reclaimed.
         self.abandoned = 0
         self._loops: list[asyncio.Task[None]] = []
+        #: Keeps leases alive from a thread while the event loop is blocked.
+        self.watchdog: LoopWatchdog | None = None
         self._outage = Outage(mask_url(app.settings.redis_url))
         self._thread_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.threads, thread_name_prefix="aqueue-task"
@@ -163,6 +166,7 @@ class Worker:
         )
         self._executor.report = self._runner.report_progress
         self._executor.emit = self._emit_chunk
+        self._executor.thread_gate = self._thread_gate
         orphan_idle = min(
             max(3 * settings.heartbeat_interval, 3.0), settings.visibility_timeout / 2
         )
@@ -231,6 +235,16 @@ class Worker:
     ) -> None:
         await self._broker().append_chunk(queue, task_id, attempt, index, chunk)
 
+    async def _thread_gate(self, job: Job, resume: bool) -> bool:
+        """Show a ``def`` task waiting for a thread as queued, then as running;
+        False: it was aborted while it waited. Redis away: it just runs."""
+        try:
+            return await self._broker().thread_gate(
+                job.delivery.queue, job.envelope.id, self.name, job.delivery.entry_id, resume
+            )
+        except RETRYABLE:
+            return True
+
     async def _store_progress(self, queue: str, task_id: str, value: Any, message: str) -> None:
         await self._broker().set_progress(queue, task_id, value, message)
 
@@ -256,10 +270,16 @@ class Worker:
         for queue in self.queues:
             await self._starting(functools.partial(broker.ensure_group, queue))
         self._log_banner(await self._starting(app.client.topology))
+        await self._warn_unserved()
         try:
             async with app.run_lifespan() as state:
                 self._executor.state = state
                 await self._starting(self._maintenance.heartbeat)
+                if not app.client.injected:  # it needs a connection of its own
+                    self.watchdog = LoopWatchdog(
+                        app.settings, self.name, self.queues, self._inflight
+                    )
+                    self.watchdog.start()
                 spawn = self._spawn_loop
                 spawn(self._finisher.loop(), "finish")
                 spawn(self._maintenance.heartbeat_loop(), "heartbeat")
@@ -284,6 +304,8 @@ class Worker:
         finally:
             await _cancel_until_done(self._loops)
             self._loops.clear()
+            if self.watchdog is not None:
+                self.watchdog.stop()
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
             await self._executor.processes.close()
         if self._crashed_loop is not None:
@@ -327,6 +349,24 @@ class Worker:
             self.recycled = reason
             logger.info("worker %s recycles: %s; draining, then a fresh one", self.name, reason)
             self.stop()
+
+    async def _warn_unserved(self) -> None:
+        """Name the other registered queues whose tasks wait with no worker reading them."""
+        views = self.app.client.views
+        try:
+            others = [q for q in await views.registered_queues() if q not in self.queues]
+            stranded = await unserved_queues(self.app.client, others)
+        except RETRYABLE:
+            return  # only advice: the worker's loops ride out the outage
+        for queue, waiting in stranded:
+            logger.warning(
+                "queue %s has %d waiting task(s) and no live worker; this worker reads "
+                "only %s (start one for it with -q %s)",
+                queue,
+                waiting,
+                ", ".join(self.queues),
+                queue,
+            )
 
     async def _stop_when_drained(self) -> None:
         """Burst mode: stop once every queue read empty and nothing is held."""

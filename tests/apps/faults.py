@@ -170,3 +170,13 @@ async def big_value(key: str, size: int, *, ctx: aqueue.Context) -> str:
     """Count a start, then return a value of ``size`` characters."""
     await _record(ctx, "started", key, uuid.uuid4().hex)
     return "x" * size
+
+
+@app.task
+async def block_loop(key: str, seconds: float, *, ctx: aqueue.Context) -> str:
+    """An async task that blocks the worker's event loop (a mistake users make)."""
+    run = uuid.uuid4().hex
+    await _record(ctx, "started", key, run)
+    time.sleep(seconds)  # blocks the loop on purpose: the point of the test
+    await _record(ctx, "done", key, run)
+    return key

@@ -192,6 +192,10 @@ def producer(url: str, prefix: str, **settings: object) -> aqueue.App:
     def sync_mark(key: str, seconds: float) -> str:
         raise NotImplementedError
 
+    @app.task(name="faults.block_loop")
+    async def block_loop(key: str, seconds: float) -> str:
+        raise NotImplementedError
+
     return app
 
 

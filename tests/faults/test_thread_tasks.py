@@ -91,3 +91,44 @@ async def test_timed_out_thread_is_not_retried_while_it_runs(
         assert info.attempt == 2
         await wait_until(lambda: counts.done(["slow"]) == [2], 30)
         assert counts.started(["slow"]) == [2]
+
+
+async def test_waiting_for_a_free_thread_is_not_running_and_sigterm_twice_ends_it(
+    redis_url: str, prefix: str, workers: Workers, counts: Counts
+) -> None:
+    """--threads 2 with two stuck sync tasks: later sync tasks show as queued, not
+    running, until a thread begins them, and their timeout counts from then
+    (before, they showed RUNNING and ended FAILED "timed out" without ever
+    running); one aborted while it waits never runs; SIGTERM twice ends the process."""
+    worker = workers.start("-c", "8", "--threads", "2", "--grace-period", "120", **SLOW_RECLAIM)
+    async with producer(redis_url, prefix) as app:
+        sync_mark = app.tasks["faults.sync_mark"]
+        stuck = [await sync_mark.enqueue(f"stuck-{i}", 6.0) for i in range(2)]
+        await wait_until(lambda: counts.started(["stuck-0", "stuck-1"]) == [1, 1], 30)
+        later_keys = [f"later-{i}" for i in range(4)]
+        later = [await sync_mark.options(timeout=2.0).enqueue(k, 0.2) for k in later_keys]
+        dropped = await sync_mark.enqueue("aborted-waiting", 0.2)
+
+        async def held_by_the_worker() -> bool:
+            infos = [await h.info() for h in [*later, dropped]]
+            return all(info.worker for info in infos)
+
+        await wait_until(held_by_the_worker, 30)
+        assert {await h.status() for h in [*later, dropped]} == {aqueue.TaskStatus.QUEUED}
+        assert await dropped.abort() is True
+        assert [await h.get(timeout=60) for h in later] == later_keys
+        assert [await h.get(timeout=30) for h in stuck] == ["stuck-0", "stuck-1"]
+        assert counts.started(later_keys) == [1, 1, 1, 1]
+        assert counts.done(later_keys) == [1, 1, 1, 1]
+        assert await dropped.status() is aqueue.TaskStatus.ABORTED
+        assert counts.started(["aborted-waiting"]) == [0]
+
+        # Two threads stuck for good: SIGTERM twice ends the process all the same.
+        for i in range(2):
+            await sync_mark.enqueue(f"forever-{i}", 600.0)
+        await wait_until(lambda: counts.started(["forever-0", "forever-1"]) == [1, 1], 30)
+        worker.signal(signal.SIGTERM)
+        await wait_until(lambda: "waiting up to" in worker.output(), 30)
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        assert counts.done(["forever-0", "forever-1"]) == [0, 0]

@@ -30,7 +30,8 @@ if state == 'queued' or state == 'scheduled' or state == 'retrying' then
   release_unique(rec, tid)
   publish(ARGV[4], tid)
 elseif state == 'running' then
-  redis.call('HSET', rec, 'abort', '1')
+  -- `aerr`: the error a retry of this run is recorded with instead (finish.lua).
+  redis.call('HSET', rec, 'abort', '1', 'aerr', err)
   publish(ARGV[5], 'abort\n' .. tid)
 end
 return state

@@ -58,6 +58,10 @@ for _, row in ipairs(rows) do
     fenced[#fenced + 1] = entry
   else
     if entry ~= '' then redis.call('HSET', rec, 'fin', entry) end
+    if state == 'retrying' and redis.call('HEXISTS', rec, 'abort') == 1 then
+      -- Asked to abort while it ran: it is not tried again (abort() waits for this).
+      state, err = 'aborted', redis.call('HGET', rec, 'aerr') or err
+    end
     if state == 'retrying' then
       local due = now + tonumber(retry_delay)
       redis.call('ZADD', delayed, due, tid)
