@@ -38,6 +38,7 @@ from .core.errors import (
     UnknownTask,
     WorkerCrashed,
 )
+from .core.events import Event
 from .core.records import TaskInfo
 from .core.status import TaskStatus
 from .groups import Chord, Group, GroupResult, chord, group
@@ -62,6 +63,7 @@ __all__ = [
     "ConnectionFailed",
     "Context",
     "EnqueueError",
+    "Event",
     "Group",
     "GroupResult",
     "PayloadTooLarge",

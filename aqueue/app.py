@@ -25,8 +25,10 @@ from .client import Client
 from .core.config import DEFAULT_REDIS_URL, Settings, mask_url, options_from_object
 from .core.context import Context
 from .core.errors import AqueueError, ConfigError, UnknownTask, did_you_mean
+from .core.events import Event
 from .deadletter import DeadLetter, list_dead, purge_dead, replay_dead
 from .discovery import autodiscover_tasks
+from .events import Since, read_events
 from .inline import EagerMode
 from .result import AsyncResult
 from .task import Task, TaskConfig
@@ -271,6 +273,25 @@ class App:
     async def purge_dead(self, queue: str | None = None) -> int:
         """Delete dead-lettered messages of ``queue`` (or of every app queue); returns the count."""
         return await purge_dead(self.client, [queue] if queue else self.queues)
+
+    # -- events (issue 13) --------------------------------------------------------
+
+    def events(
+        self,
+        queues: Sequence[str] | None = None,
+        since: Since = None,
+        follow: bool = True,
+    ) -> AsyncIterator[Event]:
+        """Task and worker events, as they happen (needs ``events=True``).
+
+        ``async for ev in app.events(queues=["emails"], since=last_id)``: only
+        new events without ``since``; ``since="0"`` from the oldest kept; an
+        event's ``id`` to go on after it; a datetime from that time. Without
+        ``queues``, every queue's events (on Redis Cluster: this App's queues).
+        ``follow=False`` stops at the newest event that existed at the start.
+        """
+        names = list(queues) if queues else self.queues
+        return read_events(self.client, names, since, follow, only=list(queues or ()))
 
     # -- connection --------------------------------------------------------------
 

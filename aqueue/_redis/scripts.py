@@ -29,6 +29,7 @@ SCRIPT_NAMES = (
     "forward",
     "chord",
     "chunk",
+    "progress",
 )
 
 

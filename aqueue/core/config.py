@@ -167,6 +167,11 @@ class Settings:
     sentinel_password: str | None = None
     """Password of the Sentinel processes themselves (``redis+sentinel://``
     URLs); the URL's own password is the data nodes'."""
+    events: bool = False
+    """Publish every state change as an event (``app.events()``, ``aqueue
+    events``) to a capped stream, written by the scripts that make the change."""
+    events_maxlen: int = 100_000
+    """About how many events the event stream keeps (the oldest are dropped)."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -181,7 +186,7 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("max_deliveries", "max_payload_bytes", "dead_letter_maxlen"):
+        for name in ("max_deliveries", "max_payload_bytes", "dead_letter_maxlen", "events_maxlen"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONSUMER_GROUP", "QueueKeys", "worker_info_key"]
+__all__ = ["CONSUMER_GROUP", "QueueKeys", "events_key", "worker_info_key"]
 
 #: The one consumer group every worker of a queue joins.
 CONSUMER_GROUP = "aqueue"
@@ -21,6 +21,17 @@ def worker_info_key(prefix: str, worker: str) -> str:
     it is only ever read and written on its own.
     """
     return f"{prefix}:worker:{worker}"
+
+
+def events_key(prefix: str, queue: str | None = None) -> str:
+    """Capped stream of task and worker events.
+
+    One per app (``queue`` None); on Redis Cluster one per queue under the
+    queue's hash tag, since the scripts that write it touch a single slot.
+    """
+    if queue is None:
+        return f"{prefix}:events"
+    return f"{prefix}:{{{queue}}}:events"
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from .._redis.connection import RETRYABLE
 from .._version import __version__
 from ..core.config import mask_url
 from ..core.errors import WorkerCrashed
+from ..core.events import WORKER_OFFLINE, WORKER_ONLINE
 from ..core.protocol import Delivery
 from .executor import Executor
 from .fetching import Fetcher
@@ -237,6 +238,7 @@ class Worker:
             async with app.run_lifespan() as state:
                 self._executor.state = state
                 await self._maintenance.heartbeat()
+                await self._announce(WORKER_ONLINE)
                 spawn = self._spawn_loop
                 spawn(self._finisher.loop(), "finish")
                 spawn(self._maintenance.heartbeat_loop(), "heartbeat")
@@ -338,6 +340,7 @@ class Worker:
                 self.app.settings.dead_worker_after,
             )
         await self._leave_registry()
+        await self._announce(WORKER_OFFLINE)
         s = self.stats
         logger.info(
             "worker stopped: %d succeeded, %d failed, %d retried, %d dead, %d handed back",
@@ -409,6 +412,11 @@ class Worker:
         await _cancel_until_done(heartbeat)
         with contextlib.suppress(*RETRYABLE):
             await self._broker().views.delete_worker(self.name)
+
+    async def _announce(self, state: str) -> None:
+        """The worker's own event (events on): it joined, or it left."""
+        with contextlib.suppress(*RETRYABLE):
+            await self._broker().worker_event(self.queues, self.name, state)
 
 
 async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:

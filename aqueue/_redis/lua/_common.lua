@@ -152,3 +152,45 @@ local function enqueue_one(stream, delayed, payloads, prefix, tid, name, payload
   redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
   return false
 end
+
+-- Task events (issue 13) -------------------------------------------------------
+-- With events on, the broker adds the events stream after a script's own keys
+-- and (queue, maxlen) after its own arguments; a script calls
+-- events_from(<number of its own keys>) first. Off, EVENTS stays nil and
+-- emit() returns at once: no command is added. Events are written next to the
+-- change they report, in the same script, so none exists for a change that
+-- did not happen.
+local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
+local function events_from(nkeys)
+  EVENTS = KEYS[nkeys + 1]
+  if EVENTS then EVENTS_QUEUE, EVENTS_MAXLEN = ARGV[#ARGV - 1], ARGV[#ARGV] end
+  return EVENTS ~= nil
+end
+
+-- The arguments a script's events take at the end of ARGV (see events_from).
+local function own_argc()
+  if EVENTS then return #ARGV - 2 end
+  return #ARGV
+end
+
+-- One event, a msgpack array in field 'e': {queue, task id, name, state,
+-- attempt, worker, at ms, duration ms (-1: none), error type, error message}.
+-- `err` is a stored error (a msgpack array of type, message, traceback); the
+-- event keeps its type and message only. `timed`: the end of a run, whose
+-- duration is measured from the record's start.
+local function emit(rec, tid, state, worker, now, err, timed)
+  if not EVENTS then return end
+  local r = redis.call('HMGET', rec, 'name', 'attempt', 'started')
+  local duration = -1
+  if timed and r[3] then duration = now - tonumber(r[3]) end
+  local etype, emsg = '', ''
+  if err and err ~= '' then
+    local ok, info = pcall(cmsgpack.unpack, err)
+    if ok and type(info) == 'table' then
+      etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
+    end
+  end
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack({
+    EVENTS_QUEUE, tid, r[1] or '', state, tonumber(r[2]) or 0, worker, now, duration,
+    etype, emsg}))
+end

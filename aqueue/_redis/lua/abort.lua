@@ -6,6 +6,7 @@
 local delayed, payloads = KEYS[1], KEYS[2]
 local prefix, tid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local rec = prefix .. tid
+events_from(2)
 local state = redis.call('HGET', rec, 'state')
 if not state then return '' end
 local now = now_ms()
@@ -22,6 +23,7 @@ if state == 'queued' or state == 'scheduled' or state == 'retrying' then
     redis.call('HSET', rec, 'attl', ttl)
   end
   release_unique(rec, tid)
+  emit(rec, tid, 'aborted', '', now, err)
   redis.call('PUBLISH', ARGV[4], tid)
 elseif state == 'running' then
   redis.call('HSET', rec, 'abort', '1')

@@ -8,6 +8,7 @@
 -- whose task is already enqueued is not added again (already_enqueued).
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, control = ARGV[1], ARGV[2]
+events_from(3)
 local wake = false
 local now = now_ms()
 local rows, blob, pos = cmsgpack.unpack(ARGV[3]), ARGV[4], 1
@@ -27,6 +28,7 @@ for _, row in ipairs(rows) do
       wake = true
     end
     if fresh == 1 then mark_enqueued_by(prefix .. tid, payload) end
+    emit(prefix .. tid, tid, delay > 0 and 'scheduled' or 'queued', '', now)
     out[#out + 1] = tid
   end
 end

@@ -6,6 +6,7 @@
 -- Returns a flat list: entry_id, task_id, payload, attempt for each entry to run.
 local stream = KEYS[1]
 local prefix, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+events_from(1)
 local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
   'STREAMS', stream, '>')
 local out = {}
@@ -17,6 +18,7 @@ for _, e in ipairs(reply[1][2]) do
   local attempt = 1
   if tid ~= '' then
     attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
+    if attempt > 0 then emit(prefix .. tid, tid, 'started', consumer, now) end
   end
   if attempt > 0 then
     out[#out + 1] = entry

@@ -14,6 +14,7 @@
 local stream, delayed, payloads, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local ttl, channel, dead_maxlen, control = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+events_from(5)
 local wake = false
 local now = now_ms()
 local rows, blob, pos = cmsgpack.unpack(ARGV[8]), ARGV[9], 1
@@ -57,6 +58,7 @@ for _, row in ipairs(rows) do
       if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then wake = true end
       redis.call('HSET', payloads, tid, payload)
       redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', due)
+      if tid ~= '' then emit(rec, tid, 'retrying', consumer, now, err, true) end
     else
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
@@ -67,6 +69,9 @@ for _, row in ipairs(rows) do
         redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now)
       else
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now)
+      end
+      if tid ~= '' then
+        emit(rec, tid, state, consumer, now, state ~= 'succeeded' and err or '', true)
       end
       redis.call('PEXPIRE', rec, ttl)
       -- workflows (issue 12) >>> the next steps leave with this outcome, atomically

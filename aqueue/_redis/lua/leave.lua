@@ -11,7 +11,9 @@
 local stream, workers = KEYS[1], KEYS[2]
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local kept = {}
-for i = 4, #ARGV do kept[ARGV[i]] = true end
+events_from(2)
+local argc = own_argc()
+for i = 4, argc do kept[ARGV[i]] = true end
 local n = 0
 local start = '-'
 while true do
@@ -29,7 +31,10 @@ while true do
           if fields[j] == 'id' then
             local rec = prefix .. fields[j + 1]
             local st = redis.call('HGET', rec, 'state')
-            if st == 'running' then redis.call('HSET', rec, 'state', 'queued') end
+            if st == 'running' then
+              redis.call('HSET', rec, 'state', 'queued')
+              if EVENTS then emit(rec, fields[j + 1], 'queued', consumer, now_ms()) end
+            end
           end
         end
         n = n + 1
@@ -39,7 +44,7 @@ while true do
     end
   end
 end
-if #ARGV < 4 then
+if argc < 4 then
   redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
   redis.call('ZREM', workers, consumer)
 end

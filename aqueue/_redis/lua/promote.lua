@@ -5,6 +5,7 @@
 -- Returns {moved, ms until the next delayed task is due or -1}.
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
+events_from(3)
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
 for _, tid in ipairs(due) do
@@ -12,6 +13,7 @@ for _, tid in ipairs(due) do
   if payload then
     redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
     redis.call('HSET', prefix .. tid, 'state', 'queued')
+    emit(prefix .. tid, tid, 'queued', '', now)
     redis.call('HDEL', payloads, tid)
   end
   redis.call('ZREM', delayed, tid)

@@ -11,6 +11,7 @@ local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, group, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local channel, err, limit = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
+events_from(3)
 local done = {}
 
 local function abort_record(tid, waiting_states)
@@ -20,6 +21,7 @@ local function abort_record(tid, waiting_states)
     redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)
     redis.call('PEXPIRE', rec, ttl)
     release_unique(rec, tid)
+    emit(rec, tid, 'aborted', '', now, err)
     done[#done + 1] = tid
   end
 end

@@ -13,6 +13,7 @@ local visibility, dead_after = tonumber(ARGV[3]), tonumber(ARGV[4])
 local count, max_deliveries = tonumber(ARGV[5]), tonumber(ARGV[6])
 local prefix, ttl, channel, dead_maxlen = ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local now = now_ms()
+events_from(4)
 
 local claimed = {}
 local summary = redis.call('XPENDING', stream, group)
@@ -74,6 +75,8 @@ for _, e in ipairs(claimed) do
         -- <<< workflows
         local rec = prefix .. tid
         redis.call('HSET', rec, 'state', 'dead', 'finished', now, 'error', '')
+        emit(rec, tid, 'dead', consumer, now, cmsgpack.pack({'MaxDeliveries',
+          'delivered ' .. deliveries .. ' times without finishing'}))
         redis.call('PEXPIRE', rec, ttl)
         release_unique(rec, tid)
         done[#done + 1] = tid
@@ -84,6 +87,7 @@ for _, e in ipairs(claimed) do
       local attempt = 1
       if tid ~= '' then
         attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
+        if attempt > 0 then emit(prefix .. tid, tid, 'started', consumer, now) end
       end
       if attempt > 0 then
         out[#out + 1] = entry

@@ -5,13 +5,16 @@
 -- Returns one attempt number per message; 0: it was aborted (acked and removed here).
 local stream = KEYS[1]
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+events_from(1)
 local now = now_ms()
 local out = {}
 for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
   if row[2] == '' then
     out[#out + 1] = 1  -- no task id (garbage): it runs into the dead-letter path
   else
-    out[#out + 1] = mark_started(stream, group, prefix .. row[2], row[1], consumer, now)
+    local attempt = mark_started(stream, group, prefix .. row[2], row[1], consumer, now)
+    if attempt > 0 then emit(prefix .. row[2], row[2], 'started', consumer, now) end
+    out[#out + 1] = attempt
   end
 end
 return out
