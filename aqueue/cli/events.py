@@ -29,10 +29,7 @@ _json = msgspec.json.Encoder()
 def format_event(ev: Event) -> str:
     """One readable line: time, queue, state, task, attempt, worker, duration, error."""
     when = ev.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    if ev.task_id:
-        what = f"{ev.name}[{ev.task_id}] attempt {ev.attempt}"
-    else:
-        what = "-"
+    what = f"{ev.name}[{ev.task_id}] attempt {ev.attempt}" if ev.task_id else "-"
     parts = [when, ev.queue, f"{ev.state:<14}", what]
     if ev.worker:
         parts.append(f"worker {ev.worker}")
