@@ -39,6 +39,7 @@ from .core.errors import (
     WorkerCrashed,
 )
 from .core.events import Event
+from .core.hooks import JobInfo, Middleware, WorkerInfo
 from .core.records import TaskInfo
 from .core.status import TaskStatus
 from .groups import Chord, Group, GroupResult, chord, group
@@ -66,6 +67,8 @@ __all__ = [
     "Event",
     "Group",
     "GroupResult",
+    "JobInfo",
+    "Middleware",
     "PayloadTooLarge",
     "ResultTimeout",
     "Retry",
@@ -83,6 +86,7 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "WorkerCrashed",
+    "WorkerInfo",
     "__version__",
     "chain",
     "chord",

@@ -26,6 +26,7 @@ from .core.config import DEFAULT_REDIS_URL, Settings, mask_url, options_from_obj
 from .core.context import Context
 from .core.errors import AqueueError, ConfigError, UnknownTask, did_you_mean
 from .core.events import Event
+from .core.hooks import Middleware
 from .deadletter import DeadLetter, list_dead, purge_dead, replay_dead
 from .discovery import autodiscover_tasks
 from .events import Since, read_events
@@ -43,6 +44,8 @@ __all__ = ["App"]
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+M = TypeVar("M", bound=Middleware)
 
 Lifespan = Callable[["App"], contextlib.AbstractAsyncContextManager[dict[str, Any] | None]]
 
@@ -274,7 +277,17 @@ class App:
         """Delete dead-lettered messages of ``queue`` (or of every app queue); returns the count."""
         return await purge_dead(self.client, [queue] if queue else self.queues)
 
-    # -- events (issue 13) --------------------------------------------------------
+    # -- middleware and events (issue 13) -----------------------------------------
+
+    def middleware(self, middleware: M) -> M:
+        """Register middleware (an :class:`aqueue.Middleware` instance) and return it.
+
+        Its hooks run around every enqueue of this App and every run on its
+        workers, in the order registered (the first is the outermost). See
+        docs/observability.md for Sentry, correlation id and tenancy recipes.
+        """
+        self.client.hooks.add(middleware)
+        return middleware
 
     def events(
         self,

@@ -27,6 +27,7 @@ from ._redis.topology import settings_for
 from ._redis.views import RedisViews
 from .core.config import Settings, mask_url
 from .core.errors import ConfigError, ConnectionFailed
+from .core.hooks import Hooks
 from .core.protocol import Codec, ErrorInfo, encode_error
 from .core.status import TaskStatus
 from .waiter import ResultWaiter
@@ -64,6 +65,8 @@ class Client:
         self._sync_lock = threading.Lock()
         #: Above zero inside ``app.eager()``: enqueue runs tasks inline, without Redis.
         self.eager = 0
+        #: The App's middleware (``app.middleware(...)``), run by producers and workers.
+        self.hooks = Hooks()
 
     @property
     def settings(self) -> Settings:

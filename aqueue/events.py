@@ -18,7 +18,7 @@ from ._redis.connection import REDIS_ERRORS
 from .client import Client
 from .core.config import mask_url
 from .core.errors import ConfigError, ConnectionFailed
-from .core.events import Event, decode_event
+from .core.events import Event, decode_events
 
 __all__ = ["Since", "read_events"]
 
@@ -58,7 +58,7 @@ async def read_events(
         streams = [broker.events_stream("")]
     wanted = set(only) if only else None
     try:
-        start = _position(since)
+        start, skip = _position(since)
         ends = {s: _id_key(await broker.last_event_id(s)) for s in streams}
         if start == "$":
             positions = {s: f"{ends[s][0]}-{ends[s][1]}" for s in streams}
@@ -87,29 +87,44 @@ async def read_events(
                 positions[stream] = entry_id
             if not follow and _id_key(entry_id) > ends[stream]:
                 continue
-            event = decode_event(entry_id, data)
-            if event is None or (wanted is not None and event.queue not in wanted):
-                continue
-            yield event
+            for event in decode_events(entry_id, data):
+                if skip and _up_to(event.id, skip):
+                    continue  # read before: the events up to ``since`` of its entry
+                if wanted is None or event.queue in wanted:
+                    yield event
+        skip = None
 
 
-def _position(since: Since) -> str:
+def _position(since: Since) -> tuple[str, tuple[str, int] | None]:
+    """The stream id to read after, and (entry id, index) of events to skip in
+    the first entry: an event's id is ``<entry id>-<index>`` and one entry holds
+    the events of one script call."""
     if since is None:
-        return "$"
+        return "$", None
     if isinstance(since, datetime):
-        # Entry ids start with the time they were added, in ms: the first id
-        # of that millisecond, minus one, reads from that moment on.
+        # Entry ids start with the time they were added, in ms: the last id
+        # of the millisecond before reads from that moment on.
         ms = int(since.timestamp() * 1000)
-        return f"{ms - 1}-{2**63 - 1}" if ms > 0 else "0-0"
+        return (f"{ms - 1}-{2**63 - 1}" if ms > 0 else "0-0"), None
     text = str(since).strip()
     if text in ("0", "0-0", "-"):
-        return "0-0"
-    head, _, tail = text.partition("-")
-    if not head.isdigit() or (tail and not tail.isdigit()):
+        return "0-0", None
+    parts = text.split("-")
+    if not all(p.isdigit() for p in parts) or len(parts) > 3:
         raise ConfigError(
-            f"since={since!r} is not an event id (like '1733050000000-0'), '0' or a datetime"
+            f"since={since!r} is not an event id (like '1733050000000-0-0'), '0' or a datetime"
         )
-    return text if tail else f"{head}-0"
+    if len(parts) < 3:
+        return f"{parts[0]}-{parts[1] if len(parts) > 1 else 0}", None
+    ms, seq, index = (int(p) for p in parts)
+    # Read its entry again (from just before it) and skip the events up to it.
+    before = f"{ms}-{seq - 1}" if seq > 0 else f"{ms - 1}-{2**63 - 1}"
+    return before, (f"{ms}-{seq}", index)
+
+
+def _up_to(event_id: str, skip: tuple[str, int]) -> bool:
+    entry, _, index = event_id.rpartition("-")
+    return entry == skip[0] and int(index) <= skip[1]
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

@@ -36,6 +36,7 @@ from .core.errors import (
     SerializationError,
     did_you_mean,
 )
+from .core.hooks import JobInfo
 from .core.protocol import (
     WIRE_VERSION,
     ChainLink,
@@ -162,11 +163,30 @@ class _Enqueuer(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send one run of the task to its queue; returns a handle to await."""
         task = self._task
+        if task.client.hooks.has("enqueue"):
+            return await self._enqueue_hooked(args, kwargs)
         queue, message = task.build_message(args, kwargs, self._opts)
         if task.client.eager:
             return await run_eagerly(task, queue, message)
         task_id = await task.client.broker.enqueue(queue, message)
         return AsyncResult(task.client, task_id, queue, task.result_decoder)
+
+    async def _enqueue_hooked(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncResult[R]:
+        """``enqueue`` inside the App's ``enqueue`` middleware."""
+        task = self._task
+        job = task.hook_job(self._opts, args, kwargs)
+
+        async def send() -> AsyncResult[R]:
+            queue, message = task.build_message(args, kwargs, task.with_headers(self._opts, job))
+            job.task_id = message.task_id
+            if task.client.eager:
+                return await run_eagerly(task, queue, message)
+            task_id = await task.client.broker.enqueue(queue, message)
+            return AsyncResult(task.client, task_id, queue, task.result_decoder)
+
+        return await task.client.hooks.around("enqueue", job, send)
 
     async def enqueue_many(
         self, calls: Iterable[tuple[Any, ...] | TaskCall[R]]
@@ -176,6 +196,7 @@ class _Enqueuer(Generic[P, R]):
         Each item is a tuple of positional arguments or a ``task.call(...)``.
         """
         task = self._task
+        hooks = task.client.hooks
         by_queue: dict[str, list[OutgoingMessage]] = {}
         order: list[tuple[str, int]] = []
         for item in calls:
@@ -188,7 +209,10 @@ class _Enqueuer(Generic[P, R]):
                     f"enqueue_many takes tuples of arguments or {task.name}.call(...), "
                     f"got {type(item).__name__}"
                 )
-            queue, message = task.build_message(args, kwargs, self._opts)
+            if hooks.has("enqueue"):
+                queue, message = await self._build_hooked(args, kwargs)
+            else:
+                queue, message = task.build_message(args, kwargs, self._opts)
             batch = by_queue.setdefault(queue, [])
             order.append((queue, len(batch)))
             batch.append(message)
@@ -200,6 +224,21 @@ class _Enqueuer(Generic[P, R]):
         ids = {queue: await broker.enqueue_many(queue, msgs) for queue, msgs in by_queue.items()}
         decoder = task.result_decoder
         return [AsyncResult(task.client, ids[queue][i], queue, decoder) for queue, i in order]
+
+    async def _build_hooked(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, OutgoingMessage]:
+        """One message of ``enqueue_many`` built inside the ``enqueue`` middleware
+        (the batch's round trip follows, for every message at once)."""
+        task = self._task
+        job = task.hook_job(self._opts, args, kwargs)
+
+        async def build() -> tuple[str, OutgoingMessage]:
+            built = task.build_message(args, kwargs, task.with_headers(self._opts, job))
+            job.task_id = built[1].task_id
+            return built
+
+        return await task.client.hooks.around("enqueue", job, build)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> SyncResult[R]:
         """Enqueue from synchronous code (no event loop needed); a blocking handle.
@@ -282,6 +321,26 @@ class Task(_Enqueuer[P, R]):
     def merge_options(self, opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
         """``opts`` with ``options`` applied, checked (``Signature.options``)."""
         return _merge(opts, options)
+
+    def hook_job(
+        self, opts: EnqueueOptions, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> JobInfo:
+        """What the ``enqueue`` middleware sees of one call (headers from ``trace``)."""
+        return JobInfo(
+            task_id=opts.task_id or "",
+            name=self.name,
+            queue=opts.queue or self.config.queue,
+            attempt=0,
+            headers=dict(opts.trace or {}),
+            args=args,
+            kwargs=dict(kwargs),
+        )
+
+    def with_headers(self, opts: EnqueueOptions, job: JobInfo) -> EnqueueOptions:
+        """``opts`` carrying the headers the middleware left on ``job``."""
+        if dict(opts.trace or {}) == job.headers:
+            return opts
+        return replace(opts, trace=dict(job.headers) or None)
 
     def result_decoder(self) -> msgspec.msgpack.Decoder[Any]:
         if self._result_decoder is None:

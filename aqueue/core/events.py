@@ -17,7 +17,7 @@ __all__ = [
     "WORKER_OFFLINE",
     "WORKER_ONLINE",
     "Event",
-    "decode_event",
+    "decode_events",
     "encode_worker_event",
 ]
 
@@ -54,7 +54,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     id: str
-    """The stream entry id: give it as ``since=`` to read on after this event."""
+    """Where the event is in the stream: give it as ``since=`` to read on after it."""
     task_id: str
     name: str
     queue: str
@@ -91,35 +91,40 @@ class _Wire(msgspec.Struct, array_like=True):
     error_message: str = ""
 
 
-_decoder = msgspec.msgpack.Decoder(_Wire)
+_decoder = msgspec.msgpack.Decoder(list[_Wire])
 _encoder = msgspec.msgpack.Encoder()
 
 
-def decode_event(entry_id: str, data: bytes) -> Event | None:
-    """The event in one stream entry's ``e`` field; None when it can't be read
-    (written by a newer aqueue, or damaged), so one bad entry never stops a reader."""
+def decode_events(entry_id: str, data: bytes) -> list[Event]:
+    """The events of one stream entry (a script writes all of its events as one
+    entry); each gets the id ``<entry id>-<index>``. An entry that can't be
+    read (written by a newer aqueue, or damaged) gives none, so one bad entry
+    never stops a reader."""
     try:
-        wire = _decoder.decode(data)
+        batch = _decoder.decode(data)
     except msgspec.DecodeError:
-        return None
-    return Event(
-        id=entry_id,
-        task_id=wire.task_id,
-        name=wire.name,
-        queue=wire.queue,
-        state=wire.state,
-        attempt=wire.attempt,
-        worker=wire.worker,
-        at=datetime.fromtimestamp(_at_ms(entry_id, wire.at_ms) / 1000, tz=UTC),
-        duration=None if wire.duration_ms < 0 else wire.duration_ms / 1000,
-        error_type=wire.error_type or None,
-        error_message=wire.error_message or None,
-    )
+        return []
+    return [
+        Event(
+            id=f"{entry_id}-{i}",
+            task_id=wire.task_id,
+            name=wire.name,
+            queue=wire.queue,
+            state=wire.state,
+            attempt=wire.attempt,
+            worker=wire.worker,
+            at=datetime.fromtimestamp(_at_ms(entry_id, wire.at_ms) / 1000, tz=UTC),
+            duration=None if wire.duration_ms < 0 else wire.duration_ms / 1000,
+            error_type=wire.error_type or None,
+            error_message=wire.error_message or None,
+        )
+        for i, wire in enumerate(batch)
+    ]
 
 
 def encode_worker_event(queue: str, worker: str, state: str, now_ms: int) -> bytes:
     """A worker's own event (online / offline), in the scripts' format."""
-    return _encoder.encode(_Wire(queue, "", "", state, 0, worker, now_ms))
+    return _encoder.encode([_Wire(queue, "", "", state, 0, worker, now_ms)])
 
 
 def _at_ms(entry_id: str, at_ms: float) -> float:

@@ -24,6 +24,7 @@ import msgspec
 from ..core.config import Settings
 from ..core.context import Context
 from ..core.errors import Retry
+from ..core.hooks import Hooks
 from ..core.protocol import (
     SIGNATURE_MARK,
     Codec,
@@ -63,6 +64,8 @@ class Job:
     args: list[Any]
     kwargs: dict[str, Any]
     attempt: int
+    #: What the task raised, for middleware (error trackers); None when it did not.
+    exception: BaseException | None = None
 
     @property
     def display_name(self) -> str:
@@ -139,6 +142,8 @@ class Executor:
         self.report = report
         #: Where a streaming task's chunks go (set by the worker).
         self.emit: ChunkSink | None = None
+        #: The App's middleware (set by the worker; None: none registered).
+        self.hooks: Hooks | None = None
 
     # -- before running ---------------------------------------------------------------
 
@@ -313,6 +318,7 @@ class Executor:
     # -- outcomes ---------------------------------------------------------------------
 
     def _after_error(self, job: Job, exc: BaseException) -> FinishItem:
+        job.exception = exc
         cfg = job.task.config
         env = job.envelope
         max_retries = env.max_retries if env.max_retries is not None else cfg.retries

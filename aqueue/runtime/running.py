@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ..core.protocol import FinishItem
 from .executor import Executor, Job, aborted
+from .hooked import job_info, run_hooked, tell_outcome
 from .slots import Capacity
 from .workflow import follow_ups
 
@@ -131,8 +132,14 @@ class Runner:
 
     async def _run(self, running: Running) -> None:
         job = running.job
+        hooks = self.executor.hooks
+        info = job_info(job) if hooks is not None and hooks.active else None
         try:
-            item = await self.executor.run(job)
+            if info is None:
+                item = await self.executor.run(job)
+            else:
+                assert hooks is not None
+                item = await run_hooked(hooks, info, job, self.executor.run)
         except asyncio.CancelledError:
             reason = running.cancel_reason
             if reason == "abort":
@@ -151,6 +158,9 @@ class Runner:
             item.follow = follow_ups(job.envelope, item, self.executor.codec, time.time())
         self.finish(job.delivery.queue, item, running)
         self._ended()
+        if info is not None:
+            assert hooks is not None
+            await tell_outcome(hooks, info, item, job)
 
     def _ended(self) -> None:
         """A job stopped executing: begin the next one read ahead, if any."""

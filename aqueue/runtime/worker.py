@@ -37,6 +37,7 @@ from .._version import __version__
 from ..core.config import mask_url
 from ..core.errors import WorkerCrashed
 from ..core.events import WORKER_OFFLINE, WORKER_ONLINE
+from ..core.hooks import WorkerInfo
 from ..core.protocol import Delivery
 from .executor import Executor
 from .fetching import Fetcher
@@ -122,6 +123,7 @@ class Worker:
         capacity = Capacity(self.concurrency + self.prefetch)
         self._inflight = inflight = Inflight()
         self._executor = Executor(app.tasks, app.client.codec, settings, self._thread_pool)
+        self._executor.hooks = app.client.hooks
         self._finisher = Finisher(
             self._broker,
             self.name,
@@ -239,6 +241,7 @@ class Worker:
                 self._executor.state = state
                 await self._maintenance.heartbeat()
                 await self._announce(WORKER_ONLINE)
+                await app.client.hooks.notify("worker_start", self._info())
                 spawn = self._spawn_loop
                 spawn(self._finisher.loop(), "finish")
                 spawn(self._maintenance.heartbeat_loop(), "heartbeat")
@@ -341,6 +344,7 @@ class Worker:
             )
         await self._leave_registry()
         await self._announce(WORKER_OFFLINE)
+        await self.app.client.hooks.notify("worker_stop", self._info())
         s = self.stats
         logger.info(
             "worker stopped: %d succeeded, %d failed, %d retried, %d dead, %d handed back",
@@ -412,6 +416,9 @@ class Worker:
         await _cancel_until_done(heartbeat)
         with contextlib.suppress(*RETRYABLE):
             await self._broker().views.delete_worker(self.name)
+
+    def _info(self) -> WorkerInfo:
+        return WorkerInfo(self.name, tuple(self.queues), self.concurrency)
 
     async def _announce(self, state: str) -> None:
         """The worker's own event (events on): it joined, or it left."""

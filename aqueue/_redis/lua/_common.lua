@@ -14,10 +14,12 @@ local function cut(blob, pos, len)
   return string.sub(blob, pos, pos + len - 1), pos + len
 end
 
+local STARTED_NAME = false  -- task events (issue 13), see mark_started
+
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
 local function mark_started(stream, group, rec, entry, consumer, now)
-  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
+  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl', 'name')
   if seen[1] == 'aborted' then
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
@@ -28,6 +30,7 @@ local function mark_started(stream, group, rec, entry, consumer, now)
   local attempt = (tonumber(seen[2]) or 0) + 1
   redis.call('HSET', rec, 'state', 'running', 'started', now, 'worker', consumer, 'entry', entry,
     'attempt', attempt)
+  STARTED_NAME = seen[4]  -- task events (issue 13): the started event's name
   return attempt
 end
 
@@ -156,11 +159,13 @@ end
 -- Task events (issue 13) -------------------------------------------------------
 -- With events on, the broker adds the events stream after a script's own keys
 -- and (queue, maxlen) after its own arguments; a script calls
--- events_from(<number of its own keys>) first. Off, EVENTS stays nil and
--- emit() returns at once: no command is added. Events are written next to the
--- change they report, in the same script, so none exists for a change that
--- did not happen.
+-- events_from(<number of its own keys>) first and flush_events() last. Off,
+-- EVENTS stays nil and emit() returns at once: no command is added. Events are
+-- written by the script that makes the change, so none exists for a change
+-- that did not happen. A script's events go out as one stream entry (a msgpack
+-- array of events), so a batch of a hundred outcomes costs one XADD.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
+local EVENT_BATCH = {}
 local function events_from(nkeys)
   EVENTS = KEYS[nkeys + 1]
   if EVENTS then EVENTS_QUEUE, EVENTS_MAXLEN = ARGV[#ARGV - 1], ARGV[#ARGV] end
@@ -173,14 +178,15 @@ local function own_argc()
   return #ARGV
 end
 
--- One event, a msgpack array in field 'e': {queue, task id, name, state,
--- attempt, worker, at ms, duration ms (-1: none), error type, error message}.
--- `err` is a stored error (a msgpack array of type, message, traceback); the
--- event keeps its type and message only. `timed`: the end of a run, whose
--- duration is measured from the record's start.
-local function emit(rec, tid, state, worker, now, err, timed)
+-- One event: {queue, task id, name, state, attempt, worker, at ms, duration ms
+-- (-1: none), error type, error message}. `err` is a stored error (a msgpack
+-- array of type, message, traceback); the event keeps its type and message.
+-- `known` = {name, attempt, started ms or false} when the script has them at
+-- hand; otherwise they are read from the record. `timed`: the end of a run,
+-- whose duration is measured from its start.
+local function emit(rec, tid, state, worker, now, err, timed, known)
   if not EVENTS then return end
-  local r = redis.call('HMGET', rec, 'name', 'attempt', 'started')
+  local r = known or redis.call('HMGET', rec, 'name', 'attempt', 'started')
   local duration = -1
   if timed and r[3] then duration = now - tonumber(r[3]) end
   local etype, emsg = '', ''
@@ -190,7 +196,13 @@ local function emit(rec, tid, state, worker, now, err, timed)
       etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
     end
   end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack({
-    EVENTS_QUEUE, tid, r[1] or '', state, tonumber(r[2]) or 0, worker, now, duration,
-    etype, emsg}))
+  EVENT_BATCH[#EVENT_BATCH + 1] = {EVENTS_QUEUE, tid, r[1] or '', state, tonumber(r[2]) or 0,
+    worker, now, duration, etype, emsg}
+end
+
+local function flush_events()
+  if EVENTS and #EVENT_BATCH > 0 then
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack(EVENT_BATCH))
+    EVENT_BATCH = {}
+  end
 end

@@ -29,4 +29,5 @@ elseif state == 'running' then
   redis.call('HSET', rec, 'abort', '1')
   redis.call('PUBLISH', ARGV[5], 'abort\n' .. tid)
 end
+flush_events()
 return state

@@ -27,4 +27,5 @@ else
   redis.call('PEXPIRE', rec, ttl)
   redis.call('PUBLISH', channel, '\0' .. push_frame(tid, 'failed', body))
 end
+flush_events()
 return 1

@@ -28,10 +28,12 @@ for _, row in ipairs(rows) do
       wake = true
     end
     if fresh == 1 then mark_enqueued_by(prefix .. tid, payload) end
-    emit(prefix .. tid, tid, delay > 0 and 'scheduled' or 'queued', '', now)
+    emit(prefix .. tid, tid, delay > 0 and 'scheduled' or 'queued', '', now, nil, false,
+      {name, 0, false})
     out[#out + 1] = tid
   end
 end
 -- Workers sleep until the earliest due time; a new earliest one wakes them.
 if wake then redis.call('PUBLISH', control, 'delayed') end
+flush_events()
 return out

@@ -18,7 +18,9 @@ for _, e in ipairs(reply[1][2]) do
   local attempt = 1
   if tid ~= '' then
     attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
-    if attempt > 0 then emit(prefix .. tid, tid, 'started', consumer, now) end
+    if attempt > 0 then
+      emit(prefix .. tid, tid, 'started', consumer, now, nil, false, {STARTED_NAME, attempt, now})
+    end
   end
   if attempt > 0 then
     out[#out + 1] = entry
@@ -27,4 +29,5 @@ for _, e in ipairs(reply[1][2]) do
     out[#out + 1] = attempt
   end
 end
+flush_events()
 return out

@@ -32,9 +32,11 @@ for _, row in ipairs(rows) do
   -- <<< workflows
   local retry_delay, reason, unique = row[6], row[8], row[9]
   local rec = prefix .. tid
-  local owned, repeated = true, false
+  local owned, repeated, known = true, false, nil
   if entry ~= '' then
-    local owner = redis.call('HMGET', rec, 'worker', 'entry')
+    -- name, attempt, started: for the outcome's event (issue 13), read here at no extra cost
+    local owner = redis.call('HMGET', rec, 'worker', 'entry', 'name', 'attempt', 'started')
+    if EVENTS then known = {owner[3], owner[4], owner[5]} end
     if owner[2] then
       owned = owner[1] == consumer and owner[2] == entry
     else  -- no record (purged): ask the stream who holds the entry
@@ -58,7 +60,7 @@ for _, row in ipairs(rows) do
       if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then wake = true end
       redis.call('HSET', payloads, tid, payload)
       redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', due)
-      if tid ~= '' then emit(rec, tid, 'retrying', consumer, now, err, true) end
+      if tid ~= '' then emit(rec, tid, 'retrying', consumer, now, err, true, known) end
     else
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
@@ -71,7 +73,7 @@ for _, row in ipairs(rows) do
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now)
       end
       if tid ~= '' then
-        emit(rec, tid, state, consumer, now, state ~= 'succeeded' and err or '', true)
+        emit(rec, tid, state, consumer, now, state ~= 'succeeded' and err or '', true, known)
       end
       redis.call('PEXPIRE', rec, ttl)
       -- workflows (issue 12) >>> the next steps leave with this outcome, atomically
@@ -100,4 +102,5 @@ if acked > 0 then trim_acked(stream, group) end
 -- A leading NUL marks the framed format (other scripts publish plain ids).
 if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
 if wake then redis.call('PUBLISH', control, 'delayed') end
+flush_events()
 return fenced

@@ -64,4 +64,5 @@ for _, id in ipairs(chord_order) do
   end
 end
 if #done > 0 then redis.call('PUBLISH', channel, '\0' .. table.concat(done)) end
+flush_events()
 return {enqueued, complete, settled}

@@ -48,4 +48,5 @@ if argc < 4 then
   redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
   redis.call('ZREM', workers, consumer)
 end
+flush_events()
 return n

@@ -7,3 +7,4 @@ local tid = ARGV[1]
 events_from(1)
 redis.call('HSET', rec, 'progress', ARGV[2])
 emit(rec, tid, 'progress', redis.call('HGET', rec, 'worker') or '', now_ms())
+flush_events()

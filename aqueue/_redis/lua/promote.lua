@@ -21,4 +21,5 @@ end
 local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 local wait = -1
 if nxt[2] then wait = math.max(0, tonumber(nxt[2]) - now) end
+flush_events()
 return {#due, wait}

@@ -56,4 +56,5 @@ for _, tid in ipairs(redis.call('ZRANGE', delayed, 0, limit - 1)) do
 end
 
 if #done > 0 then redis.call('PUBLISH', channel, table.concat(done, '\n')) end
+flush_events()
 return {from_stream, from_delayed}

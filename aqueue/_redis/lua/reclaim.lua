@@ -87,7 +87,10 @@ for _, e in ipairs(claimed) do
       local attempt = 1
       if tid ~= '' then
         attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
-        if attempt > 0 then emit(prefix .. tid, tid, 'started', consumer, now) end
+        if attempt > 0 then
+          emit(prefix .. tid, tid, 'started', consumer, now, nil, false,
+            {STARTED_NAME, attempt, now})
+        end
       end
       if attempt > 0 then
         out[#out + 1] = entry
@@ -99,4 +102,5 @@ for _, e in ipairs(claimed) do
   end
 end
 if #done > 0 then redis.call('PUBLISH', channel, table.concat(done, '\n')) end
+flush_events()
 return out

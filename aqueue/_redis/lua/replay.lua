@@ -28,4 +28,5 @@ for i = 2, own_argc() do
   end
   out[#out + 1] = new
 end
+flush_events()
 return out

@@ -25,4 +25,5 @@ end
 local now = now_ms()
 enqueue_one(stream, '', '', prefix, tid, name, payload, true, 0, ukey, uttl, now)
 emit(prefix .. tid, tid, 'queued', '', now)
+flush_events()
 return {'enqueued', tid}
