@@ -283,3 +283,53 @@ def test_cli_prints_events_as_json_lines_and_text(redis_url: str, prefix: str) -
     assert text.returncode == 0, text.stderr
     lines = [line for line in text.stdout.splitlines() if task_id in line]
     assert len(lines) == 3 and "succeeded" in lines[-1] and "basic.add" in lines[-1]
+
+
+async def test_hand_back_at_shutdown(events_app: aqueue.App) -> None:
+    app = events_app
+    started = asyncio.Event()
+
+    @app.task
+    async def slow(ctx: aqueue.Context) -> int:
+        if ctx.attempt == 1:
+            started.set()
+            await asyncio.sleep(30)
+        return ctx.attempt
+
+    handle = await slow.enqueue()
+    first = aqueue.Worker(app, grace_period=0.2)
+    run = asyncio.create_task(first.run())
+    await asyncio.wait_for(started.wait(), 10)
+    first.stop()  # the run is cancelled after the grace period and handed back
+    await asyncio.wait_for(run, 30)
+    # The next worker is another process in real life: an App of its own.
+    other = aqueue.App(app.settings.redis_url, prefix=app.settings.prefix, events=True)
+    other.tasks.update(app.tasks)
+    try:
+        async with running_worker(other):
+            assert await handle.get(timeout=10) == 2
+    finally:
+        await other.close()
+    events = [(e.state, e.attempt, e.worker) for e in await all_events(app) if e.task_id]
+    assert events[:3] == [("queued", 0, ""), ("started", 1, first.name), ("queued", 1, first.name)]
+    # The second run: started and succeeded by one worker. Usually the new one;
+    # sometimes the stopping worker itself takes the message back with a read it
+    # still had under way, and runs it (once) before it returns.
+    (started, attempt, by), done = events[3], events[4]
+    assert (started, attempt) == ("started", 2) and done == ("succeeded", 2, by)
+    assert len(events) == 5
+
+
+async def test_events_of_one_call_share_an_entry_and_since_reads_within_it(
+    events_app: aqueue.App,
+) -> None:
+    @events_app.task
+    async def noop(i: int) -> None: ...
+
+    handles = await noop.enqueue_many([(i,) for i in range(3)])
+    events = await all_events(events_app)
+    assert [(e.task_id, e.state) for e in events] == [(h.id, "queued") for h in handles]
+    entry = events[0].id.rpartition("-")[0]
+    assert [e.id for e in events] == [f"{entry}-{i}" for i in range(3)]
+    after = [e.task_id async for e in events_app.events(since=events[0].id, follow=False)]
+    assert after == [handles[1].id, handles[2].id]
