@@ -53,13 +53,13 @@ async def read_events(
             raise ConfigError(
                 "on Redis Cluster each queue has its own event stream: name the queues"
             )
-        streams = sorted({broker.events_stream(q) for q in queues})
+        streams = sorted({broker.events.key(q) for q in queues})
     else:
-        streams = [broker.events_stream("")]
+        streams = [broker.events.key("")]
     wanted = set(only) if only else None
     try:
         start, skip = _position(since)
-        ends = {s: _id_key(await broker.last_event_id(s)) for s in streams}
+        ends = {s: _id_key(await broker.events.last_id(s)) for s in streams}
         if start == "$":
             positions = {s: f"{ends[s][0]}-{ends[s][1]}" for s in streams}
         else:
@@ -73,7 +73,7 @@ async def read_events(
                 return
         block = BLOCK_MS if follow and len(streams) == 1 else None
         try:
-            batch = await broker.read_events(positions, BATCH, block)
+            batch = await broker.events.read(positions, BATCH, block)
         except REDIS_ERRORS as exc:
             raise _unreachable(client, exc) from exc
         if not batch:

@@ -22,9 +22,8 @@ from redis.commands.core import AsyncScript
 from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConfigError, ConnectionFailed
-from ..core.events import encode_worker_event
 from ..core.handoffs import HANDOFF_ABORT, Handoff
-from ..core.keys import CONSUMER_GROUP, QueueKeys, events_key
+from ..core.keys import CONSUMER_GROUP, QueueKeys
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
 from .connection import (
     REDIS_ERRORS,
@@ -33,6 +32,7 @@ from .connection import (
     as_failover,
     is_cluster,
 )
+from .events import EventStream
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, script_source
 from .topology import describe_topology, placement
@@ -74,6 +74,8 @@ class Broker:
             )
         #: Reads that change nothing (queue figures, worker registry, lookups).
         self.views = RedisViews(client, settings.prefix)
+        #: Task and worker events (issue 13): passed to the scripts, read by app.events().
+        self.events = EventStream(client, settings, self.cluster)
         self._sources = {name: script_source(name) for name in SCRIPT_NAMES}
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(source) for name, source in self._sources.items()
@@ -85,65 +87,18 @@ class Broker:
             keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue)
         return keys
 
-    # -- task events (issue 13) ---------------------------------------------------
-
-    def events_stream(self, queue: str) -> str:
-        """The events stream ``queue``'s scripts write: the app's one stream, or
-        on Redis Cluster the queue's own (a script touches a single slot)."""
-        return events_key(self.settings.prefix, queue if self.cluster else None)
-
-    def _ev(
-        self, queue: str, keys: Sequence[str], args: Sequence[Any]
-    ) -> tuple[Sequence[str], Sequence[Any]]:
-        """A script's keys and arguments, with what its events need when events
-        are on: the stream after its keys, queue and maxlen after its arguments
-        (see ``events_from`` in _common.lua). Off, they go unchanged."""
-        if not self.settings.events:
-            return keys, args
-        return (
-            [*keys, self.events_stream(queue)],
-            [*args, queue, self.settings.events_maxlen],
-        )
-
-    async def worker_event(self, queues: Sequence[str], worker: str, state: str) -> None:
-        """Publish a worker's ``worker_online`` / ``worker_offline``, once per queue."""
-        if not self.settings.events:
-            return
-        maxlen = self.settings.events_maxlen
-        for queue in queues:
-            data = encode_worker_event(queue, worker, state, 0)
-            await self.client.xadd(
-                self.events_stream(queue), {"e": data}, maxlen=maxlen, approximate=True
-            )
-
-    async def read_events(
-        self, positions: dict[str, str], count: int, block_ms: int | None
-    ) -> list[tuple[str, str, bytes]]:
-        """Events after each stream's position: ``(stream, entry id, data)``,
-        waiting up to ``block_ms`` for the first (None: not at all)."""
-        reply: Any = await self.client.xread(positions, count=count, block=block_ms)  # type: ignore[arg-type]
-        if not reply:
-            return []
-        items = reply.items() if isinstance(reply, dict) else reply
-        out: list[tuple[str, str, bytes]] = []
-        for stream, value in items:
-            # RESP3 may wrap the entries in one more list.
-            entries = value[0] if value and isinstance(value[0], list) else value
-            out.extend(
-                (_text(stream), _text(entry_id), fields.get(b"e", b""))
-                for entry_id, fields in entries
-            )
-        return out
-
-    async def last_event_id(self, stream: str) -> str:
-        """The newest event's id in ``stream`` ("0-0" when there is none)."""
-        last: Any = await self.client.xrevrange(stream, count=1)
-        return _text(last[0][0]) if last else "0-0"
-
     async def _script(
-        self, name: str, keys: Sequence[str], args: Sequence[Any], durable: bool = False
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        durable: bool = False,
+        events: str | None = None,
     ) -> Any:
-        """Run a script; ``durable`` changes wait for ``replicas_ack`` replicas."""
+        """Run a script; ``durable`` changes wait for ``replicas_ack`` replicas;
+        ``events``: the queue whose events the script writes (when events are on)."""
+        if events is not None:
+            keys, args = self.events.script_extras(events, keys, args)
         try:
             return await self._call_script(name, keys, args, durable)
         except redis.exceptions.ResponseError as exc:
@@ -246,8 +201,10 @@ class Broker:
                 # SCRIPT EXISTS (an extra round trip on the latency path).
                 reply = await self._script(
                     "enqueue",
-                    *self._ev(queue, script_keys, self._enqueue_args(keys, messages)),
+                    script_keys,
+                    self._enqueue_args(keys, messages),
                     durable=True,
+                    events=queue,
                 )
                 return [_text(x) for x in reply]
             if self.cluster or self.settings.replicas_ack:
@@ -257,14 +214,16 @@ class Broker:
                     chunk = messages[start : start + ENQUEUE_CHUNK]
                     args = self._enqueue_args(keys, chunk)
                     reply = await self._script(
-                        "enqueue", *self._ev(queue, script_keys, args), durable=True
+                        "enqueue", script_keys, args, durable=True, events=queue
                     )
                     ids.extend(_text(x) for x in reply)
                 return ids
             async with self.client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(messages), ENQUEUE_CHUNK):
                     chunk = messages[start : start + ENQUEUE_CHUNK]
-                    ev_keys, ev_args = self._ev(queue, script_keys, self._enqueue_args(keys, chunk))
+                    ev_keys, ev_args = self.events.script_extras(
+                        queue, script_keys, self._enqueue_args(keys, chunk)
+                    )
                     await self._scripts["enqueue"](keys=ev_keys, args=ev_args, client=pipe)
                 for reply in await pipe.execute():
                     ids.extend(_text(x) for x in reply)
@@ -355,9 +314,9 @@ class Broker:
         try:
             flat = await self._script(
                 "fetch",
-                *self._ev(
-                    queue, (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, count]
-                ),
+                (keys.stream,),
+                [keys.task_prefix, CONSUMER_GROUP, consumer, count],
+                events=queue,
             )
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -376,7 +335,9 @@ class Broker:
         rows = _rows.encode([(d.entry_id, d.task_id) for d in deliveries])
         attempts = await self._script(
             "start",
-            *self._ev(queue, (keys.stream,), [keys.task_prefix, CONSUMER_GROUP, consumer, rows]),
+            (keys.stream,),
+            [keys.task_prefix, CONSUMER_GROUP, consumer, rows],
+            events=queue,
         )
         for d, attempt in zip(deliveries, attempts, strict=True):
             d.attempt = int(attempt)
@@ -404,12 +365,10 @@ class Broker:
         ]
         fenced = await self._script(
             "finish",
-            *self._ev(
-                queue,
-                (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead, keys.outbox),
-                args,
-            ),
+            (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead, keys.outbox),
+            args,
             durable=True,
+            events=queue,
         )
         return [_text(x) for x in fenced]
 
@@ -469,22 +428,20 @@ class Broker:
         dead_after_ms = min(int(s.dead_worker_after * 1000), visibility_ms)
         flat = await self._script(
             "reclaim",
-            *self._ev(
-                queue,
-                (keys.stream, keys.workers, keys.dead, keys.outbox),
-                [
-                    CONSUMER_GROUP,
-                    consumer,
-                    visibility_ms,
-                    dead_after_ms,
-                    count,
-                    s.max_deliveries,
-                    keys.task_prefix,
-                    int(s.result_ttl * 1000),
-                    keys.done_channel,
-                    s.dead_letter_maxlen,
-                ],
-            ),
+            (keys.stream, keys.workers, keys.dead, keys.outbox),
+            [
+                CONSUMER_GROUP,
+                consumer,
+                visibility_ms,
+                dead_after_ms,
+                count,
+                s.max_deliveries,
+                keys.task_prefix,
+                int(s.result_ttl * 1000),
+                keys.done_channel,
+                s.dead_letter_maxlen,
+            ],
+            events=queue,
         )
         out: list[Delivery] = []
         for i in range(0, len(flat), 4):
@@ -500,18 +457,16 @@ class Broker:
         keys = self.keys(queue)
         state = await self._script(
             "abort",
-            *self._ev(
-                queue,
-                (keys.delayed, keys.delayed_payloads),
-                [
-                    keys.task_prefix,
-                    task_id,
-                    int(self.settings.result_ttl * 1000),
-                    keys.done_channel,
-                    keys.control_channel,
-                    error,
-                ],
-            ),
+            (keys.delayed, keys.delayed_payloads),
+            [
+                keys.task_prefix,
+                task_id,
+                int(self.settings.result_ttl * 1000),
+                keys.done_channel,
+                keys.control_channel,
+                error,
+            ],
+            events=queue,
         )
         return _text(state)
 
@@ -520,9 +475,9 @@ class Broker:
         keys = self.keys(queue)
         moved, wait = await self._script(
             "promote",
-            *self._ev(
-                queue, (keys.stream, keys.delayed, keys.delayed_payloads), [keys.task_prefix, limit]
-            ),
+            (keys.stream, keys.delayed, keys.delayed_payloads),
+            [keys.task_prefix, limit],
+            events=queue,
         )
         return int(moved), int(wait)
 
@@ -536,11 +491,9 @@ class Broker:
         keys = self.keys(queue)
         n = await self._script(
             "leave",
-            *self._ev(
-                queue,
-                (keys.stream, keys.workers),
-                [keys.task_prefix, CONSUMER_GROUP, consumer, *keep],
-            ),
+            (keys.stream, keys.workers),
+            [keys.task_prefix, CONSUMER_GROUP, consumer, *keep],
+            events=queue,
         )
         return int(n)
 
@@ -553,27 +506,25 @@ class Broker:
         keys = self.keys(queue)
         from_stream, from_delayed = await self._script(
             "purge",
-            *self._ev(
-                queue,
-                (keys.stream, keys.delayed, keys.delayed_payloads),
-                [
-                    keys.task_prefix,
-                    CONSUMER_GROUP,
-                    int(self.settings.result_ttl * 1000),
-                    keys.done_channel,
-                    error,
-                    limit,
-                ],
-            ),
+            (keys.stream, keys.delayed, keys.delayed_payloads),
+            [
+                keys.task_prefix,
+                CONSUMER_GROUP,
+                int(self.settings.result_ttl * 1000),
+                keys.done_channel,
+                error,
+                limit,
+            ],
+            events=queue,
         )
         return int(from_stream), int(from_delayed)
 
     async def set_progress(self, queue: str, task_id: str, value: Any, message: str) -> None:
         """Store a running task's latest progress report in its record."""
         key = self.keys(queue).task(task_id)
-        if self.settings.events:
+        if self.settings.events:  # one script: the progress and its event together
             await self._script(
-                "progress", *self._ev(queue, (key,), [task_id, encode_progress(value, message)])
+                "progress", (key,), [task_id, encode_progress(value, message)], events=queue
             )
             return
         await self.client.hset(key, "progress", encode_progress(value, message))
@@ -591,19 +542,17 @@ class Broker:
         unique_key = keys.unique(message.unique_key) if message.unique_key else ""
         outcome, task_id = await self._script(
             "tick",
-            *self._ev(
-                queue,
-                (keys.periodic(schedule), keys.stream),
-                [
-                    keys.task_prefix,
-                    tick_ms,
-                    message.task_id,
-                    message.task_name,
-                    message.payload,
-                    unique_key,
-                    message.unique_ttl_ms,
-                ],
-            ),
+            (keys.periodic(schedule), keys.stream),
+            [
+                keys.task_prefix,
+                tick_ms,
+                message.task_id,
+                message.task_name,
+                message.payload,
+                unique_key,
+                message.unique_ttl_ms,
+            ],
+            events=queue,
         )
         return _text(outcome), _text(task_id)
 
@@ -633,18 +582,16 @@ class Broker:
         keys = self.keys(queue)
         return await self._script(
             "forward",
-            *self._ev(
-                queue,
-                (keys.stream,),
-                [
-                    keys.task_prefix,
-                    keys.done_channel,
-                    int(self.settings.result_ttl * 1000),
-                    keys.chord_prefix,
-                    rows,
-                    blob,
-                ],
-            ),
+            (keys.stream,),
+            [
+                keys.task_prefix,
+                keys.done_channel,
+                int(self.settings.result_ttl * 1000),
+                keys.chord_prefix,
+                rows,
+                blob,
+            ],
+            events=queue,
         )
 
     async def abort_unsent(self, queue: str, task_id: str, error: bytes) -> bool:
@@ -682,19 +629,17 @@ class Broker:
         keys = self.keys(queue)
         fired = await self._script(
             "chord",
-            *self._ev(
-                queue,
-                (keys.stream, keys.chord(chord_id)),
-                [
-                    keys.task_prefix,
-                    keys.done_channel,
-                    int(self.settings.result_ttl * 1000),
-                    task_id,
-                    name,
-                    1 if fail else 0,
-                    body,
-                ],
-            ),
+            (keys.stream, keys.chord(chord_id)),
+            [
+                keys.task_prefix,
+                keys.done_channel,
+                int(self.settings.result_ttl * 1000),
+                task_id,
+                name,
+                1 if fail else 0,
+                body,
+            ],
+            events=queue,
         )
         return bool(fired)
 
@@ -741,7 +686,7 @@ class Broker:
             return []
         keys = self.keys(queue)
         new = await self._script(
-            "replay", *self._ev(queue, (keys.stream, keys.dead), [keys.task_prefix, *entry_ids])
+            "replay", (keys.stream, keys.dead), [keys.task_prefix, *entry_ids], events=queue
         )
         return [_text(x) for x in new]
 

@@ -423,7 +423,7 @@ class Worker:
     async def _announce(self, state: str) -> None:
         """The worker's own event (events on): it joined, or it left."""
         with contextlib.suppress(*RETRYABLE):
-            await self._broker().worker_event(self.queues, self.name, state)
+            await self._broker().events.worker_event(self.queues, self.name, state)
 
 
 async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
