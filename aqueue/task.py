@@ -248,10 +248,32 @@ class _Enqueuer(Generic[P, R]):
         acknowledges. See :mod:`aqueue.sync`.
         """
         task = self._task
+        if task.client.hooks.has("enqueue"):
+            return self._delay_hooked(args, kwargs)
         # Checked and encoded here, so a bad argument raises in the caller's thread.
         queue, message = task.build_message(args, kwargs, self._opts)
         result: SyncResult[R] = send(task.client, queue, message, task.result_decoder)
         return result
+
+    def _delay_hooked(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SyncResult[R]:
+        """``delay`` inside the App's ``enqueue`` middleware, on the private loop (whose
+        task sees the caller's context variables); errors still raise here."""
+        task = self._task
+        runner = task.client.sync()
+        job = task.hook_job(self._opts, args, kwargs)
+
+        async def hooked() -> tuple[str, str]:
+            async def sent() -> tuple[str, str]:
+                queue, message = task.build_message(
+                    args, kwargs, task.with_headers(self._opts, job)
+                )
+                job.task_id = message.task_id
+                return queue, await runner.client.broker.enqueue(queue, message)
+
+            return await task.client.hooks.around("enqueue", job, sent)
+
+        queue, task_id = runner.call(hooked())
+        return SyncResult(runner, task_id, queue, task.result_decoder)
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
         """Bind arguments now, enqueue later (``enqueue_many([t.call(1), ...])``)."""

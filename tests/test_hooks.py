@@ -3,6 +3,7 @@ with a real worker; a hook that raises or forgets call_next never loses a task."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -206,3 +207,26 @@ async def test_a_hook_cannot_hide_a_task_error(app: aqueue.App) -> None:
 def test_middleware_must_be_a_middleware(app: aqueue.App) -> None:
     with pytest.raises(aqueue.ConfigError, match="Middleware instance"):
         app.middleware(object())  # type: ignore[type-var]
+
+
+async def test_delay_runs_the_enqueue_hooks_with_the_callers_context(app: aqueue.App) -> None:
+    recorder = app.middleware(Recorder())
+    seen: list[str] = []
+
+    @app.task
+    async def echo(x: int) -> int:
+        seen.append(correlation.get())
+        return x
+
+    def from_sync_code() -> aqueue.SyncResult[int]:
+        correlation.set("sync-7")  # this thread's context
+        return echo.delay(7)
+
+    handle = await asyncio.to_thread(from_sync_code)
+    try:
+        async with running_worker(app):
+            assert await app.result(handle.id).get(timeout=10) == 7
+    finally:
+        app.close_sync()
+    assert seen == ["sync-7"]
+    assert recorder.calls[:2] == [("enqueue:before", echo.name, ""), ("enqueue:after", handle.id)]
