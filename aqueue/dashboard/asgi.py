@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from .._redis.connection import ANY_REDIS_ERROR
 from ..app import App
+from ..core.errors import AqueueError
 from ..deadletter import purge_dead, replay_dead
 from . import pages
 from .auth import AuthHook, BasicAuth, allowed, parse_credentials
@@ -59,6 +60,15 @@ _ACTIONS = {
     "purge-dead": ("queue",),
     "purge-queue": ("queue",),
 }
+
+
+async def _watch_events(app: App, task_id: str | None, changed: asyncio.Event) -> None:
+    """Set ``changed`` on every new event (of ``task_id`` only, when given); a
+    Redis error just leaves the page on its regular pushes."""
+    with contextlib.suppress(AqueueError, *ANY_REDIS_ERROR):
+        async for event in app.events():
+            if task_id is None or event.task_id == task_id:
+                changed.set()
 
 
 class Dashboard:
@@ -249,7 +259,9 @@ class Dashboard:
     # -- live updates ------------------------------------------------------------------
 
     async def _stream(self, request: Request, links: Links, receive: Receive, send: Send) -> None:
-        """Push a fresh fragment every :data:`PUSH_INTERVAL` until the browser leaves."""
+        """Push a fresh fragment every :data:`PUSH_INTERVAL` until the browser leaves;
+        with events on, also as soon as an event shows a change (for a task page:
+        one of that task's)."""
         what = request.path.removeprefix("/events/")
         task_id = what.removeprefix("tasks/") if what.startswith("tasks/") else None
         if task_id is None and what != "overview":
@@ -267,6 +279,12 @@ class Dashboard:
             }
         )
         left = asyncio.create_task(wait_disconnect(receive))
+        changed = asyncio.Event()
+        watcher = (
+            asyncio.create_task(_watch_events(self.app, task_id, changed))
+            if self.app.settings.events
+            else None
+        )
         try:
             while not left.done():
                 try:
@@ -285,10 +303,17 @@ class Dashboard:
                         "more_body": True,
                     }
                 )
-                await asyncio.wait({left}, timeout=PUSH_INTERVAL)
+                changed.clear()
+                waiting = asyncio.create_task(changed.wait())
+                await asyncio.wait(
+                    {left, waiting}, timeout=PUSH_INTERVAL, return_when="FIRST_COMPLETED"
+                )
+                waiting.cancel()
         except (ConnectionError, OSError):
             pass  # the browser went away
         finally:
+            if watcher is not None:
+                watcher.cancel()
             left.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await left
