@@ -58,21 +58,27 @@ class EventStream:
         self, positions: dict[str, str], count: int, block_ms: int | None
     ) -> list[tuple[str, str, bytes]]:
         """Entries after each stream's position: ``(stream, entry id, data)``,
-        waiting up to ``block_ms`` for the first (None: not at all)."""
+        waiting up to ``block_ms`` for the first (None: not at all). On Redis
+        Cluster the streams live in different slots: one read each, none blocking."""
+        if self.cluster and len(positions) > 1:
+            out: list[tuple[str, str, bytes]] = []
+            for stream, position in positions.items():
+                out += await self.read({stream: position}, count, None)
+            return out
         streams: Any = positions
         reply: Any = await self.client.xread(streams, count=count, block=block_ms)
         if not reply:
             return []
         items = reply.items() if isinstance(reply, dict) else reply
-        out: list[tuple[str, str, bytes]] = []
+        found: list[tuple[str, str, bytes]] = []
         for stream, value in items:
             # RESP3 may wrap the entries in one more list.
             entries = value[0] if value and isinstance(value[0], list) else value
-            out.extend(
+            found.extend(
                 (_text(stream), _text(entry_id), fields.get(b"e", b""))
                 for entry_id, fields in entries
             )
-        return out
+        return found
 
     async def last_id(self, stream: str) -> str:
         """The newest entry's id in ``stream`` ("0-0" when there is none)."""
