@@ -333,3 +333,24 @@ async def test_events_of_one_call_share_an_entry_and_since_reads_within_it(
     assert [e.id for e in events] == [f"{entry}-{i}" for i in range(3)]
     after = [e.task_id async for e in events_app.events(since=events[0].id, follow=False)]
     assert after == [handles[1].id, handles[2].id]
+
+
+async def test_expired(events_app: aqueue.App) -> None:
+    app = events_app
+
+    @app.task
+    async def stale() -> None: ...
+
+    handle = await stale.options(expires=0.05).enqueue()
+    await asyncio.sleep(0.2)  # past its expiry before any worker reads it
+    async with running_worker(app):
+        with pytest.raises(aqueue.TaskExpired):
+            await handle.get(timeout=10)
+    events = [ev for ev in await all_events(app) if ev.task_id == handle.id]
+    # The record says running for a moment (the read marks it) before the expiry.
+    assert [(e.state, e.attempt) for e in events] == [
+        ("queued", 0),
+        ("started", 1),
+        ("expired", 1),
+    ]
+    assert events[-1].error_type == "TaskExpired"
