@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .errors import ConfigError
 from .protocol import ErrorInfo
 from .status import TaskStatus
 
@@ -113,8 +114,6 @@ class Hooks:
 
     def add(self, middleware: Middleware) -> None:
         if not isinstance(middleware, Middleware):
-            from .errors import ConfigError
-
             raise ConfigError(
                 f"app.middleware() takes an aqueue.Middleware instance, got {middleware!r}"
             )
