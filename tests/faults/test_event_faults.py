@@ -40,7 +40,11 @@ async def test_events_under_a_sigkilled_worker(
     offline = [ev.worker for ev in events if ev.state == "worker_offline"]
     assert len(online) == 2 and len(set(online)) == 2
     killed, survivor = online
-    assert offline == [survivor]  # the killed worker never said goodbye
+    # The killed worker never said goodbye: the survivor reported it lost when it
+    # took over its work; the survivor said goodbye itself.
+    assert offline == [killed, survivor]
+    [lost] = [ev for ev in events if ev.state == "worker_offline" and ev.worker == killed]
+    assert lost.error_type == "WorkerLost"
 
     def of(handle_id: str) -> list[tuple[str, int, str]]:
         return [(ev.state, ev.attempt, ev.worker) for ev in events if ev.task_id == handle_id]

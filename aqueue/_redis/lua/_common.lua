@@ -200,6 +200,12 @@ local function emit(rec, tid, state, worker, now, err, timed, known)
     worker, now, duration, etype, emsg}
 end
 
+-- A worker's event (not a task's), e.g. worker_offline for a worker that died.
+local function emit_worker(state, worker, now, etype, emsg)
+  if not EVENTS then return end
+  EVENT_BATCH[#EVENT_BATCH + 1] = {EVENTS_QUEUE, '', '', state, 0, worker, now, -1, etype, emsg}
+end
+
 local function flush_events()
   if EVENTS and #EVENT_BATCH > 0 then
     redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack(EVENT_BATCH))

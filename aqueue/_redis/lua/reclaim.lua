@@ -50,6 +50,12 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
     if not beat or now - tonumber(beat) > dead_after then
       redis.call('XGROUP', 'DELCONSUMER', stream, group, name)
       redis.call('ZREM', workers, name)
+      -- A worker that left by itself said so and is no longer registered;
+      -- one still registered died without a word (issue 13: events).
+      if beat then
+        emit_worker('worker_offline', name, now, 'WorkerLost',
+          'no heartbeat for ' .. (now - tonumber(beat)) .. ' ms')
+      end
     end
   end
 end
