@@ -354,3 +354,17 @@ async def test_expired(events_app: aqueue.App) -> None:
         ("expired", 1),
     ]
     assert events[-1].error_type == "TaskExpired"
+
+
+async def test_a_big_batch_is_split_into_entries_of_at_most_100_events(
+    events_app: aqueue.App,
+) -> None:
+    @events_app.task
+    async def noop(i: int) -> None: ...
+
+    handles = await noop.enqueue_many([(i,) for i in range(250)])
+    events = await all_events(events_app)
+    assert [e.task_id for e in events] == [h.id for h in handles]
+    entries = [e.id.rpartition("-")[0] for e in events]
+    sizes = [entries.count(entry) for entry in dict.fromkeys(entries)]
+    assert sizes == [100, 100, 50]

@@ -170,8 +170,10 @@ class Settings:
     events: bool = False
     """Publish every state change as an event (``app.events()``, ``aqueue
     events``) to a capped stream, written by the scripts that make the change."""
-    events_maxlen: int = 100_000
-    """About how many events the event stream keeps (the oldest are dropped)."""
+    events_maxlen: int = 10_000
+    """About how many entries the event stream keeps (the oldest are dropped).
+    An entry holds the events of one script call, 1 to 100: one enqueue, or a
+    worker's batch of starts or outcomes."""
 
     def __post_init__(self) -> None:
         positive = (

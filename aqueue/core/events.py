@@ -9,6 +9,7 @@ exactly when its change happened. Workers add ``worker_online`` and
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -91,18 +92,24 @@ class _Wire(msgspec.Struct, array_like=True):
     error_message: str = ""
 
 
-_decoder = msgspec.msgpack.Decoder(list[_Wire])
+#: Values per event in a stream entry (the fields of ``_Wire``, in order).
+_FIELDS = len(_Wire.__struct_fields__)
+_decoder = msgspec.msgpack.Decoder(list[Any])
 _encoder = msgspec.msgpack.Encoder()
 
 
 def decode_events(entry_id: str, data: bytes) -> list[Event]:
     """The events of one stream entry (a script writes all of its events as one
-    entry); each gets the id ``<entry id>-<index>``. An entry that can't be
-    read (written by a newer aqueue, or damaged) gives none, so one bad entry
-    never stops a reader."""
+    entry: one msgpack array, ``_FIELDS`` values per event); each gets the id
+    ``<entry id>-<index>``. An entry that can't be read (written by a newer
+    aqueue, or damaged) gives none, so one bad entry never stops a reader."""
     try:
-        batch = _decoder.decode(data)
-    except msgspec.DecodeError:
+        values = _decoder.decode(data)
+        wires = [
+            msgspec.convert(values[i : i + _FIELDS], _Wire)
+            for i in range(0, len(values) - _FIELDS + 1, _FIELDS)
+        ]
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
         return []
     return [
         Event(
@@ -118,13 +125,13 @@ def decode_events(entry_id: str, data: bytes) -> list[Event]:
             error_type=wire.error_type or None,
             error_message=wire.error_message or None,
         )
-        for i, wire in enumerate(batch)
+        for i, wire in enumerate(wires)
     ]
 
 
 def encode_worker_event(queue: str, worker: str, state: str, now_ms: int) -> bytes:
     """A worker's own event (online / offline), in the scripts' format."""
-    return _encoder.encode([_Wire(queue, "", "", state, 0, worker, now_ms)])
+    return _encoder.encode([queue, "", "", state, 0, worker, now_ms, -1, "", ""])
 
 
 def _at_ms(entry_id: str, at_ms: float) -> float:

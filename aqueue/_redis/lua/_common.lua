@@ -162,10 +162,14 @@ end
 -- events_from(<number of its own keys>) first and flush_events() last. Off,
 -- EVENTS stays nil and emit() returns at once: no command is added. Events are
 -- written by the script that makes the change, so none exists for a change
--- that did not happen. A script's events go out as one stream entry (a msgpack
--- array of events), so a batch of a hundred outcomes costs one XADD.
+-- that did not happen. A script's events go out together, up to EVENT_CHUNK
+-- per stream entry, so a batch of a hundred outcomes costs one XADD: field 'e'
+-- holds one msgpack array of EVENT_FIELDS values per event, back to back.
+-- MAXLEN counts entries, so the stream holds at most about
+-- events_maxlen * EVENT_CHUNK events.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
 local EVENT_BATCH = {}
+local EVENT_FIELDS, EVENT_CHUNK = 10, 100
 local function events_from(nkeys)
   EVENTS = KEYS[nkeys + 1]
   if EVENTS then EVENTS_QUEUE, EVENTS_MAXLEN = ARGV[#ARGV - 1], ARGV[#ARGV] end
@@ -178,17 +182,21 @@ local function own_argc()
   return #ARGV
 end
 
--- One event: {queue, task id, name, state, attempt, worker, at ms, duration ms
--- (-1: none), error type, error message}. `err` is a stored error (a msgpack
+-- One event: queue, task id, name, state, attempt, worker, at ms, duration ms
+-- (-1: none), error type, error message. `err` is a stored error (a msgpack
 -- array of type, message, traceback); the event keeps its type and message.
--- `known` = {name, attempt, started ms or false} when the script has them at
--- hand; otherwise they are read from the record. `timed`: the end of a run,
--- whose duration is measured from its start.
-local function emit(rec, tid, state, worker, now, err, timed, known)
+-- `name`, `attempt`, `started` (ms or false): given when the script has them
+-- at hand (name nil: read from the record). `timed`: the end of a run, whose
+-- duration is measured from its start. Each event is packed at once (no
+-- table per event): the cheapest form for Lua.
+local function emit(rec, tid, state, worker, now, err, timed, name, attempt, started)
   if not EVENTS then return end
-  local r = known or redis.call('HMGET', rec, 'name', 'attempt', 'started')
+  if name == nil then
+    local r = redis.call('HMGET', rec, 'name', 'attempt', 'started')
+    name, attempt, started = r[1], r[2], r[3]
+  end
   local duration = -1
-  if timed and r[3] then duration = now - tonumber(r[3]) end
+  if timed and started then duration = now - tonumber(started) end
   local etype, emsg = '', ''
   if err and err ~= '' then
     local ok, info = pcall(cmsgpack.unpack, err)
@@ -196,19 +204,25 @@ local function emit(rec, tid, state, worker, now, err, timed, known)
       etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
     end
   end
-  EVENT_BATCH[#EVENT_BATCH + 1] = {EVENTS_QUEUE, tid, r[1] or '', state, tonumber(r[2]) or 0,
-    worker, now, duration, etype, emsg}
+  EVENT_BATCH[#EVENT_BATCH + 1] = cmsgpack.pack(EVENTS_QUEUE, tid, name or '', state,
+    tonumber(attempt) or 0, worker, now, duration, etype, emsg)
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end
-  EVENT_BATCH[#EVENT_BATCH + 1] = {EVENTS_QUEUE, '', '', state, 0, worker, now, -1, etype, emsg}
+  EVENT_BATCH[#EVENT_BATCH + 1] = cmsgpack.pack(EVENTS_QUEUE, '', '', state, 0, worker, now, -1,
+    etype, emsg)
 end
 
 local function flush_events()
-  if EVENTS and #EVENT_BATCH > 0 then
-    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack(EVENT_BATCH))
-    EVENT_BATCH = {}
+  if not EVENTS then return end
+  for first = 1, #EVENT_BATCH, EVENT_CHUNK do
+    local last = math.min(#EVENT_BATCH, first + EVENT_CHUNK - 1)
+    -- A msgpack array32 header, then the events' values.
+    local header = struct.pack('>BI4', 0xdd, (last - first + 1) * EVENT_FIELDS)
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e',
+      header .. table.concat(EVENT_BATCH, '', first, last))
   end
+  EVENT_BATCH = {}
 end

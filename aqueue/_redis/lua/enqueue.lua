@@ -29,7 +29,7 @@ for _, row in ipairs(rows) do
     end
     if fresh == 1 then mark_enqueued_by(prefix .. tid, payload) end
     emit(prefix .. tid, tid, delay > 0 and 'scheduled' or 'queued', '', now, nil, false,
-      {name, 0, false})
+      name, 0, false)
     out[#out + 1] = tid
   end
 end

@@ -32,11 +32,12 @@ for _, row in ipairs(rows) do
   -- <<< workflows
   local retry_delay, reason, unique = row[6], row[8], row[9]
   local rec = prefix .. tid
-  local owned, repeated, known = true, false, nil
+  local owned, repeated = true, false
+  local name, attempt, started  -- for the outcome's event (issue 13)
   if entry ~= '' then
     -- name, attempt, started: for the outcome's event (issue 13), read here at no extra cost
     local owner = redis.call('HMGET', rec, 'worker', 'entry', 'name', 'attempt', 'started')
-    if EVENTS then known = {owner[3], owner[4], owner[5]} end
+    name, attempt, started = owner[3], owner[4], owner[5]
     if owner[2] then
       owned = owner[1] == consumer and owner[2] == entry
     else  -- no record (purged): ask the stream who holds the entry
@@ -60,7 +61,9 @@ for _, row in ipairs(rows) do
       if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then wake = true end
       redis.call('HSET', payloads, tid, payload)
       redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', due)
-      if tid ~= '' then emit(rec, tid, 'retrying', consumer, now, err, true, known) end
+      if tid ~= '' then
+        emit(rec, tid, 'retrying', consumer, now, err, true, name, attempt, started)
+      end
     else
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
@@ -73,7 +76,8 @@ for _, row in ipairs(rows) do
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now)
       end
       if tid ~= '' then
-        emit(rec, tid, state, consumer, now, state ~= 'succeeded' and err or '', true, known)
+        local e = state ~= 'succeeded' and err or ''
+        emit(rec, tid, state, consumer, now, e, true, name, attempt, started)
       end
       redis.call('PEXPIRE', rec, ttl)
       -- workflows (issue 12) >>> the next steps leave with this outcome, atomically

@@ -95,7 +95,7 @@ for _, e in ipairs(claimed) do
         attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
         if attempt > 0 then
           emit(prefix .. tid, tid, 'started', consumer, now, nil, false,
-            {STARTED_NAME, attempt, now})
+            STARTED_NAME, attempt, now)
         end
       end
       if attempt > 0 then

@@ -15,7 +15,7 @@ for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
     local attempt = mark_started(stream, group, prefix .. row[2], row[1], consumer, now)
     if attempt > 0 then
       emit(prefix .. row[2], row[2], 'started', consumer, now, nil, false,
-        {STARTED_NAME, attempt, now})
+        STARTED_NAME, attempt, now)
     end
     out[#out + 1] = attempt
   end
