@@ -186,7 +186,7 @@ end
 -- (-1: none), error type, error message. `err` is a stored error (a msgpack
 -- array of type, message, traceback); the event keeps its type and message.
 -- `name`, `attempt`, `started` (ms or false): given when the script has them
--- at hand (name nil: read from the record). `timed`: the end of a run, whose
+-- at hand (name nil: read from the record `rec`, which is otherwise unused). `timed`: the end of a run, whose
 -- duration is measured from its start. Each event is packed at once (no
 -- table per event): the cheapest form for Lua.
 local function emit(rec, tid, state, worker, now, err, timed, name, attempt, started)

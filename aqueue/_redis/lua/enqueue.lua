@@ -28,8 +28,9 @@ for _, row in ipairs(rows) do
       wake = true
     end
     if fresh == 1 then mark_enqueued_by(prefix .. tid, payload) end
-    emit(prefix .. tid, tid, delay > 0 and 'scheduled' or 'queued', '', now, nil, false,
-      name, 0, false)
+    if EVENTS then
+      emit('', tid, delay > 0 and 'scheduled' or 'queued', '', now, nil, false, name, 0, false)
+    end
     out[#out + 1] = tid
   end
 end

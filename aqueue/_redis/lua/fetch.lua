@@ -18,8 +18,8 @@ for _, e in ipairs(reply[1][2]) do
   local attempt = 1
   if tid ~= '' then
     attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
-    if attempt > 0 then
-      emit(prefix .. tid, tid, 'started', consumer, now, nil, false, STARTED_NAME, attempt, now)
+    if EVENTS and attempt > 0 then
+      emit('', tid, 'started', consumer, now, nil, false, STARTED_NAME, attempt, now)
     end
   end
   if attempt > 0 then

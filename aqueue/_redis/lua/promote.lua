@@ -13,7 +13,7 @@ for _, tid in ipairs(due) do
   if payload then
     redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
     redis.call('HSET', prefix .. tid, 'state', 'queued')
-    emit(prefix .. tid, tid, 'queued', '', now)
+    if EVENTS then emit(prefix .. tid, tid, 'queued', '', now) end
     redis.call('HDEL', payloads, tid)
   end
   redis.call('ZREM', delayed, tid)

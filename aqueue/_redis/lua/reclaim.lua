@@ -93,8 +93,8 @@ for _, e in ipairs(claimed) do
       local attempt = 1
       if tid ~= '' then
         attempt = mark_started(stream, group, prefix .. tid, entry, consumer, now)
-        if attempt > 0 then
-          emit(prefix .. tid, tid, 'started', consumer, now, nil, false,
+        if EVENTS and attempt > 0 then
+          emit('', tid, 'started', consumer, now, nil, false,
             STARTED_NAME, attempt, now)
         end
       end

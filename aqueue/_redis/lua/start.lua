@@ -13,8 +13,8 @@ for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
     out[#out + 1] = 1  -- no task id (garbage): it runs into the dead-letter path
   else
     local attempt = mark_started(stream, group, prefix .. row[2], row[1], consumer, now)
-    if attempt > 0 then
-      emit(prefix .. row[2], row[2], 'started', consumer, now, nil, false,
+    if EVENTS and attempt > 0 then
+      emit('', row[2], 'started', consumer, now, nil, false,
         STARTED_NAME, attempt, now)
     end
     out[#out + 1] = attempt
