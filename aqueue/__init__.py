@@ -39,6 +39,8 @@ from .core.errors import (
     UnknownTask,
     WorkerCrashed,
 )
+from .core.events import Event
+from .core.hooks import JobInfo, Middleware, WorkerInfo
 from .core.records import TaskInfo
 from .core.status import TaskStatus
 from .groups import Chord, Group, GroupResult, chord, group
@@ -63,8 +65,11 @@ __all__ = [
     "ConnectionFailed",
     "Context",
     "EnqueueError",
+    "Event",
     "Group",
     "GroupResult",
+    "JobInfo",
+    "Middleware",
     "PayloadTooLarge",
     "ResultTimeout",
     "ResultTooLarge",
@@ -83,6 +88,7 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "WorkerCrashed",
+    "WorkerInfo",
     "__version__",
     "chain",
     "chord",

@@ -22,12 +22,16 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar,
 
 from ._redis.broker import Broker
 from .client import Client
-from .core.config import DEFAULT_REDIS_URL, Settings, mask_url, options_from_object
+from .core.config import DEFAULT_REDIS_URL, Settings, options_from_object
 from .core.context import Context
 from .core.errors import AqueueError, ConfigError, UnknownTask, did_you_mean
+from .core.events import Event
+from .core.hooks import Middleware
 from .core.limits import ConcurrencySpec, RateSpec
+from .core.urls import mask_url
 from .deadletter import DeadLetter, list_dead, purge_dead, replay_dead
 from .discovery import autodiscover_tasks
+from .events import Since, read_events
 from .inline import EagerMode
 from .result import AsyncResult
 from .task import Task, TaskConfig
@@ -43,6 +47,8 @@ __all__ = ["App"]
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+M = TypeVar("M", bound=Middleware)
 
 Lifespan = Callable[["App"], contextlib.AbstractAsyncContextManager[dict[str, Any] | None]]
 
@@ -298,6 +304,35 @@ class App:
     async def purge_dead(self, queue: str | None = None) -> int:
         """Delete dead-lettered messages of ``queue`` (or of every app queue); returns the count."""
         return await purge_dead(self.client, [queue] if queue else self.queues)
+
+    # -- middleware and events (issue 13) -----------------------------------------
+
+    def middleware(self, middleware: M) -> M:
+        """Register middleware (an :class:`aqueue.Middleware` instance) and return it.
+
+        Its hooks run around every enqueue of this App and every run on its
+        workers, in the order registered (the first is the outermost). See
+        docs/observability.md for Sentry, correlation id and tenancy recipes.
+        """
+        self.client.hooks.add(middleware)
+        return middleware
+
+    def events(
+        self,
+        queues: Sequence[str] | None = None,
+        since: Since = None,
+        follow: bool = True,
+    ) -> AsyncIterator[Event]:
+        """Task and worker events, as they happen (needs ``events=True``).
+
+        ``async for ev in app.events(queues=["emails"], since=last_id)``: only
+        new events without ``since``; ``since="0"`` from the oldest kept; an
+        event's ``id`` to go on after it; a datetime from that time. Without
+        ``queues``, every queue's events (on Redis Cluster: this App's queues).
+        ``follow=False`` stops at the newest event that existed at the start.
+        """
+        names = list(queues) if queues else self.queues
+        return read_events(self.client, names, since, follow, only=list(queues or ()))
 
     # -- connection --------------------------------------------------------------
 

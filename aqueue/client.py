@@ -25,11 +25,13 @@ from ._redis.connection import REDIS_ERRORS, connect
 from ._redis.errors import explain as explain_redis_error
 from ._redis.topology import settings_for
 from ._redis.views import RedisViews
-from .core.config import Settings, mask_url
+from .core.config import Settings
 from .core.errors import ConfigError, ConnectionFailed, ResultTimeout
+from .core.hooks import Hooks
 from .core.protocol import Codec, ErrorInfo, encode_error
 from .core.records import status_of
 from .core.status import TaskStatus
+from .core.urls import mask_url
 from .waiter import ResultWaiter
 
 if TYPE_CHECKING:
@@ -67,6 +69,8 @@ class Client:
         self.eager = 0
         #: A test's virtual clock (:meth:`use_test_clock`); None in production.
         self.test_clock: Callable[[], float] | None = None
+        #: The App's middleware (``app.middleware(...)``), run by producers and workers.
+        self.hooks = Hooks()
 
     @property
     def settings(self) -> Settings:

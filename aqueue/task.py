@@ -36,6 +36,7 @@ from .core.errors import (
     SerializationError,
     did_you_mean,
 )
+from .core.hooks import JobInfo
 from .core.limits import ConcurrencySpec, FlowLimits, RateSpec, check_priority
 from .core.protocol import (
     WIRE_VERSION,
@@ -194,7 +195,16 @@ class _Enqueuer(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send one run of the task to its queue; returns a handle to await."""
         task = self._task
-        opts = self._opts
+        if task.client.hooks.has("enqueue"):
+            return await self._enqueue_hooked(args, kwargs)
+        return await self._send(args, kwargs, self._opts)
+
+    async def _send(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions
+    ) -> AsyncResult[R]:
+        """Build and send one message: inline in eager mode, through the keyed
+        script for a debounced or replaced unique task, else enqueued."""
+        task = self._task
         queue, message = task.build_message(args, kwargs, opts)
         if task.client.eager:
             return await run_eagerly(task, queue, message)
@@ -210,6 +220,20 @@ class _Enqueuer(Generic[P, R]):
             task_id = await task.client.broker.enqueue(queue, message)
         return AsyncResult(task.client, task_id, queue, task.result_decoder)
 
+    async def _enqueue_hooked(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncResult[R]:
+        """``enqueue`` inside the App's ``enqueue`` middleware."""
+        task = self._task
+        job = task.hook_job(self._opts, args, kwargs)
+
+        async def send() -> AsyncResult[R]:
+            result = await self._send(args, kwargs, task.with_headers(self._opts, job))
+            job.task_id = result.id
+            return result
+
+        return await task.client.hooks.around("enqueue", job, send)
+
     async def enqueue_many(
         self, calls: Iterable[tuple[Any, ...] | TaskCall[R]]
     ) -> list[AsyncResult[R]]:
@@ -218,6 +242,7 @@ class _Enqueuer(Generic[P, R]):
         Each item is a tuple of positional arguments or a ``task.call(...)``.
         """
         task = self._task
+        hooks = task.client.hooks
         by_queue: dict[str, list[OutgoingMessage]] = {}
         order: list[tuple[str, int]] = []
         for item in calls:
@@ -230,7 +255,10 @@ class _Enqueuer(Generic[P, R]):
                     f"enqueue_many takes tuples of arguments or {task.name}.call(...), "
                     f"got {type(item).__name__}"
                 )
-            queue, message = task.build_message(args, kwargs, self._opts)
+            if hooks.has("enqueue"):
+                queue, message = await self._build_hooked(args, kwargs)
+            else:
+                queue, message = task.build_message(args, kwargs, self._opts)
             batch = by_queue.setdefault(queue, [])
             order.append((queue, len(batch)))
             batch.append(message)
@@ -247,6 +275,21 @@ class _Enqueuer(Generic[P, R]):
         decoder = task.result_decoder
         return [AsyncResult(task.client, ids[queue][i], queue, decoder) for queue, i in order]
 
+    async def _build_hooked(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, OutgoingMessage]:
+        """One message of ``enqueue_many`` built inside the ``enqueue`` middleware
+        (the batch's round trip follows, for every message at once)."""
+        task = self._task
+        job = task.hook_job(self._opts, args, kwargs)
+
+        async def build() -> tuple[str, OutgoingMessage]:
+            built = task.build_message(args, kwargs, task.with_headers(self._opts, job))
+            job.task_id = built[1].task_id
+            return built
+
+        return await task.client.hooks.around("enqueue", job, build)
+
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> SyncResult[R]:
         """Enqueue from synchronous code (no event loop needed); a blocking handle.
 
@@ -255,6 +298,8 @@ class _Enqueuer(Generic[P, R]):
         acknowledges. See :mod:`aqueue.sync`.
         """
         task = self._task
+        if task.client.hooks.has("enqueue"):
+            return self._delay_hooked(args, kwargs)
         # Checked and encoded here, so a bad argument raises in the caller's thread.
         opts = self._opts
         queue, message = task.build_message(args, kwargs, opts)
@@ -278,6 +323,26 @@ class _Enqueuer(Generic[P, R]):
             return SyncResult(runner, task_id, queue, task.result_decoder)
         result: SyncResult[R] = send(task.client, queue, message, task.result_decoder)
         return result
+
+    def _delay_hooked(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SyncResult[R]:
+        """``delay`` inside the App's ``enqueue`` middleware, on the private loop (whose
+        task sees the caller's context variables); errors still raise here."""
+        task = self._task
+        runner = task.client.sync()
+        job = task.hook_job(self._opts, args, kwargs)
+
+        async def hooked() -> tuple[str, str]:
+            async def sent() -> tuple[str, str]:
+                queue, message = task.build_message(
+                    args, kwargs, task.with_headers(self._opts, job)
+                )
+                job.task_id = message.task_id
+                return queue, await runner.client.broker.enqueue(queue, message)
+
+            return await task.client.hooks.around("enqueue", job, sent)
+
+        queue, task_id = runner.call(hooked())
+        return SyncResult(runner, task_id, queue, task.result_decoder)
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
         """Bind arguments now, enqueue later (``enqueue_many([t.call(1), ...])``)."""
@@ -370,6 +435,26 @@ class Task(_Enqueuer[P, R]):
     def merge_options(self, opts: EnqueueOptions, options: Mapping[str, Any]) -> EnqueueOptions:
         """``opts`` with ``options`` applied, checked (``Signature.options``)."""
         return _merge(opts, options)
+
+    def hook_job(
+        self, opts: EnqueueOptions, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> JobInfo:
+        """What the ``enqueue`` middleware sees of one call (headers from ``trace``)."""
+        return JobInfo(
+            task_id=opts.task_id or "",
+            name=self.name,
+            queue=opts.queue or self.config.queue,
+            attempt=0,
+            headers=dict(opts.trace or {}),
+            args=args,
+            kwargs=dict(kwargs),
+        )
+
+    def with_headers(self, opts: EnqueueOptions, job: JobInfo) -> EnqueueOptions:
+        """``opts`` carrying the headers the middleware left on ``job``."""
+        if dict(opts.trace or {}) == job.headers:
+            return opts
+        return replace(opts, trace=dict(job.headers) or None)
 
     def result_decoder(self) -> msgspec.msgpack.Decoder[Any]:
         if self._result_decoder is None:

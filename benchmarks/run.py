@@ -4,6 +4,7 @@
     python benchmarks/run.py                      # everything, -n 20000, 3 repeats
     python benchmarks/run.py --quick              # CI smoke test: aqueue only, small N
     python benchmarks/run.py --peers arq,saq -n 5000 --repeat 3
+    python benchmarks/run.py --peers '' --events  # aqueue with events off and on, side by side
 
 The driver starts its own redis-server on a free port (plus a second, tiny one
 used only for completion bookkeeping), creates one virtualenv per peer under
@@ -179,9 +180,10 @@ def run_adapter(
     ctrl: RedisServer,
     tag: str,
 ) -> dict[str, Any]:
+    adapter, _, variant = lib.partition("+")
     cmd = [
         py,
-        os.path.join(ADAPTERS, f"{lib}_bench.py"),
+        os.path.join(ADAPTERS, f"{adapter}_bench.py"),
         "--workload",
         workload,
         "--redis-url",
@@ -205,6 +207,10 @@ def run_adapter(
     ]
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    # "aqueue+events": the same adapter, producer and worker with the event stream on.
+    env.pop("AQUEUE_EVENTS", None)
+    if variant == "events":
+        env["AQUEUE_EVENTS"] = "1"
     t0 = time.time()
     try:
         r = subprocess.run(
@@ -338,6 +344,9 @@ def main() -> int:
     )
     ap.add_argument("--peers", default=",".join(PEERS), help="comma list of peers ('' for none)")
     ap.add_argument("--no-aqueue", action="store_true")
+    ap.add_argument(
+        "--events", action="store_true", help="also run aqueue with events=True ('aqueue+events')"
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("-n", type=int, default=20000, help="tasks per enqueue/drain run")
     ap.add_argument("--sleep-n", type=int, default=2000)
@@ -364,14 +373,17 @@ def main() -> int:
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
         ap.error(f"unknown peers {unknown}; known: {list(PEERS)}")
-    libs = ([] if args.no_aqueue else ["aqueue"]) + peers
+    libs = (
+        ([] if args.no_aqueue else ["aqueue"]) + (["aqueue+events"] if args.events else []) + peers
+    )
     workloads = [w for w in args.workloads.split(",") if w]
     os.makedirs(RAW, exist_ok=True)
 
     pythons: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for lib in libs:
-        py, why = aqueue_python() if lib == "aqueue" else ensure_venv(lib, args.reinstall)
+        own = lib.startswith("aqueue")
+        py, why = aqueue_python() if own else ensure_venv(lib, args.reinstall)
         if py:
             pythons[lib] = py
         else:

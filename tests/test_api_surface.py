@@ -7,7 +7,8 @@ import types
 import pytest
 
 import aqueue
-from aqueue.core.config import Settings, mask_url
+from aqueue.core.config import Settings
+from aqueue.core.urls import mask_url
 
 
 def test_all_is_honest() -> None:

@@ -40,6 +40,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "aqueue.deadletter",
             "aqueue.discovery",
             "aqueue.app",
+            "aqueue.events",
         ),
     ),
     (4, "runtime", ("aqueue.runtime",)),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import aqueue
-from aqueue.core.config import RedisTarget, Settings, mask_url, parse_redis_url
+from aqueue.core.config import Settings
+from aqueue.core.urls import RedisTarget, mask_url, parse_redis_url
 
 
 def test_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:

@@ -32,6 +32,7 @@ from .connection import (
     as_failover,
     is_cluster,
 )
+from .events import EventStream
 from .pubsub import Subscription
 from .scripts import SCRIPT_NAMES, clocked_source, script_source
 from .slotwait import call_replicated_on_slot
@@ -82,6 +83,8 @@ class Broker:
             )
         #: Reads that change nothing (queue figures, worker registry, lookups).
         self.views = RedisViews(client, settings.prefix)
+        #: Task and worker events (issue 13): passed to the scripts, read by app.events().
+        self.events = EventStream(client, settings, self.cluster)
         self._sources = {name: script_source(name) for name in SCRIPT_NAMES}
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(source) for name, source in self._sources.items()
@@ -99,9 +102,17 @@ class Broker:
         return keys
 
     async def _script(
-        self, name: str, keys: Sequence[str], args: Sequence[Any], durable: bool = False
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        durable: bool = False,
+        events: str | None = None,
     ) -> Any:
-        """Run a script; ``durable`` changes wait for ``replicas_ack`` replicas."""
+        """Run a script; ``durable`` changes wait for ``replicas_ack`` replicas;
+        ``events``: the queue whose events the script writes (when events are on)."""
+        if events is not None:
+            keys, args = self.events.script_extras(events, keys, args)
         try:
             return await self._call_script(name, keys, args, durable)
         except redis.exceptions.ResponseError as exc:
@@ -263,7 +274,11 @@ class Broker:
                 # One script call: no pipeline, whose execute() would first ask
                 # SCRIPT EXISTS (an extra round trip on the latency path).
                 reply = await self._script(
-                    "enqueue", script_keys, self._enqueue_args(keys, messages), durable=True
+                    "enqueue",
+                    script_keys,
+                    self._enqueue_args(keys, messages),
+                    durable=True,
+                    events=queue,
                 )
                 return [_text(x) for x in reply]
             if self.cluster or self.settings.replicas_ack or self.test_clock is not None:
@@ -272,14 +287,18 @@ class Broker:
                 for start in range(0, len(messages), ENQUEUE_CHUNK):
                     chunk = messages[start : start + ENQUEUE_CHUNK]
                     args = self._enqueue_args(keys, chunk)
-                    reply = await self._script("enqueue", script_keys, args, durable=True)
+                    reply = await self._script(
+                        "enqueue", script_keys, args, durable=True, events=queue
+                    )
                     ids.extend(_text(x) for x in reply)
                 return ids
             async with self.client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(messages), ENQUEUE_CHUNK):
                     chunk = messages[start : start + ENQUEUE_CHUNK]
-                    args = self._enqueue_args(keys, chunk)
-                    await self._scripts["enqueue"](keys=script_keys, args=args, client=pipe)
+                    ev_keys, ev_args = self.events.script_extras(
+                        queue, script_keys, self._enqueue_args(keys, chunk)
+                    )
+                    await self._scripts["enqueue"](keys=ev_keys, args=ev_args, client=pipe)
                 for reply in await pipe.execute():
                     ids.extend(_text(x) for x in reply)
         except redis.exceptions.AskError as exc:
@@ -478,6 +497,7 @@ class Broker:
                 "fetch",
                 (keys.stream, keys.dead, keys.outbox),
                 [keys.task_prefix, CONSUMER_GROUP, consumer, count, *self._door_args(keys)],
+                events=queue,
             )
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -526,6 +546,7 @@ class Broker:
             "start",
             (keys.stream, keys.dead, keys.outbox),
             [keys.task_prefix, CONSUMER_GROUP, consumer, rows, *self._door_args(keys), blob],
+            events=queue,
         )
         for d, attempt in zip(deliveries, attempts, strict=True):
             if isinstance(attempt, bytes):  # refused at the door: the reason
@@ -559,6 +580,7 @@ class Broker:
             (keys.stream, keys.delayed, keys.delayed_payloads, keys.dead, keys.outbox),
             args,
             durable=True,
+            events=queue,
         )
         return [_text(x) for x in fenced]
 
@@ -672,6 +694,7 @@ class Broker:
                 keys.done_channel,
                 s.dead_letter_maxlen,
             ],
+            events=queue,
         )
 
     async def thread_gate(
@@ -699,6 +722,7 @@ class Broker:
                 keys.control_channel,
                 error,
             ],
+            events=queue,
         )
         return _text(state)
 
@@ -709,6 +733,7 @@ class Broker:
             "promote",
             (keys.stream, keys.delayed, keys.delayed_payloads),
             [keys.task_prefix, limit, CONSUMER_GROUP],
+            events=queue,
         )
         return int(moved), int(wait)
 
@@ -728,7 +753,7 @@ class Broker:
         args: list[Any] = [keys.task_prefix, CONSUMER_GROUP, consumer, *keep]
         if waiting:
             args += ("--waiting", *waiting)
-        n = await self._script("leave", (keys.stream, keys.workers), args)
+        n = await self._script("leave", (keys.stream, keys.workers), args, events=queue)
         return int(n)
 
     async def purge(self, queue: str, error: bytes, limit: int = 1000) -> tuple[int, int]:
@@ -749,12 +774,18 @@ class Broker:
                 error,
                 limit,
             ],
+            events=queue,
         )
         return int(from_stream), int(from_delayed)
 
     async def set_progress(self, queue: str, task_id: str, value: Any, message: str) -> None:
         """Store a running task's latest progress report in its record."""
         key = self.keys(queue).task(task_id)
+        if self.settings.events:  # one script: the progress and its event together
+            await self._script(
+                "progress", (key,), [task_id, encode_progress(value, message)], events=queue
+            )
+            return
         await self.client.hset(key, "progress", encode_progress(value, message))
 
     async def claim_tick(
@@ -781,6 +812,7 @@ class Broker:
                 unique_key,
                 message.unique_ttl_ms,
             ],
+            events=queue,
         )
         return _text(outcome), _text(task_id)
 
@@ -820,6 +852,7 @@ class Broker:
                 rows,
                 blob,
             ],
+            events=queue,
         )
 
     async def abort_unsent(self, queue: str, task_id: str, error: bytes) -> bool:
@@ -868,6 +901,7 @@ class Broker:
                 1 if fail else 0,
                 body,
             ],
+            events=queue,
         )
         return bool(fired)
 
@@ -913,7 +947,9 @@ class Broker:
         if not entry_ids:
             return []
         keys = self.keys(queue)
-        new = await self._script("replay", (keys.stream, keys.dead), [keys.task_prefix, *entry_ids])
+        new = await self._script(
+            "replay", (keys.stream, keys.dead), [keys.task_prefix, *entry_ids], events=queue
+        )
         return [_text(x) for x in new]
 
     async def purge_dead(self, queue: str) -> int:

@@ -25,7 +25,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-from ..core.config import RedisTarget, Settings, parse_redis_url
+from ..core.config import Settings
+from ..core.urls import RedisTarget, parse_redis_url
 
 __all__ = [
     "ANY_REDIS_ERROR",

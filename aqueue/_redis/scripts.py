@@ -39,6 +39,7 @@ SCRIPT_NAMES = (
     "unique",
     "tick_advance",
     "thread",
+    "progress",
 )
 
 #: The scripts that use flow control's helpers (the others don't pay for

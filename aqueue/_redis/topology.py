@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from ..core.config import Settings, mask_url
+from ..core.config import Settings
+from ..core.urls import mask_url
 from .connection import is_cluster
 
 __all__ = ["describe_topology", "placement", "settings_for"]

@@ -8,6 +8,7 @@ multi       ``multi start|stop|restart|status``
 tasks       ``status``, ``result``, ``abort``, ``enqueue``
 queues      ``inspect``, ``check``, ``purge``
 dead        ``dead list|replay|purge``
+events      ``events``
 beat        ``beat``, ``schedule``
 dashboard   ``dashboard``
 demo        ``demo``
@@ -28,7 +29,7 @@ from typing import Any
 from .._redis.errors import explain as explain_redis_error
 from .._version import __version__
 from ..core.errors import AqueueError
-from . import beat, dashboard, dead, demo, multi, queues, tasks, worker
+from . import beat, dashboard, dead, demo, events, multi, queues, tasks, worker
 from .base import load_app, run_async, setup_logging
 
 __all__ = ["build_parser", "load_app", "main"]
@@ -36,7 +37,7 @@ __all__ = ["build_parser", "load_app", "main"]
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 #: The command groups, in the order ``aqueue --help`` lists them.
-COMMAND_GROUPS = (worker, tasks, queues, dead, beat, dashboard, multi, demo)
+COMMAND_GROUPS = (worker, tasks, queues, dead, events, beat, dashboard, multi, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

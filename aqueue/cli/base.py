@@ -20,10 +20,7 @@ import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
-
-import msgspec
 
 from ..app import App
 from ..core.errors import did_you_mean
@@ -31,7 +28,6 @@ from ..core.errors import did_you_mean
 __all__ = [
     "APP_ENV",
     "LOG_FORMATS",
-    "JsonFormatter",
     "Target",
     "add_app_option",
     "add_redis_options",
@@ -197,41 +193,35 @@ def target_from_args(
     return Target(app, from_code)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, then the record's ``extra=``
-    fields (for a task: ``task_id``, ``task_name``, ``queue``, ``attempt``, ``outcome``,
-    ``duration_ms``) and the traceback, if any.
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line, from python-json-logger (``aqueue[json-logs]``):
+    ``level``, ``logger``, ``message``, the record's ``extra=`` fields (for a
+    task run: ``task_id``, ``task_name``, ``queue``, ``attempt``, ``outcome``,
+    ``duration_ms``), ``exception`` with the traceback if any, and ``time``
+    (UTC, ISO 8601)."""
+    try:
+        from pythonjsonlogger.core import RESERVED_ATTRS
+        from pythonjsonlogger.json import JsonFormatter
+    except ImportError:
+        print(
+            "error: --log-format json needs python-json-logger: pip install 'aqueue[json-logs]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    formatter: logging.Formatter = JsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+        timestamp="time",
+        reserved_attrs=[*RESERVED_ATTRS, "taskName"],
+    )
+    return formatter
 
-    Built on msgspec, which aqueue already uses for JSON: a log pipeline needs
-    nothing more than this, so it costs no extra dependency.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_RECORD_FIELDS and key not in entry:
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return msgspec.json.encode(entry, enc_hook=repr).decode()
-
-
-#: Attributes every LogRecord has; anything else came from ``extra=``.
-_STANDARD_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
 
 #: ``--log-format`` choices: how each one formats a record.
 LOG_FORMATS: dict[str, Callable[[], logging.Formatter]] = {
     "text": lambda: logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"),
-    "json": JsonFormatter,
+    "json": json_formatter,
 }
 
 

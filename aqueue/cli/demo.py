@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..app import App
-from ..core.config import DEFAULT_REDIS_URL, mask_url
+from ..core.config import DEFAULT_REDIS_URL
 from ..core.errors import ConnectionFailed
+from ..core.urls import mask_url
 from ..testing.server import RedisServer
 from .base import help_text
 

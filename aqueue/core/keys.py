@@ -12,6 +12,7 @@ __all__ = [
     "CONSUMER_GROUP",
     "SHARDED_MARK",
     "QueueKeys",
+    "events_key",
     "queue_registry_key",
     "schedule_keys",
     "worker_info_key",
@@ -52,6 +53,17 @@ def queue_registry_key(prefix: str) -> str:
     Bounded by the number of queue names in use.
     """
     return f"{prefix}:queues"
+
+
+def events_key(prefix: str, queue: str | None = None) -> str:
+    """Capped stream of task and worker events.
+
+    One per app (``queue`` None); on Redis Cluster one per queue under the
+    queue's hash tag, since the scripts that write it touch a single slot.
+    """
+    if queue is None:
+        return f"{prefix}:events"
+    return f"{prefix}:{{{queue}}}:events"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,6 @@ streams too) is checked before anything else.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -40,8 +38,9 @@ from ..deadletter import purge_dead, replay_dead
 from . import pages
 from .auth import AuthHook, BasicAuth, allowed, parse_credentials
 from .layout import Links
+from .live import stream_updates
 from .readings import Readings
-from .request import Request, Response, read_body, send_response, wait_disconnect
+from .request import Request, Response, read_body, send_response
 from .retry import run_again
 from .server import Receive, Scope, Send
 from .tasks_html import tasks_page
@@ -50,8 +49,6 @@ __all__ = ["Dashboard", "Request", "asgi_app"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two pushes of fresh figures to an open page.
-PUSH_INTERVAL = 1.0
 #: Dead letters listed per page.
 DEAD_LIMIT = 200
 SESSION_COOKIE = "aqueue_session"
@@ -278,49 +275,7 @@ class Dashboard:
     # -- live updates ------------------------------------------------------------------
 
     async def _stream(self, request: Request, links: Links, receive: Receive, send: Send) -> None:
-        """Push a fresh fragment every :data:`PUSH_INTERVAL` until the browser leaves."""
-        what = request.path.removeprefix("/events/")
-        task_id = what.removeprefix("tasks/") if what.startswith("tasks/") else None
-        if task_id is None and what != "overview":
-            await send_response(send, Response(404, b"no such stream\n", "text/plain"))
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                ],
-            }
-        )
-        left = asyncio.create_task(wait_disconnect(receive))
-        try:
-            while not left.done():
-                try:
-                    if task_id is None:
-                        fragment = pages.overview_live(links, await self.readings.overview())
-                    else:
-                        page = await self.readings.task(task_id, request.query.get("queue"))
-                        fragment = pages.task_live(links, page) if page else ""
-                except ANY_REDIS_ERROR as exc:
-                    fragment = f'<p class="error">Redis did not answer: {exc}</p>'
-                data = "".join(f"data: {line}\n" for line in fragment.splitlines() or [""])
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": (data + "\n").encode(),
-                        "more_body": True,
-                    }
-                )
-                await asyncio.wait({left}, timeout=PUSH_INTERVAL)
-        except (ConnectionError, OSError):
-            pass  # the browser went away
-        finally:
-            left.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await left
+        await stream_updates(self.app, self.readings, request, links, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -28,6 +28,7 @@ import msgspec
 from ..core.config import Settings
 from ..core.context import Context
 from ..core.errors import ConfigError, Retry
+from ..core.hooks import Hooks
 from ..core.protocol import (
     SIGNATURE_MARK,
     Codec,
@@ -68,6 +69,8 @@ class Job:
     args: list[Any]
     kwargs: dict[str, Any]
     attempt: int
+    #: What the task raised, for middleware (error trackers); None when it did not.
+    exception: BaseException | None = None
 
     @property
     def display_name(self) -> str:
@@ -155,6 +158,8 @@ class Executor:
         #: ``thread_gate(job, False)`` shows it queued meanwhile, ``(job, True)``
         #: marks it running once a thread begins it, False if aborted meanwhile.
         self.thread_gate: Callable[[Job, bool], Coroutine[Any, Any, bool]] | None = None
+        #: The App's middleware (set by the worker; None: none registered).
+        self.hooks: Hooks | None = None
 
     # -- before running ---------------------------------------------------------------
 
@@ -409,6 +414,7 @@ class Executor:
     # -- outcomes ---------------------------------------------------------------------
 
     def _after_error(self, job: Job, exc: BaseException) -> FinishItem:
+        job.exception = exc
         cfg = job.task.config
         env = job.envelope
         max_retries = env.max_retries if env.max_retries is not None else cfg.retries

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ..core.protocol import Delivery, FinishItem
 from .executor import Executor, Job, aborted
+from .hooked import job_info, run_hooked, tell_outcome
 from .slots import Capacity
 from .workflow import follow_ups
 
@@ -157,13 +158,19 @@ class Runner:
 
     async def _run(self, running: Running) -> None:
         job = running.job
+        hooks = self.executor.hooks
+        info = job_info(job) if hooks is not None and hooks.active else None
         running.entered = True
         try:
             if running.cancel_reason is not None:
                 # Cancelled between begin and its first step (an abort at the moment
                 # of start): it ends here, through the same path as a cancellation.
                 raise asyncio.CancelledError
-            item = await self.executor.run(job)
+            if info is None:
+                item = await self.executor.run(job)
+            else:
+                assert hooks is not None
+                item = await run_hooked(hooks, info, job, self.executor.run)
             if running.abandoned:  # recorded aborted meanwhile: this outcome is stale
                 self._ended()
                 return
@@ -188,6 +195,9 @@ class Runner:
             item.follow = follow_ups(job.envelope, item, self.executor.codec, time.time())
         self.finish(job.delivery.queue, item, running)
         self._ended()
+        if info is not None:
+            assert hooks is not None
+            await tell_outcome(hooks, info, item, job)
 
     def _ended(self) -> None:
         """A job stopped executing: begin the next one read ahead, if any."""

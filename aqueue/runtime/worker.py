@@ -35,9 +35,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._redis.broker import Broker
 from .._redis.connection import RETRYABLE
 from .._version import __version__
-from ..core.config import mask_url
 from ..core.errors import WorkerCrashed
+from ..core.events import WORKER_OFFLINE, WORKER_ONLINE
+from ..core.hooks import WorkerInfo
 from ..core.protocol import Delivery
+from ..core.urls import mask_url
 from .executor import Executor, Job
 from .fetching import Fetcher
 from .finishing import Finisher
@@ -147,6 +149,7 @@ class Worker:
         self._inflight = inflight = Inflight()
         self._executor = Executor(app.tasks, app.client.codec, settings, self._thread_pool)
         self._executor.clock = app.client.clock
+        self._executor.hooks = app.client.hooks
         self._finisher = Finisher(
             self._broker,
             self.name,
@@ -280,6 +283,8 @@ class Worker:
                         app.settings, self.name, self.queues, self._inflight
                     )
                     self.watchdog.start()
+                await self._announce(WORKER_ONLINE)
+                await app.client.hooks.notify("worker_start", self._info())
                 spawn = self._spawn_loop
                 spawn(self._finisher.loop(), "finish")
                 spawn(self._maintenance.heartbeat_loop(), "heartbeat")
@@ -416,6 +421,8 @@ class Worker:
                 self.app.settings.dead_worker_after,
             )
         await self._leave_registry()
+        await self._announce(WORKER_OFFLINE)
+        await self.app.client.hooks.notify("worker_stop", self._info())
         s = self.stats
         logger.info(
             "worker stopped: %d succeeded, %d failed, %d retried, %d dead, %d handed back",
@@ -501,6 +508,14 @@ class Worker:
         await _cancel_until_done(heartbeat)
         with contextlib.suppress(*RETRYABLE):
             await self._broker().views.delete_worker(self.name)
+
+    def _info(self) -> WorkerInfo:
+        return WorkerInfo(self.name, tuple(self.queues), self.concurrency)
+
+    async def _announce(self, state: str) -> None:
+        """The worker's own event (events on): it joined, or it left."""
+        with contextlib.suppress(*RETRYABLE):
+            await self._broker().events.worker_event(self.queues, self.name, state)
 
 
 async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:

@@ -28,6 +28,81 @@ local function cut(blob, pos, len)
   return string.sub(blob, pos, pos + len - 1), pos + len
 end
 
+-- The name of the task mark_seen_started last marked running: its started
+-- event's name, read with the record's state at no extra cost.
+local STARTED_NAME = false
+
+-- Task events --------------------------------------------------------------------
+-- With events on, the broker adds the events stream after a script's own keys
+-- and (queue, maxlen) after its own arguments; a script calls
+-- events_from(<number of its own keys>) first and flush_events() last. Off,
+-- EVENTS stays nil and emit() returns at once: no command is added. Events are
+-- written by the script that makes the change, so none exists for a change
+-- that did not happen. A script's events go out together, up to EVENT_CHUNK
+-- per stream entry, so a batch of a hundred outcomes costs one XADD: field 'e'
+-- holds one msgpack array of EVENT_FIELDS values per event, back to back.
+-- MAXLEN counts entries, so the stream holds at most about
+-- events_maxlen * EVENT_CHUNK events.
+local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
+local EVENT_BATCH = {}
+local EVENT_FIELDS, EVENT_CHUNK = 10, 100
+local function events_from(nkeys)
+  EVENTS = KEYS[nkeys + 1]
+  if EVENTS then EVENTS_QUEUE, EVENTS_MAXLEN = ARGV[#ARGV - 1], ARGV[#ARGV] end
+  return EVENTS ~= nil
+end
+
+-- The arguments a script's events take at the end of ARGV (see events_from).
+local function own_argc()
+  if EVENTS then return #ARGV - 2 end
+  return #ARGV
+end
+
+-- One event: queue, task id, name, state, attempt, worker, at ms, duration ms
+-- (-1: none), error type, error message. `err` is a stored error (a msgpack
+-- array of type, message, traceback); the event keeps its type and message.
+-- `name`, `attempt`, `started` (ms or false): given when the script has them
+-- at hand (name nil: read from the record `rec`, which is otherwise unused).
+-- `timed`: the end of a run, whose duration is measured from its start. Each
+-- event is packed at once (no table per event): the cheapest form for Lua.
+local function emit(rec, tid, state, worker, now, err, timed, name, attempt, started)
+  if not EVENTS then return end
+  if name == nil then
+    local r = redis.call('HMGET', rec, 'name', 'attempt', 'started')
+    name, attempt, started = r[1], r[2], r[3]
+  end
+  local duration = -1
+  if timed and started then duration = now - tonumber(started) end
+  local etype, emsg = '', ''
+  if err and err ~= '' then
+    local ok, info = pcall(cmsgpack.unpack, err)
+    if ok and type(info) == 'table' then
+      etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
+    end
+  end
+  EVENT_BATCH[#EVENT_BATCH + 1] = cmsgpack.pack(EVENTS_QUEUE, tid, name or '', state,
+    tonumber(attempt) or 0, worker, now, duration, etype, emsg)
+end
+
+-- A worker's event (not a task's), e.g. worker_offline for a worker that died.
+local function emit_worker(state, worker, now, etype, emsg)
+  if not EVENTS then return end
+  EVENT_BATCH[#EVENT_BATCH + 1] = cmsgpack.pack(EVENTS_QUEUE, '', '', state, 0, worker, now, -1,
+    etype, emsg)
+end
+
+local function flush_events()
+  if not EVENTS then return end
+  for first = 1, #EVENT_BATCH, EVENT_CHUNK do
+    local last = math.min(#EVENT_BATCH, first + EVENT_CHUNK - 1)
+    -- A msgpack array32 header, then the events' values.
+    local header = struct.pack('>BI4', 0xdd, (last - first + 1) * EVENT_FIELDS)
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e',
+      header .. table.concat(EVENT_BATCH, '', first, last))
+  end
+  EVENT_BATCH = {}
+end
+
 -- The task id, message and limits (flow control) of a stream entry's field
 -- list ('' when missing), and the deliveries it had before a hand-back gave it
 -- a new entry ('d', 0).
@@ -73,7 +148,7 @@ end
 
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
--- `seen`: the record's state, attempt and attl, read by the caller.
+-- `seen`: the record's state, attempt, attl and name, read by the caller.
 -- `outbox` and `payload` (nil: read from the stream) let an aborted workflow
 -- step end its workflow.
 local function mark_seen_started(stream, group, rec, entry, consumer, now, seen, outbox, payload)
@@ -95,11 +170,12 @@ local function mark_seen_started(stream, group, rec, entry, consumer, now, seen,
   local attempt = (tonumber(seen[2]) or 0) + 1
   redis.call('HSET', rec, 'state', 'running', 'started', now, 'worker', consumer, 'entry', entry,
     'attempt', attempt)
+  STARTED_NAME = seen[4]  -- the started event's name
   return attempt
 end
 
 local function mark_started(stream, group, rec, entry, consumer, now, outbox, payload)
-  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl')
+  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl', 'name')
   return mark_seen_started(stream, group, rec, entry, consumer, now, seen, outbox, payload)
 end
 
@@ -320,7 +396,7 @@ local function take_entry(q, entry, fields, deliveries, gate)
         'the entry names task ' .. tid .. ' but its message is task ' .. eid, deliveries)
       return -1, deliveries, 'id_mismatch'
     end
-    seen = redis.call('HMGET', q.prefix .. tid, 'state', 'attempt', 'attl')
+    seen = redis.call('HMGET', q.prefix .. tid, 'state', 'attempt', 'attl', 'name')
     if FINAL[seen[1]] then
       refuse_entry(q, entry, tid, payload, 'replayed',
         'task ' .. tid .. ' already has a final outcome; this copy of its message was not run',
@@ -338,6 +414,8 @@ local function take_entry(q, entry, fields, deliveries, gate)
       redis.call('XADD', q.outbox, '*', 'dead', payload, 'deliveries', deliveries)
       local rec = q.prefix .. tid
       redis.call('HSET', rec, 'state', 'dead', 'finished', q.now, 'error', '')
+      emit(rec, tid, 'dead', q.consumer, q.now, cmsgpack.pack({'MaxDeliveries',
+        'delivered ' .. deliveries .. ' times without finishing'}))
       redis.call('PEXPIRE', rec, q.ttl)
       release_unique(rec, tid)
       q.done[#q.done + 1] = tid

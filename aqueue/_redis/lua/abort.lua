@@ -6,17 +6,17 @@
 local delayed, payloads = KEYS[1], KEYS[2]
 local prefix, tid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local rec = prefix .. tid
+events_from(3)
 local state = redis.call('HGET', rec, 'state')
 if not state then return '' end
 local now = now_ms()
 local err = ARGV[6]
 if state == 'queued' or state == 'scheduled' or state == 'retrying' then
-  -- workflows (issue 12) >>> a waiting step ends its workflow; a queued one does
-  -- when a worker drops its entry (mark_started)
+  -- Workflows: a waiting step ends its workflow; a queued one does when a
+  -- worker drops its entry (mark_started).
   if state ~= 'queued' then
     step_ended(KEYS[3], redis.call('HGET', payloads, tid), 'aborted', err)
   end
-  -- <<< workflows
   redis.call('ZREM', delayed, tid)
   redis.call('HDEL', payloads, tid)
   redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)
@@ -28,10 +28,12 @@ if state == 'queued' or state == 'scheduled' or state == 'retrying' then
     redis.call('HSET', rec, 'attl', ttl)
   end
   release_unique(rec, tid)
+  emit(rec, tid, 'aborted', '', now, err)
   publish(ARGV[4], tid)
 elseif state == 'running' then
   -- `aerr`: the error a retry of this run is recorded with instead (finish.lua).
   redis.call('HSET', rec, 'abort', '1', 'aerr', err)
   publish(ARGV[5], 'abort\n' .. tid)
 end
+flush_events()
 return state

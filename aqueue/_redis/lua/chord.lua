@@ -10,6 +10,7 @@
 local stream, chord = KEYS[1], KEYS[2]
 local prefix, channel, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local tid, name, kind, body = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+events_from(2)
 if redis.call('HGET', chord, 'fired') then return 0 end
 local now = now_ms()
 redis.call('HSET', chord, 'fired', now)
@@ -22,10 +23,13 @@ end
 if kind == '0' then
   redis.call('XADD', stream, '*', 'id', tid, 'm', body)
   redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+  emit(rec, tid, 'queued', '', now)
 else
   redis.call('HSET', rec, 'state', 'failed', 'name', name, 'error', body, 'enq', now,
     'finished', now)
+  emit(rec, tid, 'failed', '', now, body)
   redis.call('PEXPIRE', rec, ttl)
   publish(channel, '\0' .. push_frame(tid, 'failed', body))
 end
+flush_events()
 return 1

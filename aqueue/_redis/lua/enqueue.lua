@@ -9,6 +9,7 @@
 -- whose task is already enqueued is not added again (already_enqueued).
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, control = ARGV[1], ARGV[2]
+events_from(3)
 local wake = false
 local now = now_ms()
 local rows, blob, pos = cmsgpack.unpack(ARGV[3]), ARGV[4], 1
@@ -35,9 +36,13 @@ for _, row in ipairs(rows) do
     end
     if earliest then wake = true end
     if fresh == 1 then mark_enqueued_by(prefix .. tid, payload) end
+    if EVENTS then
+      emit('', tid, delay > 0 and 'scheduled' or 'queued', '', now, nil, false, name, 0, false)
+    end
     out[#out + 1] = tid
   end
 end
 -- Workers sleep until the earliest due time; a new earliest one wakes them.
 if wake then publish(control, 'delayed') end
+flush_events()
 return out

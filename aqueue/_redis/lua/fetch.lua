@@ -12,6 +12,7 @@
 -- run, and entry_id, task_id, reason, -1 for each one refused at the door.
 local stream = KEYS[1]
 local prefix, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+events_from(3)
 local out = {}
 local now = now_ms()
 local q = {
@@ -39,6 +40,9 @@ local function accept(entries)
         out[#out + 1] = payload
         out[#out + 1] = attempt
         runnable = runnable + 1
+        if EVENTS then
+          emit('', tid, 'started', consumer, now, nil, false, STARTED_NAME, attempt, now)
+        end
       elseif refused then
         -- Dead-lettered here: the worker logs it (the reason in place of the message).
         out[#out + 1] = entry
@@ -67,4 +71,5 @@ for _ = 1, 8 do
   if got < want then break end
 end
 if #q.done > 0 then publish(ARGV[8], table.concat(q.done, '\n')) end
+flush_events()
 return out

@@ -16,9 +16,10 @@ local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local ttl, channel, dead_maxlen, control = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
 local wake = false
 local now = now_ms()
+events_from(5)
 local rows, blob, pos = cmsgpack.unpack(ARGV[8]), ARGV[9], 1
 local fenced, done, acked = {}, {}, 0
-local handoffs = {}  -- workflows (issue 12)
+local handoffs = {}  -- workflows: next steps
 local urgent_acked = false  -- flow control
 for _, row in ipairs(rows) do
   local entry, tid, state = row[1], row[2], row[3]
@@ -26,17 +27,18 @@ for _, row in ipairs(rows) do
   result, pos = cut(blob, pos, row[4])
   err, pos = cut(blob, pos, row[5])
   payload, pos = cut(blob, pos, row[7])
-  -- workflows (issue 12) >>>
-  local follow
+  local follow  -- workflows: the hand-offs this outcome sends on
   follow, pos = cut(blob, pos, row[10] or 0)
-  -- <<< workflows
   local retry_delay, reason, unique = row[6], row[8], row[9]
   local rec = prefix .. tid
   local owned, repeated = true, false
   local estream, ckey = stream, nil  -- flow control: the entry's stream, its token
+  local name, attempt, started  -- for the outcome's event
   if entry ~= '' then
-    local owner = redis.call('HMGET', rec, 'worker', 'entry', 'ck')
+    -- name, attempt, started: for the outcome's event, read here at no extra cost
+    local owner = redis.call('HMGET', rec, 'worker', 'entry', 'ck', 'name', 'attempt', 'started')
     ckey = owner[3]
+    name, attempt, started = owner[4], owner[5], owner[6]
     if ckey or string.sub(entry, 1, 2) == '0-' then
       estream = stream_of(stream, entry)
       if estream ~= stream then urgent_acked = true end
@@ -69,6 +71,9 @@ for _, row in ipairs(rows) do
       redis.call('HSET', payloads, tid, payload)
       redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', due)
       if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
+      if tid ~= '' then
+        emit(rec, tid, 'retrying', consumer, now, err, true, name, attempt, started)
+      end
     else
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
@@ -83,10 +88,13 @@ for _, row in ipairs(rows) do
         if state == 'failed' and payload ~= '' then redis.call('HSET', rec, 'msg', payload) end
       end
       redis.call('PEXPIRE', rec, ttl)
+      if tid ~= '' then
+        local e = state ~= 'succeeded' and err or ''
+        emit(rec, tid, state, consumer, now, e, true, name, attempt, started)
+      end
       if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
-      -- workflows (issue 12) >>> the next steps leave with this outcome, atomically
+      -- workflows: the next steps leave with this outcome, atomically
       if follow ~= '' then handoffs[#handoffs + 1] = follow end
-      -- <<< workflows
       if unique == 1 then
         release_unique(rec, tid)
       end
@@ -98,17 +106,17 @@ for _, row in ipairs(rows) do
     end
   end
 end
--- workflows (issue 12) >>> one outbox entry for the batch's hand-offs (a field
--- each); a forwarder moves them to their queues (see forward.lua)
+-- workflows: one outbox entry for the batch's hand-offs (a field each); a
+-- forwarder moves them to their queues (see forward.lua)
 if #handoffs > 0 then
   local fields = {}
   for i, h in ipairs(handoffs) do fields[2 * i - 1], fields[2 * i] = i, h end
   redis.call('XADD', KEYS[5], '*', unpack(fields))
 end
--- <<< workflows
 if acked > 0 then trim_acked(stream, group) end
 if urgent_acked then trim_acked(flow_base(stream) .. ':pstream', group) end  -- flow control
 -- A leading NUL marks the framed format (other scripts publish plain ids).
 if #done > 0 then publish(channel, '\0' .. table.concat(done)) end
 if wake then publish(control, 'delayed') end
+flush_events()
 return fenced

@@ -14,6 +14,7 @@
 local stream = KEYS[1]
 local prefix, channel, ttl, chords = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
+events_from(1)
 local rows, blob, pos = cmsgpack.unpack(ARGV[5]), ARGV[6], 1
 local done, enqueued, complete, settled = {}, 0, {}, 0
 -- Per chord in this call: whether it exists and how many members are new, so
@@ -39,11 +40,13 @@ for _, row in ipairs(rows) do
       if kind == 0 then
         redis.call('XADD', stream, '*', 'id', id, 'm', body)
         redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+        emit(rec, id, 'queued', '', now)
         enqueued = enqueued + 1
       else
         local state = kind == 3 and 'aborted' or 'failed'
         redis.call('HSET', rec, 'state', state, 'name', name, 'error', body, 'enq', now,
           'finished', now)
+        emit(rec, id, state, '', now, body)
         redis.call('PEXPIRE', rec, ttl)
         done[#done + 1] = push_frame(id, state, body)
         settled = settled + 1
@@ -61,4 +64,5 @@ for _, id in ipairs(chord_order) do
   end
 end
 if #done > 0 then publish(channel, '\0' .. table.concat(done)) end
+flush_events()
 return {enqueued, complete, settled}

@@ -16,7 +16,8 @@ local stream, workers = KEYS[1], KEYS[2]
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local kept, waiting = {}, {}
 local nkept, into = 0, kept
-for i = 4, #ARGV do
+events_from(2)
+for i = 4, own_argc() do
   if ARGV[i] == '--waiting' then
     into = waiting
   else
@@ -55,7 +56,10 @@ while true do
         if tid ~= '' then
           local rec = prefix .. tid
           local st = redis.call('HGET', rec, 'state')
-          if st == 'running' then redis.call('HSET', rec, 'state', 'queued') end
+          if st == 'running' then
+            redis.call('HSET', rec, 'state', 'queued')
+            if EVENTS then emit(rec, tid, 'queued', consumer, now_ms()) end
+          end
         end
         n = n + 1
       end
@@ -70,4 +74,5 @@ if nkept == 0 then
   redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
   redis.call('ZREM', workers, consumer)
 end
+flush_events()
 return n

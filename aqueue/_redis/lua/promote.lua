@@ -5,6 +5,7 @@
 -- Returns {moved, ms until the next delayed task is due or -1}.
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
+events_from(3)
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
 for _, tid in ipairs(due) do
@@ -22,6 +23,7 @@ for _, tid in ipairs(due) do
     else
       redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
     end
+    if EVENTS then emit(rec, tid, 'queued', '', now) end
     redis.call('HDEL', payloads, tid)
   end
   redis.call('ZREM', delayed, tid)
@@ -31,4 +33,5 @@ release_all_waiting(stream, ARGV[3], prefix, now)
 local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 local wait = -1
 if nxt[2] then wait = math.max(0, tonumber(nxt[2]) - now) end
+flush_events()
 return {#due, wait}

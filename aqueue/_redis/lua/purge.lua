@@ -12,6 +12,7 @@ local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local prefix, group, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local channel, err, limit = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
+events_from(4)
 local done = {}
 
 local function abort_record(tid, waiting_states, payload)
@@ -21,15 +22,16 @@ local function abort_record(tid, waiting_states, payload)
     -- Aborted while queued, its entry not dropped by a worker yet: dropped here,
     -- so this is where it ends its workflow and its record gets its TTL.
     local seen = redis.call('HMGET', rec, 'error', 'attl')
-    step_ended(KEYS[4], payload, 'aborted', seen[1])  -- workflows (issue 12)
+    step_ended(KEYS[4], payload, 'aborted', seen[1])  -- workflows
     if seen[2] then redis.call('PEXPIRE', rec, seen[2]) end
     return
   end
   if state and waiting_states[state] then
-    step_ended(KEYS[4], payload, 'aborted', err)  -- workflows (issue 12)
+    step_ended(KEYS[4], payload, 'aborted', err)  -- workflows
     redis.call('HSET', rec, 'state', 'aborted', 'finished', now, 'error', err)
     redis.call('PEXPIRE', rec, ttl)
     release_unique(rec, tid)
+    emit(rec, tid, 'aborted', '', now, err)
     done[#done + 1] = tid
   end
 end
@@ -66,4 +68,5 @@ for _, tid in ipairs(redis.call('ZRANGE', delayed, 0, limit - 1)) do
 end
 
 if #done > 0 then publish(channel, table.concat(done, '\n')) end
+flush_events()
 return {from_stream, from_delayed}

@@ -17,6 +17,7 @@ local visibility, dead_after = tonumber(ARGV[3]), tonumber(ARGV[4])
 local count, max_deliveries = tonumber(ARGV[5]), tonumber(ARGV[6])
 local prefix, ttl, channel, dead_maxlen = ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local now = now_ms()
+events_from(4)
 
 local claimed = {}
 local summary = redis.call('XPENDING', stream, group)
@@ -53,6 +54,12 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
     if not beat or now - tonumber(beat) > dead_after then
       redis.call('XGROUP', 'DELCONSUMER', stream, group, name)
       redis.call('ZREM', workers, name)
+      -- A worker that left by itself said so and is no longer registered;
+      -- one still registered died without a word.
+      if beat then
+        emit_worker('worker_offline', name, now, 'WorkerLost',
+          'no heartbeat for ' .. (now - tonumber(beat)) .. ' ms')
+      end
     end
   end
 end
@@ -65,7 +72,12 @@ if summary[4] then
   for _, c in ipairs(summary[4]) do holding[c[1]] = true end
 end
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', workers, '-inf', now - dead_after)) do
-  if name ~= consumer and not holding[name] then redis.call('ZREM', workers, name) end
+  if name ~= consumer and not holding[name] then
+    local beat = redis.call('ZSCORE', workers, name)
+    redis.call('ZREM', workers, name)
+    emit_worker('worker_offline', name, now, 'WorkerLost',
+      'no heartbeat for ' .. (now - tonumber(beat)) .. ' ms')
+  end
 end
 
 local out = {}
@@ -88,6 +100,10 @@ for _, e in ipairs(claimed) do
       out[#out + 1] = fields
       out[#out + 1] = deliveries
       out[#out + 1] = attempt
+      if EVENTS then
+        emit('', entry_fields(fields), 'started', consumer, now, nil, false, STARTED_NAME, attempt,
+          now)
+      end
     elseif refused then
       local tid = entry_fields(fields)
       if refused == 'bad_task_id' then tid = '' end
@@ -100,4 +116,5 @@ for _, e in ipairs(claimed) do
 end
 local done = q.done
 if #done > 0 then publish(channel, table.concat(done, '\n')) end
+flush_events()
 return out

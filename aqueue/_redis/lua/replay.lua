@@ -8,7 +8,8 @@
 local stream, dead = KEYS[1], KEYS[2]
 local prefix = ARGV[1]
 local out = {}
-for i = 2, #ARGV do
+events_from(2)
+for i = 2, own_argc() do
   local entry = ARGV[i]
   local found = redis.call('XRANGE', dead, entry, entry)[1]
   local new = ''
@@ -27,9 +28,11 @@ for i = 2, #ARGV do
       redis.call('HDEL', rec, 'result', 'error', 'finished', 'started', 'worker', 'entry', 'eta')
       redis.call('HSET', rec, 'state', 'queued')
       redis.call('PERSIST', rec)
+      if EVENTS then emit(rec, tid, 'queued', '', now_ms()) end
     end
     redis.call('XDEL', dead, entry)
   end
   out[#out + 1] = new
 end
+flush_events()
 return out

@@ -17,6 +17,7 @@ local q = {
   ttl = tonumber(ARGV[7]), now = now_ms(), done = {},
 }
 local now = q.now
+events_from(3)
 local out = {}
 local blob, pos = ARGV[9] or '', 1
 for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
@@ -42,6 +43,9 @@ for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
       out[#out + 1] = -1  -- flow control: over a limit, it waits in Redis
     else
       out[#out + 1] = attempt
+      if EVENTS and attempt > 0 then
+        emit('', row[2], 'started', q.consumer, now, nil, false, STARTED_NAME, attempt, now)
+      end
       if attempt == 0 and flow then
         local ck = redis.call('HGET', prefix .. row[2], 'ck')
         if ck then release_token(stream, group, prefix, prefix .. row[2], row[2], ck, now) end
@@ -52,4 +56,5 @@ for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
   end
 end
 if #q.done > 0 then publish(ARGV[8], table.concat(q.done, '\n')) end
+flush_events()
 return out

@@ -10,6 +10,7 @@
 --   'skipped'   claimed, but the unique key's holder (returned) is still live
 local pkey, stream = KEYS[1], KEYS[2]
 local prefix, tick = ARGV[1], tonumber(ARGV[2])
+events_from(2)
 local last = redis.call('GET', pkey)
 if last and tonumber(last) >= tick then return {'claimed', ''} end
 redis.call('SET', pkey, tick)
@@ -21,5 +22,8 @@ if ukey ~= '' then
   if owner then return {'skipped', owner} end
 end
 -- The same routine as enqueue.lua, always into the stream (never delayed).
-enqueue_one(stream, '', '', prefix, tid, name, payload, true, 0, ukey, uttl, now_ms())
+local now = now_ms()
+enqueue_one(stream, '', '', prefix, tid, name, payload, true, 0, ukey, uttl, now)
+emit(prefix .. tid, tid, 'queued', '', now)
+flush_events()
 return {'enqueued', tid}
