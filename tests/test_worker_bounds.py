@@ -98,3 +98,24 @@ async def test_600_concurrent_enqueues_of_almost_1mb_all_succeed() -> None:
             assert set(statuses) == {aqueue.TaskStatus.QUEUED}
             figures = await app.client.views.queue_figures("default")
             assert figures["waiting"] == 600
+
+
+async def test_concurrent_bulk_enqueues_wait_for_the_pool_instead_of_failing() -> None:
+    # Bulk enqueues over 1,000 messages go through the client's own pool, not
+    # the direct path: past max_connections they wait for a free connection.
+    with redis_server() as server:
+        async with aqueue.App(server.url, prefix="bulk", max_connections=10) as app:
+
+            @app.task
+            async def count(n: int) -> int:
+                return n
+
+            with PeakClients(server) as clients:
+                batches = await asyncio.gather(
+                    *(count.enqueue_many([(i,) for i in range(1_200)]) for _ in range(60))
+                )
+            assert sum(len(b) for b in batches) == 72_000
+            broker = app.client.broker
+            assert await broker.client.xlen(broker.keys("default").stream) == 72_000
+        # Before: "Too many connections" for every call past the tenth.
+        assert clients.peak - clients.baseline <= 10 + 2, (clients.baseline, clients.peak)

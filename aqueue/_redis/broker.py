@@ -336,7 +336,7 @@ class Broker:
                     "opening a connection to Redis; Redis itself was fine. Nothing was "
                     "acknowledged; lower max_connections or raise the limit"
                 ) from exc
-            if "Too many connections" in str(exc):
+            if "Too many connections" in str(exc) or "No connection available" in str(exc):
                 raise ConnectionFailed(
                     f"could not enqueue: all {self.settings.max_connections} connections "
                     "(max_connections) were in use by other calls of this process; Redis "

@@ -99,6 +99,10 @@ def as_failover(exc: redis.exceptions.ResponseError) -> Exception:
     return exc
 
 
+#: Seconds a call waits for a free connection when all ``max_connections`` are busy.
+POOL_WAIT = 30.0
+
+
 def connect(settings: Settings, max_connections: int | None = None) -> aioredis.Redis:
     """A client for ``settings.redis_url`` with aqueue's timeouts and retries.
 
@@ -125,13 +129,18 @@ def connect(settings: Settings, max_connections: int | None = None) -> aioredis.
         # A RedisCluster has the command methods aqueue uses; where it differs
         # (pipelines of scripts, pub/sub, the direct path) callers ask is_cluster().
         return cast("aioredis.Redis", _cluster(target, timeouts, max_connections))
-    return aioredis.Redis.from_url(
+    # A blocking pool: past max_connections, a call waits for a connection to
+    # come free (up to POOL_WAIT seconds) instead of failing, so a burst of
+    # concurrent calls is bounded, not refused.
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         health_check_interval=30,
         max_connections=max_connections,
+        timeout=POOL_WAIT,
         retry=_connection_retry(),
         **timeouts,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def _connection_retry() -> Retry:
