@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,6 +38,8 @@ class CliWorker:
             cwd=str(ROOT / "tests" / "apps"),
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own process group: close() takes a supervisor's children with it.
+            start_new_session=True,
         )
 
     @property
@@ -58,10 +61,11 @@ class CliWorker:
         return self.proc.wait(timeout)
 
     def close(self) -> None:
-        if self.alive:
-            with_cont = [signal.SIGCONT, signal.SIGKILL]
-            for sig in with_cont:
-                os.kill(self.proc.pid, sig)
+        # The whole group: a --processes supervisor's children (and task
+        # processes) must not outlive the test, whatever state it left them in.
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
         self.proc.wait(10)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
