@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,9 @@ import msgspec
 from .status import TaskStatus
 
 __all__ = [
+    "MESSAGE_LIMIT",
     "SIGNATURE_MARK",
+    "TRACEBACK_LIMIT",
     "WIRE_VERSION",
     "ChainLink",
     "ChordMember",
@@ -41,6 +44,7 @@ __all__ = [
     "decode_envelope",
     "decode_error",
     "decode_progress",
+    "describe_error",
     "encode_envelope",
     "encode_error",
     "encode_progress",
@@ -118,6 +122,38 @@ class ErrorInfo(msgspec.Struct, array_like=True, frozen=True):
     type: str
     message: str
     traceback: str = ""
+
+
+#: Longest traceback and message kept with an error (characters; the ends are kept).
+TRACEBACK_LIMIT = 16_000
+MESSAGE_LIMIT = 16_000
+
+
+def describe_error(exc: BaseException) -> ErrorInfo:
+    """A raised exception as data: its qualified type, message and traceback,
+    each bounded, and recordable whatever the exception does when described."""
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else (f"{kind.__module__}.{kind.__qualname__}")
+    )
+    # Task code's exception may fail to describe itself: the failure must
+    # still be recorded, or the task would stay RUNNING for ever.
+    try:
+        message = str(exc)
+    except Exception as broken:  # any failure of user code
+        message = f"<{name} whose str() raised {type(broken).__name__}>"
+    try:
+        tb = "".join(traceback.format_exception(exc))
+    except Exception as broken:  # any failure of user code
+        tb = f"<the traceback could not be formatted: {type(broken).__name__}>"
+    if len(tb) > TRACEBACK_LIMIT:
+        tb = "...\n" + tb[-TRACEBACK_LIMIT:]
+    if len(message) > MESSAGE_LIMIT:
+        # An error must always be recordable, whatever its text.
+        message = message[:MESSAGE_LIMIT] + f"... ({len(message):,} characters in all)"
+    return ErrorInfo(name, message, tb)
 
 
 class MessageError(Exception):

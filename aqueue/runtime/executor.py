@@ -18,7 +18,6 @@ import functools
 import os
 import random
 import time
-import traceback
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from ..core.protocol import (
     FinishItem,
     MessageError,
     decode_envelope,
+    describe_error,
     encode_envelope,
     encode_error,
     encode_value,
@@ -53,8 +53,6 @@ __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 #: How a running task's ``ctx.progress(value, message)`` reaches Redis.
 ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
 
-_TRACEBACK_LIMIT = 16_000
-_MESSAGE_LIMIT = 16_000
 #: The longest retry delay a task may ask for (a year): more can't be scheduled.
 MAX_RETRY_DELAY = 365 * 24 * 3600.0
 
@@ -97,31 +95,6 @@ def aborted(job: Job) -> FinishItem:
         state=TaskStatus.ABORTED,
         error=encode_error(ErrorInfo("TaskAborted", "aborted while running")),
     )
-
-
-def _error_info(exc: BaseException) -> ErrorInfo:
-    kind = type(exc)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else (f"{kind.__module__}.{kind.__qualname__}")
-    )
-    # Task code's exception may fail to describe itself: the failure must
-    # still be recorded, or the task would stay RUNNING for ever.
-    try:
-        message = str(exc)
-    except Exception as broken:  # any failure of user code
-        message = f"<{name} whose str() raised {type(broken).__name__}>"
-    try:
-        tb = "".join(traceback.format_exception(exc))
-    except Exception as broken:  # any failure of user code
-        tb = f"<the traceback could not be formatted: {type(broken).__name__}>"
-    if len(tb) > _TRACEBACK_LIMIT:
-        tb = "...\n" + tb[-_TRACEBACK_LIMIT:]
-    if len(message) > _MESSAGE_LIMIT:
-        # An error must always be recordable, whatever its text.
-        message = message[:_MESSAGE_LIMIT] + f"... ({len(message):,} characters in all)"
-    return ErrorInfo(name, message, tb)
 
 
 class Executor:
@@ -442,7 +415,7 @@ class Executor:
             return self._retry(job, exc, delay)
         if retries_left and isinstance(exc, cfg.retry_on):
             return self._retry(job, exc, cfg.retry_delay_for(env.retries, random.random()))
-        return self._failure(job, _error_info(exc))
+        return self._failure(job, describe_error(exc))
 
     def _retry(
         self, job: Job, exc: BaseException, delay: float, info: ErrorInfo | None = None
@@ -452,7 +425,7 @@ class Executor:
             entry_id=job.delivery.entry_id,
             task_id=env.id,
             state=TaskStatus.RETRYING,
-            error=encode_error(info or _error_info(exc)),
+            error=encode_error(info or describe_error(exc)),
             retry_delay_ms=max(0, int(delay * 1000)),
             payload=self.codec.seal(encode_envelope(env)),
         )

@@ -30,7 +30,6 @@ import struct
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -38,14 +37,13 @@ import msgspec
 
 from ..core.arguments import ArgSpec
 from ..core.errors import ConfigError, Retry
-from ..core.protocol import ErrorInfo, encode_value
+from ..core.protocol import ErrorInfo, describe_error, encode_value
 
 __all__ = ["ProcessDied", "ProcessPool", "Reply", "reference", "serve"]
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 _HEAD = struct.Struct(">I")
-_TRACEBACK_LIMIT = 16_000
 
 #: ``Reply.retry``: the error is not one the task retries on; it is (``retry_on``);
 #: the task raised :class:`~aqueue.Retry` (``Reply.delay`` is its delay or None).
@@ -200,26 +198,6 @@ def _read(stream: IO[bytes], n: int) -> bytes | None:
     return data
 
 
-def _describe(exc: BaseException) -> ErrorInfo:
-    kind = type(exc)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    try:
-        message = str(exc)
-    except Exception as broken:  # any failure of user code
-        message = f"<{name} whose str() raised {type(broken).__name__}>"
-    try:
-        tb = "".join(traceback.format_exception(exc))
-    except Exception as broken:  # any failure of user code
-        tb = f"<the traceback could not be formatted: {type(broken).__name__}>"
-    if len(tb) > _TRACEBACK_LIMIT:
-        tb = "...\n" + tb[-_TRACEBACK_LIMIT:]
-    return ErrorInfo(name, message, tb)
-
-
 def _resolve(module: str, qualname: str) -> tuple[Any, ArgSpec, tuple[type[BaseException], ...]]:
     """The function, its argument spec and the exceptions its task retries on."""
     target: Any = importlib.import_module(module)
@@ -246,7 +224,7 @@ def _run(
         call_args, call_kwargs = spec.decode(args, kwargs)
         value = fn(*call_args, **call_kwargs)
     except BaseException as exc:  # task code's failure is data, the process goes on
-        info = _describe(exc)
+        info = describe_error(exc)
         if isinstance(exc, Retry):
             return ["err", info.type, info.message, info.traceback, RETRY_ASKED, exc.delay]
         retry = RETRY_ON if isinstance(exc, retry_on) else NO_RETRY
