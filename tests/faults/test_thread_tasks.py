@@ -7,6 +7,7 @@ a process that exits with such a thread is left to the dead-worker reclaim.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 
@@ -109,11 +110,14 @@ async def test_waiting_for_a_free_thread_is_not_running_and_sigterm_twice_ends_i
         later = [await sync_mark.options(timeout=2.0).enqueue(k, 0.2) for k in later_keys]
         dropped = await sync_mark.enqueue("aborted-waiting", 0.2)
 
-        async def held_by_the_worker() -> bool:
+        async def parked_by_the_worker() -> bool:
+            # Fetched (the record names the worker), then shown queued again
+            # while no thread is free: the worker parks it just after the fetch.
             infos = [await h.info() for h in [*later, dropped]]
-            return all(info.worker for info in infos)
+            return all(i.worker and i.status is aqueue.TaskStatus.QUEUED for i in infos)
 
-        await wait_until(held_by_the_worker, 30)
+        await wait_until(parked_by_the_worker, 30)
+        await asyncio.sleep(1.0)  # and they stay queued while the threads are stuck
         assert {await h.status() for h in [*later, dropped]} == {aqueue.TaskStatus.QUEUED}
         assert await dropped.abort() is True
         assert [await h.get(timeout=60) for h in later] == later_keys
