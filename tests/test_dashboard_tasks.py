@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +20,7 @@ import pytest
 import aqueue
 from aqueue.dashboard import Dashboard, asgi_app, serve
 
-from .conftest import running_worker, wait_until
+from .conftest import ROOT, free_port, running_worker, wait_until, worker_env
 
 ATTEMPTS: dict[str, int] = {}
 
@@ -300,3 +302,42 @@ async def test_no_tasks_page_scans_the_keyspace(app: aqueue.App, from_code: bool
     finally:
         await server.close()
         await web.close()
+
+
+async def test_the_cli_dashboard_redacts_every_task_with_redact(
+    redis_url: str, prefix: str
+) -> None:
+    # refund() declares no redaction: only the flag hides its argument.
+    producer = aqueue.App(redis_url, prefix=prefix)
+    refund = producer.task(name="dashboard_tasks_app.refund")(_refund_signature)
+    waiting = await refund.options(delay=600).enqueue(424242)
+    port = free_port()
+    command = ["dashboard", "-A", "dashboard_tasks_app:app", "--port", str(port), "--redact"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aqueue", *command],
+        env=worker_env(redis_url, prefix),
+        cwd=str(ROOT / "tests" / "apps"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def answers() -> bool:
+                try:
+                    return (await http.get("/static/dashboard.css")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(answers, 30)
+            page = await http.get(f"/tasks/{waiting.id}")
+            assert page.status_code == 200
+            assert "424242" not in page.text and "(redacted)" in page.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        await producer.close()
+
+
+async def _refund_signature(order: int) -> str:
+    raise AssertionError("runs on the worker")

@@ -40,6 +40,11 @@ def add_parsers(sub: Any) -> None:
         "--read-only", action="store_true", help="show everything, offer and accept no action"
     )
     p.add_argument(
+        "--redact",
+        action="store_true",
+        help="hide every task's arguments, results and stream chunks (errors stay visible)",
+    )
+    p.add_argument(
         "--basic-auth",
         metavar="USER:PASSWORD",
         default=None,
@@ -62,6 +67,7 @@ async def dashboard(args: argparse.Namespace) -> int:
         read_only=args.read_only,
         basic_auth=basic,
         from_code=target.from_code,
+        redact=args.redact,
     )
     if basic is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning(
