@@ -32,7 +32,6 @@ For instruction counts that do not move with the machine's load, run the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import gc
 import json
@@ -94,7 +93,8 @@ def _top(profile: cProfile.Profile, n: int, limit: int = 25) -> list[str]:
         rows.append((tottime, calls, cumtime, f"{os.path.basename(file)}:{line}:{func}"))
     rows.sort(reverse=True)
     return [
-        f"{t / n * 1e6:7.2f} us/task self {c / n:6.2f} calls/task {ct / n * 1e6:8.2f} us cum  {name}"
+        f"{t / n * 1e6:7.2f} us/task self {c / n:6.2f} calls/task "
+        f"{ct / n * 1e6:8.2f} us cum  {name}"
         for t, c, ct, name in rows[:limit]
     ]
 
@@ -291,8 +291,17 @@ async def roundtrip(url: str, n: int, worker_env: dict[str, str]) -> dict[str, A
         **worker_env,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aqueue", "worker", "prof_tasks:app", "-c", "100"]
-        + ["--log-level", "warning", "--no-beat"],
+        [
+            sys.executable,
+            "-m",
+            "aqueue",
+            "worker",
+            "prof_tasks:app",
+            "-c",
+            "100",
+            "--no-beat",
+            "--log-level=warning",
+        ],
         env=env,
     )
     try:
