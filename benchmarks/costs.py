@@ -23,7 +23,9 @@ uvloop (as ``aqueue worker`` does) and prints one JSON object:
   and the same with ``gc.freeze()`` + collection off to tell GC from the rest.
 
 For instruction counts that do not move with the machine's load, run the
-``drain`` mode under callgrind twice (N and a smaller N) and subtract:
+``drain`` and ``bulk`` (the drain's enqueue_many alone) modes under callgrind,
+each at N and a smaller N, and subtract (the worker's share per task is
+drain minus bulk):
 
     valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p python benchmarks/costs.py \\
         drain -n 5000 --url redis://127.0.0.1:PORT/0
@@ -111,7 +113,9 @@ def _app(url: str) -> Any:
     return app, noop
 
 
-async def drain(url: str, n: int, use_cprofile: bool) -> dict[str, Any]:
+async def drain(
+    url: str, n: int, use_cprofile: bool, run: bool = True, settle: bool = False
+) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
     import aqueue
@@ -120,8 +124,16 @@ async def drain(url: str, n: int, use_cprofile: bool) -> dict[str, Any]:
     raw = aioredis.Redis.from_url(url)
     await raw.flushall()
     await noop.enqueue_many([() for _ in range(n)])
+    if not run:  # "bulk": what the drain run spends before its worker starts
+        await raw.aclose()
+        await app.close()
+        return {"mode": "bulk", "n": n}
     before = await _redis_snapshot(raw)
     worker = aqueue.Worker(app, concurrency=100, burst=True, beat=False)
+    if settle:  # as `aqueue worker` does before it runs the worker
+        from aqueue.runtime.tuning import settle_heap
+
+        settle_heap()
     profile = cProfile.Profile(time.process_time) if use_cprofile else None
     start, cpu = time.perf_counter(), time.process_time()
     if profile:
@@ -336,10 +348,13 @@ async def roundtrip(url: str, n: int, worker_env: dict[str, str]) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["drain", "enqueue", "roundtrip"])
+    parser.add_argument("mode", choices=["drain", "bulk", "enqueue", "roundtrip"])
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--url", help="a Redis this script may FLUSHALL (default: its own)")
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument(
+        "--settle-heap", action="store_true", help="drain: gc.freeze() first, as the CLI does"
+    )
     parser.add_argument(
         "--worker-env",
         action="append",
@@ -360,7 +375,9 @@ def main() -> None:
         import uvloop
 
         if args.mode == "drain":
-            result = uvloop.run(drain(url, args.n, args.cprofile))
+            result = uvloop.run(drain(url, args.n, args.cprofile, settle=args.settle_heap))
+        elif args.mode == "bulk":
+            result = uvloop.run(drain(url, args.n, args.cprofile, run=False))
         elif args.mode == "enqueue":
             result = uvloop.run(enqueue(url, args.n, args.cprofile))
         else:

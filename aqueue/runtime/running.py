@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from ..core.protocol import FinishItem
 from .executor import Executor, Job, aborted
 from .slots import Capacity
+from .tuning import start_task
 from .workflow import follow_ups
 
 __all__ = ["Inflight", "Observer", "Runner", "Running"]
@@ -100,6 +101,10 @@ class Runner:
         self.stopping = False
         self.observer: Observer | None = None
         self._ready: deque[Running] = deque()
+        # True while _ended() begins read-ahead jobs: a job that then ends
+        # within its own start (eager start, Python 3.12+) leaves the next one
+        # to that loop instead of nesting another.
+        self._beginning_next = False
 
     def admit(self, job: Job, first: bool = False) -> None:
         """Take a prepared job: begin it now, or read it ahead until a slot frees
@@ -125,9 +130,11 @@ class Runner:
             logger.debug(
                 "%s[%s] started (attempt %d)", job.display_name, job.envelope.id, job.attempt
             )
-        running.task = asyncio.create_task(self._run(running))
         if self.observer is not None:
             self.observer.started(job)
+        # On Python 3.12+ a job that never suspends runs to its end inside
+        # this call (see tuning.start_task), so `running.task` is set after.
+        running.task = start_task(self._run(running))
 
     async def _run(self, running: Running) -> None:
         job = running.job
@@ -155,15 +162,21 @@ class Runner:
     def _ended(self) -> None:
         """A job stopped executing: begin the next one read ahead, if any."""
         self.executing -= 1
-        while self._ready and (self.executing < self.concurrency or self.stopping):
-            running = self._ready.popleft()
-            if running.cancel_reason is None and not self.stopping:
-                self._begin(running)
-            elif running.cancel_reason == "abort":
-                self.finish(running.job.delivery.queue, aborted(running.job), running)
-            else:  # lost, or stopping (leaving hands it back): nothing to record
-                self.inflight.forget(running.job)
-                self.capacity.release()
+        if self._beginning_next:
+            return
+        self._beginning_next = True
+        try:
+            while self._ready and (self.executing < self.concurrency or self.stopping):
+                running = self._ready.popleft()
+                if running.cancel_reason is None and not self.stopping:
+                    self._begin(running)
+                elif running.cancel_reason == "abort":
+                    self.finish(running.job.delivery.queue, aborted(running.job), running)
+                else:  # lost, or stopping (leaving hands it back): nothing to record
+                    self.inflight.forget(running.job)
+                    self.capacity.release()
+        finally:
+            self._beginning_next = False
 
     def cancel(self, entry_id: str, reason: str) -> None:
         """Cancel one held job: 'abort' records it aborted; 'lost' and 'shutdown' don't."""
