@@ -34,6 +34,7 @@ drain minus bulk):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import gc
 import json
@@ -130,6 +131,10 @@ async def drain(
         return {"mode": "bulk", "n": n}
     before = await _redis_snapshot(raw)
     worker = aqueue.Worker(app, concurrency=100, burst=True, beat=False)
+    if os.environ.get("COSTS_NO_EAGER"):  # compare: jobs started on the loop's next turn
+        from aqueue.runtime import running
+
+        running.start_task = asyncio.create_task
     if settle:  # as `aqueue worker` does before it runs the worker
         from aqueue.runtime.tuning import settle_heap
 
