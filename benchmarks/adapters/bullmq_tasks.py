@@ -15,7 +15,7 @@ from bullmq import Worker
 from common import COUNTER
 
 
-async def process(job, token):  # noqa: ANN001, ANN201 - BullMQ's processor signature
+async def process(job, token):  # BullMQ's processor signature
     if job.name == "sleepy":
         COUNTER.mark_start()
         await asyncio.sleep(0.1)
