@@ -47,6 +47,7 @@ PEERS: dict[str, list[str]] = {
     "taskiq": ["taskiq", "taskiq-redis", "uvloop"],
     "streaq": ["streaq", "uvloop"],
     "celery": ["celery[redis]"],
+    "bullmq": ["bullmq", "uvloop"],
 }
 ALL_LIBS = ["aqueue", *PEERS]
 REPEATED = ["seq_drain1", "concurrent_drain2", "bulk_drain1", "sleep", "roundtrip"]

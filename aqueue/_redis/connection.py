@@ -218,6 +218,32 @@ def _as_connection_error(exc: RuntimeError) -> redis.exceptions.ConnectionError:
     return redis.exceptions.ConnectionError(f"connection lost while sending: {exc}")
 
 
+async def _send(conn: Any, packed: bytes) -> None:
+    """Write one packed command on ``conn``.
+
+    On an open connection the bytes go straight to its stream: redis-py's own
+    send wraps every write in ``asyncio.wait_for``, which creates a task per
+    command on Python 3.11 (about a fifth of a lone ``enqueue()``'s client
+    CPU). A write the kernel takes at once cannot hang; only when it leaves
+    bytes queued is the wait bounded by the socket timeout. The reply read
+    that follows has its own timeout, as before.
+    """
+    writer = getattr(conn, "_writer", None)
+    if writer is None or not conn.is_connected:
+        await conn.send_packed_command(packed, check_health=False)
+        return
+    try:
+        writer.write(packed)
+        if writer.transport.get_write_buffer_size():
+            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+    except TimeoutError as exc:  # before OSError, of which it is a kind
+        await conn.disconnect(nowait=True)
+        raise redis.exceptions.TimeoutError("timed out while sending a command") from exc
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise redis.exceptions.ConnectionError(f"connection lost while sending: {exc}") from exc
+
+
 class DirectLine:
     """aqueue's own short path to Redis for its hot commands.
 
@@ -346,7 +372,7 @@ class DirectLine:
         packed = _pack_command(args)
         conn, reused = await self._checkout()
         try:
-            await conn.send_packed_command(packed, check_health=False)
+            await _send(conn, packed)
             reply = await conn.read_response()
         except redis.exceptions.ResponseError as exc:
             classified = as_failover(exc)
@@ -375,7 +401,7 @@ class DirectLine:
                 self._next_turn()
                 raise
             try:
-                await conn.send_packed_command(packed, check_health=False)
+                await _send(conn, packed)
                 reply = await conn.read_response()
             except RuntimeError as again:
                 await self._drop(conn)
@@ -432,7 +458,7 @@ class DirectLine:
         packed = _pack_command(args) + _pack_command(wait)
         conn, _ = await self._checkout()
         try:
-            await conn.send_packed_command(packed, check_health=False)
+            await _send(conn, packed)
             try:
                 reply = await conn.read_response()
             finally:

@@ -15,13 +15,16 @@ import signal
 import time
 from typing import Any
 
-from ..dashboard import Dashboard, serve
-from ..dashboard.auth import AUTH_ENV, parse_credentials
 from .base import add_target_arguments, split_queues, target_from_args
 
 __all__ = ["add_parsers"]
 
 logger = logging.getLogger("aqueue.cli")
+
+#: The dashboard's credentials variable, named here so that building the
+#: command line (every ``aqueue`` command does) doesn't import the dashboard;
+#: tests/test_worker_startup.py checks it is the dashboard's own.
+AUTH_ENV = "AQUEUE_DASHBOARD_AUTH"
 
 
 def add_parsers(sub: Any) -> None:
@@ -56,6 +59,9 @@ def add_parsers(sub: Any) -> None:
 
 async def dashboard(args: argparse.Namespace) -> int:
     """``aqueue dashboard``: serve until SIGTERM/SIGINT."""
+    from ..dashboard import Dashboard, serve  # only this command needs the web app
+    from ..dashboard.auth import parse_credentials
+
     credentials = args.basic_auth or os.environ.get(AUTH_ENV) or None
     basic = parse_credentials(credentials) if credentials else None
     target = target_from_args(args, args.app)

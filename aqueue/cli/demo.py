@@ -27,7 +27,6 @@ from ..app import App
 from ..core.config import DEFAULT_REDIS_URL
 from ..core.errors import ConnectionFailed
 from ..core.urls import mask_url
-from ..testing.server import RedisServer
 from .base import help_text
 
 __all__ = ["add_parsers"]
@@ -56,6 +55,8 @@ def throwaway_redis() -> Iterator[str]:
             "macOS: brew install redis)\n"
             "  or point the demo at one: AQUEUE_REDIS_URL=redis://host:6379/0 aqueue demo"
         )
+    from ..testing.server import RedisServer  # only when there is no Redis to use
+
     server = RedisServer()
     server.start()
     try:

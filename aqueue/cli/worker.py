@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import AqueueError
 from ..runtime.monitor import NODE_ENV
+from ..runtime.tuning import settle_heap
 from ..runtime.worker import Worker
 from .base import (
     LOG_FORMATS,
@@ -234,6 +235,8 @@ async def run_worker(args: argparse.Namespace) -> int:
             from ..runtime.metrics import serve_metrics  # prometheus only when asked for
 
             metrics = await serve_metrics(worker, args.metrics_port, args.metrics_host)
+        # What exists now lives as long as the process: keep it out of later collections.
+        settle_heap()
         await worker.run()
         if worker.recycled is not None:
             code = RECYCLE_EXIT  # the supervisor starts a fresh process at once

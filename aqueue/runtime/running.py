@@ -21,6 +21,7 @@ from ..core.protocol import Delivery, FinishItem
 from .executor import Executor, Job, aborted
 from .hooked import job_info, run_hooked, tell_outcome
 from .slots import Capacity
+from .tuning import start_task
 from .workflow import follow_ups
 
 __all__ = ["Inflight", "Observer", "Runner", "Running"]
@@ -117,6 +118,10 @@ class Runner:
         self.begun = 0
         self.max_begun: int | None = None
         self.on_spent: Callable[[str], None] | None = None
+        # True while _ended() begins read-ahead jobs: a job that then ends
+        # within its own start (eager start, Python 3.12+) leaves the next one
+        # to that loop instead of nesting another.
+        self._beginning_next = False
 
     def _spent(self) -> bool:
         """The worker began all the jobs it may (``--max-tasks-per-child``)."""
@@ -149,12 +154,14 @@ class Runner:
             logger.debug(
                 "%s[%s] started (attempt %d)", job.display_name, job.envelope.id, job.attempt
             )
-        running.task = asyncio.create_task(self._run(running))
         if self.observer is not None:
             self.observer.started(job)
         self.begun += 1
         if self.begun == self.max_begun and self.on_spent is not None:
             self.on_spent(f"began {self.begun} tasks, --max-tasks-per-child {self.max_begun}")
+        # On Python 3.12+ a job that never suspends runs to its end inside
+        # this call (see tuning.start_task), so `running.task` is set after.
+        running.task = start_task(self._run(running))
 
     async def _run(self, running: Running) -> None:
         job = running.job
@@ -204,15 +211,21 @@ class Runner:
         self.executing -= 1
         if self._spent() and not self.stopping:
             return  # recycling: leaving hands what is read ahead back
-        while self._ready and (self.executing < self.concurrency or self.stopping):
-            running = self._ready.popleft()
-            if running.cancel_reason is None and not self.stopping:
-                self._begin(running)
-            elif running.cancel_reason == "abort":
-                self.finish(running.job.delivery.queue, aborted(running.job), running)
-            else:  # lost, or stopping (leaving hands it back): nothing to record
-                self.inflight.forget(running.job)
-                self.capacity.release()
+        if self._beginning_next:
+            return
+        self._beginning_next = True
+        try:
+            while self._ready and (self.executing < self.concurrency or self.stopping):
+                running = self._ready.popleft()
+                if running.cancel_reason is None and not self.stopping:
+                    self._begin(running)
+                elif running.cancel_reason == "abort":
+                    self.finish(running.job.delivery.queue, aborted(running.job), running)
+                else:  # lost, or stopping (leaving hands it back): nothing to record
+                    self.inflight.forget(running.job)
+                    self.capacity.release()
+        finally:
+            self._beginning_next = False
 
     def cancel(self, entry_id: str, reason: str) -> None:
         """Cancel one held job: 'abort' records it aborted; 'lost' and 'shutdown' don't."""
