@@ -221,30 +221,7 @@ class Broker:
     def _enqueue_args(
         self, keys: QueueKeys, messages: Sequence[OutgoingMessage]
     ) -> list[str | bytes]:
-        rows = [
-            (
-                m.task_id,
-                m.task_name,
-                len(m.payload),
-                1 if m.fresh else 0,
-                m.delay_ms,
-                keys.unique(m.unique_key) if m.unique_key else "",
-                m.unique_ttl_ms,
-            )
-            if not (m.priority or m.flow)
-            else (
-                m.task_id,
-                m.task_name,
-                len(m.payload),
-                1 if m.fresh else 0,
-                m.delay_ms,
-                keys.unique(m.unique_key) if m.unique_key else "",
-                m.unique_ttl_ms,
-                m.priority,
-                len(m.flow),
-            )
-            for m in messages
-        ]
+        rows = [_enqueue_row(keys, m) for m in messages]
         # A message's limits (flow control) follow its payload in the blob.
         blob = b"".join([m.payload + m.flow if m.flow else m.payload for m in messages])
         return [
@@ -1037,3 +1014,20 @@ def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int)
         deliveries=n,
         flow=fields.get(b"f", b""),
     )
+
+
+def _enqueue_row(keys: QueueKeys, m: OutgoingMessage) -> tuple[Any, ...]:
+    """One message's row for ``enqueue.lua``; priority and limits (flow control)
+    are added only when the message has them, so other rows stay short."""
+    row: tuple[Any, ...] = (
+        m.task_id,
+        m.task_name,
+        len(m.payload),
+        1 if m.fresh else 0,
+        m.delay_ms,
+        keys.unique(m.unique_key) if m.unique_key else "",
+        m.unique_ttl_ms,
+    )
+    if m.priority or m.flow:
+        row += (m.priority, len(m.flow))
+    return row
