@@ -5,6 +5,8 @@ and their outcomes are recorded. Real worker processes, exact counts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 
 import pytest
@@ -40,17 +42,39 @@ async def test_workers_ride_out_redis_out_of_memory(
             filled = 0
             with pytest.raises(redis.exceptions.OutOfMemoryError):
                 while filled < 100_000:
-                    size = 4096 if filled < 3000 else 16
+                    # Big values first: the fill must end well within the tasks' 4 s, even
+                    # on a loaded machine.
+                    size = 1_000_000 if filled < 10 else 4096 if filled < 3000 else 16
                     admin.set(f"filler:{filled}", b"x" * size)
                     filled += 1
             with pytest.raises(aqueue.ConnectionFailed, match="out of memory"):
                 await mark.enqueue("refused")
             full_at = time.monotonic()
+            # Keep it full: whatever the workers' own writes free (an XACK, a
+            # trim) is taken again at once, so their outcomes meet the outage.
+            keep_full = threading.Event()
+            topped: list[int] = []
+
+            def top_up() -> None:
+                with redis.Redis(port=srv.port) as filler:
+                    while not keep_full.is_set():
+                        with contextlib.suppress(redis.exceptions.OutOfMemoryError):
+                            filler.set(f"topup:{len(topped)}", b"x" * 16)
+                            topped.append(1)
+                        time.sleep(0.002)
+
+            topper = threading.Thread(target=top_up, daemon=True)
+            topper.start()
             # Every task ends during the outage (they sleep 4 s); then memory is freed.
             await wait_until(lambda: sum(counts.done(keys)) == TASKS, 30)
             await asyncio.sleep(1.0)
+            keep_full.set()
+            topper.join(5)
             for start in range(0, filled, 1000):
                 admin.delete(*(f"filler:{i}" for i in range(start, min(filled, start + 1000))))
+            for start in range(0, len(topped), 1000):
+                stop = min(len(topped), start + 1000)
+                admin.delete(*(f"topup:{i}" for i in range(start, stop)))
             freed_at = time.monotonic()
             for handle in handles:
                 assert await asyncio.wait_for(handle.get(), 30) == 1
