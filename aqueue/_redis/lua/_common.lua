@@ -44,7 +44,7 @@ local STARTED_NAME = false
 -- MAXLEN counts entries, so the stream holds at most about
 -- events_maxlen * EVENT_CHUNK events.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
-local EVENT_BATCH = {}
+local EVENT_VALUES, EVENT_COUNT = {}, 0  -- EVENT_FIELDS values per event, flat
 local EVENT_FIELDS, EVENT_CHUNK = 10, 100
 local function events_from(nkeys)
   EVENTS = KEYS[nkeys + 1]
@@ -63,8 +63,9 @@ end
 -- array of type, message, traceback); the event keeps its type and message.
 -- `name`, `attempt`, `started` (ms or false): given when the script has them
 -- at hand (name nil: read from the record `rec`, which is otherwise unused).
--- `timed`: the end of a run, whose duration is measured from its start. Each
--- event is packed at once (no table per event): the cheapest form for Lua.
+-- `timed`: the end of a run, whose duration is measured from its start. An
+-- event's values go into one flat table, packed together when the script
+-- flushes (no string or table per event: the cheapest form for Lua).
 local function emit(rec, tid, state, worker, now, err, timed, name, attempt, started)
   if not EVENTS then return end
   if name == nil then
@@ -80,27 +81,34 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
       etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
     end
   end
-  EVENT_BATCH[#EVENT_BATCH + 1] = cmsgpack.pack(EVENTS_QUEUE, tid, name or '', state,
-    tonumber(attempt) or 0, worker, now, duration, etype, emsg)
+  local v, n = EVENT_VALUES, EVENT_COUNT * EVENT_FIELDS
+  v[n + 1], v[n + 2], v[n + 3], v[n + 4], v[n + 5] = EVENTS_QUEUE, tid, name or '', state,
+    tonumber(attempt) or 0
+  v[n + 6], v[n + 7], v[n + 8], v[n + 9], v[n + 10] = worker, now, duration, etype, emsg
+  EVENT_COUNT = EVENT_COUNT + 1
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end
-  EVENT_BATCH[#EVENT_BATCH + 1] = cmsgpack.pack(EVENTS_QUEUE, '', '', state, 0, worker, now, -1,
-    etype, emsg)
+  local v, n = EVENT_VALUES, EVENT_COUNT * EVENT_FIELDS
+  v[n + 1], v[n + 2], v[n + 3], v[n + 4], v[n + 5] = EVENTS_QUEUE, '', '', state, 0
+  v[n + 6], v[n + 7], v[n + 8], v[n + 9], v[n + 10] = worker, now, -1, etype, emsg
+  EVENT_COUNT = EVENT_COUNT + 1
 end
 
 local function flush_events()
   if not EVENTS then return end
-  for first = 1, #EVENT_BATCH, EVENT_CHUNK do
-    local last = math.min(#EVENT_BATCH, first + EVENT_CHUNK - 1)
-    -- A msgpack array32 header, then the events' values.
-    local header = struct.pack('>BI4', 0xdd, (last - first + 1) * EVENT_FIELDS)
+  for first = 0, EVENT_COUNT - 1, EVENT_CHUNK do
+    local count = math.min(EVENT_COUNT - first, EVENT_CHUNK)
+    -- A msgpack array32 header, then the events' values (cmsgpack packs each
+    -- of its arguments and joins them).
+    local header = struct.pack('>BI4', 0xdd, count * EVENT_FIELDS)
+    local from = first * EVENT_FIELDS
     redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e',
-      header .. table.concat(EVENT_BATCH, '', first, last))
+      header .. cmsgpack.pack(unpack(EVENT_VALUES, from + 1, from + count * EVENT_FIELDS)))
   end
-  EVENT_BATCH = {}
+  EVENT_VALUES, EVENT_COUNT = {}, 0
 end
 
 -- The task id, message and limits (flow control) of a stream entry's field
