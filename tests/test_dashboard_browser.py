@@ -66,10 +66,13 @@ def screenshot(driver: Any, name: str) -> Path:
     return path
 
 
-def start_dashboard(redis_url: str, prefix: str, *args: str, **env: str) -> tuple[Any, str]:
+def start_dashboard(
+    redis_url: str, prefix: str, *args: str, app: str = APP, **env: str
+) -> tuple[Any, str]:
+    """``aqueue dashboard -A app`` on a free port, once it answers: (process, base URL)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aqueue", "dashboard", "-A", APP, "--port", str(port), *args],
+        [sys.executable, "-m", "aqueue", "dashboard", "-A", app, "--port", str(port), *args],
         env=worker_env(redis_url, prefix, **env),
         cwd=str(ROOT / "tests" / "apps"),
         stdout=subprocess.DEVNULL,

@@ -7,46 +7,29 @@ chart. Each test saves a screenshot under ``tests/.output/`` (not committed).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 import aqueue
 
-from .conftest import ROOT, free_port, start_cli_worker, worker_env
+from .conftest import start_cli_worker
 from .ops_support import stop, wait_for
-from .test_dashboard_browser import browser, confirm, screenshot, text_of, until
+from .test_dashboard_browser import (
+    browser,
+    confirm,
+    screenshot,
+    start_dashboard,
+    text_of,
+    until,
+)
 
 APP = "dashboard_tasks_app:app"
 
 __all__ = ["browser"]  # the fixture, shared with the other browser tests
 
 from selenium.webdriver.common.by import By  # noqa: E402
-
-
-def start_dashboard(redis_url: str, prefix: str, *args: str) -> tuple[Any, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aqueue", "dashboard", "-A", APP, "--port", str(port), *args],
-        env=worker_env(redis_url, prefix),
-        cwd=str(ROOT / "tests" / "apps"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return httpx.get(base + "/static/dashboard.css").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(answers, timeout=30)
-    return proc, base
 
 
 @pytest.fixture
@@ -75,7 +58,7 @@ def producer(redis_url: str, prefix: str) -> Iterator[dict[str, Any]]:
 def test_failed_tasks_are_listed_filtered_and_run_again(
     browser: Any, redis_url: str, prefix: str, producer: dict[str, Any]
 ) -> None:
-    dashboard, base = start_dashboard(redis_url, prefix)
+    dashboard, base = start_dashboard(redis_url, prefix, app=APP)
     worker = start_cli_worker(redis_url, prefix, APP)
     try:
         browser.get(base + "/tasks")  # the dashboard listens for outcomes from now on
@@ -119,7 +102,7 @@ def test_failed_tasks_are_listed_filtered_and_run_again(
 def test_a_streaming_task_shows_progress_chunks_and_timeline(
     browser: Any, redis_url: str, prefix: str, producer: dict[str, Any]
 ) -> None:
-    dashboard, base = start_dashboard(redis_url, prefix)
+    dashboard, base = start_dashboard(redis_url, prefix, app=APP)
     worker = start_cli_worker(redis_url, prefix, APP, IMPORT_PAUSE="10")
     try:
         handle = producer["import_rows"].delay(6)
