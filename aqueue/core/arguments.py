@@ -29,6 +29,11 @@ _args_decoder = msgspec.msgpack.Decoder(list[Any], ext_hook=ext_hook)
 _kwargs_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 #: The encoding of no keyword arguments, which needs no decoding.
 EMPTY_MAP = msgspec.msgpack.encode({})
+#: The same as the worker sees them (the envelope defers arguments as ``Raw``, which
+#: never compares equal to bytes), and no positional arguments likewise.
+_EMPTY_MAP_RAW = msgspec.Raw(EMPTY_MAP)
+_EMPTY_ARGS = msgspec.msgpack.encode([])
+_EMPTY_ARGS_RAW = msgspec.Raw(_EMPTY_ARGS)
 #: Where msgspec says a value went wrong: "... - at `$.name...`".
 _AT_PARAMETER = re.compile(
     r"^(?P<what>.*) - at `\$\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^`]*)`$"
@@ -63,6 +68,8 @@ class ArgSpec:
         )
         self._max_args = len(params)
         self._min_args = sum(1 for p in params if p.default is p.empty)
+        #: A call without arguments fits as it is: nothing to decode or check.
+        self._bare_fits = self._positional and self._min_args == 0
         self._plain_types: list[type] | None = None
 
     def hints(self) -> dict[str, Any]:
@@ -120,8 +127,15 @@ class ArgSpec:
         Raises TypeError, msgspec.ValidationError or msgspec.DecodeError when
         they don't fit.
         """
+        no_kwargs = encoded_kwargs == _EMPTY_MAP_RAW or encoded_kwargs == EMPTY_MAP
+        if (
+            no_kwargs
+            and self._bare_fits
+            and (encoded_args == _EMPTY_ARGS_RAW or encoded_args == _EMPTY_ARGS)
+        ):
+            return [], {}
         raw_args = _args_decoder.decode(encoded_args)
-        raw_kwargs = _kwargs_decoder.decode(encoded_kwargs) if encoded_kwargs != EMPTY_MAP else {}
+        raw_kwargs = {} if no_kwargs else _kwargs_decoder.decode(encoded_kwargs)
         return self.bind(raw_args, raw_kwargs)
 
     def _plain(self) -> list[type] | None:
