@@ -134,7 +134,7 @@ async def drain(
     if os.environ.get("COSTS_NO_EAGER"):  # compare: jobs started on the loop's next turn
         from aqueue.runtime import running
 
-        running.start_task = asyncio.create_task
+        running.task_starter = lambda loop: loop.create_task
     if settle:  # as `aqueue worker` does before it runs the worker
         from aqueue.runtime.tuning import settle_heap
 

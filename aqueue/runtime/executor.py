@@ -55,6 +55,8 @@ ProgressReport = Callable[[str, Any, str], Coroutine[Any, Any, None]]
 
 #: The longest retry delay a task may ask for (a year): more can't be scheduled.
 MAX_RETRY_DELAY = 365 * 24 * 3600.0
+#: What a task that returns nothing (most do) leaves as its result.
+_ENCODED_NONE = encode_value(None)
 
 
 @dataclass(slots=True)
@@ -192,14 +194,16 @@ class Executor:
         task (abort, lost lease, shutdown): the worker knows why.
         """
         task = job.task
-        if task.config.executor == "process":
+        is_async = task.is_async
+        if not is_async and task.config.executor == "process":  # never an async def
             return await self._run_in_process(job)
         args, kwargs = job.args, job.kwargs
-        if task.spec.context_param is not None:
-            args, kwargs = self._with_context(job, task.spec.context_param)
+        context_param = task.spec.context_param
+        if context_param is not None:
+            args, kwargs = self._with_context(job, context_param)
         timeout = job.envelope.timeout
         try:
-            if not task.is_async:
+            if not is_async:
                 if task.is_stream:
                     value = await self._stream(job, args, kwargs)
                 else:
@@ -232,7 +236,7 @@ class Executor:
             # the worker or leave the task running for ever, holding its slot.
             return self._after_error(job, exc)
         try:
-            result = encode_value(value)
+            result = _ENCODED_NONE if value is None else encode_value(value)
         except (TypeError, ValueError, OverflowError) as exc:
             return self._failure(
                 job,

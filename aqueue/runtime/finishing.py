@@ -122,10 +122,13 @@ class Finisher:
 
     def submit(self, queue: str, item: FinishItem, running: Running | None) -> None:
         """Hand an outcome over for recording; its task slot is free from now on."""
-        self._queued.setdefault(queue, []).append((item, running))
+        batch = self._queued.get(queue)
+        if batch is None:  # the first since the loop took the last round: wake it
+            batch = self._queued[queue] = []
+            self._wanted.set()
+        batch.append((item, running))
         self.unrecorded += 1
         self.capacity.release()
-        self._wanted.set()
 
     async def room(self) -> None:
         """Wait while ``concurrency`` outcomes are still unrecorded (backpressure)."""

@@ -14,14 +14,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..core.protocol import Delivery, FinishItem
 from .executor import Executor, Job, aborted
 from .hooked import job_info, run_hooked, tell_outcome
 from .slots import Capacity
-from .tuning import start_task
+from .tuning import TaskStarter, task_starter
 from .workflow import follow_ups
 
 __all__ = ["Inflight", "Observer", "Runner", "Running"]
@@ -40,9 +40,11 @@ class Running:
     """A job this worker holds: executing (``task`` set) or read ahead."""
 
     job: Job
+    leased_at: float
+    """``time.monotonic()`` when its lease was last taken or renewed."""
     task: asyncio.Task[None] | None = None
-    leased_at: float = field(default_factory=time.monotonic)
-    started: float = field(default_factory=time.perf_counter)
+    started: float = 0.0
+    """``time.perf_counter()`` when it began executing."""
     cancel_reason: str | None = None
     """'abort', 'lost' (another worker has it) or 'shutdown'."""
     entered: bool = False
@@ -67,11 +69,10 @@ Finish = Callable[[str, FinishItem, "Running | None"], None]
 
 
 class Inflight:
-    """The jobs a worker holds, by stream entry id and by task id."""
+    """The jobs a worker holds, by stream entry id."""
 
     def __init__(self) -> None:
         self.by_entry: dict[str, Running] = {}
-        self.entry_by_task: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.by_entry)
@@ -83,12 +84,17 @@ class Inflight:
         return self.by_entry.get(entry_id)
 
     def entry_of(self, task_id: str) -> str | None:
-        return self.entry_by_task.get(task_id)
+        """The entry of a held job of that task (an abort request or a progress
+        report names the task): a walk over at most concurrency + prefetch jobs,
+        which costs those rare requests less than a second map kept for every
+        task would cost each task."""
+        for entry, running in self.by_entry.items():
+            if running.job.envelope.id == task_id:
+                return entry
+        return None
 
     def forget(self, job: Job) -> None:
         self.by_entry.pop(job.delivery.entry_id, None)
-        if self.entry_by_task.get(job.envelope.id) == job.delivery.entry_id:
-            del self.entry_by_task[job.envelope.id]
 
 
 class Runner:
@@ -118,10 +124,17 @@ class Runner:
         self.begun = 0
         self.max_begun: int | None = None
         self.on_spent: Callable[[str], None] | None = None
+        #: Creates a job's asyncio task on the worker's loop (see :meth:`on_loop`).
+        self._start: TaskStarter | None = None
         # True while _ended() begins read-ahead jobs: a job that then ends
         # within its own start (eager start, Python 3.12+) leaves the next one
         # to that loop instead of nesting another.
         self._beginning_next = False
+
+    def on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Begin jobs on ``loop`` (the worker's): its own ``create_task``, without
+        the lookups of ``asyncio.create_task`` on every job."""
+        self._start = task_starter(loop)
 
     def _spent(self) -> bool:
         """The worker began all the jobs it may (``--max-tasks-per-child``)."""
@@ -130,11 +143,8 @@ class Runner:
     def admit(self, job: Job, first: bool = False) -> None:
         """Take a prepared job: begin it now, or read it ahead until a slot frees
         (``first``: ahead of every job already read ahead)."""
-        running = Running(job)
-        entry = job.delivery.entry_id
-        inflight = self.inflight  # both maps at once: this runs for every task
-        inflight.by_entry[entry] = running
-        inflight.entry_by_task[job.envelope.id] = entry
+        running = Running(job, time.monotonic())
+        self.inflight.by_entry[job.delivery.entry_id] = running
         max_begun = self.max_begun  # recycling: begin no more than that
         if self.executing >= self.concurrency or (
             max_begun is not None and self.begun >= max_begun
@@ -150,6 +160,7 @@ class Runner:
         job = running.job
         self.executing += 1
         running.started = time.perf_counter()
+        start = self._start or task_starter(asyncio.get_running_loop())
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s[%s] started (attempt %d)", job.display_name, job.envelope.id, job.attempt
@@ -160,8 +171,8 @@ class Runner:
         if self.begun == self.max_begun and self.on_spent is not None:
             self.on_spent(f"began {self.begun} tasks, --max-tasks-per-child {self.max_begun}")
         # On Python 3.12+ a job that never suspends runs to its end inside
-        # this call (see tuning.start_task), so `running.task` is set after.
-        running.task = start_task(self._run(running))
+        # this call (see tuning.task_starter), so `running.task` is set after.
+        running.task = start(self._run(running))
 
     async def _run(self, running: Running) -> None:
         job = running.job
@@ -209,10 +220,10 @@ class Runner:
     def _ended(self) -> None:
         """A job stopped executing: begin the next one read ahead, if any."""
         self.executing -= 1
+        if not self._ready or self._beginning_next:
+            return  # nothing read ahead, or the loop below begins it
         if self._spent() and not self.stopping:
             return  # recycling: leaving hands what is read ahead back
-        if self._beginning_next:
-            return
         self._beginning_next = True
         try:
             while self._ready and (self.executing < self.concurrency or self.stopping):

@@ -8,21 +8,27 @@ Two things, both measured with ``benchmarks/costs.py`` (see benchmarks/README.md
   means the periodic full collections stop walking it again and again. The
   ``aqueue worker`` command calls it; a program that embeds a Worker may too,
   since it affects the whole process.
-* :func:`start_task`: on Python 3.12 and later a task's coroutine begins at
-  once, inside the call, instead of on the loop's next turn. A coroutine that
-  finishes without suspending (a quick task) then never waits in the loop's
-  ready queue at all; one that suspends goes on as a normal asyncio task. On
-  Python 3.11 this is ``asyncio.create_task``.
+* :func:`task_starter`: how a job's asyncio task is created on the worker's
+  loop. On Python 3.12 and later its coroutine begins at once, inside the
+  call, instead of on the loop's next turn: a coroutine that finishes without
+  suspending (a quick task) then never waits in the loop's ready queue at
+  all; one that suspends goes on as a normal asyncio task. On Python 3.11 it
+  is the loop's own ``create_task``, called directly (``asyncio.create_task``
+  looks the running loop up and names the task on every call).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["settle_heap", "start_task"]
+__all__ = ["TaskStarter", "settle_heap", "task_starter"]
+
+#: Creates (and on Python 3.12+ starts) the asyncio task of one job.
+TaskStarter = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 
 def settle_heap() -> None:
@@ -31,17 +37,11 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def _eager_factory() -> Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]:
+def task_starter(loop: asyncio.AbstractEventLoop) -> TaskStarter:
+    """Creates the asyncio task of one job on ``loop``: eagerly started where
+    Python can (3.12+)."""
     factory = getattr(asyncio, "eager_task_factory", None)
     if factory is None:  # Python 3.11
-        return asyncio.create_task
-
-    def start(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = factory(asyncio.get_running_loop(), coro)
-        return task
-
+        return loop.create_task
+    start: TaskStarter = functools.partial(factory, loop)
     return start
-
-
-#: Creates the asyncio task of one job: eagerly started where Python can (3.12+).
-start_task = _eager_factory()

@@ -269,6 +269,7 @@ class Worker:
         """
         app = self.app
         broker = self._broker()
+        self._runner.on_loop(asyncio.get_running_loop())
         await app.connect()
         for queue in self.queues:
             await self._starting(functools.partial(broker.ensure_group, queue))
