@@ -34,7 +34,6 @@ drain minus bulk):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import gc
 import json

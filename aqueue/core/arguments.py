@@ -127,12 +127,8 @@ class ArgSpec:
         Raises TypeError, msgspec.ValidationError or msgspec.DecodeError when
         they don't fit.
         """
-        no_kwargs = encoded_kwargs == _EMPTY_MAP_RAW or encoded_kwargs == EMPTY_MAP
-        if (
-            no_kwargs
-            and self._bare_fits
-            and (encoded_args == _EMPTY_ARGS_RAW or encoded_args == _EMPTY_ARGS)
-        ):
+        no_kwargs = encoded_kwargs in (_EMPTY_MAP_RAW, EMPTY_MAP)
+        if no_kwargs and self._bare_fits and encoded_args in (_EMPTY_ARGS_RAW, _EMPTY_ARGS):
             return [], {}
         raw_args = _args_decoder.decode(encoded_args)
         raw_kwargs = {} if no_kwargs else _kwargs_decoder.decode(encoded_kwargs)
