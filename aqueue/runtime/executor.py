@@ -69,6 +69,12 @@ class Job:
     args: list[Any]
     kwargs: dict[str, Any]
     attempt: int
+    #: The job is its task's own coroutine with nothing around it (an ``async def``
+    #: without a timeout or a Context parameter): the worker may await
+    #: ``task.fn(*args, **kwargs)`` itself, without the frame of
+    #: :meth:`Executor.run`, and ask :meth:`Executor.outcome` or
+    #: :meth:`Executor.raised` for what it gave.
+    as_is: bool = False
     #: What the task raised, for middleware (error trackers); None when it did not.
     exception: BaseException | None = None
 
@@ -183,9 +189,21 @@ class Executor:
                 f"arguments don't match {task.name}{task.spec.call_signature}: {exc}",
             )
         attempt = delivery.attempt or env.retries + delivery.deliveries
-        return Job(delivery, env, task, args, kwargs, attempt)
+        as_is = task.is_async and env.timeout is None and task.spec.context_param is None
+        return Job(delivery, env, task, args, kwargs, attempt, as_is)
 
     # -- running ----------------------------------------------------------------------
+
+    def raised(self, job: Job, exc: BaseException) -> FinishItem:
+        """The outcome of a task that raised ``exc``; re-raises the worker's own
+        cancellation (abort, lost lease, shutdown), which the worker handles."""
+        if isinstance(exc, asyncio.CancelledError):
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise exc
+            # Raised by the task's own code: a failure like any other, not a crash
+            # that leaves the message to wait out its lease.
+        return self._after_error(job, exc)
 
     async def run(self, job: Job) -> FinishItem:
         """Run the job's task once and describe the outcome.
@@ -214,12 +232,7 @@ class Executor:
             else:
                 value = await self._await_coroutine(job, args, kwargs)
         except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is None or current.cancelling():
-                raise  # the worker cancelled it (abort, lost lease, shutdown)
-            # Raised by the task's own code: a failure like any other, not a crash
-            # that leaves the message to wait out its lease.
-            return self._after_error(job, exc)
+            return self.raised(job, exc)  # re-raised when the worker cancelled it
         except _AbortedWhileWaiting:
             return aborted(job)
         except _TimedOut:
@@ -235,6 +248,11 @@ class Executor:
             # code: the task failed, the worker goes on. Let through, it would stop
             # the worker or leave the task running for ever, holding its slot.
             return self._after_error(job, exc)
+        return self.outcome(job, value)
+
+    def outcome(self, job: Job, value: Any) -> FinishItem:
+        """The outcome of a task that returned ``value``."""
+        task = job.task
         try:
             result = _ENCODED_NONE if value is None else encode_value(value)
         except (TypeError, ValueError, OverflowError) as exc:

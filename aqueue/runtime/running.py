@@ -185,7 +185,15 @@ class Runner:
                 # of start): it ends here, through the same path as a cancellation.
                 raise asyncio.CancelledError
             if info is None:
-                item = await self.executor.run(job)
+                if job.as_is:  # the common case, one coroutine frame less
+                    try:
+                        value = await job.task.fn(*job.args, **job.kwargs)
+                    except BaseException as exc:  # task code: the executor says what it means
+                        item = self.executor.raised(job, exc)
+                    else:
+                        item = self.executor.outcome(job, value)
+                else:
+                    item = await self.executor.run(job)
             else:
                 assert hooks is not None
                 item = await run_hooked(hooks, info, job, self.executor.run)
