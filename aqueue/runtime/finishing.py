@@ -4,10 +4,10 @@ An outcome frees its task slot as soon as it is handed over, but its message
 stays held until the finish script has recorded it (result or error, XACK,
 retry or dead-letter, completion push: one script call per queue per round,
 at most ``FINISH_CHUNK`` outcomes each). Outcomes waiting to be recorded are
-bounded too (backpressure): at most ``concurrency`` of them, so a worker
-holds at most running + read-ahead + one batch of messages. An outcome whose
-lease was lost meanwhile is *fenced*: the script refuses it, because another
-worker owns the task now.
+bounded too (backpressure): fetching waits while as many are unrecorded as
+the worker has slots (running + read-ahead), so a worker holds at most twice
+its slots of messages. An outcome whose lease was lost meanwhile is *fenced*:
+the script refuses it, because another worker owns the task now.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ class Finisher:
         self.capacity.release()
 
     async def room(self) -> None:
-        """Wait while ``concurrency`` outcomes are still unrecorded (backpressure)."""
+        """Wait while ``concurrency`` outcomes (the worker passes its slots) are
+        still unrecorded (backpressure)."""
         while self.unrecorded >= self.concurrency:
             self._recorded.clear()
             await self._recorded.wait()

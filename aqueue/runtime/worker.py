@@ -153,7 +153,10 @@ class Worker:
         self._finisher = Finisher(
             self._broker,
             self.name,
-            self.concurrency,
+            # Unrecorded outcomes allowed before fetching waits: as many as the
+            # slots. At `concurrency` a full batch's finish call in flight held
+            # back the next fetch (every other batch of a drain) until its reply.
+            capacity.total,
             capacity,
             self.stats,
             self._backoff("recording results"),
