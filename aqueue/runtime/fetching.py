@@ -111,6 +111,13 @@ class Fetcher:
             self.idle[queue] = not deliveries
             if deliveries:
                 await self.accept(queue, deliveries, marked)
+                if not marked and len(deliveries) < n:
+                    # The queue was idle (a blocking read came back short): let the
+                    # jobs just begun take their first step and the finisher send
+                    # what they finished before asking for more, or the next fetch
+                    # reaches Redis ahead of their outcomes, on a round trip's path.
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
 
     def check_orphans_soon(self, queue: str) -> None:
         """Look for lost deliveries once they are idle long enough (after a Redis error)."""
