@@ -11,6 +11,7 @@ it, the group members and the chord's callback.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,6 @@ import aqueue
 from aqueue.dashboard import Dashboard, asgi_app, history, serve
 from aqueue.dashboard.history import History
 from aqueue.dashboard.listing import RecentOutcomes
-from aqueue.dashboard.readings import CHART_BUCKET
 
 from .conftest import running_worker, wait_until
 
@@ -83,12 +83,14 @@ async def test_a_dashboard_opened_after_a_burst_shows_it(events_app: aqueue.App)
         assert "charts go back to" in overview
         latency = overview[overview.index('class="chart latency"') :]
         assert "<rect" in latency[: latency.index("</svg>")]  # drawn from the read-back
-        # Every run that ended before the dashboard started is counted once in
-        # the throughput buckets the read-back covers.
-        past = web.readings.history
-        buckets = [None] * (300 // CHART_BUCKET)
-        rates = past.throughput("default", list(buckets), CHART_BUCKET, past.started)
-        assert round(sum(r * CHART_BUCKET for r in rates if r is not None)) == 21
+        throughput = overview[overview.index('class="chart"') :]
+        assert "<rect" in throughput[: throughput.index("</svg>")]
+        # The throughput samples before the dashboard's first count back from it:
+        # every run that ended (20 successes, 1 failure) once, each at its time.
+        samples = list(web.readings.sampler.history["default"].samples)
+        counts = [f for _, f in samples if f is not None]
+        assert counts == sorted(counts) and counts[-1] - counts[0] == 21
+        assert samples[0][0] >= web.readings.history.reach["default"]
     finally:
         await _close(web, server, http)
 
@@ -128,7 +130,9 @@ async def test_the_read_back_is_bounded(
     server = aioredis.Redis.from_url(redis_url)
     try:
         before = (await server.info("commandstats"))["cmdstat_xrevrange"]["calls"]
-        past = History(app.client, RecentOutcomes(app.client, lambda: ["default"]))
+        samples: deque[tuple[float, int | None]] = deque(maxlen=302)
+        outcomes = RecentOutcomes(app.client, lambda: ["default"])
+        past = History(app.client, outcomes, lambda queue: samples)
         await past.load(["default"])
         calls = (await server.info("commandstats"))["cmdstat_xrevrange"]["calls"] - before
     finally:

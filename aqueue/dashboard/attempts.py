@@ -46,7 +46,8 @@ class Attempts:
     from_events: bool
     """True: read from the event stream (every attempt it still holds)."""
     complete: bool = True
-    """False when the read stopped at :data:`TASK_ENTRIES` before the task's enqueue."""
+    """False when the read stopped at :data:`TASK_ENTRIES` before the task's enqueue
+    (or, not from events, when events are on but what was read held none of its)."""
 
 
 async def read_attempts(client: Client, info: TaskInfo) -> Attempts:
@@ -56,6 +57,8 @@ async def read_attempts(client: Client, info: TaskInfo) -> Attempts:
         events, complete = await _task_events(client, info)
         if events:
             return Attempts(_from_events(events), True, complete)
+        # On, but the stream no longer reaches back to this task's events.
+        return Attempts(_from_record(info), False, complete=False)
     return Attempts(_from_record(info), False)
 
 

@@ -19,7 +19,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .._redis.connection import ANY_REDIS_ERROR
 from ..client import Client
@@ -40,6 +40,8 @@ PAGE = 500
 RECORD_READS = 1000
 #: Latency samples kept of what was read (the chart draws a median per bar).
 LATENCY_KEPT = 3000
+#: Seconds between two throughput samples made from what was read.
+SAMPLE_SPACING = 1.0
 #: Seconds of history read back (as far as the charts draw).
 WINDOW = LATENCY_HISTORY
 
@@ -52,9 +54,16 @@ _FINISHED = {"succeeded", "failed", "aborted", "expired"}
 class History:
     """What the event stream tells of each queue's last minutes before the dashboard."""
 
-    def __init__(self, client: Client, outcomes: RecentOutcomes) -> None:
+    def __init__(
+        self,
+        client: Client,
+        outcomes: RecentOutcomes,
+        samples: Callable[[str], deque[tuple[float, int | None]]],
+    ) -> None:
         self.client = client
         self.outcomes = outcomes
+        #: A queue's throughput samples: (when, entries finished so far), oldest first.
+        self._samples = samples
         #: When the dashboard began to watch (its own samples start there).
         self.started = time.time()
         #: Queue -> times its runs ended, oldest first, from the stream.
@@ -80,7 +89,15 @@ class History:
 
     async def _run(self) -> None:
         while True:
-            fresh = sorted(set(self.outcomes.listening) - set(self.reach))
+            # Once its completion channel is listened to (nothing falls in between)
+            # and the sampler has counted its finished entries once (the anchor the
+            # read-back counts back from; a queue with no group yet has none).
+            waited = time.time() - self.started > 5.0
+            fresh = sorted(
+                q
+                for q in set(self.outcomes.listening) - set(self.reach)
+                if waited or any(f is not None for _, f in self._samples(q))
+            )
             if fresh:
                 try:
                     await self.load(fresh)
@@ -124,6 +141,7 @@ class History:
                 events += events_of_page
         for queue in queues:
             await self._add(queue, [e for e in events if e.queue == queue])
+            self._count_back(queue, reach[stream_of[queue]])
             self.reach[queue] = reach[stream_of[queue]]
 
     async def _add(self, queue: str, events: list[Event]) -> None:
@@ -166,23 +184,24 @@ class History:
         samples.extend(latency)
         samples.extend(live_samples)
 
-    def throughput(
-        self, queue: str, sampled: list[float | None], bucket: float, now: float
-    ) -> list[float | None]:
-        """The sampled rates, with the buckets before the first sample filled from
-        the stream where what was read covers them whole."""
-        reach = self.reach.get(queue)
-        if reach is None:
-            return sampled
+    def _count_back(self, queue: str, reach: float) -> None:
+        """Throughput samples before the sampler's first, one a second back to
+        ``reach``: its count less the runs that ended since then, so the chart
+        reads the past like the samples it took itself."""
+        samples = self._samples(queue)
+        anchor = next(((t, f) for t, f in samples if f is not None), None)
+        if anchor is None:
+            return
+        first_at, first_count = anchor
         ends = self.ends.get(queue, [])  # sorted
-        span = len(sampled) * bucket
-        out: list[float | None] = []
-        for n, rate in enumerate(sampled):
-            start = now - span + n * bucket
-            if rate is None and start >= reach and start + bucket <= self.started:
-                rate = (bisect_left(ends, start + bucket) - bisect_left(ends, start)) / bucket
-            out.append(rate)
-        return out
+        room = (samples.maxlen or 0) - len(samples)
+        points: list[tuple[float, int | None]] = []
+        at = first_at - SAMPLE_SPACING
+        while at >= reach and len(points) < room:
+            ended_since = bisect_left(ends, first_at) - bisect_left(ends, at)
+            points.append((at, first_count - ended_since))
+            at -= SAMPLE_SPACING
+        samples.extendleft(points)  # newest first: they end up oldest first
 
     def charts_from(self) -> tuple[float, bool]:
         """Since when the charts and finished lists know what happened, and whether

@@ -205,7 +205,11 @@ class Readings:
         #: Outcomes heard since the dashboard started; the latency samples.
         self.outcomes = RecentOutcomes(app.client, lambda: self.sampler.queues)
         #: With events on, the minutes before the dashboard started.
-        self.history = History(app.client, self.outcomes)
+        self.history = History(
+            app.client,
+            self.outcomes,
+            lambda q: self.sampler.history.setdefault(q, _History()).samples,
+        )
 
     @property
     def client(self) -> Client:
@@ -228,11 +232,7 @@ class Readings:
         """The ``aqueue inspect`` snapshot plus each queue's throughput history."""
         queues = await self.queues()
         data = await snapshot(self.client, queues, self.app.tasks.values())
-        now = time.time()
-        data["throughput"] = {
-            q: self.history.throughput(q, self.sampler.throughput(q, now), CHART_BUCKET, now)
-            for q in queues
-        }
+        data["throughput"] = {q: self.sampler.throughput(q) for q in queues}
         data["charts_from"] = self.history.charts_from()
         buckets = HISTORY_SECONDS // CHART_BUCKET
         data["latency"] = {q: self.outcomes.latency_chart(q, buckets, CHART_BUCKET) for q in queues}

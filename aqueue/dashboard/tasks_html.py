@@ -173,7 +173,13 @@ def _attempts(attempts: Attempts) -> str:
         for a in attempts.rows
     )
     listing = table(["attempt", "worker", "started", "ended", "took", "outcome", "error"], rows, "")
-    if not attempts.from_events:
+    if not attempts.from_events and not attempts.complete:
+        note = (
+            f"the event stream's last {TASK_ENTRIES} entries since the task was enqueued "
+            "hold none of its events (trimmed, or too many since): the record keeps only "
+            "the last attempt"
+        )
+    elif not attempts.from_events:
         note = (
             "the record keeps only the last attempt; with events on (events=True) every "
             "attempt is read back from the event stream"
