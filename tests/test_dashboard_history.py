@@ -10,6 +10,7 @@ it, the group members and the chord's callback.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import deque
 from collections.abc import AsyncIterator
@@ -256,3 +257,44 @@ async def test_a_workflow_step_links_what_comes_after_it(app: aqueue.App) -> Non
         ]
     finally:
         await _close(web, server, http)
+
+
+async def test_a_running_task_lists_its_earlier_attempts_and_the_current_one(
+    events_app: aqueue.App,
+) -> None:
+    app = events_app
+    release = asyncio.Event()
+
+    @app.task(name="flaky.slow", retries=1, retry_delay=0.05, retry_jitter=False)
+    async def slow(ctx: aqueue.Context) -> int:
+        if ctx.attempt == 1:
+            raise ConnectionError("first run refused")
+        await release.wait()
+        return ctx.attempt
+
+    web, server, http = await _serve(app)
+    try:
+        async with running_worker(app) as worker:
+            handle = await slow.enqueue()
+            await wait_until(lambda: _attempt_running(web, handle.id, 2), timeout=20)
+            page = await web.readings.task(handle.id)
+            assert page is not None and page.attempts is not None
+            assert [(a.number, a.outcome) for a in page.attempts.rows] == [
+                (1, "retrying"),
+                (2, None),
+            ]
+            assert page.attempts.rows[1].worker == worker.name
+            assert "(no outcome yet)" in (await http.get(f"/tasks/{handle.id}")).text
+            release.set()
+            assert await handle.get(timeout=20) == 2
+    finally:
+        await _close(web, server, http)
+
+
+async def _attempt_running(web: Dashboard, task_id: str, number: int) -> bool:
+    page = await web.readings.task(task_id)
+    return (
+        page is not None
+        and page.info.status is aqueue.TaskStatus.RUNNING
+        and page.info.attempt == number
+    )

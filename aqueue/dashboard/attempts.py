@@ -68,7 +68,8 @@ async def _task_events(client: Client, info: TaskInfo) -> tuple[list[Event], boo
     stream = client.broker.events.key(info.queue)
     oldest_ms = int((info.enqueued_at or time.time() - 3600) * 1000)
     # Entry ids come from the same clock as the record's times, a little later.
-    newest = f"{int(info.finished_at * 1000) + 1000}-0" if info.finished_at else None
+    ended = info.finished_at if info.status.is_final else None  # a retrying task goes on
+    newest = f"{int(ended * 1000) + 1000}-0" if ended else None
     entries = await client.broker.events.newest(stream, oldest_ms, TASK_ENTRIES, newest)
     needle = info.id.encode()
     events = [
