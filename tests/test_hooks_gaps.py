@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,4 +237,114 @@ async def test_a_job_aborted_while_read_ahead_reaches_the_outcome_hook(
     assert sorted(recorder.outcomes, key=lambda o: o[0] == second.id) == [
         (first.id, 1, TaskStatus.SUCCEEDED),
         (second.id, 1, TaskStatus.ABORTED),
+    ]
+
+
+class Sequence(Middleware):
+    """The worker-side hooks, in order, without the task ids (they differ)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def execute(self, job: JobInfo, call_next: CallNext) -> None:
+        self.calls.append(("execute", job.name, job.attempt, list(job.args)))
+        await call_next()
+        self.calls.append(("executed", job.status, job.error and job.error.type))
+
+    async def retry(self, job: JobInfo) -> None:
+        self.calls.append(("retry", job.attempt, job.status, job.retry_delay))
+
+    async def outcome(self, job: JobInfo) -> None:
+        self.calls.append(("outcome", job.attempt, job.status, type(job.exception).__name__))
+
+
+class Raising(Middleware):
+    """Raises in every worker-side hook, after the call."""
+
+    async def execute(self, job: JobInfo, call_next: CallNext) -> None:
+        await call_next()
+        raise RuntimeError("execute hook broke")
+
+    async def retry(self, job: JobInfo) -> None:
+        raise RuntimeError("retry hook broke")
+
+    async def outcome(self, job: JobInfo) -> None:
+        raise RuntimeError("outcome hook broke")
+
+
+async def test_eager_mode_runs_the_worker_hooks_as_a_worker_does(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: dict[str, list[tuple[Any, ...]]] = {}
+    for mode in ("worker", "eager"):
+        app = aqueue.App(redis_url, prefix=f"{prefix}{mode}")
+        app.middleware(Raising())  # outermost: its errors are logged, nothing else
+        sequence = app.middleware(Sequence())
+
+        @app.task(name="gaps.flaky", retries=2, retry_delay=0.01, retry_jitter=False)
+        async def flaky(ctx: aqueue.Context, n: int) -> int:
+            if ctx.attempt == 1:
+                raise ConnectionError("once")
+            return n * ctx.attempt
+
+        @app.task(name="gaps.broken")
+        async def broken() -> None:
+            raise ValueError("never works")
+
+        with caplog.at_level(logging.ERROR, logger="aqueue.hooks"):
+            if mode == "eager":
+                with app.eager():
+                    values = [await (await flaky.enqueue(21)).get(timeout=5)]
+                    failed = await broken.enqueue()
+            else:
+                async with running_worker(app, concurrency=1):
+                    values = [await (await flaky.enqueue(21)).get(timeout=10)]
+                    failed = await broken.enqueue()
+                    with pytest.raises(aqueue.TaskFailed):
+                        await failed.get(timeout=10)
+                    calls = sequence.calls
+                    await wait_until(lambda: len(calls) == 9)  # noqa: B023
+        assert values == [42]
+        assert await failed.status() is TaskStatus.FAILED
+        await app.close()
+        seen[mode] = sequence.calls
+        logged = " ".join(r.getMessage() for r in caplog.records)
+        for hook in ("execute", "retry", "outcome"):
+            assert f"Raising hook {hook} raised" in logged
+        caplog.clear()
+    assert (
+        seen["eager"]
+        == seen["worker"]
+        == [
+            ("execute", "gaps.flaky", 1, [21]),
+            ("executed", TaskStatus.RETRYING, "ConnectionError"),
+            ("retry", 1, TaskStatus.RETRYING, 0.01),
+            ("execute", "gaps.flaky", 2, [21]),
+            ("executed", TaskStatus.SUCCEEDED, None),
+            ("outcome", 2, TaskStatus.SUCCEEDED, "NoneType"),
+            ("execute", "gaps.broken", 1, []),
+            ("executed", TaskStatus.FAILED, "ValueError"),
+            ("outcome", 1, TaskStatus.FAILED, "ValueError"),
+        ]
+    )
+
+
+async def test_eager_retries_cut_short_end_failed_in_the_outcome_hook(
+    app: aqueue.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aqueue.runtime import eager
+
+    monkeypatch.setattr(eager, "MAX_INLINE_ATTEMPTS", 2)
+    sequence = app.middleware(Sequence())
+
+    @app.task(name="gaps.forever", retries=10, retry_delay=60, retry_jitter=False)
+    async def forever() -> None:
+        raise ConnectionError("still down")
+
+    with app.eager():
+        handle = await forever.enqueue()
+    assert await handle.status() is TaskStatus.FAILED
+    assert [c for c in sequence.calls if c[0] in ("retry", "outcome")] == [
+        ("retry", 1, TaskStatus.RETRYING, 60.0),
+        ("outcome", 2, TaskStatus.FAILED, "ConnectionError"),
     ]
