@@ -6,6 +6,7 @@ aborted while read ahead reaches the outcome hooks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -348,3 +349,29 @@ async def test_eager_retries_cut_short_end_failed_in_the_outcome_hook(
         ("retry", 1, TaskStatus.RETRYING, 60.0),
         ("outcome", 2, TaskStatus.FAILED, "ConnectionError"),
     ]
+
+
+async def test_a_job_abandoned_after_ignoring_its_abort_reaches_the_outcome_hook(
+    app: aqueue.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aqueue.runtime import running
+
+    monkeypatch.setattr(running, "ABORT_GRACE", 0.2)
+    recorder = app.middleware(Recorder())
+    release = asyncio.Event()
+
+    @app.task(name="gaps.stubborn")
+    async def stubborn() -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # swallows the abort's cancellation
+            await asyncio.sleep(30)
+        await release.wait()
+        return "late"
+
+    async with running_worker(app, queues=["default"]):
+        handle = await stubborn.enqueue()
+        await wait_until(lambda: handle.id in recorder.ran)
+        assert await handle.abort()  # recorded aborted once the grace has passed
+        await wait_until(lambda: len(recorder.outcomes) == 1)
+        release.set()  # its late return is dropped (the worker waits for it as it stops)
+    assert recorder.outcomes == [(handle.id, 1, TaskStatus.ABORTED)]
+    assert await handle.status() is TaskStatus.ABORTED

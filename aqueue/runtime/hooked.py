@@ -33,8 +33,8 @@ __all__ = [
     "hooked_handoffs",
     "job_info",
     "run_hooked",
+    "tell_aborted",
     "tell_outcome",
-    "tell_unbegun",
 ]
 
 
@@ -105,9 +105,10 @@ async def tell_outcome(hooks: Hooks, info: JobInfo, item: FinishItem, job: Job) 
     await hooks.notify("retry" if item.state is TaskStatus.RETRYING else "outcome", info)
 
 
-def tell_unbegun(hooks: Hooks | None, item: FinishItem, job: Job) -> None:
-    """The ``outcome`` hooks of a job that ended before it began (aborted while
-    read ahead), told from code that can't wait for them."""
+def tell_aborted(hooks: Hooks | None, item: FinishItem, job: Job) -> None:
+    """The ``outcome`` hooks of a job recorded aborted outside its own run (read
+    ahead and never begun, or still running after ignoring its cancellation),
+    told from code that can't wait for them."""
     if hooks is None or not hooks.has("outcome"):
         return
     info = job_info(job)

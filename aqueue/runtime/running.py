@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..core.protocol import Delivery, FinishItem
 from .executor import Executor, Job, aborted
-from .hooked import job_info, run_hooked, tell_outcome, tell_unbegun
+from .hooked import job_info, run_hooked, tell_aborted, tell_outcome
 from .slots import Capacity
 from .tuning import start_task
 from .workflow import follow_ups
@@ -223,7 +223,7 @@ class Runner:
                 elif running.cancel_reason == "abort":
                     item = aborted(running.job)
                     self.finish(running.job.delivery.queue, item, running)
-                    tell_unbegun(self.executor.hooks, item, running.job)
+                    tell_aborted(self.executor.hooks, item, running.job)
                 else:  # lost, or stopping (leaving hands it back): nothing to record
                     self.inflight.forget(running.job)
                     self.capacity.release()
@@ -272,7 +272,9 @@ class Runner:
             ABORT_GRACE,
         )
         running.abandoned = True
-        self.finish(job.delivery.queue, aborted(job), running)
+        item = aborted(job)
+        self.finish(job.delivery.queue, item, running)
+        tell_aborted(self.executor.hooks, item, job)
 
     def drop_read_ahead(self) -> list[Delivery]:
         """Forget every job read ahead and never begun (leaving hands them back);
