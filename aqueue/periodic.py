@@ -284,12 +284,17 @@ def make_schedule(
     return Schedule(cron=cron, every=every, tz=tz)
 
 
-def _tick_message(periodic: PeriodicTask, tick: float) -> OutgoingMessage:
+def _tick_message(
+    periodic: PeriodicTask, tick: float, headers: dict[str, str] | None = None
+) -> OutgoingMessage:
     task = periodic.task
-    opts = EnqueueOptions(task_id=periodic.task_id(tick))
+    opts = EnqueueOptions(task_id=periodic.task_id(tick), trace=headers or None)
     if periodic.singleton:
         opts = EnqueueOptions(
-            task_id=opts.task_id, unique_key=f"periodic:{periodic.name}", unique_for=SINGLETON_TTL
+            task_id=opts.task_id,
+            unique_key=f"periodic:{periodic.name}",
+            unique_for=SINGLETON_TTL,
+            trace=opts.trace,
         )
     _, message = task.build_message(periodic.args, periodic.kwargs, opts)
     return message
@@ -336,11 +341,27 @@ class Scheduler:
         self._stored = stored
 
     async def claim(self, periodic: PeriodicTask, tick: float) -> TickOutcome:
-        """Try to claim ``tick`` of ``periodic`` and enqueue its run."""
-        message = _tick_message(periodic, tick)
-        outcome, task_id = await self.app.client.broker.claim_tick(
-            periodic.queue, periodic.name, round(tick * 1000), message
-        )
+        """Try to claim ``tick`` of ``periodic`` and enqueue its run (inside the App's
+        ``enqueue`` middleware, whose job has a task id only when this claim enqueued)."""
+        hooks = self.app.client.hooks
+        broker = self.app.client.broker
+        at_ms = round(tick * 1000)
+        if hooks.has("enqueue"):
+            job = periodic.task.hook_job(EnqueueOptions(), periodic.args, periodic.kwargs)
+
+            async def send() -> tuple[str, str]:
+                message = _tick_message(periodic, tick, job.headers)
+                sent = await broker.claim_tick(periodic.queue, periodic.name, at_ms, message)
+                if sent[0] == "enqueued":
+                    job.task_id = sent[1]
+                return sent
+
+            outcome, task_id = await hooks.around("enqueue", job, send)
+        else:
+            message = _tick_message(periodic, tick)
+            outcome, task_id = await broker.claim_tick(
+                periodic.queue, periodic.name, at_ms, message
+            )
         result = TickOutcome(periodic.name, tick, outcome, task_id)
         if result.outcome == "enqueued":
             logger.info(

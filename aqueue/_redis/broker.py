@@ -352,7 +352,9 @@ class Broker:
             message.unique_ttl_ms,
         ]
         try:
-            status, task_id = await self._script("unique", script_keys, args, durable=True)
+            status, task_id = await self._script(
+                "unique", script_keys, args, durable=True, events=queue
+            )
         except NotReplicated as exc:
             raise ConnectionFailed(
                 f"could not enqueue durably: {exc}. It may be in Redis but was not "
@@ -681,7 +683,10 @@ class Broker:
         then running when a thread begins it (False: aborted meanwhile, don't run)."""
         mode = "resume" if resume else "park"
         done = await self._script(
-            "thread", (self.keys(queue).task(task_id),), [mode, consumer, entry_id]
+            "thread",
+            (self.keys(queue).task(task_id),),
+            [mode, consumer, entry_id, task_id],
+            events=queue,
         )
         return bool(done)
 
