@@ -80,3 +80,26 @@ def test_a_command_line_naming_no_command_gets_every_group(argv: list[str]) -> N
     (sub,) = (a for a in build_parser(argv)._actions if a.dest == "command")
     assert "dashboard" in sub.choices
     assert "worker" in sub.choices
+
+
+def test_the_command_keeps_its_start_up_out_of_collections_and_collects_again() -> None:
+    probe = (
+        "import gc, sys\n"
+        "from aqueue.cli import main\n"
+        "sys.argv = ['aqueue', 'worker', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 1000, file=sys.stderr)\n"
+        "gc.unfreeze()\n"
+        "try:\n"
+        "    main(['worker', '--help'])  # a program calling main() keeps its own heap as it is\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(gc.isenabled(), gc.get_freeze_count(), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stderr.split() == ["True", "True", "True", "0"]
