@@ -44,10 +44,12 @@ def test_building_the_worker_command_loads_only_what_a_worker_uses() -> None:
         m
         for m in loaded
         if m.startswith(("aqueue.dashboard", "aqueue.testing", "aqueue.integrations"))
-        or (m.startswith("aqueue.cli.") and m not in {"aqueue.cli.base", "aqueue.cli.worker"})
+        or (
+            m.startswith("aqueue.cli.")
+            and m not in {"aqueue.cli.base", "aqueue.cli.worker", "aqueue.cli.pidfiles"}
+        )
     }
-    # The supervisor module holds the pidfile and node-name helpers every worker uses.
-    assert unused == {"aqueue.cli.supervisor"}
+    assert unused == set()
     for module in ("aqueue.groups", "aqueue.periodic", "aqueue.schedules", "aqueue.deadletter"):
         assert module not in loaded
     for module in ("difflib", "statistics", "zoneinfo"):  # stdlib a worker never uses
@@ -103,3 +105,18 @@ def test_the_command_keeps_its_start_up_out_of_collections_and_collects_again() 
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stderr.split() == ["True", "True", "True", "0"]
+
+
+def test_the_scheduler_of_a_worker_without_schedules_loads_no_time_zones() -> None:
+    # Every worker not in burst mode runs it (schedules may be added in Redis later).
+    loaded = _modules_after(
+        "from aqueue.periodic import Scheduler\nfrom aqueue.schedules import StoredScheduleSource\n"
+    )
+    assert "zoneinfo" not in loaded
+    loaded = _modules_after(
+        "import aqueue\n"
+        "app = aqueue.App()\n"
+        "@app.periodic(every=60)\n"
+        "async def tick() -> None: ...\n"
+    )
+    assert "zoneinfo" in loaded  # a declared schedule checks its time zone
