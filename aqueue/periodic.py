@@ -33,7 +33,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._redis.connection import ANY_REDIS_ERROR
 from .client import Client
@@ -100,6 +99,9 @@ class Schedule:
             raise ConfigError("a periodic task needs exactly one of cron= or every=")
         if self.every is not None and not (self.every > 0 and math.isfinite(self.every)):
             raise ConfigError("every= must be a positive duration")
+        # Time zones load with the first schedule: a worker with none never loads them.
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         try:
             ZoneInfo(self.tz)
         except (ZoneInfoNotFoundError, ValueError):
@@ -111,6 +113,8 @@ class Schedule:
         """The latest tick at or before ``now`` (epoch seconds)."""
         if self.every is not None:
             return math.floor(now / self.every) * self.every
+        from zoneinfo import ZoneInfo
+
         cron = _croniter()
         here = datetime.fromtimestamp(now, ZoneInfo(self.tz))
         prev: float = cron(self.cron, here).get_prev(float)
@@ -123,6 +127,8 @@ class Schedule:
         """The first tick strictly after ``now``."""
         if self.every is not None:
             return (math.floor(now / self.every) + 1) * self.every
+        from zoneinfo import ZoneInfo
+
         here = datetime.fromtimestamp(now, ZoneInfo(self.tz))
         nxt: float = _croniter()(self.cron, here).get_next(float)
         return nxt
@@ -453,4 +459,6 @@ class Scheduler:
 
 
 def _fmt(tick: float, tz: str) -> str:
+    from zoneinfo import ZoneInfo
+
     return datetime.fromtimestamp(tick, ZoneInfo(tz)).isoformat()
