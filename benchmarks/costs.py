@@ -4,6 +4,7 @@
     python benchmarks/costs.py drain -n 20000            # worker side, one burst drain
     python benchmarks/costs.py drain -n 20000 --cprofile # plus the top functions
     python benchmarks/costs.py enqueue -n 5000           # producer side, one at a time
+    python benchmarks/costs.py bulk -n 10000             # producer side, one enqueue_many
     python benchmarks/costs.py roundtrip -n 2000         # p50/p99 and what the tail waits on
 
 Starts its own redis-server on a free port (never 127.0.0.1:6379) unless
@@ -17,6 +18,8 @@ uvloop (as ``aqueue worker`` does) and prints one JSON object:
   scripts included, with their own microseconds).
 * ``enqueue``: N awaited ``enqueue()`` calls from one coroutine; the same
   figures for the producer side.
+* ``bulk``: one ``enqueue_many`` of N no-ops (the drain's own enqueue); the
+  same figures for it.
 * ``roundtrip``: a worker subprocess (``aqueue worker``), then N
   ``await (await noop.enqueue()).get()`` in a row; p50/p90/p99/max, the
   garbage collections that ran in this process during the slowest calls,
@@ -124,11 +127,31 @@ async def drain(
     app, noop = _app(url)
     raw = aioredis.Redis.from_url(url)
     await raw.flushall()
-    await noop.enqueue_many([() for _ in range(n)])
     if not run:  # "bulk": what the drain run spends before its worker starts
+        await noop.enqueue_many([() for _ in range(100)])  # warm up: connections, scripts
+        before = await _redis_snapshot(raw)
+        profile = cProfile.Profile(time.process_time) if use_cprofile else None
+        start, cpu = time.perf_counter(), time.process_time()
+        if profile:
+            profile.enable()
+        await noop.enqueue_many([() for _ in range(n)])
+        if profile:
+            profile.disable()
+        took, cpu = time.perf_counter() - start, time.process_time() - cpu
+        after = await _redis_snapshot(raw)
         await raw.aclose()
         await app.close()
-        return {"mode": "bulk", "n": n}
+        out: dict[str, Any] = {
+            "mode": "bulk",
+            "n": n,
+            "tasks_per_s": round(n / took),
+            "client_cpu_us_per_task": round(cpu / n * 1e6, 2),
+            **_per_task(before, after, n),
+        }
+        if profile:
+            out["top_self_time"] = _top(profile, n)
+        return out
+    await noop.enqueue_many([() for _ in range(n)])
     before = await _redis_snapshot(raw)
     worker = aqueue.Worker(app, concurrency=100, burst=True, beat=False)
     if os.environ.get("COSTS_NO_EAGER"):  # compare: jobs started on the loop's next turn
