@@ -96,3 +96,25 @@ async def test_a_push_message_before_a_reply_is_passed_over(redis_url: str) -> N
         await line.close()
         await client.aclose()
         await other.aclose()
+
+
+def test_the_read_deadline_holds_on_the_next_event_loop(redis_url: str) -> None:
+    """A loop that ends with a read in flight leaves its watch behind, never to fire;
+    the next loop's reads get a watch of their own."""
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=0.3)
+    line = DirectLine(client)
+
+    async def ended_mid_read() -> None:
+        asyncio.ensure_future(line.call("BLPOP", f"nothing-{uuid.uuid4().hex}", 0))
+        await asyncio.sleep(0.05)  # asyncio.run then cancels the read
+
+    async def next_loop() -> None:
+        try:
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await asyncio.wait_for(line.call("BLPOP", f"nothing-{uuid.uuid4().hex}", 0), 10)
+        finally:
+            await line.close()
+            await client.aclose()
+
+    asyncio.run(ended_mid_read())
+    asyncio.run(next_loop())

@@ -301,6 +301,8 @@ class DirectLine:
         self._awaited: dict[Any, tuple[asyncio.Task[Any], float]] = {}
         self._overdue: set[Any] = set()
         self._read_watch: asyncio.TimerHandle | None = None
+        #: The loop the watch runs on (a watch left on a closed loop never fires).
+        self._watch_loop: asyncio.AbstractEventLoop | None = None
 
     async def _new_connection(self) -> Any:
         assert self._pool is not None
@@ -601,7 +603,8 @@ class DirectLine:
         task = asyncio.current_task()
         assert task is not None
         self._awaited[conn] = (task, loop.time() + (conn.socket_timeout or POOL_WAIT))
-        if self._read_watch is None:
+        if self._watch_loop is not loop:
+            self._watch_loop = loop
             self._read_watch = loop.call_later(READ_WATCH_INTERVAL, self._watch_reads)
         try:
             reply = _NOT_ENOUGH_DATA
@@ -633,11 +636,10 @@ class DirectLine:
             if now >= deadline and conn not in self._overdue:
                 self._overdue.add(conn)
                 task.cancel()
-        self._read_watch = None
+        self._read_watch = self._watch_loop = None
         if self._awaited:
-            self._read_watch = asyncio.get_running_loop().call_later(
-                READ_WATCH_INTERVAL, self._watch_reads
-            )
+            self._watch_loop = asyncio.get_running_loop()
+            self._read_watch = self._watch_loop.call_later(READ_WATCH_INTERVAL, self._watch_reads)
 
     def _release(self, conn: Any) -> None:
         stale = self._sentinel and (conn.host, conn.port) != self._master
@@ -660,7 +662,7 @@ class DirectLine:
     async def close(self) -> None:
         if self._read_watch is not None:
             self._read_watch.cancel()
-            self._read_watch = None
+            self._read_watch = self._watch_loop = None
         idle, self._idle = self._idle, []
         self.opened -= len(idle)
         for conn in idle:
