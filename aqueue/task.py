@@ -245,35 +245,24 @@ class _Enqueuer(Generic[P, R]):
         """
         task = self._task
         hooks = task.client.hooks
-        pairs: list[tuple[tuple[Any, ...], Mapping[str, Any]]] = []
-        for item in calls:
-            if type(item) is tuple:
-                pairs.append((item, _NO_KWARGS))
-            elif isinstance(item, TaskCall):
-                pairs.append((item.args, item.kwargs))
-            elif isinstance(item, tuple):
-                pairs.append((item, _NO_KWARGS))
-            else:
-                raise EnqueueError(
-                    f"enqueue_many takes tuples of arguments or {task.name}.call(...), "
-                    f"got {type(item).__name__}"
-                )
+        items = calls if isinstance(calls, list | tuple) else list(calls)
         if not hooks.has("enqueue") and not task.client.eager:
             # One queue (the options'), every message checked before any is sent.
-            if self._opts.task_id is not None and len(pairs) > 1:
+            if self._opts.task_id is not None and len(items) > 1:
                 raise EnqueueError("a fixed task_id can't be used for more than one message")
             plan = task._plan(self._opts)
             if plan.unique_mode is not None:
                 raise EnqueueError(
                     "enqueue_many can't debounce or replace (unique_mode); call enqueue() for each"
                 )
-            messages = task.build_messages(pairs, self._opts)
+            messages = task.build_messages(items, self._opts)
             sent = await task.client.broker.enqueue_many(plan.queue, messages)
             client, queue, decoder = task.client, plan.queue, task.result_decoder
             return [AsyncResult(client, task_id, queue, decoder) for task_id in sent]
         by_queue: dict[str, list[OutgoingMessage]] = {}
         order: list[tuple[str, int]] = []
-        for args, kwargs in pairs:
+        for item in items:
+            args, kwargs = task.call_of(item)
             if hooks.has("enqueue"):
                 queue, message = await self._build_hooked(args, kwargs)
             else:
@@ -614,19 +603,36 @@ class Task(_Enqueuer[P, R]):
         )
         return plan.queue, message
 
+    def call_of(
+        self, item: tuple[Any, ...] | TaskCall[Any]
+    ) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
+        """The arguments of one ``enqueue_many`` item: a tuple of positional
+        arguments or a ``task.call(...)``."""
+        if isinstance(item, tuple):
+            return item, _NO_KWARGS
+        if isinstance(item, TaskCall):
+            return item.args, item.kwargs
+        raise EnqueueError(
+            f"enqueue_many takes tuples of arguments or {self.name}.call(...), "
+            f"got {type(item).__name__}"
+        )
+
     def build_messages(
-        self, calls: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]], opts: EnqueueOptions
+        self, calls: Sequence[tuple[Any, ...] | TaskCall[Any]], opts: EnqueueOptions
     ) -> list[OutgoingMessage]:
-        """``build_message`` for a batch (``enqueue_many``): every call checked and
-        encoded, the first bad one raising before anything is sent.
+        """``build_message`` for a batch (``enqueue_many``'s items): every call
+        checked and encoded, the first bad one raising before anything is sent.
 
         Calls with plain options (no delay, expiry, unique key, fixed id or
         limits, the common case) share what does not change from one message
         to the next: the options, the clock reading, one draw of random ids.
+        No object per call survives but the message (which the garbage
+        collector does not track): a big batch must not set off a full collection.
         """
         plan = self._plan(opts)
+        call_of = self.call_of
         if plan.timed or plan.unique or plan.task_id is not None or self.limits is not None:
-            return [self.build_message(args, kwargs, opts)[1] for args, kwargs in calls]
+            return [self.build_message(*call_of(item), opts)[1] for item in calls]
         spec, name = self.spec, self.config.name
         check_types = spec.check_types if self.config.check_arguments else None
         client = self.client
@@ -644,7 +650,11 @@ class Task(_Enqueuer[P, R]):
         ids = os.urandom(16 * len(calls)).hex()
         messages: list[OutgoingMessage] = []
         add = messages.append
-        for at, (args, kwargs) in enumerate(calls):
+        for at, item in enumerate(calls):
+            if type(item) is tuple:
+                args, kwargs = item, _NO_KWARGS
+            else:
+                args, kwargs = call_of(item)
             try:
                 spec.check(args, kwargs)
             except TypeError as exc:

@@ -24,7 +24,7 @@ async def test_a_resent_batch_of_many_chunks_adds_nothing(app: aqueue.App) -> No
     async def add(x: int, y: int) -> int:
         return x + y
 
-    messages = add.build_messages([((i, i), {}) for i in range(2_500)], EnqueueOptions())
+    messages = add.build_messages([(i, i) for i in range(2_500)], EnqueueOptions())
     queue = add.config.queue
     first = await app.broker.enqueue_many(queue, messages)
     # Sent again, as when the replies were lost with their connection.
