@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 
+import redis
+
 import aqueue
 from aqueue.task import EnqueueOptions
 
-from .conftest import running_worker
+from .conftest import redis_server, running_worker
 
 
 async def _stream_length(app: aqueue.App, queue: str) -> int:
@@ -65,3 +67,29 @@ async def test_a_represented_message_with_limits_keeps_the_next_ones_whole(
     async with running_worker(app):
         values = await asyncio.wait_for(asyncio.gather(*handles), 30)
     assert values == ["a", "a", "b" * 50, "c"]
+
+
+async def test_a_batch_survives_lost_scripts_and_killed_connections() -> None:
+    """The chunks go out back to back over the direct line: after SCRIPT FLUSH they
+    are sent again once the script is loaded, and on a connection Redis dropped
+    while it was idle they are sent again on a fresh one; every message once."""
+    with redis_server() as server:
+        async with aqueue.App(server.url, prefix="batches") as app:
+
+            @app.task
+            async def add(x: int, y: int) -> int:
+                return x + y
+
+            await add.enqueue_many([(0, 0)] * 10)  # the line now holds an idle connection
+            admin = redis.Redis.from_url(server.url)
+            try:
+                admin.script_flush()
+                first = await add.enqueue_many([(i, i) for i in range(2_500)])
+                assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+                second = await add.enqueue_many([(i, i) for i in range(2_500)])
+                ids = {h.id for h in first + second}
+                assert len(ids) == 5_000
+                stream = app.broker.keys(add.config.queue).stream
+                assert admin.xlen(stream) == 5_010
+            finally:
+                admin.close()
