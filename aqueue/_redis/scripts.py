@@ -7,7 +7,10 @@ routine, ...) and ``_flow.lua`` (priorities, rate and concurrency limits).
 Redis runs a script's whole text on every call, and each ``local function``
 there builds a closure each time, so a script carries only the helpers it
 names, directly or through another helper (:func:`_helpers_for`): a lone
-``enqueue()`` used to define some forty helpers to call four of them.
+``enqueue()`` used to define some forty helpers to call four of them. So a
+helper file holds only top-level ``local`` definitions, each starting at
+column 0 with its comment right above it; anything else at the top level
+travels with the definition before it (and is left out with it).
 
 A broker given a test clock (:mod:`aqueue.testing`) loads a second variant
 of each script, :func:`clocked_source`: ``_clock.lua`` slipped in after the
