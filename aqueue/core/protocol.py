@@ -287,9 +287,13 @@ class Codec:
 # -- what crosses the Redis adapter ------------------------------------------------
 
 
-@dataclass(slots=True)
-class OutgoingMessage:
-    """A message on its way into a queue."""
+class OutgoingMessage(msgspec.Struct, gc=False):
+    """A message on its way into a queue.
+
+    Untracked by the garbage collector (it only holds strings, bytes and
+    numbers): a batch of ten thousand would otherwise add as many objects to
+    every collection until it is sent, and push a small process into a full one.
+    """
 
     task_id: str
     task_name: str

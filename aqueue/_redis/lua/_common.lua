@@ -259,9 +259,9 @@ end
 -- the id and the time of the call): a resent call whose first copy already
 -- finished. A finished task's id may otherwise be enqueued again.
 local function already_enqueued(rec, fresh, payload)
+  if not fresh then return redis.call('HEXISTS', rec, 'state') == 1 end
   local seen = redis.call('HMGET', rec, 'state', 'etok')
   if not seen[1] then return false end
-  if not fresh then return true end
   return is_live(seen[1]) or seen[2] == redis.sha1hex(payload)
 end
 
