@@ -19,7 +19,6 @@ worker. Trace context (W3C ``traceparent``) rides there too.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -204,7 +203,7 @@ async def hooked(client: _HasHooks, queue: str, message: OutgoingMessage) -> Out
         return message
     envelope = client.codec.unpack(message.payload)
     payload = await hooked_message(client.hooks, queue, envelope, client.codec)
-    return dataclasses.replace(message, payload=payload)
+    return msgspec.structs.replace(message, payload=payload)
 
 
 def _plain(raw: msgspec.Raw, empty: Any) -> Any:
