@@ -6,6 +6,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A whole number as the text Redis stores. redis.call prints a Lua number
+-- argument with '%.17g', which costs more than a small command itself; a
+-- script passes hot numbers (times, attempts) through this instead.
+local function int_text(n)
+  return string.format('%d', n)
+end
+
 -- A channel whose name starts with '!' is a sharded channel (Redis Cluster):
 -- SPUBLISH reaches only the node that owns the queue's slot, where PUBLISH
 -- would be copied to every node of the cluster. Before Redis 7 (no sharded
@@ -176,8 +183,8 @@ local function mark_seen_started(stream, group, rec, entry, consumer, now, seen,
     return 0
   end
   local attempt = (tonumber(seen[2]) or 0) + 1
-  redis.call('HSET', rec, 'state', 'running', 'started', now, 'worker', consumer, 'entry', entry,
-    'attempt', attempt)
+  redis.call('HSET', rec, 'state', 'running', 'started', int_text(now), 'worker', consumer,
+    'entry', entry, 'attempt', int_text(attempt))
   STARTED_NAME = seen[4]  -- the started event's name
   return attempt
 end
