@@ -163,7 +163,8 @@ end
 
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
--- `seen`: the record's state, attempt, attl and name, read by the caller.
+-- `seen`: the record's state, attempt and (events on) name, read by the caller
+-- (record_seen).
 -- `outbox` and `payload` (nil: read from the stream) let an aborted workflow
 -- step end its workflow.
 local function mark_seen_started(stream, group, rec, entry, consumer, now, seen, outbox, payload)
@@ -179,18 +180,26 @@ local function mark_seen_started(stream, group, rec, entry, consumer, now, seen,
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
     -- Aborted while queued: the record was kept for this moment; now it expires.
-    if seen[3] then redis.call('PEXPIRE', rec, seen[3]) end
+    local attl = redis.call('HGET', rec, 'attl')
+    if attl then redis.call('PEXPIRE', rec, attl) end
     return 0
   end
   local attempt = (tonumber(seen[2]) or 0) + 1
   redis.call('HSET', rec, 'state', 'running', 'started', int_text(now), 'worker', consumer,
     'entry', entry, 'attempt', int_text(attempt))
-  STARTED_NAME = seen[4]  -- the started event's name
+  STARTED_NAME = seen[3]  -- the started event's name
   return attempt
 end
 
+-- What mark_seen_started reads of a record: only what it uses (each field
+-- read costs as much as a small command).
+local function record_seen(rec)
+  if EVENTS then return redis.call('HMGET', rec, 'state', 'attempt', 'name') end
+  return redis.call('HMGET', rec, 'state', 'attempt')
+end
+
 local function mark_started(stream, group, rec, entry, consumer, now, outbox, payload)
-  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl', 'name')
+  local seen = record_seen(rec)
   return mark_seen_started(stream, group, rec, entry, consumer, now, seen, outbox, payload)
 end
 
@@ -230,8 +239,7 @@ end
 local INLINE_LIMIT = 1024
 local function push_frame(tid, state, body)
   if #body > INLINE_LIMIT then body = '' end
-  return struct.pack('>I4', #tid) .. tid .. struct.pack('>I4', #state) .. state
-    .. struct.pack('>I4', #body) .. body
+  return struct.pack('>I4c0I4c0I4c0', #tid, tid, #state, state, #body, body)  -- c0: as long as given
 end
 
 
@@ -379,6 +387,7 @@ local function refuse_entry(q, entry, tid, payload, reason, detail, deliveries)
 end
 
 -- Take a delivered entry in: refuse what must not run, else mark it running.
+-- `tid`, `payload`, `before`: the entry's fields (entry_fields).
 -- `q` holds the queue's keys and settings: stream, group, consumer, dead,
 -- dead_maxlen, outbox, prefix, ttl, max_deliveries, now, and `done` (ids
 -- whose record became final here: the caller publishes them).
@@ -395,8 +404,7 @@ end
 -- Returns the attempt number (0: aborted while it waited, -1: refused and
 -- dead-lettered, -2: waiting for its limit; none of them runs), the deliveries
 -- counted and, when refused, the reason.
-local function take_entry(q, entry, fields, deliveries, gate)
-  local tid, payload, _, before = entry_fields(fields)
+local function take_entry(q, entry, tid, payload, before, deliveries, gate)
   local seen
   deliveries = deliveries + before
   if tid ~= '' then
@@ -411,7 +419,7 @@ local function take_entry(q, entry, fields, deliveries, gate)
         'the entry names task ' .. tid .. ' but its message is task ' .. eid, deliveries)
       return -1, deliveries, 'id_mismatch'
     end
-    seen = redis.call('HMGET', q.prefix .. tid, 'state', 'attempt', 'attl', 'name')
+    seen = record_seen(q.prefix .. tid)
     if FINAL[seen[1]] then
       refuse_entry(q, entry, tid, payload, 'replayed',
         'task ' .. tid .. ' already has a final outcome; this copy of its message was not run',

@@ -29,8 +29,9 @@ local handoffs = {}  -- workflows: next steps
 local acks, urgent_acks = {}, {}  -- the owned entries of the stream and (flow control) urgent stream
 
 -- First pass, reads only: which rows to record. Per row, the record's
--- worker, entry, state, fin, ck (and for the outcome's event name, attempt,
+-- worker, entry, state, ck (and for the outcome's event name, attempt,
 -- started), or true for a row without an entry (recorded as it is), or false.
+-- (A field read costs about as much as a small command: only these.)
 -- The batch's first write is then the XACK, which never grows memory: Redis
 -- over maxmemory still lets the whole script through (see renew.lua).
 local seen = {}
@@ -42,10 +43,9 @@ for i, row in ipairs(rows) do
     local rec = prefix .. row[2]
     local r
     if EVENTS then
-      r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'fin', 'ck', 'name', 'attempt',
-        'started')
+      r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'ck', 'name', 'attempt', 'started')
     else
-      r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'fin', 'ck')
+      r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'ck')
     end
     local urgent = string.byte(entry, 1) == 48 and string.byte(entry, 2) == 45  -- '0-'
     local owned
@@ -63,7 +63,7 @@ for i, row in ipairs(rows) do
       seen[i] = false
       -- This consumer's entry whose outcome is recorded already: the same call
       -- sent again after its reply was lost. Nothing to do, and not fenced off.
-      if not (r[4] == entry and r[1] == consumer and r[2] == entry) then
+      if not (r[1] == consumer and r[2] == entry and recorded_before(rec, entry)) then
         fenced[#fenced + 1] = entry
       end
     end
@@ -87,7 +87,7 @@ for i, row in ipairs(rows) do
   if r then
     local rec = prefix .. tid
     local ckey, name, attempt, started  -- flow control: the entry's token; the event's values
-    if r ~= true then ckey, name, attempt, started = r[5], r[6], r[7], r[8] end
+    if r ~= true then ckey, name, attempt, started = r[4], r[5], r[6], r[7] end
     if state == 'retrying' and redis.call('HEXISTS', rec, 'abort') == 1 then
       -- Asked to abort while it ran: it is not tried again (abort() waits for this).
       state, err = 'aborted', redis.call('HGET', rec, 'aerr') or err
