@@ -535,6 +535,11 @@ class Broker:
         """Record outcomes + XACK in one script call; returns the fenced-off entry ids."""
         keys = self.keys(queue)
         s = self.settings
+        rows: list[Any] = []
+        blob: list[bytes] = []
+        for item in items:
+            rows += item.row()
+            blob += item.blob_parts()
         args: list[Any] = [
             keys.task_prefix,
             CONSUMER_GROUP,
@@ -543,14 +548,8 @@ class Broker:
             keys.done_channel,
             s.dead_letter_maxlen,
             keys.control_channel,
-            _rows.encode([item.row() for item in items]),
-            b"".join(
-                [
-                    part
-                    for item in items
-                    for part in (item.result, item.error, item.payload, item.follow)
-                ]
-            ),
+            _rows.encode(rows),
+            b"".join(blob),
         ]
         fenced = await self._script(
             "finish",

@@ -340,22 +340,37 @@ class FinishItem:
     """Workflows: hand-off rows the finish script writes to the queue's outbox."""
 
     def row(self) -> tuple[str | int | TaskStatus, ...]:
-        """The row finish.lua reads; the binary fields travel in the blob.
+        """The values finish.lua reads for this outcome; its bytes travel in the
+        blob (:meth:`blob_parts`). The rows of a call go as one flat array.
 
-        The state goes as the enum itself: msgspec writes its value.
+        Short form: entry id, task id, state, body length, 0; the body is the
+        result of a success, else the error. Long form, when anything else is
+        set: the same with 1, then unique (1: release the task's unique key),
+        retry delay (ms), payload length, reason, follow length. The state goes
+        as the enum itself: msgspec writes its value.
         """
-        return (
-            self.entry_id,
-            self.task_id,
-            self.state,
-            len(self.result),
-            len(self.error),
-            self.retry_delay_ms,
-            len(self.payload),
-            self.reason,
-            1 if self.unique else 0,
-            len(self.follow),
-        )
+        body = self.result if self.state is TaskStatus.SUCCEEDED else self.error
+        if self.unique or self.retry_delay_ms or self.payload or self.reason or self.follow:
+            return (
+                self.entry_id,
+                self.task_id,
+                self.state,
+                len(body),
+                1,
+                1 if self.unique else 0,
+                self.retry_delay_ms,
+                len(self.payload),
+                self.reason,
+                len(self.follow),
+            )
+        return (self.entry_id, self.task_id, self.state, len(body), 0)
+
+    def blob_parts(self) -> tuple[bytes, ...]:
+        """The bytes of :meth:`row`, in its order: body, then (long form) payload, follow."""
+        body = self.result if self.state is TaskStatus.SUCCEEDED else self.error
+        if self.unique or self.retry_delay_ms or self.payload or self.reason or self.follow:
+            return (body, self.payload, self.follow)
+        return (body,)
 
 
 # -- completion pushes and progress -------------------------------------------------

@@ -9,11 +9,14 @@
 -- stream for the whole batch.
 -- KEYS: stream, delayed, delayed_payloads, dead, outbox
 -- ARGV: task_prefix, group, consumer, result_ttl_ms, done_channel, dead_maxlen,
---   control_channel, rows, blob; a row per delivery:
---   {entry_id, task_id, state, result length, error length, retry_delay_ms,
---    payload length, reason, unique (1: release the task's unique key),
---    follow length (workflows: hand-off rows for the outbox)};
---   the blob holds result, error, payload, follow of each
+--   control_channel, rows, blob; rows: one flat msgpack array (a table per row
+--   would cost more than the rest of the row's work), per delivery
+--   entry_id, task_id, state, body length, 0, or in the long form
+--   entry_id, task_id, state, body length, 1, unique (1: release the task's
+--   unique key), retry_delay_ms, payload length, reason, follow length
+--   (workflows: hand-off rows for the outbox); the blob holds each row's body
+--   (the result of a success, else the error), then in the long form its
+--   payload and follow
 -- state is one of succeeded, failed, expired, aborted, retrying, dead.
 -- Returns the entry ids that were fenced off.
 local stream, delayed, payloads, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -24,6 +27,7 @@ local now = now_ms()
 local now_text = int_text(now)
 events_from(5)
 local rows = cmsgpack.unpack(ARGV[8])
+local nvalues = #rows
 local fenced, done = {}, {}
 local handoffs = {}  -- workflows: next steps
 local acks, urgent_acks = {}, {}  -- the owned entries of the stream and (flow control) urgent stream
@@ -35,12 +39,15 @@ local acks, urgent_acks = {}, {}  -- the owned entries of the stream and (flow c
 -- The batch's first write is then the XACK, which never grows memory: Redis
 -- over maxmemory still lets the whole script through (see renew.lua).
 local seen = {}
-for i, row in ipairs(rows) do
-  local entry = row[1]
+local k, i = 1, 0
+while k <= nvalues do
+  local entry, tid = rows[k], rows[k + 1]
+  i = i + 1
+  if rows[k + 4] == 1 then k = k + 10 else k = k + 5 end
   if entry == '' then
     seen[i] = true
   else
-    local rec = prefix .. row[2]
+    local rec = prefix .. tid
     local r
     if EVENTS then
       r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'ck', 'name', 'attempt', 'started')
@@ -75,14 +82,23 @@ if #urgent_acks > 0 then  -- flow control
 end
 
 local blob, pos = ARGV[9], 1
-for i, row in ipairs(rows) do
-  local entry, tid, state = row[1], row[2], row[3]
-  local result, err, payload
-  result, pos = cut(blob, pos, row[4])
-  err, pos = cut(blob, pos, row[5])
-  payload, pos = cut(blob, pos, row[7])
-  local follow  -- workflows: the hand-offs this outcome sends on
-  follow, pos = cut(blob, pos, row[10] or 0)
+k, i = 1, 0
+while k <= nvalues do
+  local entry, tid, state = rows[k], rows[k + 1], rows[k + 2]
+  local body
+  body, pos = cut(blob, pos, rows[k + 3])
+  local result, err = body, body
+  local unique, retry_delay, payload, reason = 0, 0, '', ''
+  local follow = ''  -- workflows: the hand-offs this outcome sends on
+  if rows[k + 4] == 1 then
+    unique, retry_delay, reason = rows[k + 5], rows[k + 6], rows[k + 8]
+    payload, pos = cut(blob, pos, rows[k + 7])
+    follow, pos = cut(blob, pos, rows[k + 9])
+    k = k + 10
+  else
+    k = k + 5
+  end
+  i = i + 1
   local r = seen[i]
   if r then
     local rec = prefix .. tid
@@ -94,7 +110,7 @@ for i, row in ipairs(rows) do
     end
     -- `fin`: the entry whose outcome the record holds (see recorded_before).
     if state == 'retrying' then
-      local due = now + tonumber(row[6])
+      local due = now + tonumber(retry_delay)
       redis.call('ZADD', delayed, due, tid)
       if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then wake = true end
       redis.call('HSET', payloads, tid, payload)
@@ -106,7 +122,7 @@ for i, row in ipairs(rows) do
     else
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
-          'm', payload, 'reason', row[8], 'error', err, 'at', now,
+          'm', payload, 'reason', reason, 'error', err, 'at', now,
           'attempt', redis.call('HGET', rec, 'attempt') or '0', 'entry', entry)
       end
       if state == 'succeeded' then
@@ -126,7 +142,7 @@ for i, row in ipairs(rows) do
       if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
       -- workflows: the next steps leave with this outcome, atomically
       if follow ~= '' then handoffs[#handoffs + 1] = follow end
-      if row[9] == 1 then
+      if unique == 1 then
         release_unique(rec, tid)
       end
       if state == 'succeeded' then
