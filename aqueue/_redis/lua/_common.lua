@@ -51,7 +51,9 @@ local STARTED_NAME = false
 -- MAXLEN counts entries, so the stream holds at most about
 -- events_maxlen * EVENT_CHUNK events.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
-local EVENT_VALUES, EVENT_COUNT = {}, 0  -- EVENT_FIELDS values per event, flat
+-- The values of up to EVENT_CHUNK events, flat (one stream entry each); the
+-- chunk being filled is EVENT_VALUES, with EVENT_COUNT events.
+local EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
 local EVENT_FIELDS, EVENT_CHUNK = 10, 100
 local function events_from(nkeys)
   EVENTS = KEYS[nkeys + 1]
@@ -73,6 +75,15 @@ end
 -- `timed`: the end of a run, whose duration is measured from its start. An
 -- event's values go into one flat table, packed together when the script
 -- flushes (no string or table per event: the cheapest form for Lua).
+local function event_slot()
+  if EVENT_COUNT == EVENT_CHUNK then
+    EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES
+    EVENT_VALUES, EVENT_COUNT = {}, 0
+  end
+  EVENT_COUNT = EVENT_COUNT + 1
+  return EVENT_VALUES, (EVENT_COUNT - 1) * EVENT_FIELDS
+end
+
 local function emit(rec, tid, state, worker, now, err, timed, name, attempt, started)
   if not EVENTS then return end
   if name == nil then
@@ -88,34 +99,30 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
       etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
     end
   end
-  local v, n = EVENT_VALUES, EVENT_COUNT * EVENT_FIELDS
-  v[n + 1], v[n + 2], v[n + 3], v[n + 4], v[n + 5] = EVENTS_QUEUE, tid, name or '', state,
+  -- No nil among them: the chunk must stay an array for cmsgpack.
+  local v, n = event_slot()
+  v[n + 1], v[n + 2], v[n + 3], v[n + 4], v[n + 5] = EVENTS_QUEUE, tid or '', name or '', state,
     tonumber(attempt) or 0
-  v[n + 6], v[n + 7], v[n + 8], v[n + 9], v[n + 10] = worker, now, duration, etype, emsg
-  EVENT_COUNT = EVENT_COUNT + 1
+  v[n + 6], v[n + 7], v[n + 8], v[n + 9], v[n + 10] = worker or '', now, duration, etype, emsg
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end
-  local v, n = EVENT_VALUES, EVENT_COUNT * EVENT_FIELDS
+  local v, n = event_slot()
   v[n + 1], v[n + 2], v[n + 3], v[n + 4], v[n + 5] = EVENTS_QUEUE, '', '', state, 0
   v[n + 6], v[n + 7], v[n + 8], v[n + 9], v[n + 10] = worker, now, -1, etype, emsg
-  EVENT_COUNT = EVENT_COUNT + 1
 end
 
+-- Each chunk is packed as one table: one buffer (cmsgpack.pack of many
+-- arguments makes a string of each and joins them, three times the cost).
 local function flush_events()
   if not EVENTS then return end
-  for first = 0, EVENT_COUNT - 1, EVENT_CHUNK do
-    local count = math.min(EVENT_COUNT - first, EVENT_CHUNK)
-    -- A msgpack array32 header, then the events' values (cmsgpack packs each
-    -- of its arguments and joins them).
-    local header = struct.pack('>BI4', 0xdd, count * EVENT_FIELDS)
-    local from = first * EVENT_FIELDS
-    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e',
-      header .. cmsgpack.pack(unpack(EVENT_VALUES, from + 1, from + count * EVENT_FIELDS)))
+  if EVENT_COUNT > 0 then EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES end
+  for _, values in ipairs(EVENT_CHUNKS) do
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack(values))
   end
-  EVENT_VALUES, EVENT_COUNT = {}, 0
+  EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
 end
 
 -- The task id, message and limits (flow control) of a stream entry's field
