@@ -46,15 +46,22 @@ local STARTED_NAME = false
 -- EVENTS stays nil and emit() returns at once: no command is added. Events are
 -- written by the script that makes the change, so none exists for a change
 -- that did not happen. A script's events go out together, up to EVENT_CHUNK
--- per stream entry, so a batch of a hundred outcomes costs one XADD: field 'e'
--- holds one msgpack array of EVENT_FIELDS values per event, back to back.
+-- per stream entry, so a batch of a hundred outcomes costs one XADD. Field 'e'
+-- holds one msgpack array (layout 2): 2, queue, worker, at ms, then
+-- EVENT_FIELDS values per event: task id, name, state, attempt, duration ms
+-- (-1: none), error ('' or its type, a newline, its message). The events of
+-- an entry share its worker and time (a script's events nearly always do;
+-- a new entry starts where they differ). Each value costs about 600
+-- instructions to pack, so what events share is written once. (Layout 1,
+-- of older workers: ten values per event, queue first; readers take both.)
 -- MAXLEN counts entries, so the stream holds at most about
 -- events_maxlen * EVENT_CHUNK events.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
--- The values of up to EVENT_CHUNK events, flat (one stream entry each); the
--- chunk being filled is EVENT_VALUES, with EVENT_COUNT events.
+-- The chunks (stream entries) made so far; the one being filled is
+-- EVENT_VALUES, with EVENT_COUNT events of worker EVENT_WORKER at EVENT_AT.
 local EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
-local EVENT_FIELDS, EVENT_CHUNK = 10, 100
+local EVENT_WORKER, EVENT_AT = nil, nil
+local EVENT_LAYOUT, EVENT_HEAD, EVENT_FIELDS, EVENT_CHUNK = 2, 4, 6, 100
 local function events_from(nkeys)
   EVENTS = KEYS[nkeys + 1]
   if EVENTS then EVENTS_QUEUE, EVENTS_MAXLEN = ARGV[#ARGV - 1], ARGV[#ARGV] end
@@ -67,23 +74,30 @@ local function own_argc()
   return #ARGV
 end
 
--- One event: queue, task id, name, state, attempt, worker, at ms, duration ms
--- (-1: none), error type, error message. `err` is a stored error (a msgpack
--- array of type, message, traceback); the event keeps its type and message.
--- `name`, `attempt`, `started` (ms or false): given when the script has them
--- at hand (name nil: read from the record `rec`, which is otherwise unused).
--- `timed`: the end of a run, whose duration is measured from its start. An
--- event's values go into one flat table, packed together when the script
--- flushes (no string or table per event: the cheapest form for Lua).
-local function event_slot()
-  if EVENT_COUNT == EVENT_CHUNK then
-    EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES
-    EVENT_VALUES, EVENT_COUNT = {}, 0
+-- Where the next event's values go: the chunk being filled and the index
+-- before its first value. No value may be nil: a chunk must stay an array.
+local function event_slot(worker, at)
+  if EVENT_COUNT == EVENT_CHUNK or worker ~= EVENT_WORKER or at ~= EVENT_AT then
+    if EVENT_COUNT > 0 then EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES end
+    EVENT_VALUES, EVENT_COUNT = { EVENT_LAYOUT, EVENTS_QUEUE, worker, at }, 0
+    EVENT_WORKER, EVENT_AT = worker, at
   end
   EVENT_COUNT = EVENT_COUNT + 1
-  return EVENT_VALUES, (EVENT_COUNT - 1) * EVENT_FIELDS
+  return EVENT_VALUES, EVENT_HEAD + (EVENT_COUNT - 1) * EVENT_FIELDS
 end
 
+-- An event's error: '' for none, else its type, a newline and its message.
+local function event_error(etype, emsg)
+  if etype == '' and emsg == '' then return '' end
+  return etype .. '\n' .. emsg
+end
+
+-- One task event. `err` is a stored error (a msgpack array of type, message,
+-- traceback); the event keeps its type and message. `name`, `attempt`,
+-- `started` (ms or false): given when the script has them at hand (name nil:
+-- read from the record `rec`, which is otherwise unused). `timed`: the end
+-- of a run, whose duration is measured from its start. The values go into
+-- the chunk's flat table, packed when the script flushes.
 local function emit(rec, tid, state, worker, now, err, timed, name, attempt, started)
   if not EVENTS then return end
   if name == nil then
@@ -92,26 +106,24 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
   end
   local duration = -1
   if timed and started then duration = now - tonumber(started) end
-  local etype, emsg = '', ''
+  local etext = ''
   if err and err ~= '' then
     local ok, info = pcall(cmsgpack.unpack, err)
     if ok and type(info) == 'table' then
-      etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
+      etext = event_error(tostring(info[1] or ''), tostring(info[2] or ''))
     end
   end
-  -- No nil among them: the chunk must stay an array for cmsgpack.
-  local v, n = event_slot()
-  v[n + 1], v[n + 2], v[n + 3], v[n + 4], v[n + 5] = EVENTS_QUEUE, tid or '', name or '', state,
-    tonumber(attempt) or 0
-  v[n + 6], v[n + 7], v[n + 8], v[n + 9], v[n + 10] = worker or '', now, duration, etype, emsg
+  local v, n = event_slot(worker or '', now)
+  v[n + 1], v[n + 2], v[n + 3] = tid or '', name or '', state
+  v[n + 4], v[n + 5], v[n + 6] = tonumber(attempt) or 0, duration, etext
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end
-  local v, n = event_slot()
-  v[n + 1], v[n + 2], v[n + 3], v[n + 4], v[n + 5] = EVENTS_QUEUE, '', '', state, 0
-  v[n + 6], v[n + 7], v[n + 8], v[n + 9], v[n + 10] = worker, now, -1, etype, emsg
+  local v, n = event_slot(worker, now)
+  v[n + 1], v[n + 2], v[n + 3] = '', '', state
+  v[n + 4], v[n + 5], v[n + 6] = 0, -1, event_error(etype, emsg)
 end
 
 -- Each chunk is packed as one table: one buffer (cmsgpack.pack of many
@@ -123,6 +135,7 @@ local function flush_events()
     redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack(values))
   end
   EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
+  EVENT_WORKER, EVENT_AT = nil, nil
 end
 
 -- The task id, message and limits (flow control) of a stream entry's field
