@@ -537,8 +537,9 @@ class Broker:
         s = self.settings
         rows: list[Any] = []
         blob: list[bytes] = []
+        events = s.events
         for item in items:
-            rows += item.row()
+            rows += item.row(events)
             blob += item.blob_parts()
         args: list[Any] = [
             keys.task_prefix,

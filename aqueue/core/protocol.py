@@ -338,18 +338,31 @@ class FinishItem:
     """Whether the task may hold a unique key to release (False skips a lookup)."""
     follow: bytes = b""
     """Workflows: hand-off rows the finish script writes to the queue's outbox."""
+    name: str = ""
+    """For the outcome's event (events on), what the worker knows of the run:
+    the task's name ('': the script reads name, attempt and start time from
+    the task record instead), its attempt and how long it ran (ms)."""
+    attempt: int = 0
+    ran_ms: int = 0
 
-    def row(self) -> tuple[str | int | TaskStatus, ...]:
+    def row(self, events: bool = False) -> tuple[str | int | TaskStatus, ...]:
         """The values finish.lua reads for this outcome; its bytes travel in the
         blob (:meth:`blob_parts`). The rows of a call go as one flat array.
 
         Short form: entry id, task id, state, body length, 0; the body is the
         result of a success, else the error. Long form, when anything else is
         set: the same with 1, then unique (1: release the task's unique key),
-        retry delay (ms), payload length, reason, follow length. The state goes
-        as the enum itself: msgspec writes its value.
+        retry delay (ms), payload length, reason, follow length. With
+        ``events`` each row ends with name, attempt and ran_ms, so the script
+        need not read them. The state goes as the enum itself: msgspec writes
+        its value.
         """
         body = self.result if self.state is TaskStatus.SUCCEEDED else self.error
+        if events:
+            return (*self._row(body), self.name, self.attempt, self.ran_ms)
+        return self._row(body)
+
+    def _row(self, body: bytes) -> tuple[str | int | TaskStatus, ...]:
         if self.unique or self.retry_delay_ms or self.payload or self.reason or self.follow:
             return (
                 self.entry_id,

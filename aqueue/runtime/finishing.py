@@ -122,6 +122,10 @@ class Finisher:
 
     def submit(self, queue: str, item: FinishItem, running: Running | None) -> None:
         """Hand an outcome over for recording; its task slot is free from now on."""
+        if running is not None:  # for the outcome's event: the script need not read them
+            job = running.job
+            item.name, item.attempt = job.envelope.task, job.attempt
+            item.ran_ms = int((time.perf_counter() - running.started) * 1000)
         self._queued.setdefault(queue, []).append((item, running))
         self.unrecorded += 1
         self.capacity.release()

@@ -14,7 +14,9 @@
 --   entry_id, task_id, state, body length, 0, or in the long form
 --   entry_id, task_id, state, body length, 1, unique (1: release the task's
 --   unique key), retry_delay_ms, payload length, reason, follow length
---   (workflows: hand-off rows for the outbox); the blob holds each row's body
+--   (workflows: hand-off rows for the outbox); with events on, each row ends
+--   with the task's name, attempt and run time in ms, for the outcome's event
+--   (name '': read them from the record); the blob holds each row's body
 --   (the result of a success, else the error), then in the long form its
 --   payload and follow
 -- state is one of succeeded, failed, expired, aborted, retrying, dead.
@@ -33,8 +35,8 @@ local handoffs = {}  -- workflows: next steps
 local acks, urgent_acks = {}, {}  -- the owned entries of the stream and (flow control) urgent stream
 
 -- First pass, reads only: which rows to record. Per row, the record's
--- worker, entry, state, ck (and for the outcome's event name, attempt,
--- started), or true for a row without an entry (recorded as it is), or false.
+-- worker, entry, state, ck, or true for a row without an entry (recorded as
+-- it is), or false.
 -- (A field read costs about as much as a small command: only these.)
 -- The batch's first write is then the XACK, which never grows memory: Redis
 -- over maxmemory still lets the whole script through (see renew.lua).
@@ -44,16 +46,12 @@ while k <= nvalues do
   local entry, tid = rows[k], rows[k + 1]
   i = i + 1
   if rows[k + 4] == 1 then k = k + 10 else k = k + 5 end
+  if EVENTS then k = k + 3 end
   if entry == '' then
     seen[i] = true
   else
     local rec = prefix .. tid
-    local r
-    if EVENTS then
-      r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'ck', 'name', 'attempt', 'started')
-    else
-      r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'ck')
-    end
+    local r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'ck')
     local urgent = string.byte(entry, 1) == 48 and string.byte(entry, 2) == 45  -- '0-'
     local owned
     if r[2] then
@@ -98,12 +96,17 @@ while k <= nvalues do
   else
     k = k + 5
   end
+  local name, attempt, started  -- for the outcome's event (name nil: emit reads the record)
+  if EVENTS then
+    if rows[k] ~= '' then name, attempt, started = rows[k], rows[k + 1], now - rows[k + 2] end
+    k = k + 3
+  end
   i = i + 1
   local r = seen[i]
   if r then
     local rec = prefix .. tid
-    local ckey, name, attempt, started  -- flow control: the entry's token; the event's values
-    if r ~= true then ckey, name, attempt, started = r[4], r[5], r[6], r[7] end
+    local ckey  -- flow control: the entry's concurrency token
+    if r ~= true then ckey = r[4] end
     if state == 'retrying' and redis.call('HEXISTS', rec, 'abort') == 1 then
       -- Asked to abort while it ran: it is not tried again (abort() waits for this).
       state, err = 'aborted', redis.call('HGET', rec, 'aerr') or err
