@@ -370,10 +370,37 @@ local function envelope_id(payload)
   return string.sub(payload, pos, pos + n - 1)
 end
 
+-- Whether the envelope `payload` carries the id `tid`, seen cheaply in the
+-- usual shape (an array, a small version, then the id as a str of tid's
+-- length); false means "look closer" (envelope_id), not "no".
+local function carries_id(payload, tid)
+  local pos = 1
+  if string.byte(payload, 1) == 167 and string.sub(payload, 1, #SIGNATURE_MARK) == SIGNATURE_MARK then
+    pos = pos + SIGNED_HEAD
+  end
+  local head = string.byte(payload, pos)
+  if head == 0xdc then pos = pos + 3
+  elseif head and head >= 0x90 and head <= 0x9f then pos = pos + 1
+  else return false end
+  local version, str, len = string.byte(payload, pos, pos + 2)
+  if not len or version > 0x7f then return false end
+  local at
+  if str == 0xd9 and len == #tid then at = pos + 3
+  elseif str == 0xa0 + #tid and #tid < 32 then at = pos + 2
+  else return false end
+  return string.find(payload, tid, at, true) == at
+end
+
 -- Whether `s` is well-formed UTF-8 (task ids are text; anything else could
 -- not be named back by a worker).
 local function is_utf8(s)
-  if not string.find(s, '[\128-\255]') then return true end
+  -- ASCII, the usual case: one look at every byte (a pattern costs several
+  -- times more); string.byte returns them all, so only for short ids.
+  if #s <= 128 then
+    if #s == 0 or math.max(string.byte(s, 1, -1)) < 128 then return true end
+  elseif not string.find(s, '[\128-\255]') then
+    return true
+  end
   local i, n = 1, #s
   while i <= n do
     local c = string.byte(s, i)
@@ -433,7 +460,7 @@ local function take_entry(q, entry, tid, payload, before, deliveries, gate)
         "the entry's task id is not UTF-8 text", deliveries)
       return -1, deliveries, 'bad_task_id'
     end
-    local eid = envelope_id(payload)
+    local eid = not carries_id(payload, tid) and envelope_id(payload)
     if eid and eid ~= tid then
       refuse_entry(q, entry, tid, payload, 'id_mismatch',
         'the entry names task ' .. tid .. ' but its message is task ' .. eid, deliveries)
