@@ -8,9 +8,16 @@ end
 
 -- A whole number as the text Redis stores. redis.call prints a Lua number
 -- argument with '%.17g', which costs more than a small command itself; a
--- script passes hot numbers (times, attempts) through this instead.
+-- script passes hot numbers (times, attempts) through this instead. Small
+-- numbers and the last time asked are kept (string.format costs as much as
+-- a table lookup twenty times over).
+local SMALL_TEXT = { '1', '2', '3', '4', '5', '6', '7', '8', '9' }
+local LAST_INT, LAST_TEXT = nil, nil
 local function int_text(n)
-  return string.format('%d', n)
+  local text = SMALL_TEXT[n]
+  if text then return text end
+  if n ~= LAST_INT then LAST_INT, LAST_TEXT = n, string.format('%d', n) end
+  return LAST_TEXT
 end
 
 -- A channel whose name starts with '!' is a sharded channel (Redis Cluster):
