@@ -539,8 +539,9 @@ class Broker:
         blob: list[bytes] = []
         events = s.events
         for item in items:
-            rows += item.row(events)
-            blob += item.blob_parts()
+            values, parts = item.row(events)
+            rows += values
+            blob += parts
         args: list[Any] = [
             keys.task_prefix,
             CONSUMER_GROUP,

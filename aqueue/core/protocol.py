@@ -339,51 +339,31 @@ class FinishItem:
     follow: bytes = b""
     """Workflows: hand-off rows the finish script writes to the queue's outbox."""
     name: str = ""
-    """For the outcome's event (events on), what the worker knows of the run:
-    the task's name ('': the script reads name, attempt and start time from
-    the task record instead), its attempt and how long it ran (ms)."""
+    """For the outcome's event (events on): the task's name ('': the script
+    reads name, attempt and start from the record), attempt and run time (ms)."""
     attempt: int = 0
     ran_ms: int = 0
 
-    def row(self, events: bool = False) -> tuple[str | int | TaskStatus, ...]:
-        """The values finish.lua reads for this outcome; its bytes travel in the
-        blob (:meth:`blob_parts`). The rows of a call go as one flat array.
+    def row(self, events: bool = False) -> tuple[list[Any], tuple[bytes, ...]]:
+        """finish.lua's values for this outcome, and the bytes they give the
+        lengths of (a call's rows go as one flat array, their bytes as one blob).
 
-        Short form: entry id, task id, state, body length, 0; the body is the
-        result of a success, else the error. Long form, when anything else is
-        set: the same with 1, then unique (1: release the task's unique key),
-        retry delay (ms), payload length, reason, follow length. With
-        ``events`` each row ends with name, attempt and ran_ms, so the script
-        need not read them. The state goes as the enum itself: msgspec writes
-        its value.
-        """
+        Short form: entry id, task id, state (an enum: msgspec writes its value),
+        body length (a success's result, else the error), 0. Long form, when
+        anything else is set: 1 for that 0, then unique (1: release the unique
+        key), retry delay (ms), payload length, reason, follow length; payload
+        and follow follow the body. ``events``: name, attempt, ran_ms end it."""
         body = self.result if self.state is TaskStatus.SUCCEEDED else self.error
+        values: list[Any] = [self.entry_id, self.task_id, self.state, len(body), 0]
+        blob: tuple[bytes, ...] = (body,)
+        if self.unique or self.retry_delay_ms or self.payload or self.reason or self.follow:
+            values[4] = 1
+            values += (int(self.unique), self.retry_delay_ms, len(self.payload))
+            values += (self.reason, len(self.follow))
+            blob = (body, self.payload, self.follow)
         if events:
-            return (*self._row(body), self.name, self.attempt, self.ran_ms)
-        return self._row(body)
-
-    def _row(self, body: bytes) -> tuple[str | int | TaskStatus, ...]:
-        if self.unique or self.retry_delay_ms or self.payload or self.reason or self.follow:
-            return (
-                self.entry_id,
-                self.task_id,
-                self.state,
-                len(body),
-                1,
-                1 if self.unique else 0,
-                self.retry_delay_ms,
-                len(self.payload),
-                self.reason,
-                len(self.follow),
-            )
-        return (self.entry_id, self.task_id, self.state, len(body), 0)
-
-    def blob_parts(self) -> tuple[bytes, ...]:
-        """The bytes of :meth:`row`, in its order: body, then (long form) payload, follow."""
-        body = self.result if self.state is TaskStatus.SUCCEEDED else self.error
-        if self.unique or self.retry_delay_ms or self.payload or self.reason or self.follow:
-            return (body, self.payload, self.follow)
-        return (body,)
+            values += (self.name, self.attempt, self.ran_ms)
+        return values, blob
 
 
 # -- completion pushes and progress -------------------------------------------------
