@@ -266,7 +266,8 @@ end
 local INLINE_LIMIT = 1024
 local function push_frame(tid, state, body)
   if #body > INLINE_LIMIT then body = '' end
-  return struct.pack('>I4c0I4c0I4c0', #tid, tid, #state, state, #body, body)  -- c0: as long as given
+  -- c0: a string as long as it is
+  return struct.pack('>I4c0I4c0I4c0', #tid, tid, #state, state, #body, body)
 end
 
 
@@ -382,10 +383,11 @@ end
 -- length); false means "look closer" (envelope_id), not "no".
 local function carries_id(payload, tid)
   local pos = 1
-  if string.byte(payload, 1) == 167 and string.sub(payload, 1, #SIGNATURE_MARK) == SIGNATURE_MARK then
+  local head = string.byte(payload, 1)
+  if head == 167 and string.sub(payload, 1, #SIGNATURE_MARK) == SIGNATURE_MARK then
     pos = pos + SIGNED_HEAD
+    head = string.byte(payload, pos)
   end
-  local head = string.byte(payload, pos)
   if head == 0xdc then pos = pos + 3
   elseif head and head >= 0x90 and head <= 0x9f then pos = pos + 1
   else return false end

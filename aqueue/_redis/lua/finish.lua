@@ -32,7 +32,8 @@ local rows = cmsgpack.unpack(ARGV[8])
 local nvalues = #rows
 local fenced, done = {}, {}
 local handoffs = {}  -- workflows: next steps
-local acks, urgent_acks = {}, {}  -- the owned entries of the stream and (flow control) urgent stream
+-- The owned entries of the stream and (flow control) of the urgent stream.
+local acks, urgent_acks = {}, {}
 
 -- First pass, reads only: which rows to record. Per row, the record's
 -- worker, entry, state, ck, or true for a row without an entry (recorded as
@@ -129,7 +130,8 @@ while k <= nvalues do
           'attempt', redis.call('HGET', rec, 'attempt') or '0', 'entry', entry)
       end
       if state == 'succeeded' then
-        redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now_text, 'fin', entry)
+        redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now_text,
+          'fin', entry)
       elseif state == 'failed' and payload ~= '' then
         -- A failed task keeps its message (dashboard: arguments, run again).
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now_text, 'fin', entry,
