@@ -590,6 +590,13 @@ class Broker:
         """Record outcomes + XACK in one script call; returns the fenced-off entry ids."""
         keys = self.keys(queue)
         s = self.settings
+        rows: list[Any] = []
+        blob: list[bytes] = []
+        events = s.events
+        for item in items:
+            values, parts = item.row(events)
+            rows += values
+            blob += parts
         args: list[Any] = [
             keys.task_prefix,
             CONSUMER_GROUP,
@@ -598,14 +605,8 @@ class Broker:
             keys.done_channel,
             s.dead_letter_maxlen,
             keys.control_channel,
-            _rows.encode([item.row() for item in items]),
-            b"".join(
-                [
-                    part
-                    for item in items
-                    for part in (item.result, item.error, item.payload, item.follow)
-                ]
-            ),
+            _rows.encode(rows),
+            b"".join(blob),
         ]
         fenced = await self._script(
             "finish",

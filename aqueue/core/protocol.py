@@ -342,24 +342,32 @@ class FinishItem:
     """Whether the task may hold a unique key to release (False skips a lookup)."""
     follow: bytes = b""
     """Workflows: hand-off rows the finish script writes to the queue's outbox."""
+    name: str = ""
+    """For the outcome's event (events on): the task's name ('': the script
+    reads name, attempt and start from the record), attempt and run time (ms)."""
+    attempt: int = 0
+    ran_ms: int = 0
 
-    def row(self) -> tuple[str | int | TaskStatus, ...]:
-        """The row finish.lua reads; the binary fields travel in the blob.
+    def row(self, events: bool = False) -> tuple[list[Any], tuple[bytes, ...]]:
+        """finish.lua's values for this outcome, and the bytes they give the
+        lengths of (a call's rows go as one flat array, their bytes as one blob).
 
-        The state goes as the enum itself: msgspec writes its value.
-        """
-        return (
-            self.entry_id,
-            self.task_id,
-            self.state,
-            len(self.result),
-            len(self.error),
-            self.retry_delay_ms,
-            len(self.payload),
-            self.reason,
-            1 if self.unique else 0,
-            len(self.follow),
-        )
+        Short form: entry id, task id, state (an enum: msgspec writes its value),
+        body length (a success's result, else the error), 0. Long form, when
+        anything else is set: 1 for that 0, then unique (1: release the unique
+        key), retry delay (ms), payload length, reason, follow length; payload
+        and follow follow the body. ``events``: name, attempt, ran_ms end it."""
+        body = self.result if self.state is TaskStatus.SUCCEEDED else self.error
+        values: list[Any] = [self.entry_id, self.task_id, self.state, len(body), 0]
+        blob: tuple[bytes, ...] = (body,)
+        if self.unique or self.retry_delay_ms or self.payload or self.reason or self.follow:
+            values[4] = 1
+            values += (int(self.unique), self.retry_delay_ms, len(self.payload))
+            values += (self.reason, len(self.follow))
+            blob = (body, self.payload, self.follow)
+        if events:
+            values += (self.name, self.attempt, self.ran_ms)
+        return values, blob
 
 
 # -- completion pushes and progress -------------------------------------------------
