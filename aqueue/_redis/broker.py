@@ -22,9 +22,10 @@ from redis.commands.core import AsyncScript
 from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConfigError, ConnectionFailed
+from ..core.frames import encode_progress
 from ..core.handoffs import HANDOFF_ABORT, Handoff
 from ..core.keys import CONSUMER_GROUP, QueueKeys, queue_registry_key, schedule_keys
-from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
+from ..core.protocol import Delivery, FinishItem, OutgoingMessage
 from .connection import (
     REDIS_ERRORS,
     DirectLine,

@@ -7,7 +7,7 @@
 * what flows in and out of the broker: :class:`OutgoingMessage` (enqueue),
   :class:`Delivery` (a stream entry handed to a worker) and
   :class:`FinishItem` (an outcome, with its :class:`TaskStatus`);
-* the completion-push frame that ``finish.lua`` publishes.
+* the completion-push frame and progress values live in :mod:`.frames`.
 
 Nothing here ever unpickles: a message can only carry data msgspec knows
 (builtins, Structs, dataclasses, datetimes, UUIDs, Decimals, ...) and can only
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import struct
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -43,13 +42,10 @@ __all__ = [
     "OutgoingMessage",
     "decode_envelope",
     "decode_error",
-    "decode_progress",
     "describe_error",
     "encode_envelope",
     "encode_error",
-    "encode_progress",
     "encode_value",
-    "parse_push",
     "sign",
     "verify",
 ]
@@ -368,37 +364,3 @@ class FinishItem:
         if events:
             values += (self.name, self.attempt, self.ran_ms)
         return values, blob
-
-
-# -- completion pushes and progress -------------------------------------------------
-
-_LENGTH = struct.Struct(">I")
-
-
-def parse_push(data: bytes) -> list[tuple[str, bytes, bytes]]:
-    """(task id, state, result-or-error) of each task in a framed push.
-
-    A framed push (see ``finish.lua``) starts with a zero byte, then for each
-    task three length-prefixed (4 bytes, big-endian) fields.
-    """
-    out = []
-    pos, end = 1, len(data)
-    unpack = _LENGTH.unpack_from
-    while pos < end:
-        parts = []
-        for _ in range(3):
-            (n,) = unpack(data, pos)
-            pos += 4
-            parts.append(data[pos : pos + n])
-            pos += n
-        out.append((parts[0].decode(), parts[1], parts[2]))
-    return out
-
-
-def encode_progress(value: Any, message: str) -> bytes:
-    return _encoder.encode((value, message))
-
-
-def decode_progress(raw: bytes) -> tuple[Any, str]:
-    value, message = _any_decoder.decode(raw)
-    return value, str(message)

@@ -24,8 +24,9 @@ from typing import Any
 
 from .._redis.connection import ANY_REDIS_ERROR
 from ..client import Client
+from ..core.frames import parse_push
 from ..core.keys import QueueKeys
-from ..core.protocol import MessageError, decode_error, parse_push
+from ..core.protocol import MessageError, decode_error
 from ..core.status import TaskStatus
 from ..deadletter import list_dead
 

@@ -26,7 +26,8 @@ from .._redis.connection import ANY_REDIS_ERROR
 from ..app import App
 from ..client import Client
 from ..core.errors import TaskFailed
-from ..core.protocol import MessageError, decode_progress
+from ..core.frames import decode_progress
+from ..core.protocol import MessageError
 from ..core.records import TaskInfo, value_of
 from ..core.status import TaskStatus
 from ..deadletter import DeadLetter, list_dead
