@@ -29,9 +29,6 @@ from .core.events import Event
 from .core.hooks import Middleware
 from .core.limits import ConcurrencySpec, RateSpec
 from .core.urls import mask_url
-from .deadletter import DeadLetter, list_dead, purge_dead, replay_dead
-from .discovery import autodiscover_tasks
-from .events import Since, read_events
 from .inline import EagerMode
 from .result import AsyncResult
 from .task import Task, TaskConfig
@@ -39,6 +36,8 @@ from .task import Task, TaskConfig
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from .deadletter import DeadLetter
+    from .events import Since
     from .periodic import PeriodicDecorator, PeriodicTask
     from .schedules import Schedules
 
@@ -290,6 +289,8 @@ class App:
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Dead-lettered messages (newest first) of ``queue`` or of each of the app's queues."""
+        from .deadletter import list_dead  # operator tools: not loaded by workers
+
         return await list_dead(self.client, [queue] if queue else self.queues, limit)
 
     async def replay_dead(
@@ -299,10 +300,14 @@ class App:
 
         Returns ``(queue, entry id)`` of each message replayed.
         """
+        from .deadletter import replay_dead
+
         return await replay_dead(self.client, [queue] if queue else self.queues, entry_ids)
 
     async def purge_dead(self, queue: str | None = None) -> int:
         """Delete dead-lettered messages of ``queue`` (or of every app queue); returns the count."""
+        from .deadletter import purge_dead
+
         return await purge_dead(self.client, [queue] if queue else self.queues)
 
     # -- middleware and events (issue 13) -----------------------------------------
@@ -331,6 +336,8 @@ class App:
         ``queues``, every queue's events (on Redis Cluster: this App's queues).
         ``follow=False`` stops at the newest event that existed at the start.
         """
+        from .events import read_events
+
         names = list(queues) if queues else self.queues
         return read_events(self.client, names, since, follow, only=list(queues or ()))
 
@@ -404,6 +411,8 @@ class App:
         self, packages: list[str] | None = None, related_name: str = "tasks"
     ) -> list[str]:
         """Import ``<package>.tasks`` of each package (default: Django's installed apps)."""
+        from .discovery import autodiscover_tasks
+
         return autodiscover_tasks(packages, related_name)
 
 

@@ -11,6 +11,9 @@ next one on in the same script call that records the outcome (see
 ``aqueue.runtime.workflow``), so a crash can't lose or double a step.
 """
 
+# Over 400 lines: signatures, chains and the plan that builds a chain's messages
+# belong together (groups and chords live in aqueue.groups).
+
 from __future__ import annotations
 
 import os
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 import msgspec
 
 from .core.errors import EnqueueError
+from .core.hooks import hooked
 from .core.protocol import ChainLink, ChordMember, OutgoingMessage
 from .inline import refuse_in_eager_mode, run_eagerly
 from .result import AsyncResult
@@ -137,6 +141,7 @@ class Signature(Generic[R_co]):
         """Send the call; returns a handle to await."""
         task = self.task
         queue, message = task.build_message(self.args, self.kwargs, self.opts)
+        message = await hooked(task.client, queue, message)  # the App's enqueue middleware
         if task.client.eager:
             eager: AsyncResult[R_co] = await run_eagerly(task, queue, message)
             return eager
@@ -229,8 +234,10 @@ class ChainPlan:
 
     async def send(self, client: Client) -> None:
         broker = client.broker
+        self.sends = [(q, await hooked(client, q, m)) for q, m in self.sends]  # middleware
         for queue, chord_id, size, callback in self.chords:
             # Recorded before any member can end, so none ends uncounted.
+            callback = await hooked(client, queue, callback)  # sent now, run later
             await broker.create_chord(queue, chord_id, size, False, callback)
         if len(self.sends) == 1:
             await broker.enqueue(*self.sends[0])

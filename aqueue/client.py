@@ -32,10 +32,11 @@ from .core.protocol import Codec, ErrorInfo, encode_error
 from .core.records import status_of
 from .core.status import TaskStatus
 from .core.urls import mask_url
-from .waiter import ResultWaiter
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+
+    from .waiter import ResultWaiter
 
 __all__ = ["Client", "SyncRunner"]
 
@@ -120,6 +121,8 @@ class Client:
         """The one result waiter of this loop: one subscription for every AsyncResult."""
         broker = self.broker
         if self._waiter is None:
+            from .waiter import ResultWaiter  # not loaded by a worker that awaits no result
+
             self._waiter = ResultWaiter(broker, self._settings.result_poll_interval)
         return self._waiter
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 from ._redis.connection import REDIS_ERRORS
+from ._redis.events import EventStream
 from .client import Client
 from .core.errors import ConfigError, ConnectionFailed
 from .core.events import Event, decode_events
@@ -30,9 +31,6 @@ Since = str | datetime | None
 BLOCK_MS = 1000
 #: Events read per round trip.
 BATCH = 500
-#: On Redis Cluster each queue has its own stream, and one read can't block on
-#: streams of several slots: those are read in turn, this long apart when idle.
-CLUSTER_POLL = 0.2
 
 
 async def read_events(
@@ -57,42 +55,98 @@ async def read_events(
     else:
         streams = [broker.events.key("")]
     wanted = set(only) if only else None
+    events = broker.events
     try:
         start, skip = _position(since)
-        ends = {s: _id_key(await broker.events.last_id(s)) for s in streams}
+        ends = {s: _id_key(await events.last_id(s)) for s in streams}
         if start == "$":
             positions = {s: f"{ends[s][0]}-{ends[s][1]}" for s in streams}
         else:
             positions = dict.fromkeys(streams, start)
     except REDIS_ERRORS as exc:
         raise _unreachable(client, exc) from exc
+    if follow and len(streams) > 1:
+        # Redis Cluster: one read can't block on streams of several slots (and
+        # each queue's stream is in its queue's slot), so each stream gets a
+        # blocking read of its own, all waiting at once.
+        async for event in _follow_each(client, events, positions, skip, wanted):
+            yield event
+        return
     while True:
         if not follow:
             positions = {s: p for s, p in positions.items() if _id_key(p) < ends[s]}
             if not positions:
                 return
-        block = BLOCK_MS if follow and len(streams) == 1 else None
         try:
-            batch = await broker.events.read(positions, BATCH, block)
+            batch = await events.read(positions, BATCH, BLOCK_MS if follow else None)
         except REDIS_ERRORS as exc:
             raise _unreachable(client, exc) from exc
         if not batch:
             if not follow:
                 return
-            if len(streams) > 1:
-                await asyncio.sleep(CLUSTER_POLL)
             continue
         for stream, entry_id, data in batch:
             if stream in positions:
                 positions[stream] = entry_id
             if not follow and _id_key(entry_id) > ends[stream]:
                 continue
-            for event in decode_events(entry_id, data):
-                if skip and _up_to(event.id, skip):
-                    continue  # read before: the events up to ``since`` of its entry
-                if wanted is None or event.queue in wanted:
-                    yield event
+            for event in _events_of(entry_id, data, skip, wanted):
+                yield event
         skip = None
+
+
+async def _follow_each(
+    client: Client,
+    events: EventStream,
+    positions: dict[str, str],
+    skip: tuple[str, int] | None,
+    wanted: set[str] | None,
+) -> AsyncIterator[Event]:
+    """Follow several streams with one blocking read each in flight, in each
+    stream's order. While the caller handles a batch, the other reads go on
+    waiting; a stream is read again once its batch has been handed out."""
+    reads: dict[asyncio.Task[list[tuple[str, str, bytes]]], str] = {}
+    first = set(positions)  # streams whose first entry may hold events up to ``since``
+
+    def read(stream: str) -> None:
+        block = events.read({stream: positions[stream]}, BATCH, BLOCK_MS)
+        reads[asyncio.ensure_future(block)] = stream
+
+    for stream in positions:
+        read(stream)
+    try:
+        while True:
+            done, _ = await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=reads.__getitem__):
+                stream = reads.pop(task)
+                try:
+                    batch = task.result()
+                except REDIS_ERRORS as exc:
+                    raise _unreachable(client, exc) from exc
+                for _, entry_id, data in batch:
+                    positions[stream] = entry_id
+                    for event in _events_of(
+                        entry_id, data, skip if stream in first else None, wanted
+                    ):
+                        yield event
+                if batch:
+                    first.discard(stream)
+                read(stream)
+    finally:
+        for task in reads:
+            task.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+
+
+def _events_of(
+    entry_id: str, data: bytes, skip: tuple[str, int] | None, wanted: set[str] | None
+) -> list[Event]:
+    """An entry's events, less those up to ``since`` (read before) and other queues'."""
+    return [
+        event
+        for event in decode_events(entry_id, data)
+        if not (skip and _up_to(event.id, skip)) and (wanted is None or event.queue in wanted)
+    ]
 
 
 def _position(since: Since) -> tuple[str, tuple[str, int] | None]:

@@ -28,6 +28,7 @@ from .canvas import (
     plan_chain,
 )
 from .core.errors import EnqueueError, TaskFailed
+from .core.hooks import hooked
 from .core.protocol import ChordMember, OutgoingMessage
 from .core.status import TaskStatus
 from .inline import refuse_in_eager_mode, run_eagerly
@@ -97,6 +98,9 @@ class Group(FanOut[R_co]):
         if not order:
             return GroupResult([])
         client = self.signatures[0].task.client
+        if client.hooks.has("enqueue"):  # each member inside the App's enqueue middleware
+            for queue, batch in by_queue.items():
+                batch[:] = [await hooked(client, queue, message) for message in batch]
         if client.eager:
             # Members are independent: each runs inline, in order (never a chord's).
             singles = [placed for placed in order if not isinstance(placed, ChainPlan)]
@@ -109,6 +113,7 @@ class Group(FanOut[R_co]):
         for placed in order:
             if isinstance(placed, ChainPlan):
                 for queue, chord_id, size, callback in placed.chords:
+                    callback = await hooked(client, queue, callback)
                     await broker.create_chord(queue, chord_id, size, False, callback)
         ids = {queue: await broker.enqueue_many(queue, msgs) for queue, msgs in by_queue.items()}
         results: list[AsyncResult[Any]] = []
@@ -282,6 +287,7 @@ class Chord(Generic[R_co]):
             queue, message = task.build_message(
                 ([], *callback.args), callback.kwargs, callback.opts
             )
+            message = await hooked(client, queue, message)
             await client.broker.enqueue(queue, message)
             self.members = GroupResult([])
             return AsyncResult(client, message.task_id, queue, task.result_decoder)
@@ -293,6 +299,7 @@ class Chord(Generic[R_co]):
             takes_parent=True,
         )
         chord_id = self.id = os.urandom(16).hex()
+        message = await hooked(client, queue, message)  # sent now, run once they end
         # Recorded before any member is sent, so no member can end uncounted.
         await client.broker.create_chord(
             queue, chord_id, len(self.group), self.allow_failures, message

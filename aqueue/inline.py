@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from .client import Client
 from .core.errors import ConfigError
 from .core.protocol import OutgoingMessage
 from .core.records import Record
-from .result import FinishedResult
-from .sync import FinishedSyncResult
+
+if TYPE_CHECKING:  # the handles load with the first eager run: the facade imports this module
+    from .client import Client
+    from .result import FinishedResult
+    from .sync import FinishedSyncResult
 
 __all__ = [
     "EagerMode",
@@ -69,6 +71,8 @@ async def run_eagerly(task: Any, queue: str, message: OutgoingMessage) -> Finish
     if runner is None:
         raise ConfigError("eager mode needs aqueue's runtime: `import aqueue` first")
     record = await runner(task, queue, message)
+    from .result import FinishedResult
+
     return FinishedResult(task.client, message.task_id, queue, task.result_decoder, record)
 
 
@@ -91,6 +95,8 @@ def run_eagerly_sync(task: Any, queue: str, message: OutgoingMessage) -> Finishe
             max_workers=1, thread_name_prefix="aqueue-eager-delay"
         ) as thread:
             record = thread.submit(asyncio.run, runner(task, queue, message)).result()
+    from .sync import FinishedSyncResult
+
     return FinishedSyncResult(message.task_id, queue, task.result_decoder, record)
 
 

@@ -33,7 +33,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._redis.connection import ANY_REDIS_ERROR
 from .client import Client
@@ -100,6 +99,9 @@ class Schedule:
             raise ConfigError("a periodic task needs exactly one of cron= or every=")
         if self.every is not None and not (self.every > 0 and math.isfinite(self.every)):
             raise ConfigError("every= must be a positive duration")
+        # Time zones load with the first schedule: a worker with none never loads them.
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         try:
             ZoneInfo(self.tz)
         except (ZoneInfoNotFoundError, ValueError):
@@ -111,6 +113,8 @@ class Schedule:
         """The latest tick at or before ``now`` (epoch seconds)."""
         if self.every is not None:
             return math.floor(now / self.every) * self.every
+        from zoneinfo import ZoneInfo
+
         cron = _croniter()
         here = datetime.fromtimestamp(now, ZoneInfo(self.tz))
         prev: float = cron(self.cron, here).get_prev(float)
@@ -123,6 +127,8 @@ class Schedule:
         """The first tick strictly after ``now``."""
         if self.every is not None:
             return (math.floor(now / self.every) + 1) * self.every
+        from zoneinfo import ZoneInfo
+
         here = datetime.fromtimestamp(now, ZoneInfo(self.tz))
         nxt: float = _croniter()(self.cron, here).get_next(float)
         return nxt
@@ -284,12 +290,17 @@ def make_schedule(
     return Schedule(cron=cron, every=every, tz=tz)
 
 
-def _tick_message(periodic: PeriodicTask, tick: float) -> OutgoingMessage:
+def _tick_message(
+    periodic: PeriodicTask, tick: float, headers: dict[str, str] | None = None
+) -> OutgoingMessage:
     task = periodic.task
-    opts = EnqueueOptions(task_id=periodic.task_id(tick))
+    opts = EnqueueOptions(task_id=periodic.task_id(tick), trace=headers or None)
     if periodic.singleton:
         opts = EnqueueOptions(
-            task_id=opts.task_id, unique_key=f"periodic:{periodic.name}", unique_for=SINGLETON_TTL
+            task_id=opts.task_id,
+            unique_key=f"periodic:{periodic.name}",
+            unique_for=SINGLETON_TTL,
+            trace=opts.trace,
         )
     _, message = task.build_message(periodic.args, periodic.kwargs, opts)
     return message
@@ -336,11 +347,27 @@ class Scheduler:
         self._stored = stored
 
     async def claim(self, periodic: PeriodicTask, tick: float) -> TickOutcome:
-        """Try to claim ``tick`` of ``periodic`` and enqueue its run."""
-        message = _tick_message(periodic, tick)
-        outcome, task_id = await self.app.client.broker.claim_tick(
-            periodic.queue, periodic.name, round(tick * 1000), message
-        )
+        """Try to claim ``tick`` of ``periodic`` and enqueue its run (inside the App's
+        ``enqueue`` middleware, whose job has a task id only when this claim enqueued)."""
+        hooks = self.app.client.hooks
+        broker = self.app.client.broker
+        at_ms = round(tick * 1000)
+        if hooks.has("enqueue"):
+            job = periodic.task.hook_job(EnqueueOptions(), periodic.args, periodic.kwargs)
+
+            async def send() -> tuple[str, str]:
+                message = _tick_message(periodic, tick, job.headers)
+                sent = await broker.claim_tick(periodic.queue, periodic.name, at_ms, message)
+                if sent[0] == "enqueued":
+                    job.task_id = sent[1]
+                return sent
+
+            outcome, task_id = await hooks.around("enqueue", job, send)
+        else:
+            message = _tick_message(periodic, tick)
+            outcome, task_id = await broker.claim_tick(
+                periodic.queue, periodic.name, at_ms, message
+            )
         result = TickOutcome(periodic.name, tick, outcome, task_id)
         if result.outcome == "enqueued":
             logger.info(
@@ -432,4 +459,6 @@ class Scheduler:
 
 
 def _fmt(tick: float, tz: str) -> str:
+    from zoneinfo import ZoneInfo
+
     return datetime.fromtimestamp(tick, ZoneInfo(tz)).isoformat()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
-from .core.protocol import decode_progress
+from .core.frames import decode_progress
 from .core.records import Record, TaskInfo, value_of
 from .core.status import TaskStatus
 

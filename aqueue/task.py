@@ -18,9 +18,10 @@ import hashlib
 import inspect
 import os
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
@@ -59,6 +60,7 @@ R = TypeVar("R")
 _MAX_TASK_ID = 200
 _encode = msgspec.msgpack.Encoder().encode
 _EMPTY_MAP = _encode({})
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,18 +245,24 @@ class _Enqueuer(Generic[P, R]):
         """
         task = self._task
         hooks = task.client.hooks
+        items = calls if isinstance(calls, list | tuple) else list(calls)
+        if not hooks.has("enqueue") and not task.client.eager:
+            # One queue (the options'), every message checked before any is sent.
+            if self._opts.task_id is not None and len(items) > 1:
+                raise EnqueueError("a fixed task_id can't be used for more than one message")
+            plan = task._plan(self._opts)
+            if plan.unique_mode is not None:
+                raise EnqueueError(
+                    "enqueue_many can't debounce or replace (unique_mode); call enqueue() for each"
+                )
+            messages = task.build_messages(items, self._opts)
+            sent = await task.client.broker.enqueue_many(plan.queue, messages)
+            client, queue, decoder = task.client, plan.queue, task.result_decoder
+            return [AsyncResult(client, task_id, queue, decoder) for task_id in sent]
         by_queue: dict[str, list[OutgoingMessage]] = {}
         order: list[tuple[str, int]] = []
-        for item in calls:
-            if isinstance(item, TaskCall):
-                args, kwargs = item.args, item.kwargs
-            elif isinstance(item, tuple):
-                args, kwargs = item, {}
-            else:
-                raise EnqueueError(
-                    f"enqueue_many takes tuples of arguments or {task.name}.call(...), "
-                    f"got {type(item).__name__}"
-                )
+        for item in items:
+            args, kwargs = task.call_of(item)
             if hooks.has("enqueue"):
                 queue, message = await self._build_hooked(args, kwargs)
             else:
@@ -276,7 +284,7 @@ class _Enqueuer(Generic[P, R]):
         return [AsyncResult(task.client, ids[queue][i], queue, decoder) for queue, i in order]
 
     async def _build_hooked(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> tuple[str, OutgoingMessage]:
         """One message of ``enqueue_many`` built inside the ``enqueue`` middleware
         (the batch's round trip follows, for every message at once)."""
@@ -526,15 +534,12 @@ class Task(_Enqueuer[P, R]):
         try:
             self.spec.check((None, *args) if takes_parent else args, kwargs)
         except TypeError as exc:
-            raise EnqueueError(f"{self.name}{self.spec.call_signature}: {exc}") from None
+            raise self._bad_call(exc) from None
         try:
             encoded_args = _encode(args)
             encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-            raise SerializationError(
-                f"arguments of {self.name} can't be encoded with msgspec: {exc}. "
-                "Pass builtins, msgspec Structs, dataclasses, datetimes, UUIDs or Decimals"
-            ) from exc
+            raise self._unencodable(exc) from exc
         if self.config.check_arguments and not takes_parent:
             # A step that takes its parent's value is checked by the worker, once
             # that value is known.
@@ -580,11 +585,7 @@ class Task(_Enqueuer[P, R]):
         if codec.signing_key is not None:
             payload = codec.seal(payload)
         if len(payload) > settings.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"{self.name} message is {len(payload):,} bytes, over max_payload_bytes="
-                f"{settings.max_payload_bytes:,}. Store large data elsewhere (object "
-                "storage, a database) and pass a reference"
-            )
+            raise self._too_large(len(payload))
         message = OutgoingMessage(
             task_id,
             self.config.name,
@@ -601,6 +602,111 @@ class Task(_Enqueuer[P, R]):
             self.limits.pack(args, kwargs) if self.limits is not None else b"",
         )
         return plan.queue, message
+
+    def call_of(
+        self, item: tuple[Any, ...] | TaskCall[Any]
+    ) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
+        """The arguments of one ``enqueue_many`` item: a tuple of positional
+        arguments or a ``task.call(...)``."""
+        if isinstance(item, tuple):
+            return item, _NO_KWARGS
+        if isinstance(item, TaskCall):
+            return item.args, item.kwargs
+        raise EnqueueError(
+            f"enqueue_many takes tuples of arguments or {self.name}.call(...), "
+            f"got {type(item).__name__}"
+        )
+
+    def build_messages(
+        self, calls: Sequence[tuple[Any, ...] | TaskCall[Any]], opts: EnqueueOptions
+    ) -> list[OutgoingMessage]:
+        """``build_message`` for a batch (``enqueue_many``'s items): every call
+        checked and encoded, the first bad one raising before anything is sent.
+
+        Calls with plain options (no delay, expiry, unique key, fixed id or
+        limits, the common case) share what does not change from one message
+        to the next: the options, the clock reading, one draw of random ids.
+        No object per call survives but the message (which the garbage
+        collector does not track): a big batch must not set off a full collection.
+        """
+        plan = self._plan(opts)
+        call_of = self.call_of
+        if plan.timed or plan.unique or plan.task_id is not None or self.limits is not None:
+            return [self.build_message(*call_of(item), opts)[1] for item in calls]
+        spec, name = self.spec, self.config.name
+        check_types = spec.check_types if self.config.check_arguments else None
+        client = self.client
+        seal = client.codec.seal if client.codec.signing_key is not None else None
+        limit = client.settings.max_payload_bytes
+        now = client.clock()
+        queue, timeout, retries, shadow, trace = (
+            plan.queue,
+            plan.timeout,
+            plan.max_retries,
+            plan.shadow,
+            plan.trace,
+        )
+        priority = plan.priority
+        ids = os.urandom(16 * len(calls)).hex()
+        messages: list[OutgoingMessage] = []
+        add = messages.append
+        for at, item in enumerate(calls):
+            if type(item) is tuple:
+                args, kwargs = item, _NO_KWARGS
+            else:
+                args, kwargs = call_of(item)
+            try:
+                spec.check(args, kwargs)
+            except TypeError as exc:
+                raise self._bad_call(exc) from None
+            try:
+                encoded_args = _encode(args)
+                encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                raise self._unencodable(exc) from exc
+            if check_types is not None:
+                check_types(name, args, kwargs, encoded_args, encoded_kwargs)
+            task_id = ids[32 * at : 32 * at + 32]
+            payload = encode_envelope(
+                Envelope(
+                    WIRE_VERSION,
+                    task_id,
+                    name,
+                    msgspec.Raw(encoded_args),
+                    msgspec.Raw(encoded_kwargs),
+                    queue,
+                    now,
+                    0,
+                    timeout,
+                    retries,
+                    None,
+                    shadow,
+                    None,
+                    trace,
+                )
+            )
+            if seal is not None:
+                payload = seal(payload)
+            if len(payload) > limit:
+                raise self._too_large(len(payload))
+            add(OutgoingMessage(task_id, name, payload, False, 0, "", 0, priority))
+        return messages
+
+    def _bad_call(self, exc: TypeError) -> EnqueueError:
+        return EnqueueError(f"{self.name}{self.spec.call_signature}: {exc}")
+
+    def _unencodable(self, exc: Exception) -> SerializationError:
+        return SerializationError(
+            f"arguments of {self.name} can't be encoded with msgspec: {exc}. "
+            "Pass builtins, msgspec Structs, dataclasses, datetimes, UUIDs or Decimals"
+        )
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        limit = self.client.settings.max_payload_bytes
+        return PayloadTooLarge(
+            f"{self.name} message is {size:,} bytes, over max_payload_bytes={limit:,}. Store "
+            "large data elsewhere (object storage, a database) and pass a reference"
+        )
 
     def _timing(self, opts: EnqueueOptions, now: float) -> tuple[float, float | None]:
         """(delay in seconds, absolute expiry or None) for a delayed or expiring message."""

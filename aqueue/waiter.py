@@ -22,7 +22,7 @@ from ._redis.connection import REDIS_ERRORS
 from ._redis.pubsub import Subscription
 from .core.batching import Coalescer
 from .core.errors import ResultTimeout
-from .core.protocol import parse_push
+from .core.frames import parse_push
 from .core.records import status_of
 from .core.status import TaskStatus
 

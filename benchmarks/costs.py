@@ -4,6 +4,7 @@
     python benchmarks/costs.py drain -n 20000            # worker side, one burst drain
     python benchmarks/costs.py drain -n 20000 --cprofile # plus the top functions
     python benchmarks/costs.py enqueue -n 5000           # producer side, one at a time
+    python benchmarks/costs.py bulk -n 10000             # producer side, one enqueue_many
     python benchmarks/costs.py roundtrip -n 2000         # p50/p99 and what the tail waits on
 
 Starts its own redis-server on a free port (never 127.0.0.1:6379) unless
@@ -17,6 +18,8 @@ uvloop (as ``aqueue worker`` does) and prints one JSON object:
   scripts included, with their own microseconds).
 * ``enqueue``: N awaited ``enqueue()`` calls from one coroutine; the same
   figures for the producer side.
+* ``bulk``: one ``enqueue_many`` of N no-ops (the drain's own enqueue); the
+  same figures for it.
 * ``roundtrip``: a worker subprocess (``aqueue worker``), then N
   ``await (await noop.enqueue()).get()`` in a row; p50/p90/p99/max, the
   garbage collections that ran in this process during the slowest calls,
@@ -113,9 +116,7 @@ def _app(url: str) -> Any:
     return app, noop
 
 
-async def drain(
-    url: str, n: int, use_cprofile: bool, run: bool = True, settle: bool = False
-) -> dict[str, Any]:
+async def drain(url: str, n: int, use_cprofile: bool, settle: bool = False) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
     import aqueue
@@ -124,10 +125,6 @@ async def drain(
     raw = aioredis.Redis.from_url(url)
     await raw.flushall()
     await noop.enqueue_many([() for _ in range(n)])
-    if not run:  # "bulk": what the drain run spends before its worker starts
-        await raw.aclose()
-        await app.close()
-        return {"mode": "bulk", "n": n}
     before = await _redis_snapshot(raw)
     worker = aqueue.Worker(app, concurrency=100, burst=True, beat=False)
     if os.environ.get("COSTS_NO_EAGER"):  # compare: jobs started on the loop's next turn
@@ -156,6 +153,45 @@ async def drain(
         "done": done,
         "tasks_per_s": round(done / took),
         "worker_cpu_us_per_task": round(cpu / n * 1e6, 2),
+        **_per_task(before, after, n),
+    }
+    if profile:
+        out["top_self_time"] = _top(profile, n)
+    return out
+
+
+async def bulk(url: str, n: int, use_cprofile: bool, repeat: int = 1) -> dict[str, Any]:
+    """One ``enqueue_many`` of N no-ops (``repeat``: that many in a row, the queue
+    emptied in between; the figures are the last one's, the rates all of them)."""
+    import redis.asyncio as aioredis
+
+    app, noop = _app(url)
+    raw = aioredis.Redis.from_url(url)
+    await raw.flushall()
+    await noop.enqueue_many([() for _ in range(100)])  # warm up: connections, scripts
+    rates: list[int] = []
+    for batch in range(repeat):
+        if batch:
+            await raw.flushall()
+        before = await _redis_snapshot(raw)
+        profile = cProfile.Profile(time.process_time) if use_cprofile else None
+        start, cpu = time.perf_counter(), time.process_time()
+        if profile:
+            profile.enable()
+        await noop.enqueue_many([() for _ in range(n)])
+        if profile:
+            profile.disable()
+        took, cpu = time.perf_counter() - start, time.process_time() - cpu
+        after = await _redis_snapshot(raw)
+        rates.append(round(n / took))
+    await raw.aclose()
+    await app.close()
+    out: dict[str, Any] = {
+        "mode": "bulk",
+        "n": n,
+        "tasks_per_s": rates[-1],
+        "tasks_per_s_each": rates,
+        "client_cpu_us_per_task": round(cpu / n * 1e6, 2),
         **_per_task(before, after, n),
     }
     if profile:
@@ -360,6 +396,9 @@ def main() -> None:
         "--settle-heap", action="store_true", help="drain: gc.freeze() first, as the CLI does"
     )
     parser.add_argument(
+        "--repeat", type=int, default=1, help="bulk: that many batches in a row (warm figures)"
+    )
+    parser.add_argument(
         "--worker-env",
         action="append",
         default=[],
@@ -381,7 +420,7 @@ def main() -> None:
         if args.mode == "drain":
             result = uvloop.run(drain(url, args.n, args.cprofile, settle=args.settle_heap))
         elif args.mode == "bulk":
-            result = uvloop.run(drain(url, args.n, args.cprofile, run=False))
+            result = uvloop.run(bulk(url, args.n, args.cprofile, args.repeat))
         elif args.mode == "enqueue":
             result = uvloop.run(enqueue(url, args.n, args.cprofile))
         else:

@@ -12,7 +12,11 @@ benchmarks/.venvs/<peer> (their Redis client pins clash), and runs every
 workload for every library in the same run, rotating the library order between
 repetitions.  Each library's adapter (benchmarks/adapters/<lib>_bench.py) runs
 in that library's interpreter, starts the worker through the library's own CLI
-and prints one JSON line.  aqueue runs in the driver's own interpreter.
+and prints one JSON line.  aqueue, too, runs from a virtualenv of its own
+(benchmarks/.venvs/aqueue: this checkout installed as a wheel with its runtime
+dependencies only, so its bytecode is compiled once and no test or dev
+package is imported on its path), except with --quick, which uses the
+driver's own interpreter.
 """
 
 from __future__ import annotations
@@ -95,14 +99,49 @@ def ensure_venv(peer: str, reinstall: bool) -> tuple[str | None, str | None]:
     return py, None
 
 
-def aqueue_python() -> tuple[str | None, str | None]:
-    r = subprocess.run(
-        [sys.executable, "-c", "import aqueue; aqueue.App"], capture_output=True, text=True
-    )
+def aqueue_python(own_venv: bool, reinstall: bool) -> tuple[str | None, str | None]:
+    """The interpreter aqueue's adapter runs in.
+
+    With ``own_venv`` (every run but ``--quick``), aqueue gets a virtualenv like
+    each peer's: this checkout installed as a wheel (not editable) with its
+    runtime dependencies only. The peers are measured that way, so aqueue is
+    too: an editable install under ``PYTHONDONTWRITEBYTECODE`` would compile
+    aqueue again at every worker start, and the driver's venv holds the dev
+    extra, whose OpenTelemetry SDK redis-py imports when it is installed.
+    """
+    py = sys.executable
+    if own_venv:
+        venv = os.path.join(VENVS, "aqueue")
+        py = os.path.join(venv, "bin", "python")
+        root = os.path.dirname(HERE)
+        try:
+            if reinstall and os.path.isdir(venv):
+                shutil.rmtree(venv)
+            if not os.path.exists(py):
+                log("creating virtualenv for aqueue")
+                subprocess.run(
+                    [sys.executable, "-m", "venv", venv], check=True, capture_output=True
+                )
+            # The checkout as it is now, every run (its dependencies stay installed).
+            pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            r = subprocess.run(
+                [*pip, "--force-reinstall", "--no-deps", "--no-cache-dir", root],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            if r.returncode == 0:  # the runtime dependencies, once
+                r = subprocess.run([*pip, root], capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                tail = "\n".join(r.stderr.strip().splitlines()[-5:])
+                return None, f"pip install failed: {tail}"
+        except (subprocess.SubprocessError, OSError) as e:
+            return None, f"virtualenv setup failed: {e}"
+    r = subprocess.run([py, "-c", "import aqueue; aqueue.App"], capture_output=True, text=True)
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        return None, f"`import aqueue` failed in {sys.executable} ({last}); pip install -e ."
-    return sys.executable, None
+        return None, f"`import aqueue` failed in {py} ({last}); pip install -e ."
+    return py, None
 
 
 def free_port() -> int:
@@ -382,9 +421,15 @@ def main() -> int:
 
     pythons: dict[str, str] = {}
     skipped: dict[str, str] = {}
+    own_python: tuple[str | None, str | None] | None = None
     for lib in libs:
         own = lib.startswith("aqueue")
-        py, why = aqueue_python() if own else ensure_venv(lib, args.reinstall)
+        if own:  # aqueue and aqueue+events share one interpreter
+            if own_python is None:
+                own_python = aqueue_python(not args.quick, args.reinstall)
+            py, why = own_python
+        else:
+            py, why = ensure_venv(lib, args.reinstall)
         if py:
             pythons[lib] = py
         else:

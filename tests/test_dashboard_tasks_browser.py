@@ -7,6 +7,7 @@ chart. Each test saves a screenshot under ``tests/.output/`` (not committed).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,3 +127,75 @@ def test_a_streaming_task_shows_progress_chunks_and_timeline(
     finally:
         stop(worker)
         stop(dashboard)
+
+
+def test_a_dashboard_opened_later_shows_the_burst_attempts_and_chain_links(
+    browser: Any, redis_url: str, prefix: str
+) -> None:
+    # Events on in the producer, the worker and the dashboard.
+    app = aqueue.App(redis_url, prefix=prefix, events=True)
+
+    @app.task(name="dashboard_tasks_app.refund")
+    async def refund(order: int) -> str:
+        return ""
+
+    worker = start_cli_worker(redis_url, prefix, APP, AQUEUE_EVENTS="1")
+    dashboard = None
+    try:
+        burst = [refund.delay(2000 + n) for n in range(6)]  # each fails on its first run
+        last = asyncio.run(_send_chain(redis_url, prefix))  # step 1 fails: so does step 2
+        for handle in burst:
+            with pytest.raises(aqueue.TaskFailed):
+                handle.get(timeout=30)
+        stop(worker)
+        worker = None
+        # The dashboard starts after all of that: it reads it back from the events.
+        dashboard, base = start_dashboard(redis_url, prefix, app=APP, AQUEUE_EVENTS="1")
+
+        def listed(driver: Any) -> bool:  # the page is not live: load it again
+            driver.get(base + "/tasks?state=failed")
+            return all(h.id in text_of(driver, "main") for h in burst)
+
+        until(browser, listed)
+        assert "read back from the event stream" in text_of(browser, "main")
+        screenshot(browser, "tasks-read-back")
+        browser.get(base + "/")
+        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".chart.latency rect"))
+        assert "charts go back to" in text_of(browser, "#charts-from")
+        assert browser.find_elements(By.CSS_SELECTOR, ".chart:not(.latency) rect")  # throughput
+        screenshot(browser, "overview-read-back")
+        browser.get(base + f"/tasks/{burst[0].id}")
+        until(browser, lambda d: "Attempts" in text_of(d, "main"))
+        attempts = text_of(browser, "#attempts")
+        assert "the bank refused refund 2000" in attempts and "failed" in attempts
+        assert "every attempt, from the event stream" in attempts
+        browser.execute_script("document.getElementById('attempts').scrollIntoView()")
+        screenshot(browser, "task-attempts")
+        # The chain's failed first step (its record keeps its message) links the next.
+        assert last.parent is not None
+        browser.get(base + f"/tasks/{last.parent.id}")
+        until(browser, lambda d: d.find_elements(By.LINK_TEXT, last.id))
+        assert "next step (dashboard_tasks_app.refund)" in text_of(browser, "ul.follows")
+        screenshot(browser, "task-chain-link")
+        browser.find_element(By.LINK_TEXT, last.id).click()
+        until(browser, lambda d: text_of(d, '[data-figure="state"]') == "failed")
+        assert "an earlier step of the chain" in text_of(browser, "main")
+    finally:
+        if worker is not None:
+            stop(worker)
+        if dashboard is not None:
+            stop(dashboard)
+        app.close_sync()
+
+
+async def _send_chain(redis_url: str, prefix: str) -> aqueue.AsyncResult[Any]:
+    app = aqueue.App(redis_url, prefix=prefix, events=True)
+
+    @app.task(name="dashboard_tasks_app.refund")
+    async def refund(order: int) -> str:
+        return ""
+
+    try:
+        return await aqueue.chain(refund.si(3000), refund.si(3001)).enqueue()
+    finally:
+        await app.close()

@@ -368,3 +368,42 @@ async def test_a_big_batch_is_split_into_entries_of_at_most_100_events(
     entries = [e.id.rpartition("-")[0] for e in events]
     sizes = [entries.count(entry) for entry in dict.fromkeys(entries)]
     assert sizes == [100, 100, 50]
+
+
+def test_entries_of_both_layouts_are_read() -> None:
+    # A stream may hold entries of older workers (layout 1: ten values per
+    # event) beside today's (layout 2: what the events share, written once).
+    import msgspec
+
+    from aqueue.core.events import decode_events
+
+    old = msgspec.msgpack.encode(
+        ["q", "t1", "add", "failed", 2, "w1", 1_700_000_000_000, 250, "ValueError", "bad\nx"]
+    )
+    head = [2, "q", "w1", 1_700_000_000_000]
+    failed_values = ["t1", "add", "failed", 2, 250, "ValueError\nbad\nx"]
+    started_values = ["t2", "add", "started", 1, -1, ""]
+    new = msgspec.msgpack.encode([*head, *failed_values, *started_values])
+    first = decode_events("1-0", old)[0]
+    failed, started = decode_events("1-0", new)
+    assert failed == first
+    assert (failed.error_type, failed.error_message, failed.duration) == (
+        "ValueError",
+        "bad\nx",
+        0.25,
+    )
+    assert (started.task_id, started.state, started.worker, started.queue) == (
+        "t2",
+        "started",
+        "w1",
+        "q",
+    )
+    assert started.id == "1-0-1" and started.at == first.at
+    assert (started.error_type, started.error_message, started.duration) == (None, None, None)
+    # A layout this version does not know gives no event rather than wrong ones.
+    assert (
+        decode_events(
+            "1-0", msgspec.msgpack.encode([3, "q", "w1", 0, "t", "n", "queued", 0, -1, ""])
+        )
+        == []
+    )

@@ -101,8 +101,8 @@ async def test_600_concurrent_enqueues_of_almost_1mb_all_succeed() -> None:
 
 
 async def test_concurrent_bulk_enqueues_wait_for_the_pool_instead_of_failing() -> None:
-    # Bulk enqueues over 1,000 messages go through the client's own pool, not
-    # the direct path: past max_connections they wait for a free connection.
+    # Bulk enqueues over 1,000 messages go through the direct path's connections,
+    # bounded like the client's own pool: past max_connections they wait for one.
     with redis_server() as server:
         async with aqueue.App(server.url, prefix="bulk", max_connections=10) as app:
 

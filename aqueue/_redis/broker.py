@@ -11,7 +11,7 @@ slot. Reads that change nothing live in :mod:`.views`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -22,9 +22,10 @@ from redis.commands.core import AsyncScript
 from ..core.batching import Coalescer
 from ..core.config import Settings
 from ..core.errors import ConfigError, ConnectionFailed
+from ..core.frames import encode_progress
 from ..core.handoffs import HANDOFF_ABORT, Handoff
 from ..core.keys import CONSUMER_GROUP, QueueKeys, queue_registry_key, schedule_keys
-from ..core.protocol import Delivery, FinishItem, OutgoingMessage, encode_progress
+from ..core.protocol import Delivery, FinishItem, OutgoingMessage
 from .connection import (
     REDIS_ERRORS,
     DirectLine,
@@ -71,6 +72,7 @@ class Broker:
         #: Queues this process already put in the queue registry (one SADD each).
         self._registered: set[str] = set()
         self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(self.enqueue_many)
+        self._enqueue_targets: dict[str, _EnqueueTarget] = {}
         self.direct = DirectLine(client)
         #: A Redis Cluster client: no script pipelines, no direct path.
         self.cluster = is_cluster(client)
@@ -201,7 +203,11 @@ class Broker:
         by ``app.result(id)`` and the operator commands.
         """
         if queue not in self._registered:
-            await self.client.sadd(queue_registry_key(self.settings.prefix), queue)
+            key = queue_registry_key(self.settings.prefix)
+            if self.direct.enabled:  # the enqueue's own connections, within their bound
+                await self.direct.call("SADD", key, queue)
+            else:
+                await self.client.sadd(key, queue)
             self._registered.add(queue)
 
     def subscription(self) -> Subscription:
@@ -218,34 +224,69 @@ class Broker:
         """
         return await self._enqueuer.submit(queue, message)
 
+    def _enqueue_target(self, queue: str) -> _EnqueueTarget:
+        """What the enqueue script needs of a queue's key names, built once per queue."""
+        target = self._enqueue_targets.get(queue)
+        if target is None:
+            target = self._enqueue_targets[queue] = _EnqueueTarget(self.keys(queue))
+        return target
+
     def _enqueue_args(
-        self, keys: QueueKeys, messages: Sequence[OutgoingMessage]
+        self, target: _EnqueueTarget, messages: Sequence[OutgoingMessage]
     ) -> list[str | bytes]:
-        rows = [_enqueue_row(keys, m) for m in messages]
+        keys = target.keys
+        # One flat row array (enqueue.lua reads ROW values per message).
+        rows: list[Any] = []
+        add = rows.extend
+        for m in messages:
+            add(
+                (
+                    m.task_id,
+                    m.task_name,
+                    len(m.payload),
+                    1 if m.fresh else 0,
+                    m.delay_ms,
+                    keys.unique(m.unique_key) if m.unique_key else "",
+                    m.unique_ttl_ms,
+                    m.priority,
+                    len(m.flow),
+                )
+            )
         # A message's limits (flow control) follow its payload in the blob.
         blob = b"".join([m.payload + m.flow if m.flow else m.payload for m in messages])
-        return [
-            keys.task_prefix,
-            keys.control_channel,
-            _rows.encode(rows),
-            blob,
-            CONSUMER_GROUP,
-        ]
+        return [target.task_prefix, target.control, _rows.encode(rows), blob, CONSUMER_GROUP]
+
+    def _enqueue_calls(
+        self, queue: str, messages: Sequence[OutgoingMessage], sha: str
+    ) -> Iterator[tuple[Any, ...]]:
+        """The EVALSHA of each chunk, made only when the one before is on its way."""
+        target = self._enqueue_target(queue)
+        script_keys = target.script_keys
+        for start in range(0, len(messages), ENQUEUE_CHUNK):
+            args = self._enqueue_args(target, messages[start : start + ENQUEUE_CHUNK])
+            ev_keys, ev_args = self.events.script_extras(queue, script_keys, args)
+            yield ("EVALSHA", sha, len(ev_keys), *ev_keys, *ev_args)
 
     async def enqueue_many(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Enqueue messages in as few round trips as possible (one per chunk)."""
-        keys = self.keys(queue)
-        script_keys = (keys.stream, keys.delayed, keys.delayed_payloads)
+        target = self._enqueue_target(queue)
+        script_keys = target.script_keys
         ids: list[str] = []
         try:
             if queue not in self._registered:
                 await self.register_queue(queue)
-            if sum(len(m.payload) for m in messages) > ENQUEUE_CHUNK_BYTES:
+            if len(messages) == 1:
+                size = len(messages[0].payload)
+            else:
+                size = sum([len(m.payload) for m in messages])
+            if size > ENQUEUE_CHUNK_BYTES:
                 # One call per chunk of a few MiB, in order, over the bounded direct path.
                 for chunk in _byte_chunks(messages):
-                    args = self._enqueue_args(keys, chunk)
-                    reply = await self._script("enqueue", script_keys, args, durable=True)
-                    ids.extend(_text(x) for x in reply)
+                    args = self._enqueue_args(target, chunk)
+                    reply = await self._script(
+                        "enqueue", script_keys, args, durable=True, events=queue
+                    )
+                    ids.extend(_represented(chunk, reply))
                 return ids
             if len(messages) <= ENQUEUE_CHUNK:
                 # One script call: no pipeline, whose execute() would first ask
@@ -253,31 +294,44 @@ class Broker:
                 reply = await self._script(
                     "enqueue",
                     script_keys,
-                    self._enqueue_args(keys, messages),
+                    self._enqueue_args(target, messages),
                     durable=True,
                     events=queue,
                 )
-                return [_text(x) for x in reply]
+                return _represented(messages, reply)
             if self.cluster or self.settings.replicas_ack or self.test_clock is not None:
                 # A cluster client refuses script pipelines: one call per chunk,
                 # in order (all of them go to the queue's one node anyway).
                 for start in range(0, len(messages), ENQUEUE_CHUNK):
                     chunk = messages[start : start + ENQUEUE_CHUNK]
-                    args = self._enqueue_args(keys, chunk)
+                    args = self._enqueue_args(target, chunk)
                     reply = await self._script(
                         "enqueue", script_keys, args, durable=True, events=queue
                     )
-                    ids.extend(_text(x) for x in reply)
+                    ids.extend(_represented(chunk, reply))
                 return ids
-            async with self.client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(messages), ENQUEUE_CHUNK):
-                    chunk = messages[start : start + ENQUEUE_CHUNK]
-                    ev_keys, ev_args = self.events.script_extras(
-                        queue, script_keys, self._enqueue_args(keys, chunk)
-                    )
-                    await self._scripts["enqueue"](keys=ev_keys, args=ev_args, client=pipe)
-                for reply in await pipe.execute():
-                    ids.extend(_text(x) for x in reply)
+            if self.direct.enabled:
+                # Every message was checked before this call, so the chunks go out
+                # one after another on one connection: Redis runs a chunk while the
+                # next is prepared and sent. A resent chunk adds nothing twice
+                # (already_enqueued), so on NOSCRIPT all go again once loaded.
+                sha = self._scripts["enqueue"].sha
+                try:
+                    replies = await self.direct.call_each(self._enqueue_calls(queue, messages, sha))
+                except redis.exceptions.NoScriptError:
+                    await self.direct.call("SCRIPT", "LOAD", self._sources["enqueue"])
+                    replies = await self.direct.call_each(self._enqueue_calls(queue, messages, sha))
+            else:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for start in range(0, len(messages), ENQUEUE_CHUNK):
+                        chunk = messages[start : start + ENQUEUE_CHUNK]
+                        ev_keys, ev_args = self.events.script_extras(
+                            queue, script_keys, self._enqueue_args(target, chunk)
+                        )
+                        await self._scripts["enqueue"](keys=ev_keys, args=ev_args, client=pipe)
+                    replies = await pipe.execute()
+            for start, reply in zip(range(0, len(messages), ENQUEUE_CHUNK), replies, strict=True):
+                ids.extend(_represented(messages[start : start + ENQUEUE_CHUNK], reply))
         except redis.exceptions.AskError as exc:
             if not self.cluster:
                 raise ConfigError(
@@ -352,7 +406,9 @@ class Broker:
             message.unique_ttl_ms,
         ]
         try:
-            status, task_id = await self._script("unique", script_keys, args, durable=True)
+            status, task_id = await self._script(
+                "unique", script_keys, args, durable=True, events=queue
+            )
         except NotReplicated as exc:
             raise ConnectionFailed(
                 f"could not enqueue durably: {exc}. It may be in Redis but was not "
@@ -535,6 +591,13 @@ class Broker:
         """Record outcomes + XACK in one script call; returns the fenced-off entry ids."""
         keys = self.keys(queue)
         s = self.settings
+        rows: list[Any] = []
+        blob: list[bytes] = []
+        events = s.events
+        for item in items:
+            values, parts = item.row(events)
+            rows += values
+            blob += parts
         args: list[Any] = [
             keys.task_prefix,
             CONSUMER_GROUP,
@@ -543,14 +606,8 @@ class Broker:
             keys.done_channel,
             s.dead_letter_maxlen,
             keys.control_channel,
-            _rows.encode([item.row() for item in items]),
-            b"".join(
-                [
-                    part
-                    for item in items
-                    for part in (item.result, item.error, item.payload, item.follow)
-                ]
-            ),
+            _rows.encode(rows),
+            b"".join(blob),
         ]
         fenced = await self._script(
             "finish",
@@ -681,7 +738,10 @@ class Broker:
         then running when a thread begins it (False: aborted meanwhile, don't run)."""
         mode = "resume" if resume else "park"
         done = await self._script(
-            "thread", (self.keys(queue).task(task_id),), [mode, consumer, entry_id]
+            "thread",
+            (self.keys(queue).task(task_id),),
+            [mode, consumer, entry_id, task_id],
+            events=queue,
         )
         return bool(done)
 
@@ -1016,18 +1076,22 @@ def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int)
     )
 
 
-def _enqueue_row(keys: QueueKeys, m: OutgoingMessage) -> tuple[Any, ...]:
-    """One message's row for ``enqueue.lua``; priority and limits (flow control)
-    are added only when the message has them, so other rows stay short."""
-    row: tuple[Any, ...] = (
-        m.task_id,
-        m.task_name,
-        len(m.payload),
-        1 if m.fresh else 0,
-        m.delay_ms,
-        keys.unique(m.unique_key) if m.unique_key else "",
-        m.unique_ttl_ms,
-    )
-    if m.priority or m.flow:
-        row += (m.priority, len(m.flow))
-    return row
+class _EnqueueTarget:
+    """A queue's key names as the enqueue script takes them."""
+
+    __slots__ = ("control", "keys", "script_keys", "task_prefix")
+
+    def __init__(self, keys: QueueKeys) -> None:
+        self.keys = keys
+        self.script_keys = (keys.stream, keys.delayed, keys.delayed_payloads)
+        self.task_prefix = keys.task_prefix
+        self.control = keys.control_channel
+
+
+def _represented(messages: Sequence[OutgoingMessage], reply: Sequence[Any]) -> list[str]:
+    """The id of the task that represents each message, from ``enqueue.lua``'s reply
+    (position, id) for those another task represents; the others are their own."""
+    ids = [m.task_id for m in messages]
+    for i in range(0, len(reply), 2):
+        ids[int(reply[i]) - 1] = _text(reply[i + 1])
+    return ids

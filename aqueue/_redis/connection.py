@@ -15,7 +15,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -208,6 +208,17 @@ try:
 except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
     _pack_command = None  # type: ignore[assignment]
 
+#: How often the direct path looks for replies that are overdue (their socket
+#: timeout passed), while any is awaited: a reply read times out between its
+#: connection's socket timeout and that plus this.
+READ_WATCH_INTERVAL = 0.5
+_READ_SIZE = 65536
+
+
+try:
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - older redis-py: the hiredis default
+    _NOT_ENOUGH_DATA = False
 
 _CONNECTION_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
@@ -285,6 +296,13 @@ class DirectLine:
         #: Behind Sentinel: the master last named, and when to ask again.
         self._master: tuple[str, int] | None = None
         self._next_master_check = 0.0
+        #: Replies being awaited: connection -> (the awaiting task, its deadline);
+        #: one timer checks them all (see _read), instead of a timeout per read.
+        self._awaited: dict[Any, tuple[asyncio.Task[Any], float]] = {}
+        self._overdue: set[Any] = set()
+        self._read_watch: asyncio.TimerHandle | None = None
+        #: The loop the watch runs on (a watch left on a closed loop never fires).
+        self._watch_loop: asyncio.AbstractEventLoop | None = None
 
     async def _new_connection(self) -> Any:
         assert self._pool is not None
@@ -373,7 +391,7 @@ class DirectLine:
         conn, reused = await self._checkout()
         try:
             await _send(conn, packed)
-            reply = await conn.read_response()
+            reply = await self._read(conn)
         except redis.exceptions.ResponseError as exc:
             classified = as_failover(exc)
             if classified is exc and not isinstance(exc, FAILOVER_ERRORS):
@@ -402,7 +420,7 @@ class DirectLine:
                 raise
             try:
                 await _send(conn, packed)
-                reply = await conn.read_response()
+                reply = await self._read(conn)
             except RuntimeError as again:
                 await self._drop(conn)
                 raise _as_connection_error(again) from again
@@ -431,7 +449,7 @@ class DirectLine:
             await conn.send_packed_command(packed, check_health=False)
             for _ in commands:
                 try:
-                    replies.append(await conn.read_response())
+                    replies.append(await self._read(conn))
                 except redis.exceptions.ResponseError as exc:
                     replies.append(None)
                     error = error or exc
@@ -449,6 +467,82 @@ class DirectLine:
             raise error
         return replies
 
+    async def call_each(self, commands: Iterable[Sequence[Any]]) -> list[Any]:
+        """Send commands one after another on one connection, each as soon as
+        ``commands`` yields it, then read their replies in order.
+
+        Redis starts on the first while the caller prepares the next (a lazy
+        ``commands``), so the two overlap. Raises the first error reply once
+        every reply is read. A reused connection that turns out lost is tried
+        once more on a fresh one, every command again, so they must be safe to
+        repeat (as a script that skips what it already did is).
+        """
+        assert _pack_command is not None and self._pool is not None
+        if self._sentinel and time.monotonic() >= self._next_master_check:
+            await self._follow_master()
+        pending = iter(commands)
+        sent: list[bytes] = []
+        conn, reused = await self._checkout()
+        try:
+            for command in pending:
+                sent.append(_pack_command(tuple(command)))
+                await _send(conn, sent[-1])
+            replies, error = await self._read_all(conn, len(sent))
+        except (*_CONNECTION_LOST, RuntimeError) as exc:
+            if not reused:
+                await self._drop(conn)
+                if isinstance(exc, RuntimeError):
+                    raise _as_connection_error(exc) from exc
+                raise
+            # A reused connection may have gone stale (Redis restarted): every
+            # command once more on a fresh one, in its place (as call() does).
+            await conn.disconnect(nowait=True)
+            try:
+                conn = await self._new_connection()
+            except BaseException:
+                self.opened -= 1
+                self._next_turn()
+                raise
+            try:
+                # What the first try had not taken yet.
+                sent.extend([_pack_command(tuple(command)) for command in pending])
+                await _send(conn, b"".join(sent))
+                replies, error = await self._read_all(conn, len(sent))
+            except RuntimeError as again:
+                await self._drop(conn)
+                raise _as_connection_error(again) from again
+            except BaseException:
+                await self._drop(conn)
+                raise
+        except BaseException:  # cancelled mid-command: replies are still on their way
+            await self._drop(conn)
+            raise
+        if error is None:
+            self._release(conn)
+            return replies
+        classified = as_failover(error)
+        if classified is error and not isinstance(error, FAILOVER_ERRORS):
+            self._release(conn)  # error replies leave the connection in sync
+            raise error
+        await self._drop(conn)
+        if classified is not error:
+            raise classified from error
+        raise error
+
+    async def _read_all(
+        self, conn: Any, count: int
+    ) -> tuple[list[Any], redis.exceptions.ResponseError | None]:
+        """``count`` replies in order, and the first error reply among them."""
+        replies: list[Any] = []
+        error: redis.exceptions.ResponseError | None = None
+        for _ in range(count):
+            try:
+                replies.append(await self._read(conn))
+            except redis.exceptions.ResponseError as exc:
+                replies.append(None)
+                error = error or exc
+        return replies, error
+
     async def call_replicated(self, replicas: int, timeout_ms: int, *args: Any) -> Any:
         """Send one command followed by ``WAIT replicas timeout_ms`` on the same
         connection (WAIT counts that connection's writes); raise
@@ -460,9 +554,9 @@ class DirectLine:
         try:
             await _send(conn, packed)
             try:
-                reply = await conn.read_response()
+                reply = await self._read(conn)
             finally:
-                acked = await conn.read_response()  # keeps the connection in sync
+                acked = await self._read(conn)  # keeps the connection in sync
         except BaseException:
             # Simplest safe course in a mode that favours safety over speed: a
             # connection that saw anything unusual is not reused.
@@ -475,6 +569,77 @@ class DirectLine:
                 f"{timeout_ms} ms"
             )
         return reply
+
+    async def _read(self, conn: Any) -> Any:
+        """The next reply on ``conn``, raising an error reply; a read that waits
+        longer than the connection's socket timeout raises TimeoutError.
+
+        redis-py's own read enters a timeout context per reply (a timer armed and
+        cancelled each time, about a tenth of a lone ``enqueue()``'s client CPU).
+        Here the replies being awaited are registered with their deadline, and
+        one timer, running only while some are, cancels the overdue ones. Push
+        messages (RESP3) go to the connection's handler, as redis-py's read does;
+        a connection without a hiredis reader takes redis-py's read.
+        """
+        parser = conn._parser
+        reader = getattr(parser, "_reader", None)
+        if reader is None or not getattr(parser, "_connected", False):
+            return await conn.read_response()
+        push = getattr(parser, "_hiredis_PushNotificationType", None)
+        while True:
+            reply = reader.gets()
+            if reply is _NOT_ENOUGH_DATA:
+                reply = await self._wait_reply(conn, parser._stream, reader)
+            if push is None or not isinstance(reply, push):
+                break
+            await parser.handle_push_response(reply)
+        if isinstance(reply, Exception):  # an error reply (LOADING is a ConnectionError)
+            raise reply
+        return reply
+
+    async def _wait_reply(self, conn: Any, stream: asyncio.StreamReader, reader: Any) -> Any:
+        """Read from ``conn`` until ``reader`` holds a whole reply, by its deadline."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._awaited[conn] = (task, loop.time() + (conn.socket_timeout or POOL_WAIT))
+        if self._watch_loop is not loop:
+            self._watch_loop = loop
+            self._read_watch = loop.call_later(READ_WATCH_INTERVAL, self._watch_reads)
+        try:
+            reply = _NOT_ENOUGH_DATA
+            while reply is _NOT_ENOUGH_DATA:
+                data = await stream.read(_READ_SIZE)
+                if not data:
+                    raise redis.exceptions.ConnectionError("Connection closed by server.")
+                reader.feed(data)
+                reply = reader.gets()
+        except asyncio.CancelledError:
+            if conn in self._overdue and task.uncancel() == 0:
+                raise redis.exceptions.TimeoutError(
+                    f"Timeout reading from {conn.host}:{conn.port}"
+                ) from None
+            raise
+        except OSError as exc:
+            raise redis.exceptions.ConnectionError(
+                f"Error while reading from {conn.host}:{conn.port}: {exc}"
+            ) from exc
+        finally:
+            del self._awaited[conn]
+            self._overdue.discard(conn)
+        return reply
+
+    def _watch_reads(self) -> None:
+        """Cancel the reads past their deadline; look again while any is awaited."""
+        now = asyncio.get_running_loop().time()
+        for conn, (task, deadline) in self._awaited.items():
+            if now >= deadline and conn not in self._overdue:
+                self._overdue.add(conn)
+                task.cancel()
+        self._read_watch = self._watch_loop = None
+        if self._awaited:
+            self._watch_loop = asyncio.get_running_loop()
+            self._read_watch = self._watch_loop.call_later(READ_WATCH_INTERVAL, self._watch_reads)
 
     def _release(self, conn: Any) -> None:
         stale = self._sentinel and (conn.host, conn.port) != self._master
@@ -495,6 +660,9 @@ class DirectLine:
             task.add_done_callback(lambda t: t.exception())
 
     async def close(self) -> None:
+        if self._read_watch is not None:
+            self._read_watch.cancel()
+            self._read_watch = self._watch_loop = None
         idle, self._idle = self._idle, []
         self.opened -= len(idle)
         for conn in idle:

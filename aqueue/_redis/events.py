@@ -80,6 +80,15 @@ class EventStream:
             )
         return found
 
+    async def newest(
+        self, stream: str, oldest_ms: int, count: int, before: str | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Up to ``count`` entries of ``stream``, newest first, added at ``oldest_ms``
+        or later and (when given) before the entry ``before``: ``(entry id, data)``."""
+        high = f"({before}" if before else "+"
+        found: Any = await self.client.xrevrange(stream, high, f"{oldest_ms}-0", count=count)
+        return [(_text(entry_id), fields.get(b"e", b"")) for entry_id, fields in found]
+
     async def last_id(self, stream: str) -> str:
         """The newest entry's id in ``stream`` ("0-0" when there is none)."""
         last: Any = await self.client.xrevrange(stream, count=1)

@@ -1,10 +1,16 @@
 """The Lua scripts, read from ``lua/`` beside this module.
 
-Each script is ``_common.lua`` (the helpers every script shares: ``now_ms``,
-entry fields, unique-key release, the enqueue routine), then for the
-scripts that need it ``_flow.lua`` (priorities, rate and concurrency limits),
-followed by its own file, so a helper is written once and a script is one
-``EVALSHA``.
+Each script is the shared helpers it uses, then its own file, so a helper is
+written once and a script is one ``EVALSHA``. The helpers live in
+``_common.lua`` (``now_ms``, entry fields, unique-key release, the enqueue
+routine, ...) and ``_flow.lua`` (priorities, rate and concurrency limits).
+Redis runs a script's whole text on every call, and each ``local function``
+there builds a closure each time, so a script carries only the helpers it
+names, directly or through another helper (:func:`_helpers_for`): a lone
+``enqueue()`` used to define some forty helpers to call four of them. So a
+helper file holds only top-level ``local`` definitions, each starting at
+column 0 with its comment right above it; anything else at the top level
+travels with the definition before it (and is left out with it).
 
 A broker given a test clock (:mod:`aqueue.testing`) loads a second variant
 of each script, :func:`clocked_source`: ``_clock.lua`` slipped in after the
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import itertools
+import re
 
 __all__ = ["SCRIPT_NAMES", "clocked_source", "script_source"]
 
@@ -42,28 +50,96 @@ SCRIPT_NAMES = (
     "progress",
 )
 
-#: The scripts that use flow control's helpers (the others don't pay for
-#: defining them on every call).
-_FLOW = frozenset({"enqueue", "fetch", "start", "finish", "renew", "promote", "leave", "purge"})
+#: The helper files, in the order their definitions run (a helper may use
+#: the ones before it).
+_HELPER_FILES = ("_common.lua", "_flow.lua")
+
+#: A top-level definition: ``local function name(`` or ``local a, b = ...``.
+_DEFINITION = re.compile(r"local\s+(?:function\s+([A-Za-z_]\w*)|([A-Za-z_][\w\s,]*?)\s*=)")
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
+def _read(part: str) -> str:
+    return importlib.resources.files(__package__).joinpath("lua").joinpath(part).read_text()
 
 
 @functools.cache
 def script_source(name: str) -> str:
-    """The full source of one script: the shared helpers, then the script."""
-    lua = importlib.resources.files(__package__).joinpath("lua")
-    return "".join(lua.joinpath(part).read_text() for part in _parts(name))
+    """The full source of one script: the helpers it uses, then the script."""
+    own = _read(f"{name}.lua")
+    return _helpers_for(own) + own
 
 
 @functools.cache
 def clocked_source(name: str) -> str:
     """The test-clock variant of a script: "now" (ms) is its caller's last argument."""
-    lua = importlib.resources.files(__package__).joinpath("lua")
-    common, *rest = _parts(name)
-    return "".join(lua.joinpath(part).read_text() for part in (common, "_clock.lua", *rest))
+    own, clock = _read(f"{name}.lua"), _read("_clock.lua")
+    return _helpers_for(clock + own) + clock + own
 
 
-def _parts(name: str) -> tuple[str, ...]:
-    """The files one script is made of, in order."""
-    if name in _FLOW:
-        return ("_common.lua", "_flow.lua", f"{name}.lua")
-    return ("_common.lua", f"{name}.lua")
+class _Block:
+    """One top-level definition of a helper file, with the comments above it."""
+
+    __slots__ = ("defines", "text", "words")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        names = ""
+        for line in text.splitlines():
+            match = _DEFINITION.match(line)
+            if match is not None:
+                names = match.group(1) or match.group(2)
+                break
+        self.defines = frozenset(n.strip() for n in names.split(",") if n.strip())
+        #: Every word of the block, comments included: a name a comment mentions
+        #: pulls in a helper that is not needed, never leaves out one that is.
+        self.words = frozenset(_WORD.findall(text))
+
+
+@functools.cache
+def _blocks() -> tuple[_Block, ...]:
+    """The helper files cut into top-level definitions, in file order.
+
+    A block starts with the comment lines right above a line that opens with
+    ``local`` at column 0 and runs up to the next such comment or line;
+    anything else at column 0 (``end``, a table's closing brace) stays with the
+    block it closes.
+    """
+    blocks: list[_Block] = []
+    for part in _HELPER_FILES:
+        lines = _read(part).splitlines(keepends=True)
+        starts: list[int] = []
+        for i, line in enumerate(lines):
+            if line.startswith("local "):
+                start = i
+                while start > 0 and lines[start - 1].startswith("--"):
+                    start -= 1
+                if not starts or start > starts[-1]:
+                    starts.append(start)
+        if not starts or starts[0] != 0:
+            starts.insert(0, 0)
+        starts.append(len(lines))
+        for begin, end in itertools.pairwise(starts):
+            blocks.append(_Block("".join(lines[begin:end])))
+    return tuple(blocks)
+
+
+def _helpers_for(own: str) -> str:
+    """The definitions ``own`` uses, directly or through each other, in file order.
+
+    Blocks that define nothing (comments only) are left out; a block whose
+    names another needed block (or ``own``) mentions is kept, and so are the
+    blocks it mentions in turn.
+    """
+    blocks = _blocks()
+    wanted = set(_WORD.findall(own))
+    kept = [False] * len(blocks)
+    changed = True
+    while changed:
+        changed = False
+        for i, block in enumerate(blocks):
+            if not kept[i] and block.defines & wanted:
+                kept[i] = True
+                wanted |= block.words
+                changed = True
+    return "".join(block.text for block, keep in zip(blocks, kept, strict=True) if keep)

@@ -20,10 +20,12 @@ import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..app import App
 from ..core.errors import did_you_mean
+
+if TYPE_CHECKING:
+    from ..app import App
 
 __all__ = [
     "APP_ENV",
@@ -49,6 +51,8 @@ _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 def load_app(spec: str) -> App:
     """Import ``module:attribute`` (default attribute ``app``) and return the App."""
+    from ..app import App  # loaded by the commands that use an App, not by `aqueue --help`
+
     module_name, _, attr = spec.partition(":")
     attr = attr or "app"
     if os.getcwd() not in sys.path:
@@ -170,6 +174,8 @@ def target_from_args(
     """The App named by ``-A/--app``, ``positional`` or ``AQUEUE_APP``, with
     ``--url``, ``--prefix`` and ``--visibility-timeout`` applied; without one,
     an App made from the Redis options alone (unless ``required``)."""
+    from ..app import App
+
     spec = getattr(args, "app_option", None) or positional or os.environ.get(APP_ENV)
     if spec:
         app = load_app(spec)

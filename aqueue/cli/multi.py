@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import APP_ENV, help_text
-from .supervisor import expand, pid_alive, read_pidfile
+from .pidfiles import expand, pid_alive, read_pidfile
 
 __all__ = ["add_parsers"]
 

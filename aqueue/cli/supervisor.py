@@ -9,10 +9,9 @@ up, stops the others and exits non-zero, so a process manager notices.
 A child that drained at ``--max-tasks-per-child`` or ``--max-memory-per-child``
 exits with :data:`RECYCLE_EXIT` and is replaced at once (no backoff).
 
-Also here: ``--pidfile`` / ``--logfile`` (with ``%n`` for the node name and
-``%i`` for the process index: 0 is the supervisor or a single worker, 1..N
-are children) and ``--node``, the name ``aqueue inspect`` and ``aqueue multi``
-know the worker by.
+``--pidfile`` / ``--logfile`` and ``--node`` (the name ``aqueue inspect`` and
+``aqueue multi`` know the worker by) are in :mod:`.pidfiles`, which a single
+worker loads without this module.
 """
 
 from __future__ import annotations
@@ -23,102 +22,23 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..runtime.monitor import NODE_ENV
+from .pidfiles import RECYCLE_EXIT, SUPERVISOR_ENV, expand
 
-__all__ = [
-    "RECYCLE_EXIT",
-    "SUPERVISOR_ENV",
-    "Supervisor",
-    "child_argv",
-    "expand",
-    "node_name",
-    "pid_alive",
-    "pidfile",
-    "read_pidfile",
-]
+__all__ = ["Supervisor", "child_argv"]
 
 logger = logging.getLogger("aqueue.supervisor")
 
-#: Tells a child which supervisor started it (see ``_stop_with_parent``).
-SUPERVISOR_ENV = "AQUEUE_SUPERVISOR_PID"
 #: A child that ran at least this long before dying resets its backoff.
 STABLE_AFTER = 30.0
 #: Consecutive quick deaths of one child before the supervisor gives up.
 MAX_QUICK_DEATHS = 5
 #: Extra seconds a child gets beyond its grace period before it is killed.
 KILL_MARGIN = 15.0
-#: A child's exit code after it drained at ``--max-tasks-per-child`` or
-#: ``--max-memory-per-child``: replace it at once, it did not crash.
-RECYCLE_EXIT = 75
-
-
-def expand(pattern: str, node: str, index: int) -> str:
-    """Fill in ``%n`` (node name), ``%h`` (host name) and ``%i`` (process index)."""
-    out = pattern.replace("%n", node).replace("%h", socket.gethostname())
-    return out.replace("%i", str(index))
-
-
-def node_name(args: argparse.Namespace) -> str:
-    return str(args.node or os.environ.get(NODE_ENV) or socket.gethostname())
-
-
-# -- pidfiles --------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` is a live process that looks like an aqueue worker."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():  # a recycled pid of an unrelated process is stale too
-        try:
-            text = cmdline.read_bytes()
-        except OSError:
-            return False
-        if not text:  # a zombie: exited, not yet reaped
-            return False
-        return b"aqueue" in text
-    return True
-
-
-def read_pidfile(path: str) -> int | None:
-    try:
-        text = Path(path).read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-@contextlib.contextmanager
-def pidfile(path: str | None) -> Iterator[None]:
-    """Hold a pidfile for the life of the block; refuse if a live process owns it."""
-    if not path:
-        yield
-        return
-    existing = read_pidfile(path)
-    if existing is not None and existing != os.getpid() and pid_alive(existing):
-        raise SystemExit(f"error: {path} says pid {existing} is running; not starting")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    Path(tmp).write_text(f"{os.getpid()}\n")
-    os.replace(tmp, path)
-    try:
-        yield
-    finally:
-        if read_pidfile(path) == os.getpid():
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
 
 def child_argv(args: argparse.Namespace, skip: set[str]) -> list[str]:

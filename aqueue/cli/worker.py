@@ -27,7 +27,7 @@ from .base import (
     split_queues,
     target_from_args,
 )
-from .supervisor import RECYCLE_EXIT, SUPERVISOR_ENV, Supervisor, expand, node_name, pidfile
+from .pidfiles import RECYCLE_EXIT, SUPERVISOR_ENV, expand, node_name, pidfile
 
 if TYPE_CHECKING:
     from ..runtime.metrics import MetricsServer
@@ -196,6 +196,8 @@ async def start(args: argparse.Namespace) -> int:
                 # A recycled child needs someone to start its replacement.
                 if args.processes is not None and args.processes < 1:
                     raise SystemExit("error: --processes must be at least 1")
+                from .supervisor import Supervisor  # not loaded by a single worker
+
                 return await Supervisor(args, node).run()
             return await run_worker(args)
     except _ExitNow as exit_now:

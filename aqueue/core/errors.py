@@ -24,7 +24,6 @@ message and traceback text, and is raised on the caller as :class:`TaskFailed`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -53,6 +52,8 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
     Every message about an unknown name (option, task, setting) ends with it.
     """
+    import difflib  # only a mistake needs it: a worker process never loads it
+
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 

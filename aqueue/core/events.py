@@ -78,7 +78,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Wire(msgspec.Struct, array_like=True):
-    """An event as the scripts write it (see ``emit`` in ``_common.lua``)."""
+    """An event as older workers' scripts wrote it (layout 1: ten values per event)."""
 
     queue: str
     task_id: str
@@ -92,23 +92,52 @@ class _Wire(msgspec.Struct, array_like=True):
     error_message: str = ""
 
 
+class _Head(msgspec.Struct, array_like=True):
+    """What the events of a layout 2 entry share (see ``emit`` in ``_common.lua``)."""
+
+    layout: int
+    queue: str
+    worker: str
+    at_ms: int | float
+
+
+class _Wire2(msgspec.Struct, array_like=True):
+    """One event of a layout 2 entry, after the entry's :class:`_Head`."""
+
+    task_id: str
+    name: str
+    state: str
+    attempt: int
+    duration_ms: int | float
+    error: str
+    """'' for none, else the error's type, a newline and its message."""
+
+
 #: Values per event in a stream entry (the fields of ``_Wire``, in order).
 _FIELDS = len(_Wire.__struct_fields__)
+#: The same in layout 2, and the values before its first event.
+_FIELDS_2 = len(_Wire2.__struct_fields__)
+_HEAD_2 = len(_Head.__struct_fields__)
 _decoder = msgspec.msgpack.Decoder(list[Any])
 _encoder = msgspec.msgpack.Encoder()
 
 
 def decode_events(entry_id: str, data: bytes) -> list[Event]:
     """The events of one stream entry (a script writes all of its events as one
-    entry: one msgpack array, ``_FIELDS`` values per event); each gets the id
-    ``<entry id>-<index>``. An entry that can't be read (written by a newer
-    aqueue, or damaged) gives none, so one bad entry never stops a reader."""
+    entry: one msgpack array); each gets the id ``<entry id>-<index>``. Layout
+    2 starts with the number 2, then the queue, worker and time its events
+    share, then ``_FIELDS_2`` values per event; layout 1 (older workers) is
+    ``_FIELDS`` values per event. An entry that can't be read (written by a
+    newer aqueue, or damaged) gives none, so one bad entry never stops a reader."""
     try:
         values = _decoder.decode(data)
-        wires = [
-            msgspec.convert(values[i : i + _FIELDS], _Wire)
-            for i in range(0, len(values) - _FIELDS + 1, _FIELDS)
-        ]
+        if values and type(values[0]) is int:
+            wires = _layout_2(values)
+        else:
+            wires = [
+                msgspec.convert(values[i : i + _FIELDS], _Wire)
+                for i in range(0, len(values) - _FIELDS + 1, _FIELDS)
+            ]
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
         return []
     return [
@@ -129,9 +158,34 @@ def decode_events(entry_id: str, data: bytes) -> list[Event]:
     ]
 
 
+def _layout_2(values: list[Any]) -> list[_Wire]:
+    head = msgspec.convert(values[:_HEAD_2], _Head)
+    if head.layout != 2:
+        raise TypeError(f"event layout {head.layout} is not known here")
+    wires = []
+    for i in range(_HEAD_2, len(values) - _FIELDS_2 + 1, _FIELDS_2):
+        ev = msgspec.convert(values[i : i + _FIELDS_2], _Wire2)
+        error_type, _, error_message = ev.error.partition("\n")
+        wires.append(
+            _Wire(
+                head.queue,
+                ev.task_id,
+                ev.name,
+                ev.state,
+                ev.attempt,
+                head.worker,
+                head.at_ms,
+                ev.duration_ms,
+                error_type,
+                error_message,
+            )
+        )
+    return wires
+
+
 def encode_worker_event(queue: str, worker: str, state: str, now_ms: int) -> bytes:
-    """A worker's own event (online / offline), in the scripts' format."""
-    return _encoder.encode([queue, "", "", state, 0, worker, now_ms, -1, "", ""])
+    """A worker's own event (online / offline), in the scripts' format (layout 2)."""
+    return _encoder.encode([2, queue, worker, now_ms, "", "", state, 0, -1, ""])
 
 
 def _at_ms(entry_id: str, at_ms: float) -> float:

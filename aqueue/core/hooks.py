@@ -22,13 +22,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
+
+import msgspec
 
 from .errors import ConfigError
-from .protocol import ErrorInfo
+from .protocol import Codec, Envelope, ErrorInfo, OutgoingMessage
 from .status import TaskStatus
 
-__all__ = ["CallNext", "Hooks", "JobInfo", "Middleware", "WorkerInfo"]
+__all__ = ["CallNext", "Hooks", "JobInfo", "Middleware", "WorkerInfo", "hooked", "hooked_message"]
 
 logger = logging.getLogger("aqueue.hooks")
 
@@ -111,6 +113,8 @@ class Hooks:
     def __init__(self) -> None:
         self.middleware: list[Middleware] = []
         self._by_hook: dict[str, list[Any]] = {name: [] for name in _HOOKS}
+        #: Hooks told by :meth:`notify_soon` and not done yet.
+        self._told: set[asyncio.Task[None]] = set()
 
     def add(self, middleware: Middleware) -> None:
         if not isinstance(middleware, Middleware):
@@ -144,12 +148,70 @@ class Hooks:
         return results[0]
 
     async def notify(self, hook: str, payload: Any) -> None:
-        """Tell every ``hook`` (retry, outcome, worker_start, worker_stop)."""
+        """Tell every ``hook`` (retry, outcome, worker_start, worker_stop).
+
+        ``worker_stop`` is told after every hook :meth:`notify_soon` began."""
+        if hook == "worker_stop" and self._told:
+            await asyncio.gather(*self._told, return_exceptions=True)
         for method in self._by_hook[hook]:
             try:
                 await method(payload)
             except Exception:
                 logger.exception("middleware %s hook %s raised; ignored", _owner(method), hook)
+
+    def notify_soon(self, hook: str, payload: Any) -> None:
+        """:meth:`notify` from code that can't wait: in an asyncio task of its own,
+        kept here until it ends."""
+        if not self._by_hook[hook]:
+            return
+        told = asyncio.get_running_loop().create_task(self.notify(hook, payload))
+        self._told.add(told)
+        told.add_done_callback(self._told.discard)
+
+
+async def hooked_message(hooks: Hooks, queue: str, envelope: Envelope, codec: Codec) -> bytes:
+    """``envelope`` packed inside the ``enqueue`` hooks, carrying the headers they
+    leave on the job: a message of a workflow, whose task id is known before."""
+    job = JobInfo(
+        task_id=envelope.id,
+        name=envelope.task,
+        queue=queue,
+        attempt=0,
+        headers=dict(envelope.trace or {}),
+        args=_plain(envelope.args, []),
+        kwargs=_plain(envelope.kwargs, {}),
+    )
+
+    async def pack() -> bytes:
+        headers = dict(job.headers) or None
+        if headers == envelope.trace:
+            return codec.pack(envelope)
+        return codec.pack(msgspec.structs.replace(envelope, trace=headers))
+
+    return await hooks.around("enqueue", job, pack)
+
+
+class _HasHooks(Protocol):
+    hooks: Hooks
+    codec: Codec
+
+
+async def hooked(client: _HasHooks, queue: str, message: OutgoingMessage) -> OutgoingMessage:
+    """A workflow's message (built on the client side) packed again inside the App's
+    ``enqueue`` middleware, with the headers it leaves (as is without such middleware)."""
+    if not client.hooks.has("enqueue"):
+        return message
+    envelope = client.codec.unpack(message.payload)
+    payload = await hooked_message(client.hooks, queue, envelope, client.codec)
+    return msgspec.structs.replace(message, payload=payload)
+
+
+def _plain(raw: msgspec.Raw, empty: Any) -> Any:
+    """Encoded arguments as plain values, for hooks to look at (``empty``: unreadable)."""
+    try:
+        return msgspec.msgpack.decode(raw) if raw else empty
+    except msgspec.DecodeError:
+        return empty
 
 
 def _guarded(hook: str, method: Any, job: JobInfo, after: CallNext) -> CallNext:

@@ -7,7 +7,7 @@
 * what flows in and out of the broker: :class:`OutgoingMessage` (enqueue),
   :class:`Delivery` (a stream entry handed to a worker) and
   :class:`FinishItem` (an outcome, with its :class:`TaskStatus`);
-* the completion-push frame that ``finish.lua`` publishes.
+* the completion-push frame and progress values live in :mod:`.frames`.
 
 Nothing here ever unpickles: a message can only carry data msgspec knows
 (builtins, Structs, dataclasses, datetimes, UUIDs, Decimals, ...) and can only
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import struct
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -43,13 +42,10 @@ __all__ = [
     "OutgoingMessage",
     "decode_envelope",
     "decode_error",
-    "decode_progress",
     "describe_error",
     "encode_envelope",
     "encode_error",
-    "encode_progress",
     "encode_value",
-    "parse_push",
     "sign",
     "verify",
 ]
@@ -287,9 +283,13 @@ class Codec:
 # -- what crosses the Redis adapter ------------------------------------------------
 
 
-@dataclass(slots=True)
-class OutgoingMessage:
-    """A message on its way into a queue."""
+class OutgoingMessage(msgspec.Struct, gc=False):
+    """A message on its way into a queue.
+
+    Untracked by the garbage collector (it only holds strings, bytes and
+    numbers): a batch of ten thousand would otherwise add as many objects to
+    every collection until it is sent, and push a small process into a full one.
+    """
 
     task_id: str
     task_name: str
@@ -338,55 +338,29 @@ class FinishItem:
     """Whether the task may hold a unique key to release (False skips a lookup)."""
     follow: bytes = b""
     """Workflows: hand-off rows the finish script writes to the queue's outbox."""
+    name: str = ""
+    """For the outcome's event (events on): the task's name ('': the script
+    reads name, attempt and start from the record), attempt and run time (ms)."""
+    attempt: int = 0
+    ran_ms: int = 0
 
-    def row(self) -> tuple[str | int | TaskStatus, ...]:
-        """The row finish.lua reads; the binary fields travel in the blob.
+    def row(self, events: bool = False) -> tuple[list[Any], tuple[bytes, ...]]:
+        """finish.lua's values for this outcome, and the bytes they give the
+        lengths of (a call's rows go as one flat array, their bytes as one blob).
 
-        The state goes as the enum itself: msgspec writes its value.
-        """
-        return (
-            self.entry_id,
-            self.task_id,
-            self.state,
-            len(self.result),
-            len(self.error),
-            self.retry_delay_ms,
-            len(self.payload),
-            self.reason,
-            1 if self.unique else 0,
-            len(self.follow),
-        )
-
-
-# -- completion pushes and progress -------------------------------------------------
-
-_LENGTH = struct.Struct(">I")
-
-
-def parse_push(data: bytes) -> list[tuple[str, bytes, bytes]]:
-    """(task id, state, result-or-error) of each task in a framed push.
-
-    A framed push (see ``finish.lua``) starts with a zero byte, then for each
-    task three length-prefixed (4 bytes, big-endian) fields.
-    """
-    out = []
-    pos, end = 1, len(data)
-    unpack = _LENGTH.unpack_from
-    while pos < end:
-        parts = []
-        for _ in range(3):
-            (n,) = unpack(data, pos)
-            pos += 4
-            parts.append(data[pos : pos + n])
-            pos += n
-        out.append((parts[0].decode(), parts[1], parts[2]))
-    return out
-
-
-def encode_progress(value: Any, message: str) -> bytes:
-    return _encoder.encode((value, message))
-
-
-def decode_progress(raw: bytes) -> tuple[Any, str]:
-    value, message = _any_decoder.decode(raw)
-    return value, str(message)
+        Short form: entry id, task id, state (an enum: msgspec writes its value),
+        body length (a success's result, else the error), 0. Long form, when
+        anything else is set: 1 for that 0, then unique (1: release the unique
+        key), retry delay (ms), payload length, reason, follow length; payload
+        and follow follow the body. ``events``: name, attempt, ran_ms end it."""
+        body = self.result if self.state is TaskStatus.SUCCEEDED else self.error
+        values: list[Any] = [self.entry_id, self.task_id, self.state, len(body), 0]
+        blob: tuple[bytes, ...] = (body,)
+        if self.unique or self.retry_delay_ms or self.payload or self.reason or self.follow:
+            values[4] = 1
+            values += (int(self.unique), self.retry_delay_ms, len(self.payload))
+            values += (self.reason, len(self.follow))
+            blob = (body, self.payload, self.follow)
+        if events:
+            values += (self.name, self.attempt, self.ran_ms)
+        return values, blob

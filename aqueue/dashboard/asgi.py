@@ -145,6 +145,7 @@ class Dashboard:
         """
         self.readings.sampler.start()
         self.readings.outcomes.start()
+        self.readings.history.start()
         await self.readings.sampler.wait_discovered(timeout=None)
         return await self.readings.queues()
 
@@ -152,6 +153,7 @@ class Dashboard:
         """Stop the background sampling (a mounted dashboard: at the web app's shutdown)."""
         await self.readings.sampler.stop()
         await self.readings.outcomes.stop()
+        await self.readings.history.stop()
 
     def csrf_token(self, session: str) -> str:
         return hmac.new(self._secret, session.encode(), hashlib.sha256).hexdigest()
@@ -215,7 +217,8 @@ class Dashboard:
             text = f"{query.get('state')!r} is not a state a task can be listed in."
             return _html(pages.message_page(links, "Unknown state", text), 400)
         rows = await self.readings.tasks(state, [queue] if queue else known, name, TASKS_LIMIT)
-        return _html(tasks_page(links, rows, state, known, queue, name, TASKS_LIMIT))
+        heard_from = self.readings.history.charts_from()
+        return _html(tasks_page(links, rows, state, known, queue, name, TASKS_LIMIT, heard_from))
 
     # -- actions ---------------------------------------------------------------------
 

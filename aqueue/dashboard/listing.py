@@ -24,12 +24,13 @@ from typing import Any
 
 from .._redis.connection import ANY_REDIS_ERROR
 from ..client import Client
+from ..core.frames import parse_push
 from ..core.keys import QueueKeys
-from ..core.protocol import MessageError, decode_error, parse_push
+from ..core.protocol import MessageError, decode_error
 from ..core.status import TaskStatus
 from ..deadletter import list_dead
 
-__all__ = ["LISTED_STATES", "RecentOutcomes", "TaskRow", "list_tasks"]
+__all__ = ["LISTED_STATES", "RecentOutcomes", "TaskRow", "list_tasks", "waiting_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ RECENT_PER_QUEUE = 1000
 LATENCY_SAMPLE = 100
 #: Seconds of latency history kept (as for the throughput charts).
 LATENCY_HISTORY = 300
+
+#: Waiting entries searched for a queued task's message (its page's arguments).
+WAITING_SEARCHED = 100
 
 #: The states the tasks page lists, in the order of its tabs.
 LISTED_STATES = (
@@ -271,6 +275,16 @@ async def list_tasks(
     rows = [r for r in rows if keep(r)]
     rows.sort(key=lambda r: r.at or 0.0, reverse=state not in _SOONEST_FIRST)
     return rows[:limit]
+
+
+async def waiting_message(client: Client, queue: str, task_id: str) -> bytes | None:
+    """A queued task's message when it is among the next :data:`WAITING_SEARCHED`
+    waiting in its queue (one bounded read), else None."""
+    wanted = task_id.encode()
+    for _, fields in await client.views.waiting_entries(queue, WAITING_SEARCHED):
+        if fields.get(b"id") == wanted:
+            return fields.get(b"m")
+    return None
 
 
 _SOONEST_FIRST = {TaskStatus.SCHEDULED, TaskStatus.RETRYING, TaskStatus.QUEUED}

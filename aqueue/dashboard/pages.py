@@ -102,13 +102,31 @@ def overview_live(links: Links, data: dict[str, Any]) -> str:
     )
     stamp = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S UTC")
     return (
-        f"<section><h2>Queues</h2>{queues}</section>"
+        f"<section><h2>Queues</h2>{queues}{_charts_from(data.get('charts_from'))}</section>"
         f"<section><h2>Workers ({len(data['workers'])} alive)</h2>{workers}</section>"
         f"<section><h2>Running ({len(data['running'])})</h2>{running}"
         '<p class="stamp">workers and what they run are as each worker last reported '
         "(on every heartbeat)</p></section>"
         f'<p class="stamp">figures of {escape(stamp)}</p>'
     )
+
+
+def _charts_from(charts_from: tuple[float, bool] | None) -> str:
+    """Since when the charts know what happened (see :mod:`.history`)."""
+    if charts_from is None:
+        return ""
+    at, from_events = charts_from
+    if from_events:
+        text = (
+            f"charts go back to {when(at)}: the event stream's last minutes before the "
+            "dashboard started, then its own samples"
+        )
+    else:
+        text = (
+            f"charts start when the dashboard started ({when(at)}); with events on "
+            "(events=True) it reads back the five minutes before it from the event stream"
+        )
+    return f'<p class="stamp" id="charts-from">{escape(text)}</p>'
 
 
 def overview_page(links: Links, data: dict[str, Any], notice: str | None = None) -> str:
@@ -239,8 +257,8 @@ def task_page(links: Links, page: TaskPage, notice: str | None = None) -> str:
     elif not info.status.is_final:
         arguments = (
             '<p class="empty">Arguments are shown while the task is delayed, retrying or '
-            "running, and once it has failed (a waiting task's message is found only by "
-            "reading its queue).</p>"
+            "running, once it has failed, and while it waits among the next 100 of its "
+            "queue (further back, its message is found only by reading the queue).</p>"
         )
     stream = links.to(f"/events/tasks/{quote(info.id, safe='')}", queue=info.queue)
     body = live(stream, task_live(links, page)) + arguments

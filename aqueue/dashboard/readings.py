@@ -26,13 +26,17 @@ from .._redis.connection import ANY_REDIS_ERROR
 from ..app import App
 from ..client import Client
 from ..core.errors import TaskFailed
-from ..core.protocol import Envelope, MessageError, decode_progress
+from ..core.frames import decode_progress
+from ..core.protocol import MessageError
 from ..core.records import TaskInfo, value_of
 from ..core.status import TaskStatus
 from ..deadletter import DeadLetter, list_dead
 from ..runtime.monitor import snapshot
-from .listing import RecentOutcomes, TaskRow, list_tasks
+from .attempts import Attempts, read_attempts
+from .history import History
+from .listing import RecentOutcomes, TaskRow, list_tasks, waiting_message
 from .redaction import Redactor
+from .workflow_links import workflow_links
 
 __all__ = ["QueuePage", "Readings", "Sampler", "ScheduleRow", "TaskPage"]
 
@@ -69,6 +73,8 @@ class TaskPage:
     chunk_count: int = 0
     follows: list[tuple[str, str, str | None]] = field(default_factory=list)
     """Workflows: (how, queue, task id or None) of what comes after this task."""
+    attempts: Attempts | None = None
+    """Each attempt (from the event stream when events are on), else the last one."""
     timeline: list[tuple[str, float]] = field(default_factory=list)
     """(what happened, when), oldest first, as far as the record tells."""
 
@@ -199,6 +205,12 @@ class Readings:
         self.redactor = Redactor(app, redact_all)
         #: Outcomes heard since the dashboard started; the latency samples.
         self.outcomes = RecentOutcomes(app.client, lambda: self.sampler.queues)
+        #: With events on, the minutes before the dashboard started.
+        self.history = History(
+            app.client,
+            self.outcomes,
+            lambda q: self.sampler.history.setdefault(q, _History()).samples,
+        )
 
     @property
     def client(self) -> Client:
@@ -207,6 +219,7 @@ class Readings:
     async def queues(self) -> list[str]:
         self.sampler.start()
         self.outcomes.start()
+        self.history.start()
         await self.sampler.wait_discovered()
         return list(self.sampler.queues)
 
@@ -221,6 +234,7 @@ class Readings:
         queues = await self.queues()
         data = await snapshot(self.client, queues, self.app.tasks.values())
         data["throughput"] = {q: self.sampler.throughput(q) for q in queues}
+        data["charts_from"] = self.history.charts_from()
         buckets = HISTORY_SECONDS // CHART_BUCKET
         data["latency"] = {q: self.outcomes.latency_chart(q, buckets, CHART_BUCKET) for q in queues}
         return data
@@ -260,16 +274,20 @@ class Readings:
         entry = rec.get(b"entry", b"").decode() or None
         # A failed task's record keeps its message (see finish.lua).
         payload = rec.get(b"msg") or await views.task_message(queue, task_id, entry)
+        if payload is None and info.status is TaskStatus.QUEUED:
+            payload = await waiting_message(self.client, queue, task_id)
         page.can_retry = info.status is TaskStatus.FAILED and b"msg" in rec
         if payload is not None:
             try:
                 envelope = self.client.codec.unpack(payload)
                 page.args = show(info.name, tuple(_any.decode(envelope.args)))
                 page.kwargs = show(info.name, _any.decode(envelope.kwargs))
-                page.follows = _follows(self.client, envelope)
+                links = await workflow_links(self.client, envelope)
+                page.follows = [(link.how, link.queue, link.task_id) for link in links]
             except (MessageError, msgspec.DecodeError) as exc:
                 page.args = f"(can't read the message: {exc})"
         await self._chunks(page, queue)
+        page.attempts = await read_attempts(self.client, info)
         return page
 
     async def _chunks(self, page: TaskPage, queue: str, shown_at_most: int = 50) -> None:
@@ -359,18 +377,3 @@ def _timeline(info: TaskInfo) -> list[tuple[str, float]]:
     if info.finished_at is not None:
         moments.append((info.status.value, info.finished_at))
     return sorted(((what, at) for what, at in moments if at is not None), key=lambda m: m[1])
-
-
-def _follows(client: Client, envelope: Envelope) -> list[tuple[str, str, str | None]]:
-    """What a workflow runs after this task: the next chain step, the chord it counts in."""
-    out: list[tuple[str, str, str | None]] = []
-    if envelope.then is not None:
-        try:
-            step = client.codec.unpack(envelope.then.payload)
-            out.append((f"next step ({step.task})", envelope.then.queue, step.id))
-        except MessageError:
-            pass
-    if envelope.member is not None:
-        member = envelope.member
-        out.append((f"member {member.index} of chord {member.chord}", member.queue, None))
-    return out

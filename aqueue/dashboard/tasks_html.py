@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from html import escape
 
 from ..core.status import TaskStatus
+from .attempts import TASK_ENTRIES, Attempts
 from .layout import Links, age, button, layout, table, when
 from .listing import LISTED_STATES, TaskRow
 from .readings import CHART_BUCKET, HISTORY_SECONDS, TaskPage
@@ -32,8 +33,10 @@ def tasks_page(
     queue: str | None,
     name: str | None,
     limit: int,
+    heard_from: tuple[float, bool] | None = None,
 ) -> str:
-    """Tasks in one state, filtered by queue and name."""
+    """Tasks in one state, filtered by queue and name; ``heard_from``: since when
+    finished tasks are known, and whether from the event stream."""
 
     def tab(s: TaskStatus) -> str:
         if s is state:
@@ -69,20 +72,40 @@ def tasks_page(
         ),
         f"no {state.value} task"
         + (" matches these filters" if name or queue else "")
-        + (" heard of since the dashboard started" if state in _HEARD else ""),
+        + (_since(heard_from) if state in _HEARD else ""),
     )
     notes = f'<p class="stamp">at most {limit} are listed; every list is one bounded read'
     if state in _HEARD:
-        notes += (
-            f"; {state.value} tasks are those the dashboard saw finish since it started "
-            "(the newest 1,000 per queue), while their records last"
-        )
+        notes += "; " + escape(_heard_note(state, heard_from))
     notes += "</p>"
     body = f'<p class="where">{tabs}</p>{filters}{listing}{notes}'
     return layout(links, f"Tasks {state.value}", body)
 
 
 _HEARD = {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.ABORTED, TaskStatus.EXPIRED}
+
+
+def _since(heard_from: tuple[float, bool] | None) -> str:
+    if heard_from is not None and heard_from[1]:
+        return f" finished since {when(heard_from[0])}"
+    return " heard of since the dashboard started"
+
+
+def _heard_note(state: TaskStatus, heard_from: tuple[float, bool] | None) -> str:
+    """Where the finished lists start (see :mod:`.history`)."""
+    at, from_events = heard_from or (None, False)
+    if from_events:
+        return (
+            f"{state.value} tasks are those that finished since {when(at)}: read back from "
+            "the event stream when the dashboard started, then heard on the queues' "
+            "completion channels (the newest 1,000 per queue), while their records last"
+        )
+    started = f" ({when(at)})" if at is not None else ""
+    return (
+        f"{state.value} tasks are those the dashboard saw finish since it started{started} "
+        "(the newest 1,000 per queue), while their records last; with events on "
+        "(events=True) it also reads back the five minutes before it started"
+    )
 
 
 def _moment(state: TaskStatus, at: float | None, now: float) -> str:
@@ -109,6 +132,8 @@ def task_extras(links: Links, page: TaskPage) -> str:
                 "the last one (and the last error while it retries)</p>"
             )
         out += f'<section><h2>Timeline</h2><ol class="timeline">{items}</ol>{note}</section>'
+    if page.attempts is not None and page.attempts.rows:
+        out += _attempts(page.attempts)
     if page.follows:
         items = "".join(
             f'<li>{escape(how)}: <a href="{escape(links.task(tid, queue))}">{escape(tid)}</a></li>'
@@ -132,6 +157,46 @@ def task_extras(links: Links, page: TaskPage) -> str:
     return out
 
 
+def _attempts(attempts: Attempts) -> str:
+    """Each attempt: start, end, worker, outcome, error."""
+    rows = (
+        [
+            escape(str(a.number) if a.number else "-"),
+            escape(a.worker or "-"),
+            escape(when(a.started)),
+            escape(when(a.ended)),
+            escape(_duration(a.duration) if a.duration is not None else "-"),
+            f'<span class="state {escape(a.outcome or "")}">'
+            f"{escape(a.outcome or '(no outcome yet)')}</span>",
+            f'<span class="error">{escape(a.error or "")}</span>',
+        ]
+        for a in attempts.rows
+    )
+    listing = table(["attempt", "worker", "started", "ended", "took", "outcome", "error"], rows, "")
+    if not attempts.from_events and not attempts.complete:
+        note = (
+            f"the event stream's last {TASK_ENTRIES} entries since the task was enqueued "
+            "hold none of its events (trimmed, or too many since): the record keeps only "
+            "the last attempt"
+        )
+    elif not attempts.from_events:
+        note = (
+            "the record keeps only the last attempt; with events on (events=True) every "
+            "attempt is read back from the event stream"
+        )
+    elif attempts.complete:
+        note = "every attempt, from the event stream"
+    else:
+        note = (
+            f"from the event stream's last {TASK_ENTRIES} entries since the task was "
+            "enqueued: earlier attempts may be missing"
+        )
+    return (
+        f'<section id="attempts"><h2>Attempts</h2>{listing}'
+        f'<p class="stamp">{escape(note)}</p></section>'
+    )
+
+
 def latency_chart(values: Sequence[float | None], width: int = 180, height: int = 36) -> str:
     """Median seconds from enqueue to finish over the history, as inline SVG bars."""
     known = [v for v in values if v is not None]
@@ -147,7 +212,7 @@ def latency_chart(values: Sequence[float | None], width: int = 180, height: int 
     title = (
         f"median time from enqueue to finish, {CHART_BUCKET}s bars over the last "
         f"{HISTORY_SECONDS // 60} minutes (peak {_duration(max(known, default=0.0))}), "
-        "from a sample of the tasks finished since the dashboard started"
+        "from a sample of the tasks finished (see below the table since when)"
     )
     return (
         f'<span class="chart latency"><svg width="{width}" height="{height}" '

@@ -7,7 +7,11 @@
     app.middleware(OpenTelemetryMiddleware())   # producers and workers alike
 
 - every enqueue is a PRODUCER span ``send <queue>``; its context travels in
-  the message (the envelope's ``trace`` field, W3C ``traceparent``);
+  the message (the envelope's ``trace`` field, W3C ``traceparent``). That
+  includes the messages aqueue sends by itself: a chain's next step (and a
+  group's members after it) is sent inside the step's ``process`` span, so a
+  whole chain is one trace; a chord's callback when the chord is recorded; a
+  periodic tick in a trace of its own;
 - every run on a worker is a CONSUMER span ``process <queue>``, a child of the
   producer span and linked to it, so a retry is one more span in the same trace;
 - attributes follow the OpenTelemetry semantic conventions for messaging

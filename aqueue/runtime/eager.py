@@ -9,6 +9,12 @@ retries (run again at once: eager mode does not wait out retry delays) and
 the typed result. A delayed message (delay, ETA) runs at once too, with its
 expiry judged at its ETA; a streaming task's chunks are its held value.
 What comes back is the record a worker would have written.
+
+The App's middleware runs as on a worker: each run inside the ``execute``
+hooks, then the ``retry`` hooks (a run that will be repeated) or the
+``outcome`` hooks (the last), in that order; a hook that raises is logged
+and changes nothing. A message refused before it runs (expired, bad
+arguments) reaches no hook, as on a worker.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any
 
+from ..core.hooks import Hooks
 from ..core.protocol import Delivery, FinishItem, OutgoingMessage
 from ..core.records import Record
 from ..core.status import TaskStatus
 from ..task import Task
-from .executor import Executor
+from .executor import Executor, Job
+from .hooked import job_info, run_hooked, tell_outcome
 
 __all__ = ["run_inline"]
 
@@ -47,12 +55,10 @@ async def run_inline(task: Task[Any, Any], queue: str, message: OutgoingMessage)
             if isinstance(prepared, FinishItem):
                 item = prepared
                 break
-            item = await executor.run(prepared)
-            if item.state is not TaskStatus.RETRYING or attempt >= MAX_INLINE_ATTEMPTS:
+            item = await _run(client.hooks, executor, prepared, attempt >= MAX_INLINE_ATTEMPTS)
+            if item.state is not TaskStatus.RETRYING:
                 break
             payload = item.payload
-    if item.state is TaskStatus.RETRYING:
-        item.state = TaskStatus.FAILED  # the cut above: no worker will take it up
     record: Record = {
         b"state": item.state.value.encode(),
         b"name": task.name.encode(),
@@ -66,3 +72,21 @@ async def run_inline(task: Task[Any, Any], queue: str, message: OutgoingMessage)
     if item.error:
         record[b"error"] = item.error
     return record
+
+
+async def _run(hooks: Hooks, executor: Executor, job: Job, last: bool) -> FinishItem:
+    """One run, inside the App's middleware when it has any. ``last``: the
+    ``MAX_INLINE_ATTEMPTS``-th run, whose retry is cut: it ends failed, as no
+    worker will take it up."""
+    if not hooks.active:
+        item = await executor.run(job)
+        if last and item.state is TaskStatus.RETRYING:
+            item.state = TaskStatus.FAILED
+        return item
+    info = job_info(job)
+    item = await run_hooked(hooks, info, job, executor.run)
+    if last and item.state is TaskStatus.RETRYING:
+        item.state = info.status = TaskStatus.FAILED
+        info.retry_delay = None
+    await tell_outcome(hooks, info, item, job)
+    return item

@@ -168,6 +168,12 @@ class Finisher:
         recorded after a few tries is recorded as a failure that says so.
         """
         tries, replaced = 0, False
+        if broker.settings.events:  # the outcome events' values: the script need not read them
+            now = time.perf_counter()
+            for item, running in chunk:
+                if running is not None:
+                    item.name, item.attempt = running.job.envelope.task, running.job.attempt
+                    item.ran_ms = int((now - running.started) * 1000)
         while True:
             try:
                 fenced = await broker.finish(queue, self.consumer, [item for item, _ in chunk])

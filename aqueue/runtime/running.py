@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..core.protocol import Delivery, FinishItem
 from .executor import Executor, Job, aborted
-from .hooked import job_info, run_hooked, tell_outcome
+from .hooked import job_info, run_hooked, tell_aborted, tell_outcome
 from .slots import Capacity
 from .tuning import TaskStarter, task_starter
 from .workflow import follow_ups
@@ -196,7 +196,7 @@ class Runner:
                     item = await self.executor.run(job)
             else:
                 assert hooks is not None
-                item = await run_hooked(hooks, info, job, self.executor.run)
+                item = await run_hooked(hooks, info, job, self.executor.run, self.executor.codec)
             if running.abandoned:  # recorded aborted meanwhile: this outcome is stale
                 self._ended()
                 return
@@ -217,7 +217,8 @@ class Runner:
                     raise
                 return
         envelope = job.envelope
-        if envelope.then is not None or envelope.member is not None:  # workflows: hand on
+        if (envelope.then is not None or envelope.member is not None) and not item.follow:
+            # workflows: hand on (run_hooked has, inside the enqueue middleware)
             item.follow = follow_ups(job.envelope, item, self.executor.codec, time.time())
         self.finish(job.delivery.queue, item, running)
         self._ended()
@@ -239,7 +240,9 @@ class Runner:
                 if running.cancel_reason is None and not self.stopping:
                     self._begin(running)
                 elif running.cancel_reason == "abort":
-                    self.finish(running.job.delivery.queue, aborted(running.job), running)
+                    item = aborted(running.job)
+                    self.finish(running.job.delivery.queue, item, running)
+                    tell_aborted(self.executor.hooks, item, running.job)
                 else:  # lost, or stopping (leaving hands it back): nothing to record
                     self.inflight.forget(running.job)
                     self.capacity.release()
@@ -288,7 +291,9 @@ class Runner:
             ABORT_GRACE,
         )
         running.abandoned = True
-        self.finish(job.delivery.queue, aborted(job), running)
+        item = aborted(job)
+        self.finish(job.delivery.queue, item, running)
+        tell_aborted(self.executor.hooks, item, job)
 
     def drop_read_ahead(self) -> list[Delivery]:
         """Forget every job read ahead and never begun (leaving hands them back);

@@ -6,6 +6,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A whole number as the text Redis stores. redis.call prints a Lua number
+-- argument with '%.17g', which costs more than a small command itself; a
+-- script passes hot numbers (times, attempts) through this instead. Small
+-- numbers and the last time asked are kept (string.format costs as much as
+-- a table lookup twenty times over).
+local SMALL_TEXT = { '1', '2', '3', '4', '5', '6', '7', '8', '9' }
+local LAST_INT, LAST_TEXT = nil, nil
+local function int_text(n)
+  local text = SMALL_TEXT[n]
+  if text then return text end
+  if n ~= LAST_INT then LAST_INT, LAST_TEXT = n, string.format('%d', n) end
+  return LAST_TEXT
+end
+
 -- A channel whose name starts with '!' is a sharded channel (Redis Cluster):
 -- SPUBLISH reaches only the node that owns the queue's slot, where PUBLISH
 -- would be copied to every node of the cluster. Before Redis 7 (no sharded
@@ -39,13 +53,22 @@ local STARTED_NAME = false
 -- EVENTS stays nil and emit() returns at once: no command is added. Events are
 -- written by the script that makes the change, so none exists for a change
 -- that did not happen. A script's events go out together, up to EVENT_CHUNK
--- per stream entry, so a batch of a hundred outcomes costs one XADD: field 'e'
--- holds one msgpack array of EVENT_FIELDS values per event, back to back.
+-- per stream entry, so a batch of a hundred outcomes costs one XADD. Field 'e'
+-- holds one msgpack array (layout 2): 2, queue, worker, at ms, then
+-- EVENT_FIELDS values per event: task id, name, state, attempt, duration ms
+-- (-1: none), error ('' or its type, a newline, its message). The events of
+-- an entry share its worker and time (a script's events nearly always do;
+-- a new entry starts where they differ). Each value costs about 600
+-- instructions to pack, so what events share is written once. (Layout 1,
+-- of older workers: ten values per event, queue first; readers take both.)
 -- MAXLEN counts entries, so the stream holds at most about
 -- events_maxlen * EVENT_CHUNK events.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
-local EVENT_VALUES, EVENT_COUNT = {}, 0  -- EVENT_FIELDS values per event, flat
-local EVENT_FIELDS, EVENT_CHUNK = 10, 100
+-- The chunks (stream entries) made so far; the one being filled is
+-- EVENT_VALUES, with EVENT_COUNT events of worker EVENT_WORKER at EVENT_AT.
+local EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
+local EVENT_WORKER, EVENT_AT = nil, nil
+local EVENT_LAYOUT, EVENT_HEAD, EVENT_FIELDS, EVENT_CHUNK = 2, 4, 6, 100
 local function events_from(nkeys)
   EVENTS = KEYS[nkeys + 1]
   if EVENTS then EVENTS_QUEUE, EVENTS_MAXLEN = ARGV[#ARGV - 1], ARGV[#ARGV] end
@@ -58,14 +81,30 @@ local function own_argc()
   return #ARGV
 end
 
--- One event: queue, task id, name, state, attempt, worker, at ms, duration ms
--- (-1: none), error type, error message. `err` is a stored error (a msgpack
--- array of type, message, traceback); the event keeps its type and message.
--- `name`, `attempt`, `started` (ms or false): given when the script has them
--- at hand (name nil: read from the record `rec`, which is otherwise unused).
--- `timed`: the end of a run, whose duration is measured from its start. An
--- event's values go into one flat table, packed together when the script
--- flushes (no string or table per event: the cheapest form for Lua).
+-- Where the next event's values go: the chunk being filled and the index
+-- before its first value. No value may be nil: a chunk must stay an array.
+local function event_slot(worker, at)
+  if EVENT_COUNT == EVENT_CHUNK or worker ~= EVENT_WORKER or at ~= EVENT_AT then
+    if EVENT_COUNT > 0 then EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES end
+    EVENT_VALUES, EVENT_COUNT = { EVENT_LAYOUT, EVENTS_QUEUE, worker, at }, 0
+    EVENT_WORKER, EVENT_AT = worker, at
+  end
+  EVENT_COUNT = EVENT_COUNT + 1
+  return EVENT_VALUES, EVENT_HEAD + (EVENT_COUNT - 1) * EVENT_FIELDS
+end
+
+-- An event's error: '' for none, else its type, a newline and its message.
+local function event_error(etype, emsg)
+  if etype == '' and emsg == '' then return '' end
+  return etype .. '\n' .. emsg
+end
+
+-- One task event. `err` is a stored error (a msgpack array of type, message,
+-- traceback); the event keeps its type and message. `name`, `attempt`,
+-- `started` (ms or false): given when the script has them at hand (name nil:
+-- read from the record `rec`, which is otherwise unused). `timed`: the end
+-- of a run, whose duration is measured from its start. The values go into
+-- the chunk's flat table, packed when the script flushes.
 local function emit(rec, tid, state, worker, now, err, timed, name, attempt, started)
   if not EVENTS then return end
   if name == nil then
@@ -74,41 +113,36 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
   end
   local duration = -1
   if timed and started then duration = now - tonumber(started) end
-  local etype, emsg = '', ''
+  local etext = ''
   if err and err ~= '' then
     local ok, info = pcall(cmsgpack.unpack, err)
     if ok and type(info) == 'table' then
-      etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
+      etext = event_error(tostring(info[1] or ''), tostring(info[2] or ''))
     end
   end
-  local v, n = EVENT_VALUES, EVENT_COUNT * EVENT_FIELDS
-  v[n + 1], v[n + 2], v[n + 3], v[n + 4], v[n + 5] = EVENTS_QUEUE, tid, name or '', state,
-    tonumber(attempt) or 0
-  v[n + 6], v[n + 7], v[n + 8], v[n + 9], v[n + 10] = worker, now, duration, etype, emsg
-  EVENT_COUNT = EVENT_COUNT + 1
+  local v, n = event_slot(worker or '', now)
+  v[n + 1], v[n + 2], v[n + 3] = tid or '', name or '', state
+  v[n + 4], v[n + 5], v[n + 6] = tonumber(attempt) or 0, duration, etext
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end
-  local v, n = EVENT_VALUES, EVENT_COUNT * EVENT_FIELDS
-  v[n + 1], v[n + 2], v[n + 3], v[n + 4], v[n + 5] = EVENTS_QUEUE, '', '', state, 0
-  v[n + 6], v[n + 7], v[n + 8], v[n + 9], v[n + 10] = worker, now, -1, etype, emsg
-  EVENT_COUNT = EVENT_COUNT + 1
+  local v, n = event_slot(worker, now)
+  v[n + 1], v[n + 2], v[n + 3] = '', '', state
+  v[n + 4], v[n + 5], v[n + 6] = 0, -1, event_error(etype, emsg)
 end
 
+-- Each chunk is packed as one table: one buffer (cmsgpack.pack of many
+-- arguments makes a string of each and joins them, three times the cost).
 local function flush_events()
   if not EVENTS then return end
-  for first = 0, EVENT_COUNT - 1, EVENT_CHUNK do
-    local count = math.min(EVENT_COUNT - first, EVENT_CHUNK)
-    -- A msgpack array32 header, then the events' values (cmsgpack packs each
-    -- of its arguments and joins them).
-    local header = struct.pack('>BI4', 0xdd, count * EVENT_FIELDS)
-    local from = first * EVENT_FIELDS
-    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e',
-      header .. cmsgpack.pack(unpack(EVENT_VALUES, from + 1, from + count * EVENT_FIELDS)))
+  if EVENT_COUNT > 0 then EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES end
+  for _, values in ipairs(EVENT_CHUNKS) do
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack(values))
   end
-  EVENT_VALUES, EVENT_COUNT = {}, 0
+  EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
+  EVENT_WORKER, EVENT_AT = nil, nil
 end
 
 -- The task id, message and limits (flow control) of a stream entry's field
@@ -156,7 +190,8 @@ end
 
 -- Mark a delivered entry running; returns its attempt number, or 0 when the
 -- task was aborted while it waited (the entry is then acked and removed).
--- `seen`: the record's state, attempt, attl and name, read by the caller.
+-- `seen`: the record's state, attempt and (events on) name, read by the caller
+-- (record_seen).
 -- `outbox` and `payload` (nil: read from the stream) let an aborted workflow
 -- step end its workflow.
 local function mark_seen_started(stream, group, rec, entry, consumer, now, seen, outbox, payload)
@@ -172,18 +207,26 @@ local function mark_seen_started(stream, group, rec, entry, consumer, now, seen,
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
     -- Aborted while queued: the record was kept for this moment; now it expires.
-    if seen[3] then redis.call('PEXPIRE', rec, seen[3]) end
+    local attl = redis.call('HGET', rec, 'attl')
+    if attl then redis.call('PEXPIRE', rec, attl) end
     return 0
   end
   local attempt = (tonumber(seen[2]) or 0) + 1
-  redis.call('HSET', rec, 'state', 'running', 'started', now, 'worker', consumer, 'entry', entry,
-    'attempt', attempt)
-  STARTED_NAME = seen[4]  -- the started event's name
+  redis.call('HSET', rec, 'state', 'running', 'started', int_text(now), 'worker', consumer,
+    'entry', entry, 'attempt', int_text(attempt))
+  STARTED_NAME = seen[3]  -- the started event's name
   return attempt
 end
 
+-- What mark_seen_started reads of a record: only what it uses (each field
+-- read costs as much as a small command).
+local function record_seen(rec)
+  if EVENTS then return redis.call('HMGET', rec, 'state', 'attempt', 'name') end
+  return redis.call('HMGET', rec, 'state', 'attempt')
+end
+
 local function mark_started(stream, group, rec, entry, consumer, now, outbox, payload)
-  local seen = redis.call('HMGET', rec, 'state', 'attempt', 'attl', 'name')
+  local seen = record_seen(rec)
   return mark_seen_started(stream, group, rec, entry, consumer, now, seen, outbox, payload)
 end
 
@@ -223,8 +266,8 @@ end
 local INLINE_LIMIT = 1024
 local function push_frame(tid, state, body)
   if #body > INLINE_LIMIT then body = '' end
-  return struct.pack('>I4', #tid) .. tid .. struct.pack('>I4', #state) .. state
-    .. struct.pack('>I4', #body) .. body
+  -- c0: a string as long as it is
+  return struct.pack('>I4c0I4c0I4c0', #tid, tid, #state, state, #body, body)
 end
 
 
@@ -259,9 +302,9 @@ end
 -- the id and the time of the call): a resent call whose first copy already
 -- finished. A finished task's id may otherwise be enqueued again.
 local function already_enqueued(rec, fresh, payload)
+  if not fresh then return redis.call('HEXISTS', rec, 'state') == 1 end
   local seen = redis.call('HMGET', rec, 'state', 'etok')
   if not seen[1] then return false end
-  if not fresh then return true end
   return is_live(seen[1]) or seen[2] == redis.sha1hex(payload)
 end
 
@@ -335,10 +378,38 @@ local function envelope_id(payload)
   return string.sub(payload, pos, pos + n - 1)
 end
 
+-- Whether the envelope `payload` carries the id `tid`, seen cheaply in the
+-- usual shape (an array, a small version, then the id as a str of tid's
+-- length); false means "look closer" (envelope_id), not "no".
+local function carries_id(payload, tid)
+  local pos = 1
+  local head = string.byte(payload, 1)
+  if head == 167 and string.sub(payload, 1, #SIGNATURE_MARK) == SIGNATURE_MARK then
+    pos = pos + SIGNED_HEAD
+    head = string.byte(payload, pos)
+  end
+  if head == 0xdc then pos = pos + 3
+  elseif head and head >= 0x90 and head <= 0x9f then pos = pos + 1
+  else return false end
+  local version, str, len = string.byte(payload, pos, pos + 2)
+  if not len or version > 0x7f then return false end
+  local at
+  if str == 0xd9 and len == #tid then at = pos + 3
+  elseif str == 0xa0 + #tid and #tid < 32 then at = pos + 2
+  else return false end
+  return string.find(payload, tid, at, true) == at
+end
+
 -- Whether `s` is well-formed UTF-8 (task ids are text; anything else could
 -- not be named back by a worker).
 local function is_utf8(s)
-  if not string.find(s, '[\128-\255]') then return true end
+  -- ASCII, the usual case: one look at every byte (a pattern costs several
+  -- times more); string.byte returns them all, so only for short ids.
+  if #s <= 128 then
+    if #s == 0 or math.max(string.byte(s, 1, -1)) < 128 then return true end
+  elseif not string.find(s, '[\128-\255]') then
+    return true
+  end
   local i, n = 1, #s
   while i <= n do
     local c = string.byte(s, i)
@@ -372,6 +443,7 @@ local function refuse_entry(q, entry, tid, payload, reason, detail, deliveries)
 end
 
 -- Take a delivered entry in: refuse what must not run, else mark it running.
+-- `tid`, `payload`, `before`: the entry's fields (entry_fields).
 -- `q` holds the queue's keys and settings: stream, group, consumer, dead,
 -- dead_maxlen, outbox, prefix, ttl, max_deliveries, now, and `done` (ids
 -- whose record became final here: the caller publishes them).
@@ -388,8 +460,7 @@ end
 -- Returns the attempt number (0: aborted while it waited, -1: refused and
 -- dead-lettered, -2: waiting for its limit; none of them runs), the deliveries
 -- counted and, when refused, the reason.
-local function take_entry(q, entry, fields, deliveries, gate)
-  local tid, payload, _, before = entry_fields(fields)
+local function take_entry(q, entry, tid, payload, before, deliveries, gate)
   local seen
   deliveries = deliveries + before
   if tid ~= '' then
@@ -398,13 +469,13 @@ local function take_entry(q, entry, fields, deliveries, gate)
         "the entry's task id is not UTF-8 text", deliveries)
       return -1, deliveries, 'bad_task_id'
     end
-    local eid = envelope_id(payload)
+    local eid = not carries_id(payload, tid) and envelope_id(payload)
     if eid and eid ~= tid then
       refuse_entry(q, entry, tid, payload, 'id_mismatch',
         'the entry names task ' .. tid .. ' but its message is task ' .. eid, deliveries)
       return -1, deliveries, 'id_mismatch'
     end
-    seen = redis.call('HMGET', q.prefix .. tid, 'state', 'attempt', 'attl', 'name')
+    seen = record_seen(q.prefix .. tid)
     if FINAL[seen[1]] then
       refuse_entry(q, entry, tid, payload, 'replayed',
         'task ' .. tid .. ' already has a final outcome; this copy of its message was not run',

@@ -198,6 +198,7 @@ local function admit(stream, group, prefix, entry, tid, payload, flow, now)
       redis.call('HSET', base .. ':held', tid, payload)
       redis.call('SADD', base .. ':waitkeys', ckey)
       redis.call('HSET', base .. ':climit', ckey, climit)
+      emit(rec, tid, 'queued', '', now)  -- still queued, now waiting for a token
       return false
     end
   end
@@ -220,6 +221,7 @@ local function admit(stream, group, prefix, entry, tid, payload, flow, now)
         redis.call('ZADD', delayed, at, tid)
         redis.call('HSET', base .. ':delayed:payloads', tid, payload)
         redis.call('HSET', rec, 'state', 'scheduled', 'eta', at, 'rsv', 1)
+        emit(rec, tid, 'scheduled', '', now)
         if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then
           -- Wake the queue's promoter, whichever way its workers listen (a
           -- sharded channel on Cluster, a plain one elsewhere).

@@ -28,12 +28,12 @@ local function accept(entries)
       redis.call('XACK', stream, group, entry)  -- it woke nobody: drop it
       redis.call('XDEL', stream, entry)
     else
-      local tid, payload, flow = entry_fields(fields)
+      local tid, payload, flow, before = entry_fields(fields)
       local gate = nil
       if flow ~= '' and tid ~= '' then
         gate = function() return admit(stream, group, prefix, entry, tid, payload, flow, now) end
       end
-      local attempt, _, refused = take_entry(q, entry, fields, 1, gate)
+      local attempt, _, refused = take_entry(q, entry, tid, payload, before, 1, gate)
       if attempt > 0 then
         out[#out + 1] = entry
         out[#out + 1] = tid

@@ -1,75 +1,124 @@
 -- Record the outcome of a batch of deliveries and acknowledge them, atomically.
--- A delivery that is no longer this consumer's (its lease lapsed and another
--- worker reclaimed it, which re-marked the task record atomically with the
--- claim) or no longer pending is fenced off: nothing is written.
+-- A delivery that is no longer this consumer's is fenced off: nothing is
+-- written. The task record says whose it is: every script that hands an entry
+-- to a consumer (fetch, start, reclaim) names that consumer and entry in the
+-- record with state running, atomically with the delivery, and every script
+-- that takes an entry away (reclaim's dead-lettering, a worker leaving, a
+-- finish) changes the state or the names in the same call. So the record, read
+-- once, decides; the owned entries are then acknowledged with one XACK per
+-- stream for the whole batch.
 -- KEYS: stream, delayed, delayed_payloads, dead, outbox
 -- ARGV: task_prefix, group, consumer, result_ttl_ms, done_channel, dead_maxlen,
---   control_channel, rows, blob; a row per delivery:
---   {entry_id, task_id, state, result length, error length, retry_delay_ms,
---    payload length, reason, unique (1: release the task's unique key),
---    follow length (workflows: hand-off rows for the outbox)};
---   the blob holds result, error, payload, follow of each
+--   control_channel, rows, blob; rows: one flat msgpack array (a table per row
+--   would cost more than the rest of the row's work), per delivery
+--   entry_id, task_id, state, body length, 0, or in the long form
+--   entry_id, task_id, state, body length, 1, unique (1: release the task's
+--   unique key), retry_delay_ms, payload length, reason, follow length
+--   (workflows: hand-off rows for the outbox); with events on, each row ends
+--   with the task's name, attempt and run time in ms, for the outcome's event
+--   (name '': read them from the record); the blob holds each row's body
+--   (the result of a success, else the error), then in the long form its
+--   payload and follow
 -- state is one of succeeded, failed, expired, aborted, retrying, dead.
 -- Returns the entry ids that were fenced off.
 local stream, delayed, payloads, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
-local ttl, channel, dead_maxlen, control = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+local ttl, channel, dead_maxlen, control = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local wake = false
 local now = now_ms()
+local now_text = int_text(now)
 events_from(5)
-local rows, blob, pos = cmsgpack.unpack(ARGV[8]), ARGV[9], 1
-local fenced, done, acked = {}, {}, 0
+local rows = cmsgpack.unpack(ARGV[8])
+local nvalues = #rows
+local fenced, done = {}, {}
 local handoffs = {}  -- workflows: next steps
-local urgent_acked = false  -- flow control
-for _, row in ipairs(rows) do
-  local entry, tid, state = row[1], row[2], row[3]
-  local result, err, payload
-  result, pos = cut(blob, pos, row[4])
-  err, pos = cut(blob, pos, row[5])
-  payload, pos = cut(blob, pos, row[7])
-  local follow  -- workflows: the hand-offs this outcome sends on
-  follow, pos = cut(blob, pos, row[10] or 0)
-  local retry_delay, reason, unique = row[6], row[8], row[9]
-  local rec = prefix .. tid
-  local owned, repeated = true, false
-  local estream, ckey = stream, nil  -- flow control: the entry's stream, its token
-  local name, attempt, started  -- for the outcome's event
-  if entry ~= '' then
-    -- name, attempt, started: for the outcome's event, read here at no extra cost
-    local owner = redis.call('HMGET', rec, 'worker', 'entry', 'ck', 'name', 'attempt', 'started')
-    ckey = owner[3]
-    name, attempt, started = owner[4], owner[5], owner[6]
-    if ckey or string.sub(entry, 1, 2) == '0-' then
-      estream = stream_of(stream, entry)
-      if estream ~= stream then urgent_acked = true end
-    end
-    if owner[2] then
-      owned = owner[1] == consumer and owner[2] == entry
+-- The owned entries of the stream and (flow control) of the urgent stream.
+local acks, urgent_acks = {}, {}
+
+-- First pass, reads only: which rows to record. Per row, the record's
+-- worker, entry, state, ck, or true for a row without an entry (recorded as
+-- it is), or false.
+-- (A field read costs about as much as a small command: only these.)
+-- The batch's first write is then the XACK, which never grows memory: Redis
+-- over maxmemory still lets the whole script through (see renew.lua).
+local seen = {}
+local k, i = 1, 0
+while k <= nvalues do
+  local entry, tid = rows[k], rows[k + 1]
+  i = i + 1
+  if rows[k + 4] == 1 then k = k + 10 else k = k + 5 end
+  if EVENTS then k = k + 3 end
+  if entry == '' then
+    seen[i] = true
+  else
+    local rec = prefix .. tid
+    local r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'ck')
+    local urgent = string.byte(entry, 1) == 48 and string.byte(entry, 2) == 45  -- '0-'
+    local owned
+    if r[2] then
+      owned = r[1] == consumer and r[2] == entry and r[3] == 'running'
     else  -- no record (purged): ask the stream who holds the entry
+      local estream = stream
+      if urgent then estream = stream_of(stream, entry) end
       owned = #redis.call('XPENDING', estream, group, entry, entry, 1, consumer) == 1
     end
-    if owned and redis.call('XACK', estream, group, entry) == 0 then
-      owned = false
-      repeated = recorded_before(rec, entry)
+    if owned then
+      seen[i] = r
+      if urgent then urgent_acks[#urgent_acks + 1] = entry else acks[#acks + 1] = entry end
+    else
+      seen[i] = false
+      -- This consumer's entry whose outcome is recorded already: the same call
+      -- sent again after its reply was lost. Nothing to do, and not fenced off.
+      if not (r[1] == consumer and r[2] == entry and recorded_before(rec, entry)) then
+        fenced[#fenced + 1] = entry
+      end
     end
-    acked = acked + 1
   end
-  if repeated then
-    -- Recorded by this same call before its reply was lost: nothing to do.
-  elseif not owned then
-    fenced[#fenced + 1] = entry
+end
+if #acks > 0 then redis.call('XACK', stream, group, unpack(acks)) end
+if #urgent_acks > 0 then  -- flow control
+  redis.call('XACK', flow_base(stream) .. ':pstream', group, unpack(urgent_acks))
+end
+
+local blob, pos = ARGV[9], 1
+k, i = 1, 0
+while k <= nvalues do
+  local entry, tid, state = rows[k], rows[k + 1], rows[k + 2]
+  local body
+  body, pos = cut(blob, pos, rows[k + 3])
+  local result, err = body, body
+  local unique, retry_delay, payload, reason = 0, 0, '', ''
+  local follow = ''  -- workflows: the hand-offs this outcome sends on
+  if rows[k + 4] == 1 then
+    unique, retry_delay, reason = rows[k + 5], rows[k + 6], rows[k + 8]
+    payload, pos = cut(blob, pos, rows[k + 7])
+    follow, pos = cut(blob, pos, rows[k + 9])
+    k = k + 10
   else
-    if entry ~= '' then redis.call('HSET', rec, 'fin', entry) end
+    k = k + 5
+  end
+  local name, attempt, started  -- for the outcome's event (name nil: emit reads the record)
+  if EVENTS then
+    if rows[k] ~= '' then name, attempt, started = rows[k], rows[k + 1], now - rows[k + 2] end
+    k = k + 3
+  end
+  i = i + 1
+  local r = seen[i]
+  if r then
+    local rec = prefix .. tid
+    local ckey  -- flow control: the entry's concurrency token
+    if r ~= true then ckey = r[4] end
     if state == 'retrying' and redis.call('HEXISTS', rec, 'abort') == 1 then
       -- Asked to abort while it ran: it is not tried again (abort() waits for this).
       state, err = 'aborted', redis.call('HGET', rec, 'aerr') or err
     end
+    -- `fin`: the entry whose outcome the record holds (see recorded_before).
     if state == 'retrying' then
       local due = now + tonumber(retry_delay)
       redis.call('ZADD', delayed, due, tid)
       if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then wake = true end
       redis.call('HSET', payloads, tid, payload)
-      redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', due)
+      redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', int_text(due), 'fin', entry)
       if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
       if tid ~= '' then
         emit(rec, tid, 'retrying', consumer, now, err, true, name, attempt, started)
@@ -81,11 +130,14 @@ for _, row in ipairs(rows) do
           'attempt', redis.call('HGET', rec, 'attempt') or '0', 'entry', entry)
       end
       if state == 'succeeded' then
-        redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now)
-      else
-        redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now)
+        redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now_text,
+          'fin', entry)
+      elseif state == 'failed' and payload ~= '' then
         -- A failed task keeps its message (dashboard: arguments, run again).
-        if state == 'failed' and payload ~= '' then redis.call('HSET', rec, 'msg', payload) end
+        redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now_text, 'fin', entry,
+          'msg', payload)
+      else
+        redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now_text, 'fin', entry)
       end
       redis.call('PEXPIRE', rec, ttl)
       if tid ~= '' then
@@ -113,8 +165,8 @@ if #handoffs > 0 then
   for i, h in ipairs(handoffs) do fields[2 * i - 1], fields[2 * i] = i, h end
   redis.call('XADD', KEYS[5], '*', unpack(fields))
 end
-if acked > 0 then trim_acked(stream, group) end
-if urgent_acked then trim_acked(flow_base(stream) .. ':pstream', group) end  -- flow control
+if #acks > 0 then trim_acked(stream, group) end
+if #urgent_acks > 0 then trim_acked(flow_base(stream) .. ':pstream', group) end  -- flow control
 -- A leading NUL marks the framed format (other scripts publish plain ids).
 if #done > 0 then publish(channel, '\0' .. table.concat(done)) end
 if wake then publish(control, 'delayed') end

@@ -94,18 +94,18 @@ for _, e in ipairs(claimed) do
     -- says, max_deliveries applies to it (hand-backs counted).
     -- Marked here, atomically with the claim, so the record names the new
     -- owner before the old one could try to finish (see finish.lua).
-    local attempt, deliveries, refused = take_entry(q, entry, fields, p[1] and p[1][4] or 1)
+    local tid, payload, _, before = entry_fields(fields)
+    local attempt, deliveries, refused = take_entry(q, entry, tid, payload, before,
+      p[1] and p[1][4] or 1)
     if attempt > 0 then
       out[#out + 1] = entry
       out[#out + 1] = fields
       out[#out + 1] = deliveries
       out[#out + 1] = attempt
       if EVENTS then
-        emit('', entry_fields(fields), 'started', consumer, now, nil, false, STARTED_NAME, attempt,
-          now)
+        emit('', tid, 'started', consumer, now, nil, false, STARTED_NAME, attempt, now)
       end
     elseif refused then
-      local tid = entry_fields(fields)
       if refused == 'bad_task_id' then tid = '' end
       out[#out + 1] = entry
       out[#out + 1] = { 'id', tid, 'reason', refused }

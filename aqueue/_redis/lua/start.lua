@@ -36,7 +36,9 @@ for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
     if flow then
       gate = function() return admit(stream, group, prefix, row[1], row[2], payload, flow, now) end
     end
-    local attempt, _, refused = take_entry(q, row[1], e[2], p[1] and p[1][4] or 1, gate)
+    local tid, message, _, before = entry_fields(e[2])
+    local attempt, _, refused = take_entry(q, row[1], tid, message, before,
+      p[1] and p[1][4] or 1, gate)
     if refused then
       out[#out + 1] = refused
     elseif attempt == -2 then

@@ -7,11 +7,14 @@
 -- started, so the caller must send this message again carrying that id (the
 -- message names its own task, so the script can't rewrite it); {'again', ''}:
 -- the message was rebuilt for a task that started meanwhile, send a new one.
+-- Events: a new task 'scheduled' (or 'queued' without a delay); a debounced
+-- task 'scheduled' again each time its window starts again.
 local stream, delayed, payloads, ukey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, control = ARGV[1], ARGV[2]
 local tid, name, payload, mode = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local delay, uttl = tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = now_ms()
+events_from(4)
 
 local owner = live_owner(prefix, ukey)
 -- Not started yet: still waiting for its time in the delayed set, with its message.
@@ -27,6 +30,8 @@ if waiting then
     redis.call('ZADD', delayed, now + delay, tid)
     redis.call('HSET', prefix .. tid, 'eta', now + delay)
     redis.call('SET', ukey, tid, 'PX', uttl)
+    emit(prefix .. tid, tid, 'scheduled', '', now)
+    flush_events()
   end
   return {'ok', tid}
 end
@@ -37,4 +42,6 @@ if enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, false, del
     now) then
   publish(control, 'delayed')
 end
+emit('', tid, delay > 0 and 'scheduled' or 'queued', '', now, nil, false, name, 0, false)
+flush_events()
 return {'ok', tid}
