@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from typing import Any
 
 import pytest
@@ -238,3 +239,76 @@ async def test_signed_steps_purged_or_aborted_while_waiting_end_their_chain(
         assert runs == {}
     finally:
         await signed.close()
+
+
+async def test_a_step_aborted_while_read_ahead_ends_its_chain(app: aqueue.App) -> None:
+    """A step the worker fetched and held, aborted before its turn, hands on
+    its outcome like a step that ran: the chain's last step fails."""
+    release = asyncio.Event()
+
+    @app.task(queue="numbers")
+    async def block() -> int:
+        await release.wait()
+        return 1
+
+    @app.task(queue="numbers")
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    async with running_worker(app, queues=["numbers"], concurrency=1, prefetch=1) as worker:
+        blocker = await block.enqueue()
+        await wait_until(lambda: len(worker._inflight) == 1)
+        last = await chain(add.s(1, 2), add.s(3), add.s(4)).enqueue()
+        first = last.parent.parent if last.parent is not None else None
+        assert first is not None
+        inflight = worker._inflight
+        await wait_until(lambda: inflight.entry_of(first.id) is not None)
+        aborting = asyncio.create_task(first.abort())
+        entry = inflight.entry_of(first.id)
+        assert entry is not None
+
+        def cancelled() -> bool:
+            held = inflight.get(entry)
+            return held is not None and held.cancel_reason == "abort"
+
+        await wait_until(cancelled)
+        release.set()
+        assert await blocker.get(timeout=10) == 1
+        assert await aborting
+        assert await first.status() is TaskStatus.ABORTED
+        await ends_with(last, "ended aborted")
+
+
+async def test_a_chord_member_abandoned_after_its_abort_fails_the_chord(
+    app: aqueue.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member that ignores its abort is recorded aborted after the grace, and
+    its chord counts it: the callback fails instead of waiting for ever."""
+    from aqueue.runtime import running
+
+    monkeypatch.setattr(running, "ABORT_GRACE", 0.2)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @app.task(queue="numbers")
+    async def stubborn(n: int) -> int:
+        if n == 2:
+            started.set()
+            with contextlib.suppress(asyncio.CancelledError):  # swallows the abort
+                await asyncio.sleep(30)
+            await release.wait()
+        return n
+
+    @app.task(queue="totals")
+    async def total(values: list[int]) -> int:
+        return sum(values)
+
+    async with running_worker(app, queues=["numbers", "totals"]):
+        c = chord(group([stubborn.s(1), stubborn.s(2), stubborn.s(3)]), total)
+        callback = await c.enqueue()
+        assert c.members is not None
+        await asyncio.wait_for(started.wait(), 10)
+        assert await c.members.results[1].abort()  # recorded aborted after the grace
+        failed = await ends_with(callback, "1 of 3 chord members failed", "#1", "aborted")
+        assert failed.exc_type == "TaskAborted"
+        release.set()

@@ -216,10 +216,7 @@ class Runner:
                 if reason is None:
                     raise
                 return
-        envelope = job.envelope
-        if (envelope.then is not None or envelope.member is not None) and not item.follow:
-            # workflows: hand on (run_hooked has, inside the enqueue middleware)
-            item.follow = follow_ups(job.envelope, item, self.executor.codec, time.time())
+        self._hand_on(job, item)
         self.finish(job.delivery.queue, item, running)
         self._ended()
         if info is not None:
@@ -240,9 +237,7 @@ class Runner:
                 if running.cancel_reason is None and not self.stopping:
                     self._begin(running)
                 elif running.cancel_reason == "abort":
-                    item = aborted(running.job)
-                    self.finish(running.job.delivery.queue, item, running)
-                    tell_aborted(self.executor.hooks, item, running.job)
+                    self._record_aborted(running)
                 else:  # lost, or stopping (leaving hands it back): nothing to record
                     self.inflight.forget(running.job)
                     self.capacity.release()
@@ -291,9 +286,24 @@ class Runner:
             ABORT_GRACE,
         )
         running.abandoned = True
+        self._record_aborted(running)
+
+    def _record_aborted(self, running: Running) -> None:
+        """Record a job aborted that did not end by itself (aborted while read
+        ahead, or abandoned after the grace), as a run that ended would be."""
+        job = running.job
         item = aborted(job)
+        self._hand_on(job, item)
         self.finish(job.delivery.queue, item, running)
         tell_aborted(self.executor.hooks, item, job)
+
+    def _hand_on(self, job: Job, item: FinishItem) -> None:
+        """A workflow step's hand-offs (the next steps, or its chord's count)
+        leave with its outcome, whichever way it ended; run_hooked has made
+        them already, inside the enqueue middleware, for a run with hooks."""
+        envelope = job.envelope
+        if (envelope.then is not None or envelope.member is not None) and not item.follow:
+            item.follow = follow_ups(envelope, item, self.executor.codec, time.time())
 
     def drop_read_ahead(self) -> list[Delivery]:
         """Forget every job read ahead and never begun (leaving hands them back);
