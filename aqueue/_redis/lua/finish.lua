@@ -114,11 +114,11 @@ while k <= nvalues do
     end
     -- `fin`: the entry whose outcome the record holds (see recorded_before).
     if state == 'retrying' then
-      local due = now + tonumber(retry_delay)
+      local due = int_text(now + tonumber(retry_delay))
       redis.call('ZADD', delayed, due, tid)
       if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then wake = true end
       redis.call('HSET', payloads, tid, payload)
-      redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', int_text(due), 'fin', entry)
+      redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', due, 'fin', entry)
       if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
       if tid ~= '' then
         emit(rec, tid, 'retrying', consumer, now, err, true, name, attempt, started)
@@ -126,7 +126,7 @@ while k <= nvalues do
     else
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
-          'm', payload, 'reason', reason, 'error', err, 'at', now,
+          'm', payload, 'reason', reason, 'error', err, 'at', now_text,
           'attempt', redis.call('HGET', rec, 'attempt') or '0', 'entry', entry)
       end
       if state == 'succeeded' then
