@@ -129,6 +129,16 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
   v[n + 4], v[n + 5], v[n + 6] = tonumber(attempt) or 0, duration, etext
 end
 
+-- A task event without an error whose values the script has at hand (a task
+-- queued, scheduled, started, or succeeded with its run time): emit's checks
+-- and conversions left out, as these come once per task; the caller checks
+-- EVENTS. `name` may be false; `duration` is -1 for none.
+local function emit_plain(tid, name, state, worker, now, attempt, duration)
+  local v, n = event_slot(worker, now)
+  v[n + 1], v[n + 2], v[n + 3] = tid, name or '', state
+  v[n + 4], v[n + 5], v[n + 6] = attempt, duration, ''
+end
+
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end

@@ -49,7 +49,7 @@ for at = 0, #rows - 1, ROW do
     if earliest then wake = true end
     if fresh then mark_enqueued_by(prefix .. tid, payload) end
     if EVENTS then
-      emit('', tid, delay > 0 and 'scheduled' or 'queued', '', now, nil, false, name, 0, false)
+      emit_plain(tid, name, delay > 0 and 'scheduled' or 'queued', '', now, 0, -1)
     end
   end
   pos = pos + flow_len

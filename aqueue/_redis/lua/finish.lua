@@ -140,9 +140,13 @@ while k <= nvalues do
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now_text, 'fin', entry)
       end
       redis.call('PEXPIRE', rec, ttl)
-      if tid ~= '' then
-        local e = state ~= 'succeeded' and err or ''
-        emit(rec, tid, state, consumer, now, e, true, name, attempt, started)
+      if tid ~= '' and EVENTS then
+        if state == 'succeeded' and name then  -- the usual event, its values at hand
+          emit_plain(tid, name, state, consumer, now, attempt, now - started)
+        else
+          local e = state ~= 'succeeded' and err or ''
+          emit(rec, tid, state, consumer, now, e, true, name, attempt, started)
+        end
       end
       if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
       -- workflows: the next steps leave with this outcome, atomically
