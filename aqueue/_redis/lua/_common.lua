@@ -6,6 +6,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- "Now" when a script knows it without reading the clock: never here (false);
+-- the test clock (_clock.lua) knows it.
+local function known_now() return false end
+
 -- A whole number as the text Redis stores. redis.call prints a Lua number
 -- argument with '%.17g', which costs more than a small command itself; a
 -- script passes hot numbers (times, attempts) through this instead. Small
@@ -123,6 +127,16 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
   local v, n = event_slot(worker or '', now)
   v[n + 1], v[n + 2], v[n + 3] = tid or '', name or '', state
   v[n + 4], v[n + 5], v[n + 6] = tonumber(attempt) or 0, duration, etext
+end
+
+-- A task event without an error whose values the script has at hand (a task
+-- queued, scheduled, started, or succeeded with its run time): emit's checks
+-- and conversions left out, as these come once per task; the caller checks
+-- EVENTS. `name` may be false; `duration` is -1 for none.
+local function emit_plain(tid, name, state, worker, now, attempt, duration)
+  local v, n = event_slot(worker, now)
+  v[n + 1], v[n + 2], v[n + 3] = tid, name or '', state
+  v[n + 4], v[n + 5], v[n + 6] = attempt, duration, ''
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
@@ -325,22 +339,28 @@ end
 -- delay > 0. `fresh` first clears an old record of the same id; a unique key
 -- ('' for none) is taken for `uttl` ms. Returns true when the message became
 -- the earliest delayed one (sleeping workers must be woken).
+-- `now` is the time in ms as text, made once per script: redis.call prints a
+-- Lua number with '%.17g', which costs more than a small command. It may be
+-- false for a message without delay: its record then takes the time of its
+-- stream entry's id (Redis' clock as well), so a lone enqueue needs no TIME.
 local function enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, fresh, delay,
                            ukey, uttl, now)
   local rec = prefix .. tid
   if fresh then redis.call('DEL', rec) end
   if ukey ~= '' then
-    redis.call('SET', ukey, tid, 'PX', uttl)
+    redis.call('SET', ukey, tid, 'PX', string.format('%d', uttl))
     redis.call('HSET', rec, 'ukey', ukey)
   end
   if delay > 0 then
-    redis.call('ZADD', delayed, now + delay, tid)
+    local eta = string.format('%d', now + delay)
+    redis.call('ZADD', delayed, eta, tid)
     redis.call('HSET', payloads, tid, payload)
-    redis.call('HSET', rec, 'state', 'scheduled', 'name', name, 'enq', now, 'eta', now + delay)
+    redis.call('HSET', rec, 'state', 'scheduled', 'name', name, 'enq', now, 'eta', eta)
     return redis.call('ZRANGE', delayed, 0, 0)[1] == tid
   end
-  redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
-  redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+  local entry = redis.call('XADD', stream, '*', 'id', tid, 'm', payload)
+  redis.call('HSET', rec, 'state', 'queued', 'name', name,
+    'enq', now or string.match(entry, '^%d+'))
   return false
 end
 

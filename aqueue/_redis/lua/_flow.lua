@@ -51,24 +51,26 @@ local function route(stream, group, rec, tid, payload, pri, flow)
     redis.call('XADD', stream, '*', 'bell', '1')
   end
   local seq = redis.call('INCR', base .. ':prio:seq')
-  redis.call('ZADD', prio, (9 - pri) * 1e13 + seq, tid)
+  redis.call('ZADD', prio, string.format('%d', (9 - pri) * 1e13 + seq), tid)
   redis.call('HSET', base .. ':prio:m', tid, payload)
 end
 
--- Enqueue one message with a priority or limits (see enqueue_one for the rest).
+-- Enqueue one message with a priority or limits (see enqueue_one for the rest;
+-- `now` is never false here).
 local function enqueue_flow(stream, delayed, payloads, prefix, tid, name, payload, fresh, delay,
                             ukey, uttl, now, pri, flow, group)
   local rec = prefix .. tid
   if fresh then redis.call('DEL', rec) end
   if ukey ~= '' then
-    redis.call('SET', ukey, tid, 'PX', uttl)
+    redis.call('SET', ukey, tid, 'PX', string.format('%d', uttl))
     redis.call('HSET', rec, 'ukey', ukey)
   end
-  redis.call('HSET', rec, 'pri', pri, 'f', flow)
+  redis.call('HSET', rec, 'pri', string.format('%d', pri), 'f', flow)
   if delay > 0 then
-    redis.call('ZADD', delayed, now + delay, tid)
+    local eta = string.format('%d', now + delay)
+    redis.call('ZADD', delayed, eta, tid)
     redis.call('HSET', payloads, tid, payload)
-    redis.call('HSET', rec, 'state', 'scheduled', 'name', name, 'enq', now, 'eta', now + delay)
+    redis.call('HSET', rec, 'state', 'scheduled', 'name', name, 'enq', now, 'eta', eta)
     return redis.call('ZRANGE', delayed, 0, 0)[1] == tid
   end
   redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)

@@ -8,12 +8,13 @@
 -- members' outcomes, now in the callback's message, expire with the results.
 -- Returns 1 when this call fired the chord, 0 when it had been fired before.
 local stream, chord = KEYS[1], KEYS[2]
-local prefix, channel, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, channel, ttl = ARGV[1], ARGV[2], ARGV[3]
 local tid, name, kind, body = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 events_from(2)
 if redis.call('HGET', chord, 'fired') then return 0 end
 local now = now_ms()
-redis.call('HSET', chord, 'fired', now)
+local now_text = string.format('%d', now)  -- redis.call would print a number with '%.17g'
+redis.call('HSET', chord, 'fired', now_text)
 redis.call('PEXPIRE', chord, ttl)
 local rec = prefix .. tid
 if redis.call('HGET', rec, 'state') == 'aborted' then
@@ -22,11 +23,11 @@ if redis.call('HGET', rec, 'state') == 'aborted' then
 end
 if kind == '0' then
   redis.call('XADD', stream, '*', 'id', tid, 'm', body)
-  redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+  redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now_text)
   emit(rec, tid, 'queued', '', now)
 else
-  redis.call('HSET', rec, 'state', 'failed', 'name', name, 'error', body, 'enq', now,
-    'finished', now)
+  redis.call('HSET', rec, 'state', 'failed', 'name', name, 'error', body, 'enq', now_text,
+    'finished', now_text)
   emit(rec, tid, 'failed', '', now, body)
   redis.call('PEXPIRE', rec, ttl)
   publish(channel, '\0' .. push_frame(tid, 'failed', body))

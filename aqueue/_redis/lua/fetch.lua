@@ -41,7 +41,7 @@ local function accept(entries)
         out[#out + 1] = attempt
         runnable = runnable + 1
         if EVENTS then
-          emit('', tid, 'started', consumer, now, nil, false, STARTED_NAME, attempt, now)
+          emit_plain(tid, STARTED_NAME, 'started', consumer, now, attempt, -1)
         end
       elseif refused then
         -- Dead-lettered here: the worker logs it (the reason in place of the message).

@@ -114,11 +114,11 @@ while k <= nvalues do
     end
     -- `fin`: the entry whose outcome the record holds (see recorded_before).
     if state == 'retrying' then
-      local due = now + tonumber(retry_delay)
+      local due = int_text(now + tonumber(retry_delay))
       redis.call('ZADD', delayed, due, tid)
       if redis.call('ZRANGE', delayed, 0, 0)[1] == tid then wake = true end
       redis.call('HSET', payloads, tid, payload)
-      redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', int_text(due), 'fin', entry)
+      redis.call('HSET', rec, 'state', 'retrying', 'error', err, 'eta', due, 'fin', entry)
       if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
       if tid ~= '' then
         emit(rec, tid, 'retrying', consumer, now, err, true, name, attempt, started)
@@ -126,7 +126,7 @@ while k <= nvalues do
     else
       if state == 'dead' then
         redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'id', tid,
-          'm', payload, 'reason', reason, 'error', err, 'at', now,
+          'm', payload, 'reason', reason, 'error', err, 'at', now_text,
           'attempt', redis.call('HGET', rec, 'attempt') or '0', 'entry', entry)
       end
       if state == 'succeeded' then
@@ -140,9 +140,13 @@ while k <= nvalues do
         redis.call('HSET', rec, 'state', state, 'error', err, 'finished', now_text, 'fin', entry)
       end
       redis.call('PEXPIRE', rec, ttl)
-      if tid ~= '' then
-        local e = state ~= 'succeeded' and err or ''
-        emit(rec, tid, state, consumer, now, e, true, name, attempt, started)
+      if tid ~= '' and EVENTS then
+        if state == 'succeeded' and name then  -- the usual event, its values at hand
+          emit_plain(tid, name, state, consumer, now, attempt, now - started)
+        else
+          local e = state ~= 'succeeded' and err or ''
+          emit(rec, tid, state, consumer, now, e, true, name, attempt, started)
+        end
       end
       if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
       -- workflows: the next steps leave with this outcome, atomically

@@ -12,8 +12,9 @@
 -- Returns {steps enqueued, ids of chords whose members have all ended and whose
 -- callback was not enqueued yet, steps failed or aborted here}.
 local stream = KEYS[1]
-local prefix, channel, ttl, chords = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local prefix, channel, ttl, chords = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms()
+local now_text = string.format('%d', now)  -- redis.call would print a number with '%.17g'
 events_from(1)
 local rows, blob, pos = cmsgpack.unpack(ARGV[5]), ARGV[6], 1
 local done, enqueued, complete, settled = {}, 0, {}, 0
@@ -39,13 +40,13 @@ for _, row in ipairs(rows) do
     if redis.call('EXISTS', rec) == 0 then
       if kind == 0 then
         redis.call('XADD', stream, '*', 'id', id, 'm', body)
-        redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now)
+        redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now_text)
         emit(rec, id, 'queued', '', now)
         enqueued = enqueued + 1
       else
         local state = kind == 3 and 'aborted' or 'failed'
-        redis.call('HSET', rec, 'state', state, 'name', name, 'error', body, 'enq', now,
-          'finished', now)
+        redis.call('HSET', rec, 'state', state, 'name', name, 'error', body, 'enq', now_text,
+          'finished', now_text)
         emit(rec, id, state, '', now, body)
         redis.call('PEXPIRE', rec, ttl)
         done[#done + 1] = push_frame(id, state, body)

@@ -4,10 +4,10 @@
 -- ARGV: task_prefix, limit, group
 -- Returns {moved, ms until the next delayed task is due or -1}.
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
-local prefix, limit = ARGV[1], tonumber(ARGV[2])
+local prefix, limit = ARGV[1], ARGV[2]
 events_from(3)
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', int_text(now), 'LIMIT', '0', limit)
 for _, tid in ipairs(due) do
   local payload = redis.call('HGET', payloads, tid)
   if payload then

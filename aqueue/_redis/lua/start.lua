@@ -46,7 +46,7 @@ for _, row in ipairs(cmsgpack.unpack(ARGV[4])) do
     else
       out[#out + 1] = attempt
       if EVENTS and attempt > 0 then
-        emit('', row[2], 'started', q.consumer, now, nil, false, STARTED_NAME, attempt, now)
+        emit_plain(row[2], STARTED_NAME, 'started', q.consumer, now, attempt, -1)
       end
       if attempt == 0 and flow then
         local ck = redis.call('HGET', prefix .. row[2], 'ck')

@@ -13,17 +13,18 @@ local prefix, tick = ARGV[1], tonumber(ARGV[2])
 events_from(2)
 local last = redis.call('GET', pkey)
 if last and tonumber(last) >= tick then return {'claimed', ''} end
-redis.call('SET', pkey, tick)
+redis.call('SET', pkey, ARGV[2])  -- the tick's text, as sent
 if not last then return {'new', ''} end
 local tid, name, payload = ARGV[3], ARGV[4], ARGV[5]
-local ukey, uttl = ARGV[6], tonumber(ARGV[7])
+local ukey, uttl = ARGV[6], ARGV[7]
 if ukey ~= '' then
   local owner = live_owner(prefix, ukey)
   if owner then return {'skipped', owner} end
 end
 -- The same routine as enqueue.lua, always into the stream (never delayed).
 local now = now_ms()
-enqueue_one(stream, '', '', prefix, tid, name, payload, true, 0, ukey, uttl, now)
+enqueue_one(stream, '', '', prefix, tid, name, payload, true, 0, ukey, uttl,
+  string.format('%d', now))
 emit(prefix .. tid, tid, 'queued', '', now)
 flush_events()
 return {'enqueued', tid}

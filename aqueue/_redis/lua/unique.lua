@@ -12,7 +12,7 @@
 local stream, delayed, payloads, ukey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, control = ARGV[1], ARGV[2]
 local tid, name, payload, mode = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local delay, uttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+local delay, uttl = tonumber(ARGV[7]), ARGV[8]  -- uttl stays text: it goes to SET as is
 local now = now_ms()
 events_from(4)
 
@@ -27,8 +27,9 @@ if waiting then
   redis.call('HSET', payloads, tid, payload)
   if mode == 'debounce' then
     -- The window starts again from this enqueue.
-    redis.call('ZADD', delayed, now + delay, tid)
-    redis.call('HSET', prefix .. tid, 'eta', now + delay)
+    local eta = string.format('%d', now + delay)  -- as text (int_text says why)
+    redis.call('ZADD', delayed, eta, tid)
+    redis.call('HSET', prefix .. tid, 'eta', eta)
     redis.call('SET', ukey, tid, 'PX', uttl)
     emit(prefix .. tid, tid, 'scheduled', '', now)
     flush_events()
@@ -39,7 +40,7 @@ end
 if owner == tid or redis.call('EXISTS', prefix .. tid) == 1 then return {'again', ''} end
 -- No waiting task holds the key (none, or the holder already started): a new task.
 if enqueue_one(stream, delayed, payloads, prefix, tid, name, payload, false, delay, ukey, uttl,
-    now) then
+    string.format('%d', now)) then
   publish(control, 'delayed')
 end
 emit('', tid, delay > 0 and 'scheduled' or 'queued', '', now, nil, false, name, 0, false)
