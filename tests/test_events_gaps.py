@@ -170,3 +170,51 @@ async def test_a_task_over_its_concurrency_waits_queued_for_a_token(
 
 async def deferred(app: aqueue.App, task_id: str) -> bool:
     return [ev.state for ev in await events_of(app, task_id)] == ["queued", "queued"]
+
+
+async def test_garbage_in_the_stream_is_started_then_dead_and_names_no_other_task(
+    events_app: aqueue.App, redis_url: str
+) -> None:
+    """A message that is not an envelope, with or without a task id, is
+    dead-lettered by the worker: its events say so, under the id the worker
+    gives it, and name no task (not the task whose message came before it)."""
+    import redis.asyncio as aioredis
+
+    app = events_app
+
+    @app.task(name="gaps.named")
+    async def named() -> str:
+        return "ok"
+
+    stream = f"{app.settings.prefix}:{{default}}:stream"
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        async with running_worker(app, concurrency=1):
+            assert await (await named.enqueue()).get(timeout=10) == "ok"
+            await raw.xadd(stream, {"id": "garbage-1", "m": b"\xc1\xff not msgpack"})
+            await raw.xadd(stream, {"m": b"\xc1 no id either"})
+            await wait_until(lambda: dead_letters(app, 2))
+    finally:
+        await raw.aclose()
+    events = [ev async for ev in app.events(since="0", follow=False)]
+    garbage = [
+        (ev.task_id, ev.name, ev.state)
+        for ev in events
+        if ev.name != "gaps.named" and not ev.state.startswith("worker_")
+    ]
+    # A message without a task id goes by its stream entry's id, as in the
+    # worker's log line and the dead-letter stream.
+    no_id = garbage[2][0]
+    assert no_id and no_id != "garbage-1"
+    assert garbage == [
+        ("garbage-1", "", "started"),
+        ("garbage-1", "", "dead"),
+        (no_id, "", "started"),
+        (no_id, "", "dead"),
+    ]
+    dead = [ev for ev in events if ev.state == "dead"]
+    assert all(ev.error_type for ev in dead), dead
+
+
+async def dead_letters(app: aqueue.App, n: int) -> bool:
+    return len(await app.dead_letters()) >= n

@@ -391,8 +391,10 @@ local function envelope_id(payload)
   local n
   if b >= 0xa0 and b <= 0xbf then n, pos = b - 0xa0, pos + 1
   elseif b == 0xd9 and pos + 1 <= #payload then n, pos = string.byte(payload, pos + 1), pos + 2
-  elseif b == 0xda and pos + 2 <= #payload then n, pos = struct.unpack('>I2', payload, pos + 1), pos + 3
-  elseif b == 0xdb and pos + 4 <= #payload then n, pos = struct.unpack('>I4', payload, pos + 1), pos + 5
+  elseif b == 0xda and pos + 2 <= #payload then
+    n, pos = struct.unpack('>I2', payload, pos + 1), pos + 3
+  elseif b == 0xdb and pos + 4 <= #payload then
+    n, pos = struct.unpack('>I4', payload, pos + 1), pos + 5
   else return nil end
   if pos + n - 1 > #payload then return nil end
   return string.sub(payload, pos, pos + n - 1)
@@ -521,7 +523,10 @@ local function take_entry(q, entry, tid, payload, before, deliveries, gate)
     end
     return -1, deliveries, 'max_deliveries'
   end
-  if tid == '' then return 1, deliveries end  -- garbage: it runs into the dead-letter path
+  if tid == '' then  -- garbage: it runs into the dead-letter path
+    STARTED_NAME = false  -- its started event names no task
+    return 1, deliveries
+  end
   if gate and not gate() then return -2, deliveries end
   return mark_seen_started(q.stream, q.group, q.prefix .. tid, entry, q.consumer, q.now, seen,
     q.outbox, payload), deliveries

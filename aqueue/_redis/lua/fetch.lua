@@ -41,7 +41,9 @@ local function accept(entries)
         out[#out + 1] = attempt
         runnable = runnable + 1
         if EVENTS then
-          emit_plain(tid, STARTED_NAME, 'started', consumer, now, attempt, -1)
+          -- (a message without a task id goes by its entry's id, as on the worker)
+          local named = tid ~= '' and tid or entry
+          emit_plain(named, STARTED_NAME, 'started', consumer, now, attempt, -1)
         end
       elseif refused then
         -- Dead-lettered here: the worker logs it (the reason in place of the message).

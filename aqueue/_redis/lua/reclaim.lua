@@ -103,7 +103,7 @@ for _, e in ipairs(claimed) do
       out[#out + 1] = deliveries
       out[#out + 1] = attempt
       if EVENTS then
-        emit_plain(tid, STARTED_NAME, 'started', consumer, now, attempt, -1)
+        emit_plain(tid ~= '' and tid or entry, STARTED_NAME, 'started', consumer, now, attempt, -1)
       end
     elseif refused then
       if refused == 'bad_task_id' then tid = '' end
