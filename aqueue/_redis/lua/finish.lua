@@ -166,7 +166,10 @@ while k <= nvalues do
           'm', payload, 'reason', reason, 'error', err, 'at', now,
           'attempt', redis.call('HGET', rec, 'attempt') or '0', 'entry', entry)
       end
-      if state == 'succeeded' then
+      if state == 'succeeded' and follow ~= '' then  -- workflows: with what it handed on
+        redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now_text,
+          'fin', entry, 'next', handed_on(follow))
+      elseif state == 'succeeded' then
         redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now_text,
           'fin', entry)
       elseif state == 'failed' and payload ~= '' then
@@ -186,7 +189,7 @@ while k <= nvalues do
       if follow ~= '' then
         handed_by[#handoffs + 1] = tid
         handoffs[#handoffs + 1] = follow
-        redis.call('HSET', rec, 'next', handed_on(follow))
+        if state ~= 'succeeded' then redis.call('HSET', rec, 'next', handed_on(follow)) end
       end
       if unique == 1 then
         release_unique(rec, tid)
