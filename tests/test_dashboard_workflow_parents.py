@@ -127,3 +127,50 @@ async def test_a_chord_callback_names_its_chord_and_members_link_to_it(
         assert _link("handed on by", head.id, "default") in page
     html = (await http.get(f"/tasks/{after.id}")).text
     assert "callback of chord " in html
+
+
+async def test_a_failed_step_and_a_wide_group_keep_a_bounded_next(
+    app: aqueue.App, http: httpx.AsyncClient
+) -> None:
+    @app.task(name="wfp.boom")
+    async def boom(n: int) -> int:
+        raise ValueError(f"no {n}")
+
+    @app.task(name="wfp.one")
+    async def one(n: int) -> int:
+        return n
+
+    @app.task(name="wfp.count")
+    async def count(values: list[int]) -> int:
+        return len(values)
+
+    failing = await aqueue.chain(boom.s(1), one, one).enqueue()
+    assert failing.parent is not None and failing.parent.parent is not None
+    first, second = failing.parent.parent, failing.parent
+    wide = await aqueue.chain(one.s(7), aqueue.group(*[one] * 25), count).enqueue()
+    head = wide.parent
+    assert head is not None
+    async with running_worker(app):
+        with pytest.raises(aqueue.TaskFailed):
+            await failing.get(timeout=15)
+        assert await wide.get(timeout=15) == 25
+    broker = app.client.broker
+
+    # The failed step handed on failures (kind 1) for both later steps, and each
+    # of them names it as the step that handed it on.
+    handed: Any = msgspec.msgpack.decode(
+        await broker.client.hget(broker.keys("default").task(first.id), "next")
+    )
+    assert handed == [2, "default", second.id, 1, "default", failing.id, 1]
+    for later in (second, failing):
+        html = (await http.get(f"/tasks/{later.id}")).text
+        assert _link("handed on by", first.id, "default") in html
+
+    # 25 members handed on at once: the record keeps the count and the first 20.
+    handed = msgspec.msgpack.decode(
+        await broker.client.hget(broker.keys("default").task(head.id), "next")
+    )
+    assert handed[0] == 25 and len(handed) == 1 + 3 * 20
+    html = (await http.get(f"/tasks/{head.id}")).text
+    assert html.count("<li>handed on to: ") == 20
+    assert "<li>and 5 more hand-offs</li>" in html
