@@ -862,13 +862,32 @@ class Broker:
         entries: Any = await self.client.xrange(self.keys(queue).outbox, count=count)
         return [(_text(entry_id), dict(fields)) for entry_id, fields in entries]
 
-    async def forward(self, queue: str, handoffs: Sequence[Handoff]) -> tuple[int, list[str]]:
+    async def forward(
+        self,
+        queue: str,
+        handoffs: Sequence[Handoff],
+        parents: Sequence[tuple[str, str]] | None = None,
+    ) -> tuple[int, list[str]]:
         """Apply hand-offs that belong to ``queue``: enqueue or fail chain steps, count
         chord members. Idempotent: a step or member forwarded before is left alone.
+        ``parents``: per hand-off, (task id, queue) of the step that handed it on
+        (id "": not known), kept in the record of a step enqueued or failed here.
 
         Returns (steps enqueued, ids of chords whose callback is now due).
         """
-        rows = _rows.encode([(key, name, len(body), kind) for _, key, name, body, kind in handoffs])
+        if parents is None:
+            rows = _rows.encode(
+                [(key, name, len(body), kind) for _, key, name, body, kind in handoffs]
+            )
+        else:
+            rows = _rows.encode(
+                [
+                    (key, name, len(body), kind, parent, parent_queue)
+                    for (_, key, name, body, kind), (parent, parent_queue) in zip(
+                        handoffs, parents, strict=True
+                    )
+                ]
+            )
         enqueued, complete, _settled = await self._forward(
             queue, rows, b"".join([handoff[3] for handoff in handoffs])
         )
@@ -937,6 +956,7 @@ class Broker:
                 name,
                 1 if fail else 0,
                 body,
+                chord_id,
             ],
             events=queue,
         )

@@ -36,7 +36,7 @@ from .attempts import Attempts, read_attempts
 from .history import History
 from .listing import RecentOutcomes, TaskRow, list_tasks, waiting_message
 from .redaction import Redactor
-from .workflow_links import workflow_links
+from .workflow_links import record_links, workflow_links
 
 __all__ = ["QueuePage", "Readings", "Sampler", "ScheduleRow", "TaskPage"]
 
@@ -72,7 +72,8 @@ class TaskPage:
     """A streaming task's first chunks (see ``chunk_count``)."""
     chunk_count: int = 0
     follows: list[tuple[str, str, str | None]] = field(default_factory=list)
-    """Workflows: (how, queue, task id or None) of what comes after this task."""
+    """Workflows: (how, queue, task id or None) of the step that handed this task on
+    and of what comes after it."""
     attempts: Attempts | None = None
     """Each attempt (from the event stream when events are on), else the last one."""
     timeline: list[tuple[str, float]] = field(default_factory=list)
@@ -277,13 +278,17 @@ class Readings:
         if payload is None and info.status is TaskStatus.QUEUED:
             payload = await waiting_message(self.client, queue, task_id)
         page.can_retry = info.status is TaskStatus.FAILED and b"msg" in rec
+        # Workflows: the record names the step's parent and, once its message is
+        # gone (it succeeded), what it handed on.
+        handed = await record_links(self.client, queue, rec, with_next=payload is None)
+        page.follows = [(link.how, link.queue, link.task_id) for link in handed]
         if payload is not None:
             try:
                 envelope = self.client.codec.unpack(payload)
                 page.args = show(info.name, tuple(_any.decode(envelope.args)))
                 page.kwargs = show(info.name, _any.decode(envelope.kwargs))
                 links = await workflow_links(self.client, envelope)
-                page.follows = [(link.how, link.queue, link.task_id) for link in links]
+                page.follows += [(link.how, link.queue, link.task_id) for link in links]
             except (MessageError, msgspec.DecodeError) as exc:
                 page.args = f"(can't read the message: {exc})"
         await self._chunks(page, queue)

@@ -138,7 +138,7 @@ def task_extras(links: Links, page: TaskPage) -> str:
         items = "".join(
             f'<li>{escape(how)}: <a href="{escape(links.task(tid, queue))}">{escape(tid)}</a></li>'
             if tid
-            else f"<li>{escape(how)} (queue {escape(queue)})</li>"
+            else f"<li>{escape(how)}{f' (queue {escape(queue)})' if queue else ''}</li>"
             for how, queue, tid in page.follows
         )
         out += f'<section><h2>Workflow</h2><ul class="follows">{items}</ul></section>'

@@ -5,18 +5,30 @@ message carries the step after it, and so on), a group inside the chain (its
 members' first steps, counted by a chord whose callback is the step after the
 group), and, for a chord member, the chord that counts it. The chord's hash
 names its callback and counts its members until the callback is enqueued.
-What comes *before* a step is not written anywhere (no message or record
-names its parent), so the page can only link forward.
+
+A step's record adds what its message can't tell (:func:`record_links`): the
+forwarder that enqueued it (``forward.lua``) names the step that handed it on
+(``parent``, ``pq``: its id and queue), a chord's callback names its chord
+(``chord``; the members' ids are not kept), and a step that ended with hand-offs
+(``finish.lua``) keeps the ids it handed on to (``next``, the first 20), so a
+succeeded step, whose message is gone, still links to them. Steps enqueued by
+older workers, and delayed steps, have no ``parent``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import msgspec
 
 from ..client import Client
+from ..core.handoffs import HANDOFF_CHORD, HANDOFF_FAIL
 from ..core.protocol import ChainLink, Envelope, MessageError
 
-__all__ = ["STEPS_SHOWN", "WorkflowLink", "workflow_links"]
+__all__ = ["STEPS_SHOWN", "WorkflowLink", "record_links", "workflow_links"]
+
+_handed_on = msgspec.msgpack.Decoder(list[Any])
 
 #: Later steps (and group members) listed at most.
 STEPS_SHOWN = 50
@@ -84,6 +96,50 @@ async def _callback(client: Client, chords: dict[str, str], queue: str, how: str
             fired = " fired" if b"fired" in state else f" ({done} of {size} members ended)"
             return WorkflowLink(f"{how}: {name}{fired}", chord_queue, state[b"cbid"].decode())
     return WorkflowLink(f"{how} (its chord is gone)", queue, None)
+
+
+async def record_links(
+    client: Client, queue: str, record: dict[bytes, bytes], with_next: bool
+) -> list[WorkflowLink]:
+    """What the step's record names: the step that handed it on (or its chord) and,
+    ``with_next``, what it handed on (``next``; for a step whose message is gone)."""
+    out: list[WorkflowLink] = []
+    parent = record.get(b"parent")
+    if parent:
+        parent_queue = record.get(b"pq", queue.encode()).decode("utf-8", "replace")
+        out.append(WorkflowLink("handed on by", parent_queue, parent.decode("utf-8", "replace")))
+    chord = record.get(b"chord")
+    if chord:
+        chord_id = chord.decode("utf-8", "replace")
+        state = await client.broker.chord_state(queue, chord_id)
+        size = f" ({state[b'n'].decode()} members)" if b"n" in state else ""
+        out.append(WorkflowLink(f"callback of chord {chord_id}{size}", queue, None))
+    if with_next and record.get(b"next"):
+        try:
+            handed = _handed_on.decode(record[b"next"])
+        except msgspec.DecodeError:
+            handed = []
+        out.extend(await _handed_links(client, handed))
+    return out
+
+
+async def _handed_links(client: Client, handed: list[Any]) -> list[WorkflowLink]:
+    """``next`` read back: the number of hand-offs, then (queue, id, kind) of the first."""
+    if not handed:
+        return []
+    out: list[WorkflowLink] = []
+    total, rows = handed[0], handed[1:]
+    for at in range(0, len(rows) - 2, 3):
+        queue, key, kind = str(rows[at]), str(rows[at + 1]), rows[at + 2]
+        if kind == HANDOFF_CHORD:
+            out.append(await _callback(client, {key: queue}, queue, f"counted in chord {key}"))
+        elif kind == HANDOFF_FAIL:
+            out.append(WorkflowLink("handed on to (failed, never ran)", queue, key))
+        else:
+            out.append(WorkflowLink("handed on to", queue, key))
+    if isinstance(total, int) and total > len(rows) // 3:
+        out.append(WorkflowLink(f"and {total - len(rows) // 3} more hand-offs", "", None))
+    return out
 
 
 def _step(number: int) -> str:

@@ -226,27 +226,32 @@ class Forwarder:
             entries = await broker.handoffs(queue, _BATCH)
             if not entries:
                 return forwarded
-            by_queue: dict[str, list[Handoff]] = {}
+            # Per target queue: each hand-off and the id of the step that handed it on.
+            by_queue: dict[str, list[tuple[Handoff, str]]] = {}
             for _entry_id, fields in entries:
                 if b"dead" in fields:
-                    rows = [self._dead_letter_handoff(fields[b"dead"], fields.get(b"deliveries"))]
+                    sources = [
+                        self._dead_letter_handoff(fields[b"dead"], fields.get(b"deliveries"))
+                    ]
                 elif b"ended" in fields:
-                    rows = [self._ended_handoff(fields)]
+                    sources = [self._ended_handoff(fields)]
                 else:
-                    rows = list(fields.values())
-                for encoded in rows:
+                    sources = [(encoded, _handed_by(name)) for name, encoded in fields.items()]
+                for encoded, parent in sources:
                     if encoded:
                         for row in decode_handoffs(encoded):
-                            by_queue.setdefault(row[0], []).append(row)
-            for target, handoffs in by_queue.items():
-                delayed = [row for row in handoffs if row[4] == HANDOFF_DELAYED]
+                            by_queue.setdefault(row[0], []).append((row, parent))
+            for target, pairs in by_queue.items():
+                delayed = [row for row, _ in pairs if row[4] == HANDOFF_DELAYED]
                 if delayed:
                     await self._schedule(broker, target, delayed)
-                    handoffs = [row for row in handoffs if row[4] != HANDOFF_DELAYED]
+                    pairs = [pair for pair in pairs if pair[0][4] != HANDOFF_DELAYED]
                     forwarded += len(delayed)
-                if not handoffs:
+                if not pairs:
                     continue
-                _enqueued, complete = await broker.forward(target, handoffs)
+                handoffs = [row for row, _ in pairs]
+                parents = [(parent, queue) for _, parent in pairs]
+                _enqueued, complete = await broker.forward(target, handoffs, parents)
                 forwarded += len(handoffs)
                 for chord_id in complete:
                     await self.fire(target, chord_id)
@@ -267,14 +272,15 @@ class Forwarder:
             messages.append(OutgoingMessage(task_id, name, payload, delay_ms=delay_ms))
         await broker.enqueue_many(queue, messages)
 
-    def _dead_letter_handoff(self, payload: bytes, deliveries: bytes | None) -> bytes:
-        """The hand-off of a step the reclaimer dead-lettered (b"": not a workflow step)."""
+    def _dead_letter_handoff(self, payload: bytes, deliveries: bytes | None) -> tuple[bytes, str]:
+        """The hand-off of a step the reclaimer dead-lettered (b"": not a workflow step)
+        and the step's id."""
         try:
             envelope = self.codec.unpack(payload)
         except MessageError:
-            return b""  # garbage never belonged to a workflow
+            return b"", ""  # garbage never belonged to a workflow
         if envelope.then is None and envelope.member is None:
-            return b""
+            return b"", envelope.id
         times = deliveries.decode() if deliveries else "too many"
         error = ErrorInfo(
             "DeadLetter",
@@ -282,17 +288,25 @@ class Forwarder:
             "(worker crashed or hung each time)",
         )
         item = FinishItem("", envelope.id, TaskStatus.DEAD, error=encode_error(error))
-        return follow_ups(envelope, item, self.codec, time.time())
+        return follow_ups(envelope, item, self.codec, time.time()), envelope.id
 
-    def _ended_handoff(self, fields: dict[bytes, bytes]) -> bytes:
+    def _ended_handoff(self, fields: dict[bytes, bytes]) -> tuple[bytes, str]:
         """The hand-off of a step that ended without running (aborted or purged while
-        it waited): the scripts that ended it left its message and error here."""
+        it waited), and the step's id: the scripts that ended it left its message and
+        error here."""
         state = TaskStatus(fields[b"ended"].decode())
         error = fields.get(b"error") or encode_error(ErrorInfo("TaskAborted", "aborted"))
         item = FinishItem("", "", state, error=error)
-        return refused_follow_ups(fields.get(b"m", b""), item, self.codec)
+        payload = fields.get(b"m", b"")
+        rows = refused_follow_ups(payload, item, self.codec)
+        if not rows:
+            return b"", ""
+        # Read unverified, as a label only: refused_follow_ups judged the message.
+        return rows, decode_envelope(verify(payload, None)).id
 
-    async def _fail_after_callback(self, callback: bytes, task_id: str, error: bytes) -> None:
+    async def _fail_after_callback(
+        self, queue: str, callback: bytes, task_id: str, error: bytes
+    ) -> None:
         """A chord's callback fails unrun: so do the chain steps after it (a group
         inside a chain). Done before the chord is marked fired, so a forwarder that
         stops in between does both again (each is idempotent)."""
@@ -313,7 +327,8 @@ class Forwarder:
             by_queue.setdefault(row[0], []).append(row)
         broker = self._broker()
         for target, handoffs in by_queue.items():
-            _enqueued, complete = await broker.forward(target, handoffs)
+            parents = [(task_id, queue)] * len(handoffs)
+            _enqueued, complete = await broker.forward(target, handoffs, parents)
             for chord_id in complete:
                 await self.fire(target, chord_id)
 
@@ -329,7 +344,7 @@ class Forwarder:
         failures = [(i, o[1:]) for i, o in enumerate(outcomes) if not o.startswith(b"s")]
         if failures and state.get(b"allow") != b"1":
             error = _chord_failure(failures, size)
-            await self._fail_after_callback(state[b"cb"], task_id, error)
+            await self._fail_after_callback(queue, state[b"cb"], task_id, error)
             return await broker.fire_chord(queue, chord_id, task_id, name, True, error)
         values = [
             msgspec.Raw(o[1:])
@@ -343,6 +358,12 @@ class Forwarder:
         return await broker.fire_chord(
             queue, chord_id, task_id, name, False, self.codec.pack(callback)
         )
+
+
+def _handed_by(field: bytes) -> str:
+    """The id of the step whose hand-offs an outbox field holds: finish.lua names the
+    field '<n>:<step id>' (older workers: '<n>', the id not known: "")."""
+    return field.partition(b":")[2].decode("utf-8", "replace")
 
 
 def _callback_failure(task_id: str, error: bytes) -> bytes:

@@ -31,9 +31,46 @@ events_from(5)
 local rows = cmsgpack.unpack(ARGV[8])
 local nvalues = #rows
 local fenced, done = {}, {}
-local handoffs = {}  -- workflows: next steps
+local handoffs, handed_by = {}, {}  -- workflows: next steps, and the step handing each on
 -- The owned entries of the stream and (flow control) of the urgent stream.
 local acks, urgent_acks = {}, {}
+
+-- Workflows: what a step handed on (its hand-off rows, `follow`), for its
+-- record's `next` (the dashboard's links): a msgpack array of the number of
+-- rows, then queue, id (a chord's, for a chord member) and kind of the first
+-- NEXT_KEPT rows (a group before its members can hand on thousands). The rows
+-- (an array of [queue, id, name, body, kind], the body binary, which cmsgpack
+-- can't read) are walked, not decoded: only their heads are looked at.
+local NEXT_KEPT = 20
+-- The length and start of the msgpack str or bin at `pos` (nil: neither).
+local function sized_at(s, pos)
+  local b = string.byte(s, pos)
+  if not b then return nil end
+  if b >= 0xa0 and b <= 0xbf then return b - 0xa0, pos + 1 end
+  if b == 0xd9 or b == 0xc4 then return string.byte(s, pos + 1), pos + 2 end
+  if b == 0xda or b == 0xc5 then return struct.unpack('>I2', s, pos + 1), pos + 3 end
+  if b == 0xdb or b == 0xc6 then return struct.unpack('>I4', s, pos + 1), pos + 5 end
+  return nil
+end
+local function handed_on(follow)
+  local b, pos, count = string.byte(follow, 1) or 0, 2, 0
+  if b >= 0x90 and b <= 0x9f then count = b - 0x90
+  elseif b == 0xdc then count, pos = struct.unpack('>I2', follow, 2)
+  elseif b == 0xdd then count, pos = struct.unpack('>I4', follow, 2) end
+  local out, n = { count }, 1
+  for _ = 1, math.min(count, NEXT_KEPT) do
+    if string.byte(follow, pos) ~= 0x95 then break end
+    local fields, len, at = {}, nil, pos + 1
+    for f = 1, 4 do  -- queue, id, name, body
+      len, at = sized_at(follow, at)
+      if not len then return cmsgpack.pack(out) end
+      fields[f], at = string.sub(follow, at, at + len - 1), at + len
+    end
+    out[n + 1], out[n + 2], out[n + 3] = fields[1], fields[2], string.byte(follow, at)
+    n, pos = n + 3, at + 1
+  end
+  return cmsgpack.pack(out)
+end
 
 -- First pass, reads only: which rows to record. Per row, the record's
 -- worker, entry, state, ck, or true for a row without an entry (recorded as
@@ -129,7 +166,10 @@ while k <= nvalues do
           'm', payload, 'reason', reason, 'error', err, 'at', now_text,
           'attempt', redis.call('HGET', rec, 'attempt') or '0', 'entry', entry)
       end
-      if state == 'succeeded' then
+      if state == 'succeeded' and follow ~= '' then  -- workflows: with what it handed on
+        redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now_text,
+          'fin', entry, 'next', handed_on(follow))
+      elseif state == 'succeeded' then
         redis.call('HSET', rec, 'state', state, 'result', result, 'finished', now_text,
           'fin', entry)
       elseif state == 'failed' and payload ~= '' then
@@ -150,7 +190,11 @@ while k <= nvalues do
       end
       if ckey then release_token(stream, group, prefix, rec, tid, ckey, now) end  -- flow control
       -- workflows: the next steps leave with this outcome, atomically
-      if follow ~= '' then handoffs[#handoffs + 1] = follow end
+      if follow ~= '' then
+        handed_by[#handoffs + 1] = tid
+        handoffs[#handoffs + 1] = follow
+        if state ~= 'succeeded' then redis.call('HSET', rec, 'next', handed_on(follow)) end
+      end
       if unique == 1 then
         release_unique(rec, tid)
       end
@@ -162,11 +206,12 @@ while k <= nvalues do
     end
   end
 end
--- workflows: one outbox entry for the batch's hand-offs (a field each); a
--- forwarder moves them to their queues (see forward.lua)
+-- workflows: one outbox entry for the batch's hand-offs (a field each, named
+-- '<n>:<id of the step handing them on>'); a forwarder moves them to their
+-- queues (see forward.lua)
 if #handoffs > 0 then
   local fields = {}
-  for i, h in ipairs(handoffs) do fields[2 * i - 1], fields[2 * i] = i, h end
+  for i, h in ipairs(handoffs) do fields[2 * i - 1], fields[2 * i] = i .. ':' .. handed_by[i], h end
   redis.call('XADD', KEYS[5], '*', unpack(fields))
 end
 if #acks > 0 then trim_acked(stream, group) end

@@ -1,7 +1,9 @@
 -- Workflows: apply hand-offs from a queue's outbox to the queue they belong to.
 -- KEYS: stream (of the queue the steps and chords belong to)
 -- ARGV: task_prefix, done_channel, result_ttl_ms, chord_prefix, rows, blob; a row
---   per hand-off: {id, name, body length, kind}; kind 0: enqueue task `id` with
+--   per hand-off: {id, name, body length, kind[, parent id, parent queue]} (the
+--   step that handed it on, kept in the record of a step enqueued or failed
+--   here, for the dashboard; rows of older workers have none); kind 0: enqueue task `id` with
 --   the body as its message; 1: task `id` fails, never having run, with the body
 --   as its error; 2: a member of chord `id` ended (name: its index, body: its
 --   outcome), counted once however often it is forwarded; 3: task `id` is
@@ -22,7 +24,8 @@ local done, enqueued, complete, settled = {}, 0, {}, 0
 -- the counter is bumped once per chord per call, not once per member.
 local chord_order, chord_new = {}, {}
 for _, row in ipairs(rows) do
-  local id, name, kind = row[1], row[2], row[4]
+  local id, name, kind, parent = row[1], row[2], row[4], row[5]
+  if parent == '' then parent = nil end
   local body
   body, pos = cut(blob, pos, row[3])
   if kind == 2 then
@@ -40,13 +43,19 @@ for _, row in ipairs(rows) do
     if redis.call('EXISTS', rec) == 0 then
       if kind == 0 then
         redis.call('XADD', stream, '*', 'id', id, 'm', body)
-        redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now_text)
+        if parent then
+          redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now_text,
+            'parent', parent, 'pq', row[6])
+        else
+          redis.call('HSET', rec, 'state', 'queued', 'name', name, 'enq', now_text)
+        end
         emit(rec, id, 'queued', '', now)
         enqueued = enqueued + 1
       else
         local state = kind == 3 and 'aborted' or 'failed'
         redis.call('HSET', rec, 'state', state, 'name', name, 'error', body, 'enq', now_text,
           'finished', now_text)
+        if parent then redis.call('HSET', rec, 'parent', parent, 'pq', row[6]) end
         emit(rec, id, state, '', now, body)
         redis.call('PEXPIRE', rec, ttl)
         done[#done + 1] = push_frame(id, state, body)
