@@ -407,3 +407,34 @@ def test_entries_of_both_layouts_are_read() -> None:
         )
         == []
     )
+
+
+def test_layout_3_entries_are_read_like_layout_2() -> None:
+    # Layout 3 (today's scripts) is columns of text; a column of one value holds
+    # for every event, and a column that fits no event count gives no event.
+    import msgspec
+
+    from aqueue.core.events import decode_events
+
+    head = [2, "q", "w1", 1_700_000_000_000]
+    failed_values = ["t1", "add", "failed", 2, 250, "ValueError\nbad\nx"]
+    started_values = ["t2", "add", "started", 1, -1, ""]
+    older = decode_events("1-0", msgspec.msgpack.encode([*head, *failed_values, *started_values]))
+    columns = [
+        "t1\xfft2",
+        "add",
+        "failed\xffstarted",
+        "2\xff1",
+        "250\xff-1",
+        "ValueError\nbad\nx\xff",
+    ]
+    text = "\xfe".join(["3", "q", "w1", "1700000000000", *columns])
+    assert decode_events("1-0", text.encode("latin-1")) == older
+    plain = "\xfe".join(["3", "q", "", "5", "é1\xffé2", "n", "queued", "0", "-1", ""])
+    events = decode_events("7-0", plain.encode("latin-1").replace(b"\xe9", "é".encode()))
+    assert [(e.task_id, e.name, e.state, e.error_type, e.duration) for e in events] == [
+        ("é1", "n", "queued", None, None),
+        ("é2", "n", "queued", None, None),
+    ]
+    bad = "\xfe".join(["3", "q", "", "5", "a\xffb\xffc", "n\xffm", "queued", "0", "-1", ""])
+    assert decode_events("7-0", bad.encode("latin-1")) == []

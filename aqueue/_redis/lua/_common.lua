@@ -57,22 +57,37 @@ local STARTED_NAME = false
 -- EVENTS stays nil and emit() returns at once: no command is added. Events are
 -- written by the script that makes the change, so none exists for a change
 -- that did not happen. A script's events go out together, up to EVENT_CHUNK
--- per stream entry, so a batch of a hundred outcomes costs one XADD. Field 'e'
--- holds one msgpack array (layout 2): 2, queue, worker, at ms, then
--- EVENT_FIELDS values per event: task id, name, state, attempt, duration ms
--- (-1: none), error ('' or its type, a newline, its message). The events of
--- an entry share its worker and time (a script's events nearly always do;
--- a new entry starts where they differ). Each value costs about 600
--- instructions to pack, so what events share is written once. (Layout 1,
--- of older workers: ten values per event, queue first; readers take both.)
--- MAXLEN counts entries, so the stream holds at most about
+-- per stream entry, so a batch of a hundred outcomes costs one XADD.
+-- Field 'e' holds layout 3, columns of text rather than msgpack (packing
+-- each value cost ~450 instructions; a column of text is copied):
+--   '3' FS queue FS worker FS at-ms FS ids FS names FS states FS attempts
+--   FS durations-ms (-1: none) FS errors ('' or type, a newline, message)
+-- FS is byte 0xFE, and the values within a column are joined by 0xFF; neither
+-- byte occurs in UTF-8 text, and every value is text (task ids are checked;
+-- names, queues, workers and errors come from Python strings). A column of
+-- one value (errors when none has one) holds for every event of the entry.
+-- The events of an entry share its worker and time (a new entry starts where
+-- they differ). Readers also take layouts 1 and 2 of older workers (msgpack
+-- arrays). MAXLEN counts entries, so the stream holds at most about
 -- events_maxlen * EVENT_CHUNK events.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
--- The chunks (stream entries) made so far; the one being filled is
--- EVENT_VALUES, with EVENT_COUNT events of worker EVENT_WORKER at EVENT_AT.
-local EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
-local EVENT_WORKER, EVENT_AT = nil, nil
-local EVENT_LAYOUT, EVENT_HEAD, EVENT_FIELDS, EVENT_CHUNK = 2, 4, 6, 100
+local EVENT_CHUNK, EVENT_FS, EVENT_VS = 100, '\254', '\255'
+-- The entries made so far (strings); the one being filled has EVENT_COUNT
+-- events of worker EVENT_WORKER at EVENT_AT in the columns below, which are
+-- reused from entry to entry (only their first EVENT_COUNT values count).
+local EVENT_ENTRIES, EVENT_COUNT, EVENT_WORKER, EVENT_AT = {}, 0, nil, nil
+local EV_IDS, EV_NAMES, EV_STATES, EV_ATTEMPTS, EV_DURATIONS, EV_ERRORS = {}, {}, {}, {}, {}, {}
+local EVENT_ERRORS = false  -- whether an event of the entry has an error
+-- Numbers as text, each formatted once per script call.
+local EVENT_NUMBERS = { [-1] = '-1', [0] = '0', [1] = '1', [2] = '2', [3] = '3' }
+local function event_number(n)
+  local text = EVENT_NUMBERS[n]
+  if text then return text end
+  if n == math.floor(n) then text = string.format('%d', n) else text = tostring(n) end
+  EVENT_NUMBERS[n] = text
+  return text
+end
+
 local function events_from(nkeys)
   EVENTS = KEYS[nkeys + 1]
   if EVENTS then EVENTS_QUEUE, EVENTS_MAXLEN = ARGV[#ARGV - 1], ARGV[#ARGV] end
@@ -85,30 +100,46 @@ local function own_argc()
   return #ARGV
 end
 
--- Where the next event's values go: the chunk being filled and the index
--- before its first value. No value may be nil: a chunk must stay an array.
-local function event_slot(worker, at)
-  if EVENT_COUNT == EVENT_CHUNK or worker ~= EVENT_WORKER or at ~= EVENT_AT then
-    if EVENT_COUNT > 0 then EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES end
-    EVENT_VALUES, EVENT_COUNT = { EVENT_LAYOUT, EVENTS_QUEUE, worker, at }, 0
-    EVENT_WORKER, EVENT_AT = worker, at
-  end
-  EVENT_COUNT = EVENT_COUNT + 1
-  return EVENT_VALUES, EVENT_HEAD + (EVENT_COUNT - 1) * EVENT_FIELDS
+-- The entry being filled, as text (see layout 3 above).
+local function event_entry()
+  local n = EVENT_COUNT
+  local errors = ''
+  if EVENT_ERRORS then errors = table.concat(EV_ERRORS, EVENT_VS, 1, n) end
+  return table.concat({ '3', EVENTS_QUEUE, EVENT_WORKER, event_number(EVENT_AT),
+    table.concat(EV_IDS, EVENT_VS, 1, n), table.concat(EV_NAMES, EVENT_VS, 1, n),
+    table.concat(EV_STATES, EVENT_VS, 1, n), table.concat(EV_ATTEMPTS, EVENT_VS, 1, n),
+    table.concat(EV_DURATIONS, EVENT_VS, 1, n), errors }, EVENT_FS)
 end
 
--- An event's error: '' for none, else its type, a newline and its message.
-local function event_error(etype, emsg)
-  if etype == '' and emsg == '' then return '' end
-  return etype .. '\n' .. emsg
+-- Where the next event goes: its index in the columns. No value may be nil.
+local function event_slot(worker, at)
+  if EVENT_COUNT == EVENT_CHUNK or worker ~= EVENT_WORKER or at ~= EVENT_AT then
+    if EVENT_COUNT > 0 then EVENT_ENTRIES[#EVENT_ENTRIES + 1] = event_entry() end
+    EVENT_COUNT, EVENT_WORKER, EVENT_AT, EVENT_ERRORS = 0, worker, at, false
+  end
+  EVENT_COUNT = EVENT_COUNT + 1
+  return EVENT_COUNT
+end
+
+-- An event's error (at index n): '' for none, else its type, a newline and
+-- its message. The errors column is filled from the entry's first error on.
+local function event_set_error(n, etype, emsg)
+  if etype == '' and emsg == '' then
+    if EVENT_ERRORS then EV_ERRORS[n] = '' end
+    return
+  end
+  if not EVENT_ERRORS then
+    for k = 1, n - 1 do EV_ERRORS[k] = '' end
+    EVENT_ERRORS = true
+  end
+  EV_ERRORS[n] = etype .. '\n' .. emsg
 end
 
 -- One task event. `err` is a stored error (a msgpack array of type, message,
 -- traceback); the event keeps its type and message. `name`, `attempt`,
 -- `started` (ms or false): given when the script has them at hand (name nil:
 -- read from the record `rec`, which is otherwise unused). `timed`: the end
--- of a run, whose duration is measured from its start. The values go into
--- the chunk's flat table, packed when the script flushes.
+-- of a run, whose duration is measured from its start.
 local function emit(rec, tid, state, worker, now, err, timed, name, attempt, started)
   if not EVENTS then return end
   if name == nil then
@@ -117,16 +148,18 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
   end
   local duration = -1
   if timed and started then duration = now - tonumber(started) end
-  local etext = ''
+  local etype, emsg = '', ''
   if err and err ~= '' then
     local ok, info = pcall(cmsgpack.unpack, err)
     if ok and type(info) == 'table' then
-      etext = event_error(tostring(info[1] or ''), tostring(info[2] or ''))
+      etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
     end
   end
-  local v, n = event_slot(worker or '', now)
-  v[n + 1], v[n + 2], v[n + 3] = tid or '', name or '', state
-  v[n + 4], v[n + 5], v[n + 6] = tonumber(attempt) or 0, duration, etext
+  local n = event_slot(worker or '', now)
+  EV_IDS[n], EV_NAMES[n], EV_STATES[n] = tid or '', name or '', state
+  EV_ATTEMPTS[n] = event_number(tonumber(attempt) or 0)
+  EV_DURATIONS[n] = event_number(duration)
+  event_set_error(n, etype, emsg)
 end
 
 -- A task event without an error whose values the script has at hand (a task
@@ -134,29 +167,28 @@ end
 -- and conversions left out, as these come once per task; the caller checks
 -- EVENTS. `name` may be false; `duration` is -1 for none.
 local function emit_plain(tid, name, state, worker, now, attempt, duration)
-  local v, n = event_slot(worker, now)
-  v[n + 1], v[n + 2], v[n + 3] = tid, name or '', state
-  v[n + 4], v[n + 5], v[n + 6] = attempt, duration, ''
+  local n = event_slot(worker, now)
+  EV_IDS[n], EV_NAMES[n], EV_STATES[n] = tid, name or '', state
+  EV_ATTEMPTS[n] = EVENT_NUMBERS[attempt] or event_number(attempt)
+  EV_DURATIONS[n] = EVENT_NUMBERS[duration] or event_number(duration)
+  if EVENT_ERRORS then EV_ERRORS[n] = '' end
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end
-  local v, n = event_slot(worker, now)
-  v[n + 1], v[n + 2], v[n + 3] = '', '', state
-  v[n + 4], v[n + 5], v[n + 6] = 0, -1, event_error(etype, emsg)
+  local n = event_slot(worker, now)
+  EV_IDS[n], EV_NAMES[n], EV_STATES[n], EV_ATTEMPTS[n], EV_DURATIONS[n] = '', '', state, '0', '-1'
+  event_set_error(n, etype, emsg)
 end
 
--- Each chunk is packed as one table: one buffer (cmsgpack.pack of many
--- arguments makes a string of each and joins them, three times the cost).
 local function flush_events()
   if not EVENTS then return end
-  if EVENT_COUNT > 0 then EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES end
-  for _, values in ipairs(EVENT_CHUNKS) do
-    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack(values))
+  if EVENT_COUNT > 0 then EVENT_ENTRIES[#EVENT_ENTRIES + 1] = event_entry() end
+  for _, entry in ipairs(EVENT_ENTRIES) do
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', entry)
   end
-  EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
-  EVENT_WORKER, EVENT_AT = nil, nil
+  EVENT_ENTRIES, EVENT_COUNT, EVENT_WORKER, EVENT_AT = {}, 0, nil, nil
 end
 
 -- The task id, message and limits (flow control) of a stream entry's field
