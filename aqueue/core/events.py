@@ -124,8 +124,8 @@ _encoder = msgspec.msgpack.Encoder()
 
 def decode_events(entry_id: str, data: bytes) -> list[Event]:
     """The events of one stream entry (a script writes all of its events as one
-    entry); each gets the id ``<entry id>-<index>``. Layout 3 is text: columns
-    (see ``_layout_3``). Layouts 2 and 1 (older workers) are one msgpack array:
+    entry); each gets the id ``<entry id>-<index>``. Layout 3 is text (see
+    ``_layout_3``). Layouts 2 and 1 (older workers) are one msgpack array:
     layout 2 starts with the number 2, then the queue, worker and time its
     events share, then ``_FIELDS_2`` values per event; layout 1 is ``_FIELDS``
     values per event. An entry that can't be read (written by a
@@ -185,51 +185,38 @@ def _layout_2(values: list[Any]) -> list[_Wire]:
     return wires
 
 
-#: Layout 3 starts with these bytes; its columns are split by _COLUMNS, the
-#: values within a column by _VALUES (bytes that never occur in UTF-8 text).
-_LAYOUT_3 = b"3\xfe"
-_COLUMNS = b"\xfe"
-_VALUES = b"\xff"
-#: The head (layout, queue, worker, at) and six columns: ids, names, states,
-#: attempts, durations, errors.
-_COLUMNS_3 = 10
+#: Layout 3 starts with these bytes; its values are joined by _SEPARATOR, a
+#: byte that never occurs in UTF-8 text.
+_LAYOUT_3 = b"3\xff"
+_SEPARATOR = b"\xff"
 
 
 def _layout_3(data: bytes) -> list[_Wire]:
-    """Layout 3 (``emit`` in ``_common.lua``): ``3``, queue, worker and time,
-    then one column per field, each the events' values in order; a column of
-    one value holds for every event (errors when none has one)."""
-    parts = data.split(_COLUMNS)
-    if len(parts) != _COLUMNS_3:
-        raise ValueError("not a layout 3 entry")
-    queue, worker = parts[1].decode(), parts[2].decode()
-    at_ms = int(parts[3])
-    ids = parts[4].split(_VALUES)
-    count = len(ids)
-    columns = [_column(part, count) for part in parts[5:]]
-    return [
-        _Wire(
-            queue,
-            tid.decode(),
-            name.decode(),
-            state.decode(),
-            int(attempt),
-            worker,
-            at_ms,
-            float(duration) if b"." in duration else int(duration),
-            *error.decode().partition("\n")[::2],
+    """Layout 3 (``emit`` in ``_common.lua``): text, ``3``, queue, worker and
+    time, then ``_FIELDS_2`` values per event as in layout 2."""
+    values = [value.decode() for value in data.split(_SEPARATOR)]
+    if (len(values) - _HEAD_2) % _FIELDS_2:
+        raise ValueError("a layout 3 entry of the wrong length")
+    queue, worker, at_ms = values[1], values[2], int(values[3])
+    wires = []
+    for i in range(_HEAD_2, len(values), _FIELDS_2):
+        task_id, name, state, attempt, duration, error = values[i : i + _FIELDS_2]
+        error_type, _, error_message = error.partition("\n")
+        wires.append(
+            _Wire(
+                queue,
+                task_id,
+                name,
+                state,
+                int(attempt),
+                worker,
+                at_ms,
+                float(duration) if "." in duration else int(duration),
+                error_type,
+                error_message,
+            )
         )
-        for tid, name, state, attempt, duration, error in zip(ids, *columns, strict=True)
-    ]
-
-
-def _column(part: bytes, count: int) -> list[bytes]:
-    values = part.split(_VALUES)
-    if len(values) == count:
-        return values
-    if len(values) == 1:
-        return values * count
-    raise ValueError("a layout 3 column does not match its ids")
+    return wires
 
 
 def encode_worker_event(queue: str, worker: str, state: str, now_ms: int) -> bytes:

@@ -58,26 +58,24 @@ local STARTED_NAME = false
 -- written by the script that makes the change, so none exists for a change
 -- that did not happen. A script's events go out together, up to EVENT_CHUNK
 -- per stream entry, so a batch of a hundred outcomes costs one XADD.
--- Field 'e' holds layout 3, columns of text rather than msgpack (packing
--- each value cost ~450 instructions; a column of text is copied):
---   '3' FS queue FS worker FS at-ms FS ids FS names FS states FS attempts
---   FS durations-ms (-1: none) FS errors ('' or type, a newline, message)
--- FS is byte 0xFE, and the values within a column are joined by 0xFF; neither
--- byte occurs in UTF-8 text, and every value is text (task ids are checked;
--- names, queues, workers and errors come from Python strings). A column of
--- one value (errors when none has one) holds for every event of the entry.
--- The events of an entry share its worker and time (a new entry starts where
--- they differ). Readers also take layouts 1 and 2 of older workers (msgpack
--- arrays). MAXLEN counts entries, so the stream holds at most about
--- events_maxlen * EVENT_CHUNK events.
+-- Field 'e' holds layout 3, text rather than msgpack (packing cost ~450
+-- instructions a value): '3', queue, worker, at ms, then EVENT_FIELDS values
+-- per event: task id, name, state, attempt, duration ms (-1: none), error (''
+-- or its type, a newline, its message), all joined by byte 0xFF, which never
+-- occurs in UTF-8 text (task ids are checked; names, queues, workers and
+-- errors come from Python strings). One table.concat makes the entry: Redis
+-- hashes every byte of each string a script makes, so no part is made as a
+-- string of its own first. The events of an entry share its worker and time
+-- (a new entry starts where they differ). Readers also take layouts 1 and 2
+-- of older workers (msgpack arrays). MAXLEN counts entries, so the stream
+-- holds at most about events_maxlen * EVENT_CHUNK events.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
-local EVENT_CHUNK, EVENT_FS, EVENT_VS = 100, '\254', '\255'
+local EVENT_CHUNK, EVENT_HEAD, EVENT_FIELDS, EVENT_SEP = 100, 4, 6, '\255'
 -- The entries made so far (strings); the one being filled has EVENT_COUNT
--- events of worker EVENT_WORKER at EVENT_AT in the columns below, which are
--- reused from entry to entry (only their first EVENT_COUNT values count).
-local EVENT_ENTRIES, EVENT_COUNT, EVENT_WORKER, EVENT_AT = {}, 0, nil, nil
-local EV_IDS, EV_NAMES, EV_STATES, EV_ATTEMPTS, EV_DURATIONS, EV_ERRORS = {}, {}, {}, {}, {}, {}
-local EVENT_ERRORS = false  -- whether an event of the entry has an error
+-- events of worker EVENT_WORKER at EVENT_AT in EVENT_VALUES, which is reused
+-- from entry to entry (only its first values up to the last event count).
+local EVENT_ENTRIES, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
+local EVENT_WORKER, EVENT_AT = nil, nil
 -- Numbers as text, each formatted once per script call.
 local EVENT_NUMBERS = { [-1] = '-1', [0] = '0', [1] = '1', [2] = '2', [3] = '3' }
 local function event_number(n)
@@ -102,37 +100,26 @@ end
 
 -- The entry being filled, as text (see layout 3 above).
 local function event_entry()
-  local n = EVENT_COUNT
-  local errors = ''
-  if EVENT_ERRORS then errors = table.concat(EV_ERRORS, EVENT_VS, 1, n) end
-  return table.concat({ '3', EVENTS_QUEUE, EVENT_WORKER, event_number(EVENT_AT),
-    table.concat(EV_IDS, EVENT_VS, 1, n), table.concat(EV_NAMES, EVENT_VS, 1, n),
-    table.concat(EV_STATES, EVENT_VS, 1, n), table.concat(EV_ATTEMPTS, EVENT_VS, 1, n),
-    table.concat(EV_DURATIONS, EVENT_VS, 1, n), errors }, EVENT_FS)
+  return table.concat(EVENT_VALUES, EVENT_SEP, 1, EVENT_HEAD + EVENT_COUNT * EVENT_FIELDS)
 end
 
--- Where the next event goes: its index in the columns. No value may be nil.
+-- Where the next event's values go: the index before its first. No value may
+-- be nil.
 local function event_slot(worker, at)
   if EVENT_COUNT == EVENT_CHUNK or worker ~= EVENT_WORKER or at ~= EVENT_AT then
     if EVENT_COUNT > 0 then EVENT_ENTRIES[#EVENT_ENTRIES + 1] = event_entry() end
-    EVENT_COUNT, EVENT_WORKER, EVENT_AT, EVENT_ERRORS = 0, worker, at, false
+    local v = EVENT_VALUES
+    v[1], v[2], v[3], v[4] = '3', EVENTS_QUEUE, worker, event_number(at)
+    EVENT_COUNT, EVENT_WORKER, EVENT_AT = 0, worker, at
   end
   EVENT_COUNT = EVENT_COUNT + 1
-  return EVENT_COUNT
+  return EVENT_VALUES, EVENT_HEAD + (EVENT_COUNT - 1) * EVENT_FIELDS
 end
 
--- An event's error (at index n): '' for none, else its type, a newline and
--- its message. The errors column is filled from the entry's first error on.
-local function event_set_error(n, etype, emsg)
-  if etype == '' and emsg == '' then
-    if EVENT_ERRORS then EV_ERRORS[n] = '' end
-    return
-  end
-  if not EVENT_ERRORS then
-    for k = 1, n - 1 do EV_ERRORS[k] = '' end
-    EVENT_ERRORS = true
-  end
-  EV_ERRORS[n] = etype .. '\n' .. emsg
+-- An event's error: '' for none, else its type, a newline and its message.
+local function event_error(etype, emsg)
+  if etype == '' and emsg == '' then return '' end
+  return etype .. '\n' .. emsg
 end
 
 -- One task event. `err` is a stored error (a msgpack array of type, message,
@@ -155,11 +142,10 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
       etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
     end
   end
-  local n = event_slot(worker or '', now)
-  EV_IDS[n], EV_NAMES[n], EV_STATES[n] = tid or '', name or '', state
-  EV_ATTEMPTS[n] = event_number(tonumber(attempt) or 0)
-  EV_DURATIONS[n] = event_number(duration)
-  event_set_error(n, etype, emsg)
+  local v, n = event_slot(worker or '', now)
+  v[n + 1], v[n + 2], v[n + 3] = tid or '', name or '', state
+  v[n + 4], v[n + 5] = event_number(tonumber(attempt) or 0), event_number(duration)
+  v[n + 6] = event_error(etype, emsg)
 end
 
 -- A task event without an error whose values the script has at hand (a task
@@ -167,19 +153,18 @@ end
 -- and conversions left out, as these come once per task; the caller checks
 -- EVENTS. `name` may be false; `duration` is -1 for none.
 local function emit_plain(tid, name, state, worker, now, attempt, duration)
-  local n = event_slot(worker, now)
-  EV_IDS[n], EV_NAMES[n], EV_STATES[n] = tid, name or '', state
-  EV_ATTEMPTS[n] = EVENT_NUMBERS[attempt] or event_number(attempt)
-  EV_DURATIONS[n] = EVENT_NUMBERS[duration] or event_number(duration)
-  if EVENT_ERRORS then EV_ERRORS[n] = '' end
+  local v, n = event_slot(worker, now)
+  v[n + 1], v[n + 2], v[n + 3] = tid, name or '', state
+  v[n + 4] = EVENT_NUMBERS[attempt] or event_number(attempt)
+  v[n + 5], v[n + 6] = EVENT_NUMBERS[duration] or event_number(duration), ''
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end
-  local n = event_slot(worker, now)
-  EV_IDS[n], EV_NAMES[n], EV_STATES[n], EV_ATTEMPTS[n], EV_DURATIONS[n] = '', '', state, '0', '-1'
-  event_set_error(n, etype, emsg)
+  local v, n = event_slot(worker, now)
+  v[n + 1], v[n + 2], v[n + 3] = '', '', state
+  v[n + 4], v[n + 5], v[n + 6] = '0', '-1', event_error(etype, emsg)
 end
 
 local function flush_events()
