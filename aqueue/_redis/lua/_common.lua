@@ -59,7 +59,7 @@ local STARTED_NAME = false
 -- that did not happen. A script's events go out together, up to EVENT_CHUNK
 -- per stream entry, so a batch of a hundred outcomes costs one XADD.
 -- Field 'e' holds layout 3, text rather than msgpack (packing cost ~450
--- instructions a value): '3', queue, worker, at ms, then EVENT_FIELDS values
+-- instructions a value): '3', queue, worker, at ms, then six values
 -- per event: task id, name, state, attempt, duration ms (-1: none), error (''
 -- or its type, a newline, its message), all joined by byte 0xFF, which never
 -- occurs in UTF-8 text (task ids are checked; names, queues, workers and
@@ -70,7 +70,7 @@ local STARTED_NAME = false
 -- of older workers (msgpack arrays). MAXLEN counts entries, so the stream
 -- holds at most about events_maxlen * EVENT_CHUNK events.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
-local EVENT_CHUNK, EVENT_HEAD, EVENT_FIELDS, EVENT_SEP = 100, 4, 6, '\255'
+local EVENT_CHUNK, EVENT_HEAD, EVENT_SEP = 100, 4, '\255'
 -- The entries made so far (strings); the one being filled has EVENT_COUNT
 -- events of worker EVENT_WORKER at EVENT_AT in EVENT_VALUES, which is reused
 -- from entry to entry (only its first values up to the last event count).
@@ -98,13 +98,14 @@ local function own_argc()
   return #ARGV
 end
 
--- The entry being filled, as text (see layout 3 above).
+-- The entry being filled, as text (see layout 3 above). Each event is two
+-- values in EVENT_VALUES: its task id, then the rest of its values already
+-- joined (its "tail"), which the events of a batch mostly share.
 local function event_entry()
-  return table.concat(EVENT_VALUES, EVENT_SEP, 1, EVENT_HEAD + EVENT_COUNT * EVENT_FIELDS)
+  return table.concat(EVENT_VALUES, EVENT_SEP, 1, EVENT_HEAD + EVENT_COUNT * 2)
 end
 
--- Where the next event's values go: the index before its first. No value may
--- be nil.
+-- Where the next event's two values go: the index before its first.
 local function event_slot(worker, at)
   if EVENT_COUNT == EVENT_CHUNK or worker ~= EVENT_WORKER or at ~= EVENT_AT then
     if EVENT_COUNT > 0 then EVENT_ENTRIES[#EVENT_ENTRIES + 1] = event_entry() end
@@ -113,13 +114,14 @@ local function event_slot(worker, at)
     EVENT_COUNT, EVENT_WORKER, EVENT_AT = 0, worker, at
   end
   EVENT_COUNT = EVENT_COUNT + 1
-  return EVENT_VALUES, EVENT_HEAD + (EVENT_COUNT - 1) * EVENT_FIELDS
+  return EVENT_HEAD + EVENT_COUNT * 2 - 2
 end
 
--- An event's error: '' for none, else its type, a newline and its message.
-local function event_error(etype, emsg)
-  if etype == '' and emsg == '' then return '' end
-  return etype .. '\n' .. emsg
+-- An event's values after its task id, joined: name, state, attempt,
+-- duration ms (-1: none), error ('' or its type, a newline, its message).
+local function event_tail(name, state, attempt, duration, error)
+  return table.concat({ name, state, event_number(attempt), event_number(duration), error },
+    EVENT_SEP)
 end
 
 -- One task event. `err` is a stored error (a msgpack array of type, message,
@@ -135,36 +137,52 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
   end
   local duration = -1
   if timed and started then duration = now - tonumber(started) end
-  local etype, emsg = '', ''
+  local etext = ''
   if err and err ~= '' then
     local ok, info = pcall(cmsgpack.unpack, err)
     if ok and type(info) == 'table' then
-      etype, emsg = tostring(info[1] or ''), tostring(info[2] or '')
+      etext = tostring(info[1] or '') .. '\n' .. tostring(info[2] or '')
+      if etext == '\n' then etext = '' end
     end
   end
-  local v, n = event_slot(worker or '', now)
-  v[n + 1], v[n + 2], v[n + 3] = tid or '', name or '', state
-  v[n + 4], v[n + 5] = event_number(tonumber(attempt) or 0), event_number(duration)
-  v[n + 6] = event_error(etype, emsg)
+  local n = event_slot(worker or '', now)
+  EVENT_VALUES[n + 1] = tid or ''
+  EVENT_VALUES[n + 2] = event_tail(name or '', state, tonumber(attempt) or 0, duration, etext)
 end
+
+-- The last tail emit_plain made, and what it was made of.
+local PLAIN_TAIL, PLAIN_NAME, PLAIN_STATE, PLAIN_ATTEMPT, PLAIN_DURATION = nil, nil, nil, nil, nil
 
 -- A task event without an error whose values the script has at hand (a task
 -- queued, scheduled, started, or succeeded with its run time): emit's checks
 -- and conversions left out, as these come once per task; the caller checks
--- EVENTS. `name` may be false; `duration` is -1 for none.
+-- EVENTS. `name` may be false; `duration` is -1 for none. The events of a
+-- batch mostly share all but their task id: their tail is joined once.
 local function emit_plain(tid, name, state, worker, now, attempt, duration)
-  local v, n = event_slot(worker, now)
-  v[n + 1], v[n + 2], v[n + 3] = tid, name or '', state
-  v[n + 4] = EVENT_NUMBERS[attempt] or event_number(attempt)
-  v[n + 5], v[n + 6] = EVENT_NUMBERS[duration] or event_number(duration), ''
+  local n = EVENT_COUNT
+  if n == EVENT_CHUNK or worker ~= EVENT_WORKER or now ~= EVENT_AT then
+    n = event_slot(worker, now)
+  else
+    EVENT_COUNT = n + 1
+    n = EVENT_HEAD + n * 2
+  end
+  local tail = PLAIN_TAIL
+  if name ~= PLAIN_NAME or state ~= PLAIN_STATE or attempt ~= PLAIN_ATTEMPT
+      or duration ~= PLAIN_DURATION then
+    tail = event_tail(name or '', state, attempt, duration, '')
+    PLAIN_TAIL, PLAIN_NAME, PLAIN_STATE, PLAIN_ATTEMPT, PLAIN_DURATION =
+      tail, name, state, attempt, duration
+  end
+  EVENT_VALUES[n + 1], EVENT_VALUES[n + 2] = tid, tail
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end
-  local v, n = event_slot(worker, now)
-  v[n + 1], v[n + 2], v[n + 3] = '', '', state
-  v[n + 4], v[n + 5], v[n + 6] = '0', '-1', event_error(etype, emsg)
+  local n = event_slot(worker, now)
+  local etext = ''
+  if etype ~= '' or emsg ~= '' then etext = etype .. '\n' .. emsg end
+  EVENT_VALUES[n + 1], EVENT_VALUES[n + 2] = '', event_tail('', state, 0, -1, etext)
 end
 
 local function flush_events()
