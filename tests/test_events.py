@@ -429,3 +429,8 @@ def test_layout_3_entries_are_read_like_layout_2() -> None:
         ("\u00e91", "n", "queued", None, None)
     ]
     assert decode_events("7-0", b"\xff".join(value.encode() for value in plain[:-1])) == []
+    # Lua writes a number that is not whole with %.14g.
+    timed = [*plain[:7], "1", "2.5e-01", ""]
+    assert [e.duration for e in decode_events("7-0", b"\xff".join(v.encode() for v in timed))] == [
+        0.00025
+    ]

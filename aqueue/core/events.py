@@ -197,7 +197,7 @@ def _layout_3(data: bytes) -> list[_Wire]:
     values = [value.decode() for value in data.split(_SEPARATOR)]
     if (len(values) - _HEAD_2) % _FIELDS_2:
         raise ValueError("a layout 3 entry of the wrong length")
-    queue, worker, at_ms = values[1], values[2], int(values[3])
+    queue, worker, at_ms = values[1], values[2], _number(values[3])
     wires = []
     for i in range(_HEAD_2, len(values), _FIELDS_2):
         task_id, name, state, attempt, duration, error = values[i : i + _FIELDS_2]
@@ -211,12 +211,17 @@ def _layout_3(data: bytes) -> list[_Wire]:
                 int(attempt),
                 worker,
                 at_ms,
-                float(duration) if "." in duration else int(duration),
+                _number(duration),
                 error_type,
                 error_message,
             )
         )
     return wires
+
+
+def _number(text: str) -> int | float:
+    """A number as Lua wrote it: whole numbers as digits, others as ``%.14g``."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
 def encode_worker_event(queue: str, worker: str, state: str, now_ms: int) -> bytes:
