@@ -407,3 +407,30 @@ def test_entries_of_both_layouts_are_read() -> None:
         )
         == []
     )
+
+
+def test_layout_3_entries_are_read_like_layout_2() -> None:
+    # Layout 3 (today's scripts) is text: the head and six values per event
+    # joined by byte 0xFF (never in UTF-8); an entry of the wrong length gives none.
+    import msgspec
+
+    from aqueue.core.events import decode_events
+
+    head = [2, "q", "w1", 1_700_000_000_000]
+    failed_values = ["t1", "add", "failed", 2, 250, "ValueError\nbad\nx"]
+    started_values = ["t2", "add", "started", 1, -1, ""]
+    older = decode_events("1-0", msgspec.msgpack.encode([*head, *failed_values, *started_values]))
+    values = ["3", "q", "w1", "1700000000000", *map(str, failed_values + started_values)]
+    text = b"\xff".join(value.encode() for value in values)
+    assert decode_events("1-0", text) == older
+    plain = ["3", "q", "", "5", "\u00e91", "n", "queued", "0", "-1", ""]
+    events = decode_events("7-0", b"\xff".join(value.encode() for value in plain))
+    assert [(e.task_id, e.name, e.state, e.error_type, e.duration) for e in events] == [
+        ("\u00e91", "n", "queued", None, None)
+    ]
+    assert decode_events("7-0", b"\xff".join(value.encode() for value in plain[:-1])) == []
+    # Lua writes a number that is not whole with %.14g.
+    timed = [*plain[:7], "1", "2.5e-01", ""]
+    assert [e.duration for e in decode_events("7-0", b"\xff".join(v.encode() for v in timed))] == [
+        0.00025
+    ]

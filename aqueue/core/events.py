@@ -124,21 +124,23 @@ _encoder = msgspec.msgpack.Encoder()
 
 def decode_events(entry_id: str, data: bytes) -> list[Event]:
     """The events of one stream entry (a script writes all of its events as one
-    entry: one msgpack array); each gets the id ``<entry id>-<index>``. Layout
-    2 starts with the number 2, then the queue, worker and time its events
-    share, then ``_FIELDS_2`` values per event; layout 1 (older workers) is
-    ``_FIELDS`` values per event. An entry that can't be read (written by a
+    entry); each gets the id ``<entry id>-<index>``. Layout 3 is text (see
+    ``_layout_3``). Layouts 2 and 1 (older workers) are one msgpack array:
+    layout 2 starts with the number 2, then the queue, worker and time its
+    events share, then ``_FIELDS_2`` values per event; layout 1 is ``_FIELDS``
+    values per event. An entry that can't be read (written by a
     newer aqueue, or damaged) gives none, so one bad entry never stops a reader."""
     try:
-        values = _decoder.decode(data)
-        if values and type(values[0]) is int:
+        if data[:2] == _LAYOUT_3:
+            wires = _layout_3(data)
+        elif (values := _decoder.decode(data)) and type(values[0]) is int:
             wires = _layout_2(values)
         else:
             wires = [
                 msgspec.convert(values[i : i + _FIELDS], _Wire)
                 for i in range(0, len(values) - _FIELDS + 1, _FIELDS)
             ]
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError):
         return []
     return [
         Event(
@@ -181,6 +183,45 @@ def _layout_2(values: list[Any]) -> list[_Wire]:
             )
         )
     return wires
+
+
+#: Layout 3 starts with these bytes; its values are joined by _SEPARATOR, a
+#: byte that never occurs in UTF-8 text.
+_LAYOUT_3 = b"3\xff"
+_SEPARATOR = b"\xff"
+
+
+def _layout_3(data: bytes) -> list[_Wire]:
+    """Layout 3 (``emit`` in ``_common.lua``): text, ``3``, queue, worker and
+    time, then ``_FIELDS_2`` values per event as in layout 2."""
+    values = [value.decode() for value in data.split(_SEPARATOR)]
+    if (len(values) - _HEAD_2) % _FIELDS_2:
+        raise ValueError("a layout 3 entry of the wrong length")
+    queue, worker, at_ms = values[1], values[2], _number(values[3])
+    wires = []
+    for i in range(_HEAD_2, len(values), _FIELDS_2):
+        task_id, name, state, attempt, duration, error = values[i : i + _FIELDS_2]
+        error_type, _, error_message = error.partition("\n")
+        wires.append(
+            _Wire(
+                queue,
+                task_id,
+                name,
+                state,
+                int(attempt),
+                worker,
+                at_ms,
+                _number(duration),
+                error_type,
+                error_message,
+            )
+        )
+    return wires
+
+
+def _number(text: str) -> int | float:
+    """A number as Lua wrote it: whole numbers as digits, others as ``%.14g``."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
 def encode_worker_event(queue: str, worker: str, state: str, now_ms: int) -> bytes:

@@ -57,22 +57,36 @@ local STARTED_NAME = false
 -- EVENTS stays nil and emit() returns at once: no command is added. Events are
 -- written by the script that makes the change, so none exists for a change
 -- that did not happen. A script's events go out together, up to EVENT_CHUNK
--- per stream entry, so a batch of a hundred outcomes costs one XADD. Field 'e'
--- holds one msgpack array (layout 2): 2, queue, worker, at ms, then
--- EVENT_FIELDS values per event: task id, name, state, attempt, duration ms
--- (-1: none), error ('' or its type, a newline, its message). The events of
--- an entry share its worker and time (a script's events nearly always do;
--- a new entry starts where they differ). Each value costs about 600
--- instructions to pack, so what events share is written once. (Layout 1,
--- of older workers: ten values per event, queue first; readers take both.)
--- MAXLEN counts entries, so the stream holds at most about
--- events_maxlen * EVENT_CHUNK events.
+-- per stream entry, so a batch of a hundred outcomes costs one XADD.
+-- Field 'e' holds layout 3, text rather than msgpack (packing cost ~450
+-- instructions a value): '3', queue, worker, at ms, then six values
+-- per event: task id, name, state, attempt, duration ms (-1: none), error (''
+-- or its type, a newline, its message), all joined by byte 0xFF, which never
+-- occurs in UTF-8 text (task ids are checked; names, queues, workers and
+-- errors come from Python strings). One table.concat makes the entry: a
+-- string made in Redis' Lua costs about 9 instructions a byte (callgrind),
+-- so no part of an entry is made as a string of its own first, but for the
+-- tails (see event_entry), which a batch's events share. The events of an entry share its worker and time
+-- (a new entry starts where they differ). Readers also take layouts 1 and 2
+-- of older workers (msgpack arrays). MAXLEN counts entries, so the stream
+-- holds at most about events_maxlen * EVENT_CHUNK events.
 local EVENTS, EVENTS_QUEUE, EVENTS_MAXLEN = nil, '', 0
--- The chunks (stream entries) made so far; the one being filled is
--- EVENT_VALUES, with EVENT_COUNT events of worker EVENT_WORKER at EVENT_AT.
-local EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
+local EVENT_CHUNK, EVENT_HEAD, EVENT_SEP = 100, 4, '\255'
+-- The entries made so far (strings); the one being filled has EVENT_COUNT
+-- events of worker EVENT_WORKER at EVENT_AT in EVENT_VALUES, which is reused
+-- from entry to entry (only its first values up to the last event count).
+local EVENT_ENTRIES, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
 local EVENT_WORKER, EVENT_AT = nil, nil
-local EVENT_LAYOUT, EVENT_HEAD, EVENT_FIELDS, EVENT_CHUNK = 2, 4, 6, 100
+-- Numbers as text, each formatted once per script call.
+local EVENT_NUMBERS = { [-1] = '-1', [0] = '0', [1] = '1', [2] = '2', [3] = '3' }
+local function event_number(n)
+  local text = EVENT_NUMBERS[n]
+  if text then return text end
+  if n == math.floor(n) then text = string.format('%d', n) else text = tostring(n) end
+  EVENT_NUMBERS[n] = text
+  return text
+end
+
 local function events_from(nkeys)
   EVENTS = KEYS[nkeys + 1]
   if EVENTS then EVENTS_QUEUE, EVENTS_MAXLEN = ARGV[#ARGV - 1], ARGV[#ARGV] end
@@ -85,30 +99,37 @@ local function own_argc()
   return #ARGV
 end
 
--- Where the next event's values go: the chunk being filled and the index
--- before its first value. No value may be nil: a chunk must stay an array.
-local function event_slot(worker, at)
-  if EVENT_COUNT == EVENT_CHUNK or worker ~= EVENT_WORKER or at ~= EVENT_AT then
-    if EVENT_COUNT > 0 then EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES end
-    EVENT_VALUES, EVENT_COUNT = { EVENT_LAYOUT, EVENTS_QUEUE, worker, at }, 0
-    EVENT_WORKER, EVENT_AT = worker, at
-  end
-  EVENT_COUNT = EVENT_COUNT + 1
-  return EVENT_VALUES, EVENT_HEAD + (EVENT_COUNT - 1) * EVENT_FIELDS
+-- The entry being filled, as text (see layout 3 above). Each event is two
+-- values in EVENT_VALUES: its task id, then the rest of its values already
+-- joined (its "tail"), which the events of a batch mostly share.
+local function event_entry()
+  return table.concat(EVENT_VALUES, EVENT_SEP, 1, EVENT_HEAD + EVENT_COUNT * 2)
 end
 
--- An event's error: '' for none, else its type, a newline and its message.
-local function event_error(etype, emsg)
-  if etype == '' and emsg == '' then return '' end
-  return etype .. '\n' .. emsg
+-- Where the next event's two values go: the index before its first.
+local function event_slot(worker, at)
+  if EVENT_COUNT == EVENT_CHUNK or worker ~= EVENT_WORKER or at ~= EVENT_AT then
+    if EVENT_COUNT > 0 then EVENT_ENTRIES[#EVENT_ENTRIES + 1] = event_entry() end
+    local v = EVENT_VALUES
+    v[1], v[2], v[3], v[4] = '3', EVENTS_QUEUE, worker, event_number(at)
+    EVENT_COUNT, EVENT_WORKER, EVENT_AT = 0, worker, at
+  end
+  EVENT_COUNT = EVENT_COUNT + 1
+  return EVENT_HEAD + EVENT_COUNT * 2 - 2
+end
+
+-- An event's values after its task id, joined: name, state, attempt,
+-- duration ms (-1: none), error ('' or its type, a newline, its message).
+local function event_tail(name, state, attempt, duration, error)
+  return table.concat({ name, state, event_number(attempt), event_number(duration), error },
+    EVENT_SEP)
 end
 
 -- One task event. `err` is a stored error (a msgpack array of type, message,
 -- traceback); the event keeps its type and message. `name`, `attempt`,
 -- `started` (ms or false): given when the script has them at hand (name nil:
 -- read from the record `rec`, which is otherwise unused). `timed`: the end
--- of a run, whose duration is measured from its start. The values go into
--- the chunk's flat table, packed when the script flushes.
+-- of a run, whose duration is measured from its start.
 local function emit(rec, tid, state, worker, now, err, timed, name, attempt, started)
   if not EVENTS then return end
   if name == nil then
@@ -121,42 +142,57 @@ local function emit(rec, tid, state, worker, now, err, timed, name, attempt, sta
   if err and err ~= '' then
     local ok, info = pcall(cmsgpack.unpack, err)
     if ok and type(info) == 'table' then
-      etext = event_error(tostring(info[1] or ''), tostring(info[2] or ''))
+      etext = tostring(info[1] or '') .. '\n' .. tostring(info[2] or '')
+      if etext == '\n' then etext = '' end
     end
   end
-  local v, n = event_slot(worker or '', now)
-  v[n + 1], v[n + 2], v[n + 3] = tid or '', name or '', state
-  v[n + 4], v[n + 5], v[n + 6] = tonumber(attempt) or 0, duration, etext
+  local n = event_slot(worker or '', now)
+  EVENT_VALUES[n + 1] = tid or ''
+  EVENT_VALUES[n + 2] = event_tail(name or '', state, tonumber(attempt) or 0, duration, etext)
 end
+
+-- The last tail emit_plain made, and what it was made of.
+local PLAIN_TAIL, PLAIN_NAME, PLAIN_STATE, PLAIN_ATTEMPT, PLAIN_DURATION = nil, nil, nil, nil, nil
 
 -- A task event without an error whose values the script has at hand (a task
 -- queued, scheduled, started, or succeeded with its run time): emit's checks
 -- and conversions left out, as these come once per task; the caller checks
--- EVENTS. `name` may be false; `duration` is -1 for none.
+-- EVENTS. `name` may be false; `duration` is -1 for none. The events of a
+-- batch mostly share all but their task id: their tail is joined once.
 local function emit_plain(tid, name, state, worker, now, attempt, duration)
-  local v, n = event_slot(worker, now)
-  v[n + 1], v[n + 2], v[n + 3] = tid, name or '', state
-  v[n + 4], v[n + 5], v[n + 6] = attempt, duration, ''
+  local n = EVENT_COUNT
+  if n == EVENT_CHUNK or worker ~= EVENT_WORKER or now ~= EVENT_AT then
+    n = event_slot(worker, now)
+  else
+    EVENT_COUNT = n + 1
+    n = EVENT_HEAD + n * 2
+  end
+  local tail = PLAIN_TAIL
+  if name ~= PLAIN_NAME or state ~= PLAIN_STATE or attempt ~= PLAIN_ATTEMPT
+      or duration ~= PLAIN_DURATION then
+    tail = event_tail(name or '', state, attempt, duration, '')
+    PLAIN_TAIL, PLAIN_NAME, PLAIN_STATE, PLAIN_ATTEMPT, PLAIN_DURATION =
+      tail, name, state, attempt, duration
+  end
+  EVENT_VALUES[n + 1], EVENT_VALUES[n + 2] = tid, tail
 end
 
 -- A worker's event (not a task's), e.g. worker_offline for a worker that died.
 local function emit_worker(state, worker, now, etype, emsg)
   if not EVENTS then return end
-  local v, n = event_slot(worker, now)
-  v[n + 1], v[n + 2], v[n + 3] = '', '', state
-  v[n + 4], v[n + 5], v[n + 6] = 0, -1, event_error(etype, emsg)
+  local n = event_slot(worker, now)
+  local etext = ''
+  if etype ~= '' or emsg ~= '' then etext = etype .. '\n' .. emsg end
+  EVENT_VALUES[n + 1], EVENT_VALUES[n + 2] = '', event_tail('', state, 0, -1, etext)
 end
 
--- Each chunk is packed as one table: one buffer (cmsgpack.pack of many
--- arguments makes a string of each and joins them, three times the cost).
 local function flush_events()
   if not EVENTS then return end
-  if EVENT_COUNT > 0 then EVENT_CHUNKS[#EVENT_CHUNKS + 1] = EVENT_VALUES end
-  for _, values in ipairs(EVENT_CHUNKS) do
-    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cmsgpack.pack(values))
+  if EVENT_COUNT > 0 then EVENT_ENTRIES[#EVENT_ENTRIES + 1] = event_entry() end
+  for _, entry in ipairs(EVENT_ENTRIES) do
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', entry)
   end
-  EVENT_CHUNKS, EVENT_VALUES, EVENT_COUNT = {}, {}, 0
-  EVENT_WORKER, EVENT_AT = nil, nil
+  EVENT_ENTRIES, EVENT_COUNT, EVENT_WORKER, EVENT_AT = {}, 0, nil, nil
 end
 
 -- The task id, message and limits (flow control) of a stream entry's field
