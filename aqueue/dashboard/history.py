@@ -14,7 +14,6 @@ stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from bisect import bisect_left
@@ -24,6 +23,7 @@ from collections.abc import Callable, Sequence
 from .._redis.connection import ANY_REDIS_ERROR
 from ..client import Client
 from ..core.events import Event, decode_events
+from .background import BackgroundLoop
 from .listing import LATENCY_HISTORY, LATENCY_SAMPLE, RECENT_PER_QUEUE, RecentOutcomes
 
 __all__ = ["HISTORY_ENTRIES", "History"]
@@ -51,8 +51,10 @@ _ENDS_RUN = {"succeeded", "failed", "retrying", "aborted", "expired", "dead"}
 _FINISHED = {"succeeded", "failed", "aborted", "expired"}
 
 
-class History:
+class History(BackgroundLoop):
     """What the event stream tells of each queue's last minutes before the dashboard."""
+
+    task_name = "aqueue-dashboard-history"
 
     def __init__(
         self,
@@ -70,22 +72,14 @@ class History:
         self.ends: dict[str, list[float]] = {}
         #: Queue -> how far back what was read reaches (epoch seconds).
         self.reach: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def enabled(self) -> bool:
         return self.client.settings.events
 
     def start(self) -> None:
-        if self.enabled and (self._task is None or self._task.done()):
-            self._task = asyncio.create_task(self._run(), name="aqueue-dashboard-history")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self.enabled:
+            super().start()
 
     async def _run(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from ..core.keys import QueueKeys
 from ..core.protocol import MessageError, decode_error
 from ..core.status import TaskStatus
 from ..deadletter import list_dead
+from .background import BackgroundLoop
 
 __all__ = ["LISTED_STATES", "RecentOutcomes", "TaskRow", "list_tasks", "waiting_message"]
 
@@ -72,8 +73,10 @@ class TaskRow:
     detail: str = ""
 
 
-class RecentOutcomes:
+class RecentOutcomes(BackgroundLoop):
     """Listens to the queues' completion pushes: recent outcomes and latency samples."""
+
+    task_name = "aqueue-dashboard-outcomes"
 
     def __init__(self, client: Client, queues: Callable[[], Sequence[str]]) -> None:
         self.client = client
@@ -83,20 +86,8 @@ class RecentOutcomes:
         #: Queue -> (finished at, seconds from enqueue to finish).
         self.latency: dict[str, deque[tuple[float, float]]] = {}
         self._to_sample: dict[str, list[str]] = {}
-        self._task: asyncio.Task[None] | None = None
         #: The queues whose completion channel is listened to by now.
         self.listening: set[str] = set()
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="aqueue-dashboard-outcomes")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         subscribed = self.listening

@@ -33,6 +33,7 @@ from ..core.status import TaskStatus
 from ..deadletter import DeadLetter, list_dead
 from ..runtime.monitor import snapshot
 from .attempts import Attempts, read_attempts
+from .background import BackgroundLoop
 from .history import History
 from .listing import RecentOutcomes, TaskRow, list_tasks, waiting_message
 from .redaction import Redactor
@@ -108,8 +109,10 @@ class _History:
     )
 
 
-class Sampler:
+class Sampler(BackgroundLoop):
     """Background reads: throughput samples every second, discovery once a minute."""
+
+    task_name = "aqueue-dashboard-sampler"
 
     def __init__(self, app: App, from_code: bool, queues: Sequence[str] | None = None) -> None:
         self.app = app
@@ -119,21 +122,8 @@ class Sampler:
         self.claimed: list[tuple[str, str, float]] = []
         self.history: dict[str, _History] = {}
         self._discovered = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         if self.from_code:
             self._discovered.set()
-
-    def start(self) -> None:
-        """Start sampling on the running loop (again after :meth:`stop`)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="aqueue-dashboard-sampler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def wait_discovered(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109
         """Wait for the first search for queues (at most ``timeout`` seconds; None: no limit)."""
