@@ -52,6 +52,10 @@ async def test_workers_ride_out_redis_out_of_memory(
             full_at = time.monotonic()
             # Keep it full: whatever the workers' own writes free (an XACK, a
             # trim) is taken again at once, so their outcomes meet the outage.
+            # Each top-up is big: Redis lets a write through while it is even a
+            # byte under maxmemory, so one that gets in puts it well over again,
+            # and a worker's write between two top-ups still meets a full Redis
+            # (a loaded machine may run this thread only now and then).
             keep_full = threading.Event()
             topped: list[int] = []
 
@@ -59,7 +63,7 @@ async def test_workers_ride_out_redis_out_of_memory(
                 with redis.Redis(port=srv.port) as filler:
                     while not keep_full.is_set():
                         with contextlib.suppress(redis.exceptions.OutOfMemoryError):
-                            filler.set(f"topup:{len(topped)}", b"x" * 16)
+                            filler.set(f"topup:{len(topped)}", b"x" * 65536)
                             topped.append(1)
                         time.sleep(0.002)
 
