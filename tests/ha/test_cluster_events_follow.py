@@ -70,7 +70,11 @@ async def test_an_idle_reader_blocks_on_every_queue_stream(
         # A read per stream per second (and one more each at the edges); a
         # 0.2 s poll would have made about 5 per stream per second.
         assert calls <= len(QUEUES) * (took + 2), calls
-        assert _blocked(masters) >= len(QUEUES)
+        # Still blocked on every stream (a 1 s read may be between two calls
+        # at the moment of one look, so look for a few seconds).
+        await asyncio.to_thread(
+            wait_for, lambda: _blocked(masters) >= len(QUEUES), "the blocking reads", 5.0
+        )
         # Events of every queue arrive, each queue's in order.
         async with running_worker(app, queues=QUEUES, concurrency=4):
             handles = [await tasks[q].enqueue(n) for n in range(3) for q in QUEUES]
