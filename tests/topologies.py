@@ -140,12 +140,27 @@ class SentinelTopology:
         """``SENTINEL FAILOVER`` (the old master stays up); returns the new master."""
         self.wait_healthy()
         old = self.master_address()
-        with self.sentinel_client() as client:
-            client.execute_command("SENTINEL", "FAILOVER", SERVICE)
-        new = wait_for(
-            lambda: (address := self.master_address()) != old and address,
-            "Sentinel to name a new master",
-        )
+        # A loaded machine can let a Sentinel's failover lapse (its replica
+        # looked unfit for a moment): ask again rather than wait for ever.
+        for attempt in range(3):
+            with self.sentinel_client() as client:
+                try:
+                    client.execute_command("SENTINEL", "FAILOVER", SERVICE)
+                except redis.exceptions.ResponseError:
+                    if attempt == 0:
+                        raise
+                    # INPROG: the previous request is still being carried out.
+            try:
+                new = wait_for(
+                    lambda: (address := self.master_address()) != old and address,
+                    "Sentinel to name a new master",
+                    timeout=15.0 if attempt < 2 else 30.0,
+                )
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
+                self.wait_healthy()
         # Sentinels refresh what they know of replicas every 10 s: the next
         # user of the topology waits for wait_healthy(), this caller need not.
         return tuple(new)  # type: ignore[return-value]
