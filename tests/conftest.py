@@ -121,12 +121,31 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def app(redis_url: str, prefix: str) -> AsyncIterator[aqueue.App]:
+async def app(
+    redis_url: str, prefix: str, request: pytest.FixtureRequest
+) -> AsyncIterator[aqueue.App]:
     application = aqueue.App(redis_url, prefix=prefix)
+    watchdog = _dump_tasks_before_timeout(request)
     try:
         yield application
     finally:
+        watchdog.cancel()
         await application.close()
+
+
+def _dump_tasks_before_timeout(request: pytest.FixtureRequest) -> asyncio.TimerHandle:
+    """Shortly before pytest-timeout ends a stuck test, print where each asyncio
+    task of its loop waits (the timeout's own traceback shows only the loop's
+    select), so a hang in CI names its await."""
+    timeout = float(request.config.getini("timeout") or 180)
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        print(f"--- asyncio tasks after {timeout - 10:.0f} s ---", file=sys.stderr)
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=sys.stderr)
+
+    return loop.call_later(max(timeout - 10, 1), dump)
 
 
 @contextlib.asynccontextmanager

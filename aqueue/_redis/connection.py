@@ -434,38 +434,11 @@ class DirectLine:
         return reply
 
     async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Send several commands in one write and read their replies in order (a
-        pipeline without redis-py's per-command cost). Raises the first error reply
-        once every reply is read; a connection that fails is dropped."""
-        assert _pack_command is not None and self._pool is not None
-        if self._sentinel and time.monotonic() >= self._next_master_check:
-            await self._follow_master()
-        packed = b"".join([_pack_command(tuple(command)) for command in commands])
-        reused = bool(self._idle)
-        conn = self._idle.pop() if reused else await self._new_connection()
-        replies: list[Any] = []
-        error: redis.exceptions.ResponseError | None = None
-        try:
-            await conn.send_packed_command(packed, check_health=False)
-            for _ in commands:
-                try:
-                    replies.append(await self._read(conn))
-                except redis.exceptions.ResponseError as exc:
-                    replies.append(None)
-                    error = error or exc
-        except RuntimeError as exc:
-            await conn.disconnect(nowait=True)
-            raise _as_connection_error(exc) from exc
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
-        self._release(conn)
-        if error is not None:
-            classified = as_failover(error)
-            if classified is not error:
-                raise classified from error
-            raise error
-        return replies
+        """Send several commands on one connection and read their replies in order
+        (a pipeline without redis-py's per-command cost). Raises the first error
+        reply once every reply is read. The commands must be safe to repeat: a
+        reused connection found lost is tried once more (see :meth:`call_each`)."""
+        return await self.call_each(commands)
 
     async def call_each(self, commands: Iterable[Sequence[Any]]) -> list[Any]:
         """Send commands one after another on one connection, each as soon as
