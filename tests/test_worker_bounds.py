@@ -6,9 +6,11 @@ import asyncio
 import threading
 import time
 
+import pytest
 import redis
 
 import aqueue
+from aqueue._redis import connection
 
 from .conftest import RedisServer, redis_server
 
@@ -119,3 +121,25 @@ async def test_concurrent_bulk_enqueues_wait_for_the_pool_instead_of_failing() -
             assert await broker.client.xlen(broker.keys("default").stream) == 72_000
         # Before: "Too many connections" for every call past the tenth.
         assert clients.peak - clients.baseline <= 10 + 2, (clients.baseline, clients.peak)
+
+
+async def test_a_call_that_finds_every_connection_busy_too_long_is_told_so(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "POOL_WAIT", 0.5)
+    async with aqueue.App(redis_url, prefix=prefix, max_connections=2) as app:
+
+        @app.task
+        async def noop() -> None:
+            return None
+
+        direct = app.client.broker.direct
+        # Both connections busy for 3 s, each with a blocking pop no one answers.
+        busy = [asyncio.create_task(direct.call("BLPOP", f"{prefix}:nothing", 3)) for _ in "ab"]
+        await asyncio.sleep(0.1)
+        with pytest.raises(aqueue.ConnectionFailed, match="max_connections"):
+            await noop.enqueue()
+        assert await asyncio.gather(*busy) == [None, None]
+        # Free again: the next call gets a connection, and the count came back.
+        assert (await noop.enqueue()).id
+        assert direct.opened <= 2

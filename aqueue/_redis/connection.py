@@ -343,16 +343,21 @@ class DirectLine:
         self._master = (str(address[0]), int(address[1]))
 
     async def _checkout(self) -> tuple[Any, bool]:
-        """An idle connection (reused: True) or a new one, waiting while ``limit`` are open."""
+        """An idle connection (reused: True) or a new one, waiting while ``limit`` are
+        open (up to POOL_WAIT seconds, then ConnectionError as redis-py's pool raises)."""
         while not self._idle and self.opened >= self.limit:
             turn = asyncio.get_running_loop().create_future()
             self._turns.append(turn)
             try:
-                await turn
-            except asyncio.CancelledError:
+                async with asyncio.timeout(POOL_WAIT):
+                    await turn
+            except (asyncio.CancelledError, TimeoutError) as exc:
                 if turn.done() and not turn.cancelled():
                     self._woken -= 1
                     self._next_turn()  # woken, then cancelled: pass the turn on
+                if isinstance(exc, TimeoutError):
+                    # As redis-py's blocking pool says it (its callers say what to do).
+                    raise redis.exceptions.ConnectionError("No connection available.") from None
                 raise
             finally:
                 with contextlib.suppress(ValueError):
