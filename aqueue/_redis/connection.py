@@ -140,6 +140,7 @@ def connect(settings: Settings, max_connections: int | None = None) -> aioredis.
         retry=_connection_retry(),
         **timeouts,
     )
+    pool.connection_class = lost_when_closed(pool.connection_class)
     return aioredis.Redis.from_pool(pool)
 
 
@@ -181,11 +182,13 @@ def _sentinel_master(
         retry=_connection_retry(),
         **timeouts,
     )
+    pool = client.connection_pool
+    pool.connection_class = lost_when_closed(pool.connection_class)
     return client
 
 
 def _cluster(target: RedisTarget, timeouts: dict[str, Any], max_connections: int) -> Any:
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
         username=target.username,
         password=target.password,
@@ -196,6 +199,45 @@ def _cluster(target: RedisTarget, timeouts: dict[str, Any], max_connections: int
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
         **timeouts,
     )
+    # Nodes found later are made from connection_kwargs; the first ones exist already.
+    lost = lost_when_closed(client.connection_kwargs["connection_class"])
+    client.connection_kwargs["connection_class"] = lost
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = lost
+    return client
+
+
+class _LostWhenClosed:
+    """A redis-py connection whose send on a transport closed under it (the
+    server killed the connection, or another task closed it, as the cluster
+    client does to every connection of a node it finds down) raises
+    ConnectionError, as any lost connection does.
+
+    redis-py lets these through as the event loop's RuntimeError ("the handler
+    is closed") or an AttributeError on the writer it set to None, which its
+    own retries don't retry and aqueue's loops would take for a bug; sent
+    again on a fresh connection, the command goes through.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except (RuntimeError, AttributeError) as exc:
+            raise redis.exceptions.ConnectionError(f"connection lost while sending: {exc}") from exc
+
+
+_LOST_WHEN_CLOSED: dict[type, type] = {}
+
+
+def lost_when_closed(connection_class: type) -> type:
+    """``connection_class`` with :class:`_LostWhenClosed`'s send (made once per class)."""
+    if issubclass(connection_class, _LostWhenClosed):
+        return connection_class
+    made = _LOST_WHEN_CLOSED.get(connection_class)
+    if made is None:
+        made = type(connection_class.__name__, (_LostWhenClosed, connection_class), {})
+        _LOST_WHEN_CLOSED[connection_class] = made
+    return made
 
 
 def is_cluster(client: object) -> bool:
