@@ -13,7 +13,7 @@
 local stream = KEYS[1]
 local prefix, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 events_from(3)
-local out = {}
+local out, nout = {}, 0  -- (a count kept: `#out` searches the table each time)
 local now = now_ms()
 local q = {
   stream = stream, group = group, consumer = consumer, dead = KEYS[2], outbox = KEYS[3],
@@ -35,10 +35,8 @@ local function accept(entries)
       end
       local attempt, _, refused = take_entry(q, entry, tid, payload, before, 1, gate)
       if attempt > 0 then
-        out[#out + 1] = entry
-        out[#out + 1] = tid
-        out[#out + 1] = payload
-        out[#out + 1] = attempt
+        out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4] = entry, tid, payload, attempt
+        nout = nout + 4
         runnable = runnable + 1
         if EVENTS then
           -- (a message without a task id goes by its entry's id, as on the worker)
@@ -47,10 +45,9 @@ local function accept(entries)
         end
       elseif refused then
         -- Dead-lettered here: the worker logs it (the reason in place of the message).
-        out[#out + 1] = entry
-        out[#out + 1] = refused == 'bad_task_id' and '' or tid
-        out[#out + 1] = refused
-        out[#out + 1] = -1
+        out[nout + 1], out[nout + 2] = entry, refused == 'bad_task_id' and '' or tid
+        out[nout + 3], out[nout + 4] = refused, -1
+        nout = nout + 4
       elseif attempt == 0 and flow ~= '' then
         local ck = redis.call('HGET', prefix .. tid, 'ck')
         if ck then release_token(stream, group, prefix, prefix .. tid, tid, ck, now) end
