@@ -531,14 +531,15 @@ end
 -- dead-lettered, -2: waiting for its limit; none of them runs), the deliveries
 -- counted and, when refused, the reason.
 local function take_entry(q, entry, tid, payload, before, deliveries, gate)
-  local seen
+  local seen, rec
   deliveries = deliveries + before
   if tid ~= '' then
+    rec = q.prefix .. tid  -- made once: each `..` makes (and hashes) a new string
     -- The record is read first: an id that has one is text. Records are
     -- written under ids aqueue took from Python strings, sent as UTF-8, and
     -- the key holds the id's very bytes; so only an id without a record (an
     -- entry some other writer added) is looked at byte by byte.
-    seen = record_seen(q.prefix .. tid)
+    seen = record_seen(rec)
     if not seen[1] and not is_utf8(tid) then
       refuse_entry(q, entry, '', payload, 'bad_task_id',
         "the entry's task id is not UTF-8 text", deliveries)
@@ -565,7 +566,6 @@ local function take_entry(q, entry, tid, payload, before, deliveries, gate)
       -- A dead-lettered workflow step still ends its workflow: the forwarder
       -- turns its message into the hand-off its worker never wrote.
       redis.call('XADD', q.outbox, '*', 'dead', payload, 'deliveries', deliveries)
-      local rec = q.prefix .. tid
       redis.call('HSET', rec, 'state', 'dead', 'finished', q.now, 'error', '')
       emit(rec, tid, 'dead', q.consumer, q.now, cmsgpack.pack({'MaxDeliveries',
         'delivered ' .. deliveries .. ' times without finishing'}))
@@ -580,6 +580,6 @@ local function take_entry(q, entry, tid, payload, before, deliveries, gate)
     return 1, deliveries
   end
   if gate and not gate() then return -2, deliveries end
-  return mark_seen_started(q.stream, q.group, q.prefix .. tid, entry, q.consumer, q.now, seen,
+  return mark_seen_started(q.stream, q.group, rec, entry, q.consumer, q.now, seen,
     q.outbox, payload), deliveries
 end

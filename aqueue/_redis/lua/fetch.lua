@@ -28,7 +28,12 @@ local function accept(entries)
       redis.call('XACK', stream, group, entry)  -- it woke nobody: drop it
       redis.call('XDEL', stream, entry)
     else
-      local tid, payload, flow, before = entry_fields(fields)
+      local tid, payload, flow, before
+      if fields[5] == nil and fields[1] == 'id' and fields[3] == 'm' then
+        tid, payload, flow, before = fields[2], fields[4], '', 0  -- the usual entry
+      else
+        tid, payload, flow, before = entry_fields(fields)
+      end
       local gate = nil
       if flow ~= '' and tid ~= '' then
         gate = function() return admit(stream, group, prefix, entry, tid, payload, flow, now) end
