@@ -17,6 +17,16 @@ makes it the figure to compare script changes by:
     # ...the same with -n 1000; (total(5000) - total(1000)) / 4000 per task,
     # minus the same for `benchmarks/costs.py bulk` (the enqueue_many)
 
+``--phases`` fetches every task first, then finishes them all, and reports
+each script on its own; with ``--callgrind-pid`` (the pid of a redis-server
+run under callgrind) it also has callgrind dump its counters at the start of
+the fetches and after each phase (``callgrind_control``), so the dumps
+``.2`` and ``.3`` hold one script's instructions each:
+
+    valgrind --tool=callgrind --callgrind-out-file=cg.out redis-server --port PORT --save '' &
+    python benchmarks/scripts_cost.py -n 3000 --phases --url redis://127.0.0.1:PORT/0 \
+        --callgrind-pid $!
+
 Starts its own redis-server on a free port unless ``--url`` names one this
 script may flush.
 """
@@ -27,6 +37,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -41,6 +52,79 @@ from aqueue.testing.server import RedisServer  # noqa: E402
 
 BATCH = 100
 CONSUMER = "scripts-cost"
+
+
+def _succeeded(deliveries: list[Any]) -> list[FinishItem]:
+    return [
+        FinishItem(
+            d.entry_id,
+            d.task_id,
+            aqueue.TaskStatus.SUCCEEDED,
+            b"\xc0",  # msgpack nil: what a no-op returns
+            unique=False,
+            name="noop",
+            attempt=d.attempt,
+            ran_ms=1,
+        )
+        for d in deliveries
+    ]
+
+
+def _callgrind(command: str, pid: int | None) -> None:
+    if pid is not None:
+        subprocess.run(["callgrind_control", command, str(pid)], check=True, capture_output=True)
+
+
+async def run_phases(url: str, n: int, events: bool, pid: int | None) -> dict[str, Any]:
+    """Fetch all N, then finish all N: each script's cost on its own."""
+    app = aqueue.App(url, prefix="scripts-cost", events=events)
+
+    @app.task(name="noop")
+    async def noop() -> None: ...
+
+    raw = aioredis.Redis.from_url(url)
+    out: dict[str, Any] = {"n": n, "events": events}
+    try:
+        await raw.flushall()
+        await noop.enqueue_many([() for _ in range(n + 1)])
+        queue = noop.config.queue
+        broker = app.broker
+        await broker.ensure_group(queue)
+        # One task through both scripts first: they are loaded, nothing is cold.
+        await broker.finish(queue, CONSUMER, _succeeded(await broker.fetch(queue, CONSUMER, 1)))
+        _callgrind("-d", pid)
+        got: list[Any] = []
+        for phase in ("fetch", "finish"):
+            await raw.config_resetstat()
+            cpu0 = _cpu(await raw.info("cpu"))
+            if phase == "fetch":
+                while len(got) < n:
+                    deliveries = await broker.fetch(queue, CONSUMER, BATCH)
+                    if not deliveries:
+                        break
+                    got += deliveries
+            else:
+                for start in range(0, len(got), BATCH):
+                    fenced = await broker.finish(
+                        queue, CONSUMER, _succeeded(got[start : start + BATCH])
+                    )
+                    if fenced:
+                        raise RuntimeError(f"fenced off: {fenced}")
+            cpu = _cpu(await raw.info("cpu")) - cpu0
+            stats: Any = await raw.info("commandstats")
+            _callgrind("-d", pid)
+            out[phase] = {
+                "redis_cpu_us_per_task": round(cpu / len(got) * 1e6, 2),
+                "calls_per_task": {
+                    name[len("cmdstat_") :]: round(int(v["calls"]) / len(got), 3)
+                    for name, v in stats.items()
+                    if int(v["calls"]) / len(got) >= 0.005
+                },
+            }
+    finally:
+        await raw.aclose()
+        await app.close()
+    return out
 
 
 async def run(url: str, n: int, events: bool) -> dict[str, Any]:
@@ -63,20 +147,7 @@ async def run(url: str, n: int, events: bool) -> dict[str, Any]:
             deliveries = await broker.fetch(queue, CONSUMER, BATCH)
             if not deliveries:
                 break
-            items = [
-                FinishItem(
-                    d.entry_id,
-                    d.task_id,
-                    aqueue.TaskStatus.SUCCEEDED,
-                    b"\xc0",  # msgpack nil: what a no-op returns
-                    unique=False,
-                    name="noop",
-                    attempt=d.attempt,
-                    ran_ms=1,
-                )
-                for d in deliveries
-            ]
-            fenced = await broker.finish(queue, CONSUMER, items)
+            fenced = await broker.finish(queue, CONSUMER, _succeeded(deliveries))
             if fenced:
                 raise RuntimeError(f"fenced off: {fenced}")
             done += len(deliveries)
@@ -110,6 +181,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20000)
     parser.add_argument("--events", action="store_true")
     parser.add_argument("--url", help="a Redis this script may flush (default: its own)")
+    parser.add_argument("--phases", action="store_true", help="all fetches, then all finishes")
+    parser.add_argument(
+        "--callgrind-pid", type=int, help="with --phases: dump this callgrind'ed Redis per phase"
+    )
     args = parser.parse_args()
     server = None
     url = args.url
@@ -118,7 +193,11 @@ def main() -> None:
         server.start()
         url = server.url
     try:
-        print(json.dumps(asyncio.run(run(url, args.n, args.events)), indent=1))
+        if args.phases:
+            result = asyncio.run(run_phases(url, args.n, args.events, args.callgrind_pid))
+        else:
+            result = asyncio.run(run(url, args.n, args.events))
+        print(json.dumps(result, indent=1))
     finally:
         if server is not None:
             server.stop()

@@ -439,9 +439,21 @@ end
 -- Whether the envelope `payload` carries the id `tid`, seen cheaply in the
 -- usual shape (an array, a small version, then the id as a str of tid's
 -- length); false means "look closer" (envelope_id), not "no".
+-- An unsigned envelope (the usual message) is read with one string.byte: a
+-- call into C costs as much as dozens of Lua steps, and this runs for every
+-- delivery.
 local function carries_id(payload, tid)
+  local head, b2, b3, b4, b5, b6 = string.byte(payload, 1, 6)
+  if b6 and (head == 0xdc or (head >= 0x90 and head <= 0x9f)) then
+    local version, str, len, at = b2, b3, b4, 3  -- at: where the id's str begins
+    if head == 0xdc then version, str, len, at = b4, b5, b6, 5 end
+    if version > 0x7f then return false end
+    if str == 0xd9 and len == #tid then at = at + 2
+    elseif str == 0xa0 + #tid and #tid < 32 then at = at + 1
+    else return false end
+    return string.find(payload, tid, at, true) == at
+  end
   local pos = 1
-  local head = string.byte(payload, 1)
   if head == 167 and string.sub(payload, 1, #SIGNATURE_MARK) == SIGNATURE_MARK then
     pos = pos + SIGNED_HEAD
     head = string.byte(payload, pos)
@@ -519,10 +531,16 @@ end
 -- dead-lettered, -2: waiting for its limit; none of them runs), the deliveries
 -- counted and, when refused, the reason.
 local function take_entry(q, entry, tid, payload, before, deliveries, gate)
-  local seen
+  local seen, rec
   deliveries = deliveries + before
   if tid ~= '' then
-    if not is_utf8(tid) then
+    rec = q.prefix .. tid  -- made once: each `..` makes (and hashes) a new string
+    -- The record is read first: an id that has one is text. Records are
+    -- written under ids aqueue took from Python strings, sent as UTF-8, and
+    -- the key holds the id's very bytes; so only an id without a record (an
+    -- entry some other writer added) is looked at byte by byte.
+    seen = record_seen(rec)
+    if not seen[1] and not is_utf8(tid) then
       refuse_entry(q, entry, '', payload, 'bad_task_id',
         "the entry's task id is not UTF-8 text", deliveries)
       return -1, deliveries, 'bad_task_id'
@@ -533,7 +551,6 @@ local function take_entry(q, entry, tid, payload, before, deliveries, gate)
         'the entry names task ' .. tid .. ' but its message is task ' .. eid, deliveries)
       return -1, deliveries, 'id_mismatch'
     end
-    seen = record_seen(q.prefix .. tid)
     if FINAL[seen[1]] then
       refuse_entry(q, entry, tid, payload, 'replayed',
         'task ' .. tid .. ' already has a final outcome; this copy of its message was not run',
@@ -549,7 +566,6 @@ local function take_entry(q, entry, tid, payload, before, deliveries, gate)
       -- A dead-lettered workflow step still ends its workflow: the forwarder
       -- turns its message into the hand-off its worker never wrote.
       redis.call('XADD', q.outbox, '*', 'dead', payload, 'deliveries', deliveries)
-      local rec = q.prefix .. tid
       redis.call('HSET', rec, 'state', 'dead', 'finished', q.now, 'error', '')
       emit(rec, tid, 'dead', q.consumer, q.now, cmsgpack.pack({'MaxDeliveries',
         'delivered ' .. deliveries .. ' times without finishing'}))
@@ -564,6 +580,6 @@ local function take_entry(q, entry, tid, payload, before, deliveries, gate)
     return 1, deliveries
   end
   if gate and not gate() then return -2, deliveries end
-  return mark_seen_started(q.stream, q.group, q.prefix .. tid, entry, q.consumer, q.now, seen,
+  return mark_seen_started(q.stream, q.group, rec, entry, q.consumer, q.now, seen,
     q.outbox, payload), deliveries
 end

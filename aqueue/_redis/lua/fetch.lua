@@ -13,7 +13,7 @@
 local stream = KEYS[1]
 local prefix, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 events_from(3)
-local out = {}
+local out, nout = {}, 0  -- (a count kept: `#out` searches the table each time)
 local now = now_ms()
 local q = {
   stream = stream, group = group, consumer = consumer, dead = KEYS[2], outbox = KEYS[3],
@@ -28,17 +28,20 @@ local function accept(entries)
       redis.call('XACK', stream, group, entry)  -- it woke nobody: drop it
       redis.call('XDEL', stream, entry)
     else
-      local tid, payload, flow, before = entry_fields(fields)
+      local tid, payload, flow, before
+      if fields[5] == nil and fields[1] == 'id' and fields[3] == 'm' then
+        tid, payload, flow, before = fields[2], fields[4], '', 0  -- the usual entry
+      else
+        tid, payload, flow, before = entry_fields(fields)
+      end
       local gate = nil
       if flow ~= '' and tid ~= '' then
         gate = function() return admit(stream, group, prefix, entry, tid, payload, flow, now) end
       end
       local attempt, _, refused = take_entry(q, entry, tid, payload, before, 1, gate)
       if attempt > 0 then
-        out[#out + 1] = entry
-        out[#out + 1] = tid
-        out[#out + 1] = payload
-        out[#out + 1] = attempt
+        out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4] = entry, tid, payload, attempt
+        nout = nout + 4
         runnable = runnable + 1
         if EVENTS then
           -- (a message without a task id goes by its entry's id, as on the worker)
@@ -47,10 +50,9 @@ local function accept(entries)
         end
       elseif refused then
         -- Dead-lettered here: the worker logs it (the reason in place of the message).
-        out[#out + 1] = entry
-        out[#out + 1] = refused == 'bad_task_id' and '' or tid
-        out[#out + 1] = refused
-        out[#out + 1] = -1
+        out[nout + 1], out[nout + 2] = entry, refused == 'bad_task_id' and '' or tid
+        out[nout + 3], out[nout + 4] = refused, -1
+        nout = nout + 4
       elseif attempt == 0 and flow ~= '' then
         local ck = redis.call('HGET', prefix .. tid, 'ck')
         if ck then release_token(stream, group, prefix, prefix .. tid, tid, ck, now) end

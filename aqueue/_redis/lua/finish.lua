@@ -78,7 +78,7 @@ end
 -- (A field read costs about as much as a small command: only these.)
 -- The batch's first write is then the XACK, which never grows memory: Redis
 -- over maxmemory still lets the whole script through (see renew.lua).
-local seen = {}
+local seen, recs = {}, {}  -- recs: each row's record key, made once for both passes
 local k, i = 1, 0
 while k <= nvalues do
   local entry, tid = rows[k], rows[k + 1]
@@ -89,6 +89,7 @@ while k <= nvalues do
     seen[i] = true
   else
     local rec = prefix .. tid
+    recs[i] = rec
     local r = redis.call('HMGET', rec, 'worker', 'entry', 'state', 'ck')
     local urgent = string.byte(entry, 1) == 48 and string.byte(entry, 2) == 45  -- '0-'
     local owned
@@ -142,7 +143,7 @@ while k <= nvalues do
   i = i + 1
   local r = seen[i]
   if r then
-    local rec = prefix .. tid
+    local rec = recs[i] or prefix .. tid
     local ckey  -- flow control: the entry's concurrency token
     if r ~= true then ckey = r[4] end
     if state == 'retrying' and redis.call('HEXISTS', rec, 'abort') == 1 then
