@@ -312,3 +312,22 @@ async def test_a_chord_member_abandoned_after_its_abort_fails_the_chord(
         failed = await ends_with(callback, "1 of 3 chord members failed", "#1", "aborted")
         assert failed.exc_type == "TaskAborted"
         release.set()
+
+
+async def test_ending_plain_tasks_unrun_writes_nothing_for_the_forwarder(app: aqueue.App) -> None:
+    # Only workflow steps hand anything on: aborting or purging plain tasks (all
+    # sixteen envelope fields written, `then` and `member` nil) adds no outbox entry.
+    runs: collections.Counter[str] = collections.Counter()
+    add, *_ = make_tasks(app, runs)
+    handles = [await add.enqueue(i, i) for i in range(5)]
+    later = await add.options(delay=60).enqueue(9, 9)
+    assert await handles[0].abort() and await later.abort()
+    await app.client.purge("numbers")  # the four left (and the aborted one's entry)
+    outbox = app.client.broker.keys("numbers").outbox
+    assert await outbox_is_empty(app, outbox)
+    # A chain step aborted the same way still ends its chain.
+    last = await chain(add.s(1, 2), add.s(3)).enqueue()
+    assert last.parent is not None and await last.parent.abort()
+    async with running_worker(app, queues=QUEUES):
+        await ends_with(last, "ended aborted")
+    assert runs == {}

@@ -221,15 +221,22 @@ end
 -- Workflows: a workflow step that ends without running (aborted or
 -- purged while it waited) leaves its message in the queue's outbox, so the
 -- forwarder ends its chain or counts it in its chord (aqueue.runtime.workflow).
--- Only workflow steps: their envelope (a msgpack array, after an optional
--- signature of 7 + 32 bytes) has 15 or more fields, `then` and `member` being
--- the last two; any other message has at most 14.
+-- Only workflow steps: the last two fields of their envelope (a msgpack
+-- array, after an optional signature of 7 + 32 bytes), `then` and `member`,
+-- are not both nil. Producers write all sixteen fields, so the array's size
+-- can't tell: a message is unpacked here (only on the rare paths that end a
+-- task unrun: abort, purge, dead letter); one that can't be read is left to
+-- the forwarder to judge.
 local function is_workflow_step(payload)
   local at = 1
   if string.sub(payload, 1, 7) == '\167aqsig1' then at = 40 end
   local head = string.byte(payload, at)
   if not head then return false end
-  return head == 0x9f or head == 0xdc or head == 0xdd  -- 15 fields, or 16 and more
+  if head == 0x9f then return true end  -- 15 fields: `then` is the last one written
+  if head ~= 0xdc and head ~= 0xdd then return false end  -- 14 fields or fewer
+  local ok, env = pcall(cmsgpack.unpack, at == 1 and payload or string.sub(payload, at))
+  if not ok or type(env) ~= 'table' then return true end
+  return env[15] ~= nil or env[16] ~= nil
 end
 
 local function step_ended(outbox, payload, state, err)
