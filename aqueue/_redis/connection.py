@@ -212,6 +212,7 @@ except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
 #: timeout passed), while any is awaited: a reply read times out between its
 #: connection's socket timeout and that plus this.
 READ_WATCH_INTERVAL = 0.5
+_READ_SIZE = 65536
 
 
 try:
@@ -228,96 +229,6 @@ def _as_connection_error(exc: RuntimeError) -> redis.exceptions.ConnectionError:
     return redis.exceptions.ConnectionError(f"connection lost while sending: {exc}")
 
 
-class _ReplyLine(asyncio.Protocol):
-    """The protocol of a direct-line connection: its bytes go straight into the
-    connection's hiredis reader, and a waiting read is woken once a whole reply
-    is in.
-
-    Set on the transport of a connection the client's pool made and connected
-    (handshake, password, TLS done), in place of the stream protocol the pool
-    set up; that one still gets what is not a read (flow control for the
-    writes, end of file, the close), so the connection's own writer and
-    ``disconnect()`` work as before. A read through the stream would copy
-    every reply twice (into its buffer, out of it) and wake one more
-    coroutine.
-    """
-
-    __slots__ = ("inner", "lost", "push", "reader", "source", "transport", "waiter")
-
-    def __init__(self, inner: Any, transport: Any, reader: Any, push: Any, source: str) -> None:
-        self.inner = inner
-        self.transport = transport
-        self.reader = reader
-        #: RESP3 push messages' type (None on RESP2).
-        self.push = push
-        self.source = source
-        self.waiter: asyncio.Future[Any] | None = None
-        #: Why no more bytes will come (end of file, connection lost), once so.
-        self.lost: str | None = None
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        waiter = self.waiter
-        if waiter is None or waiter.done():
-            return
-        try:
-            reply = self.reader.gets()
-        except Exception as exc:  # a protocol error: the read raises it
-            self.waiter = None
-            waiter.set_exception(exc)
-            return
-        if reply is not _NOT_ENOUGH_DATA:
-            self.waiter = None
-            waiter.set_result(reply)
-
-    def _end(self, why: str) -> None:
-        if self.lost is None:
-            self.lost = why
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(redis.exceptions.ConnectionError(self.lost))
-
-    def eof_received(self) -> bool | None:
-        self._end("Connection closed by server.")
-        return cast("bool | None", self.inner.eof_received())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end(
-            "Connection closed by server."
-            if exc is None
-            else f"Error while reading from {self.source}: {exc}"
-        )
-        self.inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-
-def _reply_line(conn: Any) -> _ReplyLine | None:
-    """Set a :class:`_ReplyLine` on a connected ``conn``; None (redis-py's reads
-    then) without a hiredis reader or with bytes already read into its stream."""
-    parser = conn._parser
-    reader = getattr(parser, "_reader", None)
-    writer = getattr(conn, "_writer", None)
-    stream = getattr(conn, "_reader", None)
-    if reader is None or writer is None or not getattr(parser, "_connected", False):
-        return None
-    if stream is None or stream.at_eof():
-        return None
-    read_ahead = getattr(stream, "_buffer", None)
-    if read_ahead:
-        return None
-    transport = writer.transport
-    push = getattr(parser, "_hiredis_PushNotificationType", None)
-    source = getattr(conn, "path", None) or f"{conn.host}:{conn.port}"
-    line = _ReplyLine(transport.get_protocol(), transport, reader, push, source)
-    transport.set_protocol(line)
-    return line
-
-
 async def _send(conn: Any, packed: bytes) -> None:
     """Write one packed command on ``conn``.
 
@@ -330,9 +241,8 @@ async def _send(conn: Any, packed: bytes) -> None:
     """
     writer = getattr(conn, "_writer", None)
     if writer is None or not conn.is_connected:
-        # Connected when made, so closed since: never dialled again under the
-        # caller (a new transport would bypass the connection's reply line).
-        raise redis.exceptions.ConnectionError("connection closed before sending")
+        await conn.send_packed_command(packed, check_health=False)
+        return
     try:
         writer.write(packed)
         if writer.transport.get_write_buffer_size():
@@ -393,26 +303,17 @@ class DirectLine:
         self._read_watch: asyncio.TimerHandle | None = None
         #: The loop the watch runs on (a watch left on a closed loop never fires).
         self._watch_loop: asyncio.AbstractEventLoop | None = None
-        #: Each open connection's reply line (absent: redis-py reads its replies).
-        self._lines: dict[Any, _ReplyLine] = {}
 
     async def _new_connection(self) -> Any:
-        """A connection made by the client's pool, connected (behind Sentinel
-        through the master lookup), its replies read by a :class:`_ReplyLine`."""
         assert self._pool is not None
         conn = self._pool.make_connection()
-        try:
-            await conn.connect()
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
-        line = _reply_line(conn)
-        if line is not None:
-            self._lines[conn] = line
+        if self._sentinel:
+            try:
+                await conn.connect()  # asks the sentinels where the master is
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
         return conn
-
-    def _forget(self, conn: Any) -> None:
-        self._lines.pop(conn, None)
 
     async def _follow_master(self) -> None:
         """Ask the sentinels which server is the master (at most once a second);
@@ -482,7 +383,6 @@ class DirectLine:
 
     async def _drop(self, conn: Any) -> None:
         """Close a connection that must not be reused; its place is free again."""
-        self._forget(conn)
         self.opened -= 1
         self._next_turn()
         await conn.disconnect(nowait=True)
@@ -516,7 +416,6 @@ class DirectLine:
                 raise
             # A reused connection may have gone stale (Redis restarted): try
             # once on a fresh one (in its place), as redis-py's own retry would.
-            self._forget(conn)
             await conn.disconnect(nowait=True)
             try:
                 conn = await self._new_connection()
@@ -575,7 +474,6 @@ class DirectLine:
                 raise
             # A reused connection may have gone stale (Redis restarted): every
             # command once more on a fresh one, in its place (as call() does).
-            self._forget(conn)
             await conn.disconnect(nowait=True)
             try:
                 conn = await self._new_connection()
@@ -659,27 +557,26 @@ class DirectLine:
         Here the replies being awaited are registered with their deadline, and
         one timer, running only while some are, cancels the overdue ones. Push
         messages (RESP3) go to the connection's handler, as redis-py's read does;
-        a connection without a reply line takes redis-py's read.
+        a connection without a hiredis reader takes redis-py's read.
         """
-        line = self._lines.get(conn)
-        if line is None:
+        parser = conn._parser
+        reader = getattr(parser, "_reader", None)
+        if reader is None or not getattr(parser, "_connected", False):
             return await conn.read_response()
-        reader, push = line.reader, line.push
+        push = getattr(parser, "_hiredis_PushNotificationType", None)
         while True:
             reply = reader.gets()
             if reply is _NOT_ENOUGH_DATA:
-                reply = await self._wait_reply(conn, line)
+                reply = await self._wait_reply(conn, parser._stream, reader)
             if push is None or not isinstance(reply, push):
                 break
-            await conn._parser.handle_push_response(reply)
+            await parser.handle_push_response(reply)
         if isinstance(reply, Exception):  # an error reply (LOADING is a ConnectionError)
             raise reply
         return reply
 
-    async def _wait_reply(self, conn: Any, line: _ReplyLine) -> Any:
-        """The next whole reply ``line`` receives, by the read's deadline."""
-        if line.lost is not None:
-            raise redis.exceptions.ConnectionError(line.lost)
+    async def _wait_reply(self, conn: Any, stream: asyncio.StreamReader, reader: Any) -> Any:
+        """Read from ``conn`` until ``reader`` holds a whole reply, by its deadline."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -687,17 +584,28 @@ class DirectLine:
         if self._watch_loop is not loop:
             self._watch_loop = loop
             self._read_watch = loop.call_later(READ_WATCH_INTERVAL, self._watch_reads)
-        waiter = line.waiter = loop.create_future()
         try:
-            return await waiter
+            reply = _NOT_ENOUGH_DATA
+            while reply is _NOT_ENOUGH_DATA:
+                data = await stream.read(_READ_SIZE)
+                if not data:
+                    raise redis.exceptions.ConnectionError("Connection closed by server.")
+                reader.feed(data)
+                reply = reader.gets()
         except asyncio.CancelledError:
             if conn in self._overdue and task.uncancel() == 0:
-                raise redis.exceptions.TimeoutError(f"Timeout reading from {line.source}") from None
+                raise redis.exceptions.TimeoutError(
+                    f"Timeout reading from {conn.host}:{conn.port}"
+                ) from None
             raise
+        except OSError as exc:
+            raise redis.exceptions.ConnectionError(
+                f"Error while reading from {conn.host}:{conn.port}: {exc}"
+            ) from exc
         finally:
-            line.waiter = None
             del self._awaited[conn]
             self._overdue.discard(conn)
+        return reply
 
     def _watch_reads(self) -> None:
         """Cancel the reads past their deadline; look again while any is awaited."""
@@ -726,7 +634,6 @@ class DirectLine:
         self.opened -= len(extra)
         self._next_turn()
         for closing in extra:
-            self._forget(closing)
             task = asyncio.ensure_future(closing.disconnect())
             task.add_done_callback(lambda t: t.exception())
 
@@ -737,6 +644,5 @@ class DirectLine:
         idle, self._idle = self._idle, []
         self.opened -= len(idle)
         for conn in idle:
-            self._forget(conn)
             with contextlib.suppress(Exception):
                 await conn.disconnect()
