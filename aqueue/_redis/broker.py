@@ -276,7 +276,29 @@ class Broker:
             if queue not in self._registered:
                 await self.register_queue(queue)
             if len(messages) == 1:
-                size = len(messages[0].payload)
+                lone = messages[0]
+                if not (
+                    lone.delay_ms
+                    or lone.unique_key
+                    or lone.priority
+                    or lone.flow
+                    or self.settings.events
+                ):
+                    # A plain message alone: the script with the few helpers it needs.
+                    await self._script(
+                        "enqueue_lone",
+                        target.lone_keys,
+                        (
+                            target.task_prefix,
+                            lone.task_id,
+                            lone.task_name,
+                            lone.payload,
+                            "1" if lone.fresh else "0",
+                        ),
+                        durable=True,
+                    )
+                    return [lone.task_id]
+                size = len(lone.payload)
             else:
                 size = sum([len(m.payload) for m in messages])
             if size > ENQUEUE_CHUNK_BYTES:
@@ -1099,11 +1121,12 @@ def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int)
 class _EnqueueTarget:
     """A queue's key names as the enqueue script takes them."""
 
-    __slots__ = ("control", "keys", "script_keys", "task_prefix")
+    __slots__ = ("control", "keys", "lone_keys", "script_keys", "task_prefix")
 
     def __init__(self, keys: QueueKeys) -> None:
         self.keys = keys
         self.script_keys = (keys.stream, keys.delayed, keys.delayed_payloads)
+        self.lone_keys = (keys.stream,)
         self.task_prefix = keys.task_prefix
         self.control = keys.control_channel
 

@@ -30,6 +30,7 @@ __all__ = ["SCRIPT_NAMES", "clocked_source", "script_source"]
 #: Every script the broker registers, one per state change.
 SCRIPT_NAMES = (
     "enqueue",
+    "enqueue_lone",
     "fetch",
     "start",
     "finish",
