@@ -8,7 +8,9 @@ task represents (a live holder of their unique key), by position.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import pytest
 import redis
 
 import aqueue
@@ -93,3 +95,31 @@ async def test_a_batch_survives_lost_scripts_and_killed_connections() -> None:
                 assert admin.xlen(stream) == 5_010
             finally:
                 admin.close()
+
+
+async def test_an_enqueue_whose_reply_was_lost_is_sent_again_under_the_same_id(
+    app: aqueue.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.task
+    async def noop(n: int) -> int:
+        return n
+
+    broker = app.client.broker
+    send = broker._send_messages
+    lost: dict[str, int] = {}
+
+    async def replies_lost_twice(queue: str, messages: Any) -> list[str]:
+        ids = await send(queue, messages)  # it reached Redis...
+        if lost.setdefault(messages[0].task_id, 0) < 2:
+            lost[messages[0].task_id] += 1  # ...and its reply did not come back
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return ids
+
+    monkeypatch.setattr(broker, "_send_messages", replies_lost_twice)
+    handle = await noop.enqueue(1)  # a drawn id: the resends carry it
+    batch = await noop.enqueue_many([(2,), (3,)])
+    assert list(lost.values()) == [2, 2]
+    stream = broker.keys("default").stream
+    assert await broker.client.xlen(stream) == 3
+    assert await handle.status() == aqueue.TaskStatus.QUEUED
+    assert len({h.id for h in [handle, *batch]}) == 3

@@ -10,6 +10,7 @@ slot. Reads that change nothing live in :mod:`.views`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -44,6 +45,23 @@ __all__ = ["ENQUEUE_CHUNK", "Broker"]
 
 #: The broker speaks only when it repaired something under the caller.
 logger = logging.getLogger(__name__)
+
+#: Pauses before an enqueue whose connection was lost is sent again (seconds):
+#: three more tries within about a third of a second.
+ENQUEUE_RESENDS = (0.05, 0.1, 0.2)
+
+
+def _not_a_lost_connection(exc: redis.exceptions.ConnectionError) -> bool:
+    """A ConnectionError that sending again would not cure: credentials, or this
+    process out of connections or file descriptors."""
+    if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
+        return True
+    text = str(exc)
+    return any(
+        words in text
+        for words in ("Too many open files", "Too many connections", "No connection available")
+    )
+
 
 #: Largest number of messages sent in one enqueue script call.
 ENQUEUE_CHUNK = 1000
@@ -268,92 +286,28 @@ class Broker:
             yield ("EVALSHA", sha, len(ev_keys), *ev_keys, *ev_args)
 
     async def enqueue_many(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
-        """Enqueue messages in as few round trips as possible (one per chunk)."""
-        target = self._enqueue_target(queue)
-        script_keys = target.script_keys
-        ids: list[str] = []
+        """Enqueue messages in as few round trips as possible (one per chunk).
+
+        A send whose connection was lost (the command or its reply) goes again,
+        the same messages under the same ids, up to ENQUEUE_RESENDS times: the
+        scripts add nothing twice (already_enqueued), so a message that did get
+        in is not added again, and a producer that drew its ids is not left
+        guessing whether to send under a new one.
+        """
         try:
             if queue not in self._registered:
                 await self.register_queue(queue)
-            if len(messages) == 1:
-                lone = messages[0]
-                if not (
-                    lone.delay_ms
-                    or lone.unique_key
-                    or lone.priority
-                    or lone.flow
-                    or self.settings.events
-                ):
-                    # A plain message alone: the script with the few helpers it needs.
-                    await self._script(
-                        "enqueue_lone",
-                        target.lone_keys,
-                        (
-                            target.task_prefix,
-                            lone.task_id,
-                            lone.task_name,
-                            lone.payload,
-                            "1" if lone.fresh else "0",
-                        ),
-                        durable=True,
-                    )
-                    return [lone.task_id]
-                size = len(lone.payload)
-            else:
-                size = sum([len(m.payload) for m in messages])
-            if size > ENQUEUE_CHUNK_BYTES:
-                # One call per chunk of a few MiB, in order, over the bounded direct path.
-                for chunk in _byte_chunks(messages):
-                    args = self._enqueue_args(target, chunk)
-                    reply = await self._script(
-                        "enqueue", script_keys, args, durable=True, events=queue
-                    )
-                    ids.extend(_represented(chunk, reply))
-                return ids
-            if len(messages) <= ENQUEUE_CHUNK:
-                # One script call: no pipeline, whose execute() would first ask
-                # SCRIPT EXISTS (an extra round trip on the latency path).
-                reply = await self._script(
-                    "enqueue",
-                    script_keys,
-                    self._enqueue_args(target, messages),
-                    durable=True,
-                    events=queue,
-                )
-                return _represented(messages, reply)
-            if self.cluster or self.settings.replicas_ack or self.test_clock is not None:
-                # A cluster client refuses script pipelines: one call per chunk,
-                # in order (all of them go to the queue's one node anyway).
-                for start in range(0, len(messages), ENQUEUE_CHUNK):
-                    chunk = messages[start : start + ENQUEUE_CHUNK]
-                    args = self._enqueue_args(target, chunk)
-                    reply = await self._script(
-                        "enqueue", script_keys, args, durable=True, events=queue
-                    )
-                    ids.extend(_represented(chunk, reply))
-                return ids
-            if self.direct.enabled:
-                # Every message was checked before this call, so the chunks go out
-                # one after another on one connection: Redis runs a chunk while the
-                # next is prepared and sent. A resent chunk adds nothing twice
-                # (already_enqueued), so on NOSCRIPT all go again once loaded.
-                sha = self._scripts["enqueue"].sha
+            for pause in ENQUEUE_RESENDS:
                 try:
-                    replies = await self.direct.call_each(self._enqueue_calls(queue, messages, sha))
-                except redis.exceptions.NoScriptError:
-                    await self.direct.call("SCRIPT", "LOAD", self._sources["enqueue"])
-                    replies = await self.direct.call_each(self._enqueue_calls(queue, messages, sha))
-            else:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for start in range(0, len(messages), ENQUEUE_CHUNK):
-                        chunk = messages[start : start + ENQUEUE_CHUNK]
-                        ev_keys, ev_args = self.events.script_extras(
-                            queue, script_keys, self._enqueue_args(target, chunk)
-                        )
-                        await self._scripts["enqueue"](keys=ev_keys, args=ev_args, client=pipe)
-                    replies = await pipe.execute()
-            for start, reply in zip(range(0, len(messages), ENQUEUE_CHUNK), replies, strict=True):
-                ids.extend(_represented(messages[start : start + ENQUEUE_CHUNK], reply))
+                    return await self._send_messages(queue, messages)
+                except redis.exceptions.ConnectionError as exc:
+                    if _not_a_lost_connection(exc):
+                        raise
+                    logger.debug(
+                        "enqueue to %s lost its connection (%s); sending again", queue, exc
+                    )
+                    await asyncio.sleep(pause)
+            return await self._send_messages(queue, messages)
         except redis.exceptions.AskError as exc:
             if not self.cluster:
                 raise ConfigError(
@@ -400,6 +354,87 @@ class Broker:
                 f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
                 "check that Redis is reachable at the configured URL and try again"
             ) from exc
+
+    async def _send_messages(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """One try at sending ``messages`` (see :meth:`enqueue_many`)."""
+        target = self._enqueue_target(queue)
+        script_keys = target.script_keys
+        ids: list[str] = []
+        if len(messages) == 1:
+            lone = messages[0]
+            if not (
+                lone.delay_ms
+                or lone.unique_key
+                or lone.priority
+                or lone.flow
+                or self.settings.events
+            ):
+                # A plain message alone: the script with the few helpers it needs.
+                await self._script(
+                    "enqueue_lone",
+                    target.lone_keys,
+                    (
+                        target.task_prefix,
+                        lone.task_id,
+                        lone.task_name,
+                        lone.payload,
+                        "1" if lone.fresh else "0",
+                    ),
+                    durable=True,
+                )
+                return [lone.task_id]
+            size = len(lone.payload)
+        else:
+            size = sum([len(m.payload) for m in messages])
+        if size > ENQUEUE_CHUNK_BYTES:
+            # One call per chunk of a few MiB, in order, over the bounded direct path.
+            for chunk in _byte_chunks(messages):
+                args = self._enqueue_args(target, chunk)
+                reply = await self._script("enqueue", script_keys, args, durable=True, events=queue)
+                ids.extend(_represented(chunk, reply))
+            return ids
+        if len(messages) <= ENQUEUE_CHUNK:
+            # One script call: no pipeline, whose execute() would first ask
+            # SCRIPT EXISTS (an extra round trip on the latency path).
+            reply = await self._script(
+                "enqueue",
+                script_keys,
+                self._enqueue_args(target, messages),
+                durable=True,
+                events=queue,
+            )
+            return _represented(messages, reply)
+        if self.cluster or self.settings.replicas_ack or self.test_clock is not None:
+            # A cluster client refuses script pipelines: one call per chunk,
+            # in order (all of them go to the queue's one node anyway).
+            for start in range(0, len(messages), ENQUEUE_CHUNK):
+                chunk = messages[start : start + ENQUEUE_CHUNK]
+                args = self._enqueue_args(target, chunk)
+                reply = await self._script("enqueue", script_keys, args, durable=True, events=queue)
+                ids.extend(_represented(chunk, reply))
+            return ids
+        if self.direct.enabled:
+            # Every message was checked before this call, so the chunks go out
+            # one after another on one connection: Redis runs a chunk while the
+            # next is prepared and sent. A resent chunk adds nothing twice
+            # (already_enqueued), so on NOSCRIPT all go again once loaded.
+            sha = self._scripts["enqueue"].sha
+            try:
+                replies = await self.direct.call_each(self._enqueue_calls(queue, messages, sha))
+            except redis.exceptions.NoScriptError:
+                await self.direct.call("SCRIPT", "LOAD", self._sources["enqueue"])
+                replies = await self.direct.call_each(self._enqueue_calls(queue, messages, sha))
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(messages), ENQUEUE_CHUNK):
+                    chunk = messages[start : start + ENQUEUE_CHUNK]
+                    ev_keys, ev_args = self.events.script_extras(
+                        queue, script_keys, self._enqueue_args(target, chunk)
+                    )
+                    await self._scripts["enqueue"](keys=ev_keys, args=ev_args, client=pipe)
+                replies = await pipe.execute()
+        for start, reply in zip(range(0, len(messages), ENQUEUE_CHUNK), replies, strict=True):
+            ids.extend(_represented(messages[start : start + ENQUEUE_CHUNK], reply))
         return ids
 
     async def enqueue_keyed(
