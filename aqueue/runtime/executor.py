@@ -19,7 +19,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -59,8 +58,7 @@ MAX_RETRY_DELAY = 365 * 24 * 3600.0
 _ENCODED_NONE = encode_value(None)
 
 
-@dataclass(slots=True)
-class Job:
+class Job(msgspec.Struct):
     """A delivery that decoded and names a registered task, ready to run."""
 
     delivery: Delivery
