@@ -36,7 +36,7 @@ from .connection import (
 )
 from .events import EventStream
 from .pubsub import Subscription
-from .scripts import SCRIPT_NAMES, clocked_source, script_source
+from .scripts import RegisteredScripts, ScriptSources, clocked_source
 from .slotwait import call_replicated_on_slot
 from .topology import describe_topology, placement
 from .views import RedisViews
@@ -105,10 +105,8 @@ class Broker:
         self.views = RedisViews(client, settings.prefix)
         #: Task and worker events (issue 13): passed to the scripts, read by app.events().
         self.events = EventStream(client, settings, self.cluster)
-        self._sources = {name: script_source(name) for name in SCRIPT_NAMES}
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(source) for name, source in self._sources.items()
-        }
+        self._sources = ScriptSources()  # each composed and registered on first use
+        self._scripts: dict[str, AsyncScript] = RegisteredScripts(client, self._sources)
         #: A test's virtual clock (epoch seconds), set only by aqueue.testing: the
         #: scripts then take "now" from it instead of Redis' TIME.
         self.test_clock: Callable[[], float] | None = None

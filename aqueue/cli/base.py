@@ -19,7 +19,6 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import did_you_mean
@@ -140,12 +139,14 @@ def split_queues(text: str | None) -> list[str] | None:
     return [q.strip() for q in text.split(",") if q.strip()] or None
 
 
-@dataclass
 class Target:
     """The App a command works on, and whether it came from code or only from Redis options."""
 
-    app: App
-    from_code: bool
+    __slots__ = ("app", "from_code")
+
+    def __init__(self, app: App, from_code: bool) -> None:
+        self.app = app
+        self.from_code = from_code
 
     async def queues(self, wanted: Sequence[str] | None = None) -> list[str]:
         """``wanted``, else the App's queues and every other queue in the registry,

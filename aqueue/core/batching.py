@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 __all__ = ["Coalescer"]
@@ -20,11 +19,13 @@ Item = TypeVar("Item")
 Out = TypeVar("Out")
 
 
-@dataclass
 class _Lane(Generic[Item, Out]):
-    busy: bool = False
-    items: list[Item] = field(default_factory=list)
-    futures: list[asyncio.Future[Out]] = field(default_factory=list)
+    __slots__ = ("busy", "futures", "items")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.items: list[Item] = []
+        self.futures: list[asyncio.Future[Out]] = []
 
 
 class Coalescer(Generic[Key, Item, Out]):

@@ -6,7 +6,7 @@ in one Redis Cluster slot and every script touches a single slot.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 __all__ = [
     "CONSUMER_GROUP",
@@ -66,8 +66,7 @@ def events_key(prefix: str, queue: str | None = None) -> str:
     return f"{prefix}:{{{queue}}}:events"
 
 
-@dataclass(frozen=True, slots=True)
-class QueueKeys:
+class QueueKeys(msgspec.Struct, frozen=True):
     """Key names of one queue under one prefix."""
 
     prefix: str

@@ -15,7 +15,6 @@ import inspect
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -55,8 +54,7 @@ def check_priority(value: object, where: str) -> int:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class _KeyTemplate:
+class _KeyTemplate(msgspec.Struct, frozen=True):
     """A limit's key: fixed, or formatted from named arguments of the call."""
 
     template: str
@@ -89,8 +87,7 @@ def _template(template: object, task: str, option: str, params: Mapping[str, Any
     return _KeyTemplate(template, tuple(fields))
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimit:
+class RateLimit(msgspec.Struct, frozen=True):
     """At most ``count`` starts per ``period_ms`` across the deployment, per key."""
 
     count: int
@@ -102,8 +99,7 @@ class RateLimit:
         return self.period_ms / self.count
 
 
-@dataclass(frozen=True, slots=True)
-class ConcurrencyLimit:
+class ConcurrencyLimit(msgspec.Struct, frozen=True):
     """At most ``limit`` running at once across the deployment, per key."""
 
     limit: int

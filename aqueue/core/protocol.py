@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -305,8 +304,7 @@ class OutgoingMessage(msgspec.Struct, gc=False):
     """The task's rate and concurrency limits, packed for the scripts (empty: none)."""
 
 
-@dataclass(slots=True)
-class Delivery:
+class Delivery(msgspec.Struct):
     """One stream entry handed to this worker."""
 
     queue: str
@@ -322,8 +320,7 @@ class Delivery:
     """Why the delivery was dead-lettered as it was delivered (attempt -1), e.g. ``replayed``."""
 
 
-@dataclass(slots=True)
-class FinishItem:
+class FinishItem(msgspec.Struct):
     """The outcome of one delivery, as the finish script takes it."""
 
     entry_id: str

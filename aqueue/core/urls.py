@@ -8,8 +8,9 @@ accepted form. :func:`mask_url` hides passwords wherever a URL may carry them.
 
 from __future__ import annotations
 
-import dataclasses
 from urllib.parse import parse_qsl, unquote, urlencode
+
+import msgspec
 
 from .errors import ConfigError
 
@@ -22,8 +23,7 @@ _URL_FORMS = (
 )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RedisTarget:
+class RedisTarget(msgspec.Struct, frozen=True):
     """What a Redis URL points at: one server, a Sentinel service or a Cluster.
 
     For ``standalone`` the URL itself is handed to the client as it is;

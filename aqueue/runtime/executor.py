@@ -19,8 +19,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -45,8 +44,10 @@ from ..core.protocol import (
 from ..core.status import TaskStatus
 from ..task import Task
 from .processes import RETRY_ASKED, RETRY_ON, ProcessDied, ProcessPool, reference
-from .streaming import ChunkSink, StreamCall, relay_chunks
 from .threads import TaskThreads, ThreadGate
+
+if TYPE_CHECKING:
+    from .streaming import ChunkSink
 
 __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
 
@@ -59,8 +60,7 @@ MAX_RETRY_DELAY = 365 * 24 * 3600.0
 _ENCODED_NONE = encode_value(None)
 
 
-@dataclass(slots=True)
-class Job:
+class Job(msgspec.Struct):
     """A delivery that decoded and names a registered task, ready to run."""
 
     delivery: Delivery
@@ -318,6 +318,8 @@ class Executor:
 
     async def _stream(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
         """Run a streaming task: each chunk is stored as it comes; the value is all of them."""
+        from .streaming import StreamCall, relay_chunks  # loaded by the first streaming task
+
         scope = asyncio.timeout(job.envelope.timeout)
         try:
             async with scope:

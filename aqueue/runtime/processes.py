@@ -30,7 +30,6 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import IO, Any
 
 import msgspec
@@ -54,8 +53,7 @@ class ProcessDied(Exception):
     """The process running a task ended without answering (crash, OOM kill, os._exit)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(msgspec.Struct, frozen=True):
     """What a task process answered: the encoded value, or the error as data."""
 
     ok: bool

@@ -7,7 +7,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+
+import msgspec
 
 from .._redis.connection import is_out_of_memory
 from ..core.status import TaskStatus
@@ -95,11 +96,10 @@ class Capacity:
         return self.total - self.free
 
 
-@dataclass
-class WorkerStats:
+class WorkerStats(msgspec.Struct):
     """Counters since the worker started."""
 
-    started_at: float = field(default_factory=time.time)
+    started_at: float = msgspec.field(default_factory=time.time)
     succeeded: int = 0
     failed: int = 0
     retried: int = 0

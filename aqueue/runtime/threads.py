@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import threading
 from collections.abc import Awaitable, Callable
@@ -23,12 +22,14 @@ __all__ = ["GATE_TIMEOUT", "TaskThreads", "ThreadGate"]
 GATE_TIMEOUT = 30.0
 
 
-@dataclasses.dataclass
 class ThreadGate:
     """Holds a call that waited for a free thread until the worker says it may run."""
 
-    opened: threading.Event = dataclasses.field(default_factory=threading.Event)
-    run: bool = True
+    __slots__ = ("opened", "run")
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.run = True
 
     async def wait(
         self,

@@ -45,7 +45,6 @@ from .fetching import Fetcher
 from .finishing import Finisher
 from .maintenance import Maintenance
 from .monitor import describe_worker, unserved_queues
-from .recycling import watch_memory
 from .running import Inflight, Observer, Runner
 from .slots import Backoff, Capacity, Outage, WorkerStats
 from .watchdog import LoopWatchdog
@@ -301,6 +300,8 @@ class Worker:
                 if self.burst:
                     spawn(self._stop_when_drained(), "burst")
                 if self.max_memory_mb is not None:
+                    from .recycling import watch_memory  # only with --max-memory-per-child
+
                     spawn(watch_memory(self.max_memory_mb, self.recycle), "memory")
                 if self.beat:
                     # Declared schedules, and those kept in Redis (watched each second).

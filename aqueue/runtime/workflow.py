@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -152,7 +151,7 @@ def refused_follow_ups(payload: bytes, item: FinishItem, codec: Codec) -> bytes:
     if envelope.then is None and envelope.member is None:
         return b""
     if not item.task_id:
-        item = dataclasses.replace(item, task_id=envelope.id)
+        item = msgspec.structs.replace(item, task_id=envelope.id)
     try:
         return follow_ups(envelope, item, codec, time.time())
     except MessageError:
