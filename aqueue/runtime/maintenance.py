@@ -66,6 +66,9 @@ class Maintenance:
         self.describe = describe
         self.stopping = False
         self.wake_promoter: dict[str, asyncio.Event] = {q: asyncio.Event() for q in queues}
+        #: Held while a heartbeat runs; see :meth:`end_heartbeats`.
+        self._beating = asyncio.Lock()
+        self._ended = False
 
     # -- heartbeat ------------------------------------------------------------------
 
@@ -99,11 +102,21 @@ class Maintenance:
         backoff = self._backoff("renewing leases")
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.heartbeat()
-                backoff.succeeded()
-            except RETRYABLE as exc:
-                await backoff.failed(exc, sleep=False)
+            async with self._beating:
+                if self._ended:
+                    return
+                try:
+                    await self.heartbeat()
+                    backoff.succeeded()
+                except RETRYABLE as exc:
+                    await backoff.failed(exc, sleep=False)
+
+    async def end_heartbeats(self) -> None:
+        """Let the heartbeat under way finish and send no more: a worker leaving
+        the queues must not be put back among their live workers (renew.lua adds
+        it) after it left them."""
+        async with self._beating:
+            self._ended = True
 
     # -- reclaim ----------------------------------------------------------------------
 

@@ -413,6 +413,7 @@ class Worker:
         still_running = [
             held for held in self._inflight if held.task is not None and not held.task.done()
         ]
+        await self._maintenance.end_heartbeats()
         handed_back = await self._hand_back(
             [held.job.delivery for held in still_running], read_ahead
         )

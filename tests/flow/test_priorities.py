@@ -152,8 +152,10 @@ async def test_a_leaving_worker_hands_its_urgent_tasks_back_at_once(app: aqueue.
 
     await job.enqueue(0)  # a backlog, so the urgent ones wait aside
     handles = [await job.options(priority=8).enqueue(n) for n in range(1, 5)]
-    async with running_worker(app, concurrency=1, prefetch=3, grace_period=0.1):
-        await wait_until(lambda: bool(ran), 10)
+    async with running_worker(app, concurrency=1, prefetch=3, grace_period=0.1) as first:
+        # It holds all four urgent ones (one running, three read ahead) before it
+        # leaves: one still unread would stay ahead of those handed back.
+        await wait_until(lambda: bool(ran) and first.running_count == 4, 10)
     assert ran == [1]  # urgent first; the rest read ahead, then handed back
     figures = await app.broker.views.queue_figures(job.config.queue)
     assert figures["pending"] == 0
