@@ -223,7 +223,7 @@ class _LostWhenClosed:
         try:
             await super().send_packed_command(command, check_health)  # type: ignore[misc]
         except (RuntimeError, AttributeError) as exc:
-            raise redis.exceptions.ConnectionError(f"connection lost while sending: {exc}") from exc
+            raise _as_connection_error(exc) from exc
 
 
 _LOST_WHEN_CLOSED: dict[type, type] = {}
@@ -265,7 +265,7 @@ except ImportError:  # pragma: no cover - older redis-py: the hiredis default
 _CONNECTION_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-def _as_connection_error(exc: RuntimeError) -> redis.exceptions.ConnectionError:
+def _as_connection_error(exc: Exception) -> redis.exceptions.ConnectionError:
     """A connection closed under a write (killed by the server) can surface as the
     event loop's RuntimeError about a closed transport: it is a lost connection."""
     return redis.exceptions.ConnectionError(f"connection lost while sending: {exc}")
