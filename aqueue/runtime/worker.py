@@ -136,7 +136,7 @@ class Worker:
         if task_processes is not None:
             if task_processes < 1:
                 raise ValueError("task_processes must be at least 1")
-            self._executor.processes.size = task_processes
+            self._executor.process_count = task_processes
         self._runner.on_spent = self.recycle
 
     def _wire(self) -> None:
@@ -317,7 +317,7 @@ class Worker:
             if self.watchdog is not None:
                 self.watchdog.stop()
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
-            await self._executor.processes.close()
+            await self._executor.close()
         if self._crashed_loop is not None:
             raise WorkerCrashed(
                 f"worker loop {self._crashed_loop} crashed (see the traceback logged above); "
