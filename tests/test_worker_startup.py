@@ -52,8 +52,13 @@ def test_building_the_worker_command_loads_only_what_a_worker_uses() -> None:
     assert unused == set()
     for module in ("aqueue.groups", "aqueue.periodic", "aqueue.schedules", "aqueue.deadletter"):
         assert module not in loaded
-    # Loaded on first use: workflows, delay(), executor="process" tasks.
-    for module in ("aqueue.canvas", "aqueue.sync", "aqueue.runtime.processes"):
+    # Loaded on first use: workflows, delay(), executor="process" tasks, events.
+    for module in (
+        "aqueue.canvas",
+        "aqueue.sync",
+        "aqueue.runtime.processes",
+        "aqueue.core.events",
+    ):
         assert module not in loaded
     for module in ("difflib", "statistics", "zoneinfo"):  # stdlib a worker never uses
         assert module not in loaded
