@@ -104,12 +104,12 @@ POOL_WAIT = 30.0
 
 try:
     from redis.driver_info import DriverInfo
-except ImportError:  # pragma: no cover - redis-py before 7.1 reads its version once
+except ImportError:  # pragma: no cover - an older redis-py reads its version once, at import
     _DRIVER: dict[str, Any] = {}
 else:
     # What every connection tells Redis about its client (CLIENT SETINFO), given
-    # once: left to itself, redis-py 7.1+ looks its own version up in the
-    # installed package's metadata for every new connection it makes (the
+    # once: left to itself, a redis-py with DriverInfo looks its own version up in
+    # the installed package's metadata for every new connection it makes (the
     # METADATA file found and parsed each time, about 1 ms).
     _DRIVER = {"driver_info": DriverInfo(lib_version=redis.__version__)}
 
