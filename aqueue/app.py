@@ -25,7 +25,6 @@ from .client import Client
 from .core.config import DEFAULT_REDIS_URL, Settings, options_from_object
 from .core.context import Context
 from .core.errors import AqueueError, ConfigError, UnknownTask, did_you_mean
-from .core.events import Event
 from .core.hooks import Middleware
 from .core.limits import ConcurrencySpec, RateSpec
 from .core.urls import mask_url
@@ -36,6 +35,7 @@ from .task import Task, TaskConfig
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from .core.events import Event
     from .deadletter import DeadLetter
     from .events import Since
     from .periodic import PeriodicDecorator, PeriodicTask

@@ -22,11 +22,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
-from .canvas import Signature
 from .client import Client
 from .core.arguments import ArgSpec
 from .core.config import Settings
@@ -49,8 +48,11 @@ from .core.protocol import (
 )
 from .inline import run_eagerly, run_eagerly_sync
 from .result import AsyncResult
-from .sync import SyncResult, send
 from .unique import UniqueMode, check_mode, enqueue_keyed
+
+if TYPE_CHECKING:  # loaded by the first delay() or signature: a worker may never need them
+    from .canvas import Signature
+    from .sync import SyncResult
 
 __all__ = ["EnqueueOptions", "Task", "TaskCall", "TaskConfig", "TaskOwner"]
 
@@ -305,6 +307,8 @@ class _Enqueuer(Generic[P, R]):
         ``await enqueue(...)``: this blocks the calling thread until Redis
         acknowledges. See :mod:`aqueue.sync`.
         """
+        from .sync import SyncResult, send
+
         task = self._task
         if task.client.hooks.has("enqueue"):
             return self._delay_hooked(args, kwargs)
@@ -335,6 +339,8 @@ class _Enqueuer(Generic[P, R]):
     def _delay_hooked(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SyncResult[R]:
         """``delay`` inside the App's ``enqueue`` middleware, on the private loop (whose
         task sees the caller's context variables); errors still raise here."""
+        from .sync import SyncResult
+
         task = self._task
         runner = task.client.sync()
         job = task.hook_job(self._opts, args, kwargs)
@@ -363,10 +369,14 @@ class _Enqueuer(Generic[P, R]):
         In a chain, a step after the first gets its parent's value as its first
         argument before these; see docs/workflows.md for how that is typed.
         """
+        from .canvas import Signature
+
         return Signature(self._task, args, kwargs, self._opts)
 
     def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
         """An immutable signature: in a chain it ignores its parent's value."""
+        from .canvas import Signature
+
         return Signature(self._task, args, kwargs, self._opts, immutable=True)
 
 

@@ -11,7 +11,8 @@ and reports, per run:
 
 * peak RSS: what GNU ``/usr/bin/time`` reports as the worker's maximum resident set;
 * CPU to the first task: the worker's ``time.process_time()`` when its first task runs
-  (far less disturbed by other load on the machine than wall-clock time);
+  (far less disturbed by other load on the machine than wall-clock time), and the
+  wall-clock time from spawn to that moment;
 * spawn to the last task (wall clock) and the drain rate from spawn;
 * the worker's whole CPU time (user + sys).
 
@@ -97,12 +98,13 @@ def one_run(
         [TIME, "-f", "%M %U %S", "-o", str(timing), *argv], env=env, cwd=work, check=True
     )
     peak_kib, user, system = map(float, timing.read_text().split()[-3:])
-    (_, first_cpu), (last_at, _) = (
+    (first_at, first_cpu), (last_at, _) = (
         tuple(map(float, line.split())) for line in marks.read_text().splitlines()[:2]
     )
     return {
         "peak_rss_mib": peak_kib / 1024,
         "cpu_to_first_task_ms": first_cpu * 1000,
+        "spawn_to_first_task_ms": (first_at - spawned) * 1000,
         "spawn_to_last_task_s": last_at - spawned,
         "drain_from_spawn_per_s": n / (last_at - spawned),
         "worker_cpu_s": user + system,

@@ -69,3 +69,32 @@ def test_configure_accepts_a_cluster_url() -> None:
     app = aqueue.App("redis://localhost:6379/0")
     app.configure(redis_url="redis+cluster://127.0.0.1:7000")
     assert Settings.replace(app.settings).redis_url == "redis+cluster://127.0.0.1:7000"
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://h:6379/0", "redis+sentinel://h:26379/mymaster", "redis+cluster://h:7000"]
+)
+def test_every_connection_names_its_client_without_reading_package_metadata(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+    import redis.utils
+
+    from aqueue._redis.connection import connect
+
+    def no_lookup() -> str:
+        raise AssertionError("looked up redis-py's version in the package metadata")
+
+    monkeypatch.setattr(redis.utils, "get_lib_version", no_lookup)
+    client = connect(Settings(redis_url=url))
+    if url.startswith("redis+cluster"):
+        (node,) = client.nodes_manager.startup_nodes.values()
+        made = [node.connection_class(**node.connection_kwargs)]
+    else:
+        made = [client.connection_pool.make_connection()]
+    if url.startswith("redis+sentinel"):
+        (sentinel,) = client.connection_pool.sentinel_manager.sentinels
+        made.append(sentinel.connection_pool.make_connection())
+    for connection in made:  # CLIENT SETINFO sends what it always sent
+        assert connection.driver_info.formatted_name == "redis-py"
+        assert connection.driver_info.lib_version == redis.__version__

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import redis
 
 from aqueue._redis.scripts import SCRIPT_NAMES, clocked_source, script_source
@@ -99,3 +100,13 @@ def test_every_script_compiles_in_redis(redis_url: str) -> None:
                 assert len(client.script_load(source)) == 40
     finally:
         client.close()
+
+
+def test_scripts_are_read_through_the_package_loader_when_not_installed_as_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aqueue._redis import scripts
+
+    installed = scripts._read("fetch.lua")
+    monkeypatch.setattr(scripts, "_LUA", "/nonexistent/aqueue/lua")  # as inside a zip
+    assert scripts._read("fetch.lua") == installed

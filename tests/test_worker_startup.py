@@ -52,8 +52,34 @@ def test_building_the_worker_command_loads_only_what_a_worker_uses() -> None:
     assert unused == set()
     for module in ("aqueue.groups", "aqueue.periodic", "aqueue.schedules", "aqueue.deadletter"):
         assert module not in loaded
+    # Loaded on first use: workflows, delay(), executor="process" tasks, events.
+    for module in (
+        "aqueue.canvas",
+        "aqueue.sync",
+        "aqueue.runtime.processes",
+        "aqueue.core.events",
+    ):
+        assert module not in loaded
     for module in ("difflib", "statistics", "zoneinfo"):  # stdlib a worker never uses
         assert module not in loaded
+
+
+def test_what_a_worker_loads_on_first_use_works_the_first_time() -> None:
+    loaded = _modules_after(
+        "import sys\n"
+        "import aqueue.runtime.worker\n"
+        "import aqueue\n"
+        "app = aqueue.App()\n"
+        "@app.task\n"
+        "async def add(a: int, b: int) -> int:\n"
+        "    return a + b\n"
+        "before = set(sys.modules)\n"
+        "assert 'aqueue.canvas' not in before and 'aqueue.sync' not in before\n"
+        "assert type(add.s(1, 2)).__name__ == 'Signature'\n"
+        "with app.eager():\n"
+        "    assert add.delay(2, 3).get(timeout=5) == 5\n"
+    )
+    assert {"aqueue.canvas", "aqueue.sync"} <= loaded
 
 
 def test_import_aqueue_loads_neither_redis_nor_the_runtime() -> None:

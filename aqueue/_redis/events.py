@@ -14,7 +14,6 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..core.config import Settings
-from ..core.events import encode_worker_event
 from ..core.keys import events_key
 
 __all__ = ["EventStream"]
@@ -46,6 +45,8 @@ class EventStream:
         """Publish a worker's ``worker_online`` / ``worker_offline``, once per queue."""
         if not self.settings.events:
             return
+        from ..core.events import encode_worker_event  # the events' format: only with events on
+
         for queue in queues:
             await self.client.xadd(
                 self.key(queue),

@@ -21,8 +21,8 @@ never built with it, so they can only read Redis' ``TIME``.
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import itertools
+import os
 import re
 from typing import TYPE_CHECKING
 
@@ -65,8 +65,18 @@ _DEFINITION = re.compile(r"local\s+(?:function\s+([A-Za-z_]\w*)|([A-Za-z_][\w\s,
 _WORD = re.compile(r"[A-Za-z_]\w*")
 
 
+#: Where the scripts are when the package is installed as files (as a wheel installs it).
+_LUA = os.path.join(os.path.dirname(__file__), "lua")
+
+
 def _read(part: str) -> str:
-    return importlib.resources.files(__package__).joinpath("lua").joinpath(part).read_text()
+    try:
+        with open(os.path.join(_LUA, part), encoding="utf-8") as file:
+            return file.read()
+    except OSError:  # a package not installed as files (in a zip): through its loader
+        import importlib.resources
+
+        return importlib.resources.files(__package__).joinpath("lua", part).read_text()
 
 
 @functools.cache
@@ -115,7 +125,7 @@ class RegisteredScripts(dict[str, "AsyncScript"]):
 class _Block:
     """One top-level definition of a helper file, with the comments above it."""
 
-    __slots__ = ("defines", "text", "words")
+    __slots__ = ("defines", "text", "uses", "words")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -129,6 +139,8 @@ class _Block:
         #: Every word of the block, comments included: a name a comment mentions
         #: pulls in a helper that is not needed, never leaves out one that is.
         self.words = frozenset(_WORD.findall(text))
+        #: The blocks (by index) defining a name this block mentions.
+        self.uses: tuple[int, ...] = ()
 
 
 @functools.cache
@@ -158,10 +170,20 @@ def _blocks() -> tuple[_Block, ...]:
             blocks.append(_Block("".join(lines[begin:end])))
     # Only the words that name a helper matter to _helpers_for(): keeping every
     # word of every block (comments included) held some 300 KiB for the process' life.
-    named = frozenset().union(*(block.defines for block in blocks))
+    definers = _definers(blocks)
     for block in blocks:
-        block.words &= named
+        block.words &= definers.keys()
+        block.uses = tuple(sorted({i for name in block.words for i in definers[name]}))
     return tuple(blocks)
+
+
+def _definers(blocks: list[_Block]) -> dict[str, list[int]]:
+    """Each helper name and the blocks (by index) that define it."""
+    definers: dict[str, list[int]] = {}
+    for i, block in enumerate(blocks):
+        for name in block.defines:
+            definers.setdefault(name, []).append(i)
+    return definers
 
 
 def _helpers_for(own: str) -> str:
@@ -172,14 +194,12 @@ def _helpers_for(own: str) -> str:
     blocks it mentions in turn.
     """
     blocks = _blocks()
-    wanted = set(_WORD.findall(own))
-    kept = [False] * len(blocks)
-    changed = True
-    while changed:
-        changed = False
-        for i, block in enumerate(blocks):
-            if not kept[i] and block.defines & wanted:
-                kept[i] = True
-                wanted |= block.words
-                changed = True
-    return "".join(block.text for block, keep in zip(blocks, kept, strict=True) if keep)
+    words = set(_WORD.findall(own))
+    to_visit = [i for i, block in enumerate(blocks) if not block.defines.isdisjoint(words)]
+    kept: set[int] = set()
+    while to_visit:
+        i = to_visit.pop()
+        if i not in kept:
+            kept.add(i)
+            to_visit.extend(blocks[i].uses)
+    return "".join(blocks[i].text for i in sorted(kept))

@@ -43,10 +43,10 @@ from ..core.protocol import (
 )
 from ..core.status import TaskStatus
 from ..task import Task
-from .processes import RETRY_ASKED, RETRY_ON, ProcessDied, ProcessPool, reference
 from .threads import TaskThreads, ThreadGate
 
 if TYPE_CHECKING:
+    from .processes import ProcessPool
     from .streaming import ChunkSink
 
 __all__ = ["Executor", "Job", "ProgressReport", "aborted", "dead"]
@@ -127,8 +127,9 @@ class Executor:
         self.settings = settings
         #: Runs plain ``def`` tasks; knows which job's thread still runs.
         self.threads = TaskThreads(threads)
-        #: Runs ``executor="process"`` tasks; processes start when first needed.
-        self.processes = ProcessPool(os.cpu_count() or 1)
+        #: Task processes for ``executor="process"`` tasks (default: one per CPU).
+        self.process_count = os.cpu_count() or 1
+        self._processes: ProcessPool | None = None
         self.state: dict[str, Any] = {} if state is None else state
         self.report = report
         #: Where a streaming task's chunks go (set by the worker).
@@ -141,6 +142,21 @@ class Executor:
         self.thread_gate: Callable[[Job, bool], Coroutine[Any, Any, bool]] | None = None
         #: The App's middleware (set by the worker; None: none registered).
         self.hooks: Hooks | None = None
+
+    @property
+    def processes(self) -> ProcessPool:
+        """Runs ``executor="process"`` tasks: made with the first such task (a worker
+        without any never loads :mod:`.processes`); its processes start when needed."""
+        if self._processes is None:
+            from .processes import ProcessPool
+
+            self._processes = ProcessPool(self.process_count)
+        return self._processes
+
+    async def close(self) -> None:
+        """Stop the task processes, if any task ran in one."""
+        if self._processes is not None:
+            await self._processes.close()
 
     # -- before running ---------------------------------------------------------------
 
@@ -366,6 +382,8 @@ class Executor:
 
     async def _run_in_process(self, job: Job) -> FinishItem:
         """Run a ``def`` task in a task process: its wire arguments in, msgpack out."""
+        from .processes import RETRY_ASKED, RETRY_ON, ProcessDied, reference
+
         env, task = job.envelope, job.task
         try:
             module, qualname = reference(task.fn)

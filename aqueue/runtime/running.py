@@ -14,8 +14,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 from ..core.protocol import Delivery, FinishItem
 from .executor import Executor, Job, aborted
@@ -35,8 +36,7 @@ logger = logging.getLogger("aqueue.worker")
 ABORT_GRACE = 5.0
 
 
-@dataclass(slots=True)
-class Running:
+class Running(msgspec.Struct):
     """A job this worker holds: executing (``task`` set) or read ahead."""
 
     job: Job

@@ -5,11 +5,11 @@ blocking client) stops the worker's event loop, and with it the heartbeat
 and lease renewal that run on that loop. Other workers then take the
 blocked worker for dead and run its healthy tasks a second time.
 
-:class:`LoopWatchdog` is a small thread with an event loop and a Redis
-connection of its own. Every quarter second it asks the worker's loop to
-answer; when the loop has not answered for a heartbeat interval, it renews
-the leases of every task the worker holds and the worker's heartbeat
-itself (the same script the heartbeat uses), and logs once which task
+:class:`LoopWatchdog` is a small thread. Every quarter second it asks the
+worker's loop to answer; when the loop has not answered for a heartbeat
+interval, it renews the leases of every task the worker holds and the
+worker's heartbeat itself (the same script the heartbeat uses) from an event
+loop and a Redis connection of its own, made then, and logs once which task
 blocked the loop. A loop blocked for longer than five visibility timeouts
 (at least a minute) is taken for hung: renewal stops and other workers
 take its tasks over. It only keeps leases alive: verdicts (lost, aborted) are
@@ -64,7 +64,7 @@ class LoopWatchdog:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread (it ends within a probe interval; nothing waits for it)."""
+        """Stop the thread (it ends at once, or after a renewal under way; nothing waits)."""
         self._stop.set()
 
     # -- in the worker's loop -----------------------------------------------------------
@@ -75,12 +75,12 @@ class LoopWatchdog:
     # -- in the watchdog's thread -----------------------------------------------------
 
     def _main(self) -> None:
-        with contextlib.suppress(Exception):
-            asyncio.run(self._watch())
-
-    async def _watch(self) -> None:
+        # Probing needs no event loop of the thread's own: it and the Redis client
+        # are made when the worker's loop is first found blocked (in most workers,
+        # never).
+        runner: asyncio.Runner | None = None
+        renewing: Broker | None = None
         settings = self.settings
-        broker = Broker(connect(settings, max_connections=2), settings)
         threshold = settings.heartbeat_interval
         last_renewal = 0.0
         blocker: str | None = None
@@ -88,8 +88,7 @@ class LoopWatchdog:
         cover = max(60.0, 5 * settings.visibility_timeout)
         gave_up = False
         try:
-            while not self._stop.is_set():
-                await asyncio.sleep(PROBE_INTERVAL)
+            while not self._stop.wait(PROBE_INTERVAL):
                 loop = self._loop
                 if loop is None or loop.is_closed():
                     return
@@ -136,11 +135,28 @@ class LoopWatchdog:
                     continue
                 if now - last_renewal >= settings.heartbeat_interval:
                     last_renewal = now
-                    await self._renew(broker)
+                    if runner is None:
+                        runner = asyncio.Runner()
+                    if renewing is None:
+                        renewing = runner.run(self._open())
+                    runner.run(self._renew(renewing))
+        except Exception:  # the worker's own heartbeat goes on without the watchdog
+            logger.debug("the watchdog stopped", exc_info=True)
         finally:
-            await broker.close()
-            with contextlib.suppress(Exception):
-                await broker.client.aclose()
+            if runner is not None:
+                if renewing is not None:
+                    with contextlib.suppress(Exception):
+                        runner.run(self._close(renewing))
+                runner.close()
+
+    async def _open(self) -> Broker:
+        """The watchdog's own broker, on its own connection (its thread's loop)."""
+        return Broker(connect(self.settings, max_connections=2), self.settings)
+
+    async def _close(self, broker: Broker) -> None:
+        await broker.close()
+        with contextlib.suppress(Exception):
+            await broker.client.aclose()
 
     def _held(self) -> dict[str, list[tuple[str, str]]]:
         """(entry, task id) of every job held, by queue; read while the loop is stopped."""

@@ -36,7 +36,6 @@ from .._redis.broker import Broker
 from .._redis.connection import RETRYABLE
 from .._version import __version__
 from ..core.errors import WorkerCrashed
-from ..core.events import WORKER_OFFLINE, WORKER_ONLINE
 from ..core.hooks import WorkerInfo
 from ..core.protocol import Delivery
 from ..core.urls import mask_url
@@ -136,7 +135,7 @@ class Worker:
         if task_processes is not None:
             if task_processes < 1:
                 raise ValueError("task_processes must be at least 1")
-            self._executor.processes.size = task_processes
+            self._executor.process_count = task_processes
         self._runner.on_spent = self.recycle
 
     def _wire(self) -> None:
@@ -286,7 +285,7 @@ class Worker:
                         app.settings, self.name, self.queues, self._inflight
                     )
                     self.watchdog.start()
-                await self._announce(WORKER_ONLINE)
+                await self._announce(online=True)
                 await app.client.hooks.notify("worker_start", self._info())
                 spawn = self._spawn_loop
                 spawn(self._finisher.loop(), "finish")
@@ -317,7 +316,7 @@ class Worker:
             if self.watchdog is not None:
                 self.watchdog.stop()
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
-            await self._executor.processes.close()
+            await self._executor.close()
         if self._crashed_loop is not None:
             raise WorkerCrashed(
                 f"worker loop {self._crashed_loop} crashed (see the traceback logged above); "
@@ -427,7 +426,7 @@ class Worker:
                 self.app.settings.dead_worker_after,
             )
         await self._leave_registry()
-        await self._announce(WORKER_OFFLINE)
+        await self._announce(online=False)
         await self.app.client.hooks.notify("worker_stop", self._info())
         s = self.stats
         logger.info(
@@ -518,8 +517,13 @@ class Worker:
     def _info(self) -> WorkerInfo:
         return WorkerInfo(self.name, tuple(self.queues), self.concurrency)
 
-    async def _announce(self, state: str) -> None:
+    async def _announce(self, online: bool) -> None:
         """The worker's own event (events on): it joined, or it left."""
+        if not self.app.settings.events:
+            return
+        from ..core.events import WORKER_OFFLINE, WORKER_ONLINE  # loaded with events on
+
+        state = WORKER_ONLINE if online else WORKER_OFFLINE
         with contextlib.suppress(*RETRYABLE):
             await self._broker().events.worker_event(self.queues, self.name, state)
 
