@@ -33,6 +33,7 @@ from .connection import (
     NotReplicated,
     as_failover,
     is_cluster,
+    packed_head,
 )
 from .events import EventStream
 from .pubsub import Subscription
@@ -74,6 +75,10 @@ ENQUEUE_CHUNK_BYTES = 4 * 1024 * 1024
 
 #: About how many chunks a streaming task's chunk stream keeps (oldest dropped).
 CHUNK_MAXLEN = 100_000
+
+#: A lone enqueue's EVALSHA after its packed head (``packed_head``): task id, task
+#: name, payload, fresh.
+_LONE_TAIL = b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$1\r\n%b\r\n"
 
 #: Encodes the row arrays of batched script calls (read by cmsgpack in Lua).
 _rows = msgspec.msgpack.Encoder()
@@ -368,6 +373,13 @@ class Broker:
                 or self.settings.events
             ):
                 # A plain message alone: the script with the few helpers it needs.
+                if (
+                    self.direct.enabled
+                    and self.test_clock is None
+                    and not self.settings.replicas_ack
+                ):
+                    await self._send_lone(target, lone)
+                    return [lone.task_id]
                 await self._script(
                     "enqueue_lone",
                     target.lone_keys,
@@ -434,6 +446,39 @@ class Broker:
         for start, reply in zip(range(0, len(messages), ENQUEUE_CHUNK), replies, strict=True):
             ids.extend(_represented(messages[start : start + ENQUEUE_CHUNK], reply))
         return ids
+
+    async def _send_lone(self, target: _EnqueueTarget, message: OutgoingMessage) -> None:
+        """``enqueue_lone.lua`` on the direct line, its unchanging head packed once per queue."""
+        head = target.lone_head
+        if not head:
+            head = target.lone_head = packed_head(
+                9,
+                "EVALSHA",
+                self._scripts["enqueue_lone"].sha,
+                1,
+                *target.lone_keys,
+                target.task_prefix,
+            )
+        task_id, name, payload = (
+            message.task_id.encode(),
+            message.task_name.encode(),
+            message.payload,
+        )
+        packed = _LONE_TAIL % (
+            head,
+            len(task_id),
+            task_id,
+            len(name),
+            name,
+            len(payload),
+            payload,
+            b"1" if message.fresh else b"0",
+        )
+        try:
+            await self.direct.call_packed(packed)
+        except redis.exceptions.NoScriptError:
+            await self.direct.call("SCRIPT", "LOAD", self._sources["enqueue_lone"])
+            await self.direct.call_packed(packed)
 
     async def enqueue_keyed(
         self, queue: str, message: OutgoingMessage, mode: str, delay_ms: int
@@ -1154,7 +1199,7 @@ def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int)
 class _EnqueueTarget:
     """A queue's key names as the enqueue script takes them."""
 
-    __slots__ = ("control", "keys", "lone_keys", "script_keys", "task_prefix")
+    __slots__ = ("control", "keys", "lone_head", "lone_keys", "script_keys", "task_prefix")
 
     def __init__(self, keys: QueueKeys) -> None:
         self.keys = keys
@@ -1162,6 +1207,8 @@ class _EnqueueTarget:
         self.lone_keys = (keys.stream,)
         self.task_prefix = keys.task_prefix
         self.control = keys.control_channel
+        #: The lone enqueue's EVALSHA up to its first message argument (made on first use).
+        self.lone_head = b""
 
 
 def _represented(messages: Sequence[OutgoingMessage], reply: Sequence[Any]) -> list[str]:
