@@ -197,9 +197,17 @@ class _Enqueuer(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send one run of the task to its queue; returns a handle to await."""
         task = self._task
-        if task.client.hooks.has("enqueue"):
+        client = task.client
+        if client.hooks.has("enqueue"):
             return await self._enqueue_hooked(args, kwargs)
-        return await self._send(args, kwargs, self._opts)
+        # _send, without its second await in the usual case.
+        opts = self._opts
+        plan = task._plan(opts)
+        queue, message = task._build(plan, args, kwargs, opts)
+        if client.eager or plan.unique_mode is not None:
+            return await self._send_special(plan, queue, message, args, kwargs, opts)
+        task_id = await client.broker.enqueue(queue, message)
+        return AsyncResult(client, task_id, queue, task.result_decoder)
 
     async def _send(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions
@@ -207,19 +215,34 @@ class _Enqueuer(Generic[P, R]):
         """Build and send one message: inline in eager mode, through the keyed
         script for a debounced or replaced unique task, else enqueued."""
         task = self._task
-        queue, message = task.build_message(args, kwargs, opts)
+        plan = task._plan(opts)
+        queue, message = task._build(plan, args, kwargs, opts)
+        if task.client.eager or plan.unique_mode is not None:
+            return await self._send_special(plan, queue, message, args, kwargs, opts)
+        task_id = await task.client.broker.enqueue(queue, message)
+        return AsyncResult(task.client, task_id, queue, task.result_decoder)
+
+    async def _send_special(
+        self,
+        plan: _Plan,
+        queue: str,
+        message: OutgoingMessage,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        opts: EnqueueOptions,
+    ) -> AsyncResult[R]:
+        """A built message run inline (eager mode) or sent through the keyed
+        script (a debounced or replaced unique task)."""
+        task = self._task
         if task.client.eager:
             return await run_eagerly(task, queue, message)
-        plan = task._plan(opts)
-        if plan.unique_mode is not None:
-            task_id = await enqueue_keyed(
-                task.client.broker,
-                lambda fixed: task.build_message(args, kwargs, opts, task_id=fixed),
-                plan.unique_mode,
-                plan.unique_for,
-            )
-        else:
-            task_id = await task.client.broker.enqueue(queue, message)
+        assert plan.unique_mode is not None
+        task_id = await enqueue_keyed(
+            task.client.broker,
+            lambda fixed: task.build_message(args, kwargs, opts, task_id=fixed),
+            plan.unique_mode,
+            plan.unique_for,
+        )
         return AsyncResult(task.client, task_id, queue, task.result_decoder)
 
     async def _enqueue_hooked(
@@ -530,9 +553,25 @@ class Task(_Enqueuer[P, R]):
         against the signature with a stand-in, then added by the worker),
         ``member`` names the chord that counts this task.
         """
-        plan = self._plan(opts)
+        return self._build(
+            self._plan(opts), args, kwargs, opts, task_id, then, takes_parent, member
+        )
+
+    def _build(
+        self,
+        plan: _Plan,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        opts: EnqueueOptions,
+        task_id: str | None = None,
+        then: ChainLink | None = None,
+        takes_parent: bool = False,
+        member: ChordMember | None = None,
+    ) -> tuple[str, OutgoingMessage]:
+        """:meth:`build_message` with the options' plan already in hand."""
+        spec = self.spec
         try:
-            self.spec.check((None, *args) if takes_parent else args, kwargs)
+            spec.check((None, *args) if takes_parent else args, kwargs)
         except TypeError as exc:
             raise self._bad_call(exc) from None
         try:
@@ -540,12 +579,13 @@ class Task(_Enqueuer[P, R]):
             encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise self._unencodable(exc) from exc
-        if self.config.check_arguments and not takes_parent:
+        config = self.config
+        name = config.name
+        if config.check_arguments and not takes_parent:
             # A step that takes its parent's value is checked by the worker, once
             # that value is known.
-            self.spec.check_types(self.name, args, kwargs, encoded_args, encoded_kwargs)
+            spec.check_types(name, args, kwargs, encoded_args, encoded_kwargs)
         client = self.client
-        settings = client.settings
         now = client.clock()
         fixed_id = task_id or plan.task_id
         task_id = fixed_id or os.urandom(16).hex()
@@ -557,15 +597,15 @@ class Task(_Enqueuer[P, R]):
         if plan.unique:
             unique_key = opts.unique_key
             if unique_key is None and plan.unique_mode is not None:
-                unique_key = self.name  # one waiting run per task
+                unique_key = name  # one waiting run per task
             elif unique_key is None:
                 digest = hashlib.sha256(encoded_args + b"|" + encoded_kwargs).hexdigest()[:32]
-                unique_key = f"{self.name}:{digest}"
+                unique_key = f"{name}:{digest}"
         payload = encode_envelope(
             Envelope(
                 WIRE_VERSION,
                 task_id,
-                self.config.name,
+                name,
                 msgspec.Raw(encoded_args),
                 msgspec.Raw(encoded_kwargs),
                 plan.queue,
@@ -584,11 +624,17 @@ class Task(_Enqueuer[P, R]):
         codec = client.codec
         if codec.signing_key is not None:
             payload = codec.seal(payload)
-        if len(payload) > settings.max_payload_bytes:
+        if len(payload) > client.settings.max_payload_bytes:
             raise self._too_large(len(payload))
+        if unique_key is None and not delay and self.limits is None:
+            # The usual message: nothing to work out for the fields it leaves at default.
+            message = OutgoingMessage(
+                task_id, name, payload, fixed_id is not None, 0, "", 0, plan.priority
+            )
+            return plan.queue, message
         message = OutgoingMessage(
             task_id,
-            self.config.name,
+            name,
             payload,
             fixed_id is not None,
             int(delay * 1000) if delay > 0 else 0,
