@@ -64,6 +64,10 @@ def _not_a_lost_connection(exc: redis.exceptions.ConnectionError) -> bool:
     )
 
 
+#: What an enqueue says plainly (``Broker._enqueue_failed``) or, for a lost
+#: connection, sends again; other replies (a script error) go up as they are.
+_ENQUEUE_ERRORS = (*REDIS_ERRORS, redis.exceptions.OutOfMemoryError)
+
 #: Largest number of messages sent in one enqueue script call.
 ENQUEUE_CHUNK = 1000
 
@@ -94,7 +98,9 @@ class Broker:
         self._groups_ready: set[str] = set()
         #: Queues this process already put in the queue registry (one SADD each).
         self._registered: set[str] = set()
-        self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(self.enqueue_many)
+        self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(
+            self.enqueue_many, self._enqueue_alone
+        )
         self._enqueue_targets: dict[str, _EnqueueTarget] = {}
         self.direct = DirectLine(client)
         #: A Redis Cluster client: no script pipelines, no direct path.
@@ -297,66 +303,103 @@ class Broker:
         in is not added again, and a producer that drew its ids is not left
         guessing whether to send under a new one.
         """
-        try:
-            if queue not in self._registered:
+        if queue not in self._registered:
+            try:
                 await self.register_queue(queue)
-            for pause in ENQUEUE_RESENDS:
-                try:
-                    return await self._send_messages(queue, messages)
-                except redis.exceptions.ConnectionError as exc:
-                    if _not_a_lost_connection(exc):
-                        raise
-                    logger.debug(
-                        "enqueue to %s lost its connection (%s); sending again", queue, exc
-                    )
-                    await asyncio.sleep(pause)
+            except _ENQUEUE_ERRORS as exc:
+                raise self._enqueue_failed(exc) from exc
+        try:
             return await self._send_messages(queue, messages)
-        except redis.exceptions.AskError as exc:
+        except _ENQUEUE_ERRORS as exc:
+            return await self._send_again(queue, messages, exc)
+
+    async def _enqueue_alone(self, queue: str, message: OutgoingMessage) -> str:
+        """One message while no other enqueue() of its queue is under way (the
+        Coalescer's lone call): a plain one to a queue that already took one goes
+        straight to ``enqueue_lone.lua``; anything else takes ``enqueue_many``."""
+        target = self._enqueue_targets.get(queue)
+        if (
+            target is None
+            or not target.lone_head  # made by the first lone send, when the path is open
+            or message.delay_ms
+            or message.unique_key
+            or message.priority
+            or message.flow
+            or self.test_clock is not None
+        ):
+            (task_id,) = await self.enqueue_many(queue, (message,))
+            return task_id
+        try:
+            await self._send_lone(target, message)
+        except _ENQUEUE_ERRORS as exc:
+            await self._send_again(queue, (message,), exc)
+        return message.task_id
+
+    async def _send_again(
+        self, queue: str, messages: Sequence[OutgoingMessage], error: Exception
+    ) -> list[str]:
+        """After a send that raised ``error``: while it is a lost connection, the
+        same messages again (see :meth:`enqueue_many`), else the error said plainly."""
+        for pause in ENQUEUE_RESENDS:
+            if not isinstance(error, redis.exceptions.ConnectionError) or _not_a_lost_connection(
+                error
+            ):
+                break
+            logger.debug("enqueue to %s lost its connection (%s); sending again", queue, error)
+            await asyncio.sleep(pause)
+            try:
+                return await self._send_messages(queue, messages)
+            except _ENQUEUE_ERRORS as exc:
+                error = exc
+        raise self._enqueue_failed(error) from error
+
+    def _enqueue_failed(self, exc: Exception) -> Exception:
+        """What an enqueue that failed with ``exc`` raises: what happened and what to do."""
+        if isinstance(exc, redis.exceptions.AskError):
             if not self.cluster:
-                raise ConfigError(
+                return ConfigError(
                     f"Redis answered {str(exc).split()[0]}: it is a node of a Redis Cluster. "
                     "Use a redis+cluster://host:port[,host:port...] URL"
-                ) from exc
-            raise ConnectionFailed(
+                )
+            return ConnectionFailed(
                 f"could not enqueue to Redis: the cluster is moving slots ({exc}). Nothing "
                 "was acknowledged; try again"
-            ) from exc
-        except redis.exceptions.OutOfMemoryError as exc:
-            raise ConnectionFailed(
+            )
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            return ConnectionFailed(
                 "could not enqueue: Redis is out of memory (used memory is over maxmemory and "
                 "its policy, noeviction, refuses writes). Nothing was enqueued; free memory or "
                 "raise maxmemory, then try again"
-            ) from exc
-        except redis.exceptions.ReadOnlyError as exc:
-            raise ConnectionFailed(
+            )
+        if isinstance(exc, redis.exceptions.ReadOnlyError):
+            return ConnectionFailed(
                 "could not enqueue: this Redis is a read-only replica (a failover is under way, "
                 "or the URL names a replica). Nothing was acknowledged; try again, and use the "
                 "master's URL or a redis+sentinel:// URL"
-            ) from exc
-        except NotReplicated as exc:
-            raise ConnectionFailed(
+            )
+        if isinstance(exc, NotReplicated):
+            return ConnectionFailed(
                 f"could not enqueue durably: {exc} (replicas_ack="
                 f"{self.settings.replicas_ack}). It may be in Redis but was not acknowledged; "
                 "check the replicas and try again"
-            ) from exc
-        except REDIS_ERRORS as exc:
-            if "Too many open files" in str(exc):
-                raise ConnectionFailed(
-                    "could not enqueue: this process ran out of file descriptors (ulimit -n) "
-                    "opening a connection to Redis; Redis itself was fine. Nothing was "
-                    "acknowledged; lower max_connections or raise the limit"
-                ) from exc
-            if "Too many connections" in str(exc) or "No connection available" in str(exc):
-                raise ConnectionFailed(
-                    f"could not enqueue: all {self.settings.max_connections} connections "
-                    "(max_connections) were in use by other calls of this process; Redis "
-                    "itself was fine. Nothing was acknowledged; send fewer at once "
-                    "(enqueue_many) or raise max_connections"
-                ) from exc
-            raise ConnectionFailed(
-                f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
-                "check that Redis is reachable at the configured URL and try again"
-            ) from exc
+            )
+        if "Too many open files" in str(exc):
+            return ConnectionFailed(
+                "could not enqueue: this process ran out of file descriptors (ulimit -n) "
+                "opening a connection to Redis; Redis itself was fine. Nothing was "
+                "acknowledged; lower max_connections or raise the limit"
+            )
+        if "Too many connections" in str(exc) or "No connection available" in str(exc):
+            return ConnectionFailed(
+                f"could not enqueue: all {self.settings.max_connections} connections "
+                "(max_connections) were in use by other calls of this process; Redis "
+                "itself was fine. Nothing was acknowledged; send fewer at once "
+                "(enqueue_many) or raise max_connections"
+            )
+        return ConnectionFailed(
+            f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
+            "check that Redis is reachable at the configured URL and try again"
+        )
 
     async def _send_messages(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         """One try at sending ``messages`` (see :meth:`enqueue_many`)."""
