@@ -210,15 +210,20 @@ class _Enqueuer(Generic[P, R]):
         return AsyncResult(client, task_id, queue, task.result_decoder)
 
     async def _send(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        opts: EnqueueOptions,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncResult[R]:
         """Build and send one message: inline in eager mode, through the keyed
-        script for a debounced or replaced unique task, else enqueued."""
+        script for a debounced or replaced unique task, else enqueued.
+        ``headers``: the trace context the ``enqueue`` middleware left (None: the options')."""
         task = self._task
         plan = task._plan(opts)
-        queue, message = task._build(plan, args, kwargs, opts)
+        queue, message = task._build(plan, args, kwargs, opts, headers=headers)
         if task.client.eager or plan.unique_mode is not None:
-            return await self._send_special(plan, queue, message, args, kwargs, opts)
+            return await self._send_special(plan, queue, message, args, kwargs, opts, headers)
         task_id = await task.client.broker.enqueue(queue, message)
         return AsyncResult(task.client, task_id, queue, task.result_decoder)
 
@@ -230,6 +235,7 @@ class _Enqueuer(Generic[P, R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         opts: EnqueueOptions,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncResult[R]:
         """A built message run inline (eager mode) or sent through the keyed
         script (a debounced or replaced unique task)."""
@@ -239,7 +245,7 @@ class _Enqueuer(Generic[P, R]):
         assert plan.unique_mode is not None
         task_id = await enqueue_keyed(
             task.client.broker,
-            lambda fixed: task.build_message(args, kwargs, opts, task_id=fixed),
+            lambda fixed: task._build(plan, args, kwargs, opts, task_id=fixed, headers=headers),
             plan.unique_mode,
             plan.unique_for,
         )
@@ -253,7 +259,7 @@ class _Enqueuer(Generic[P, R]):
         job = task.hook_job(self._opts, args, kwargs)
 
         async def send() -> AsyncResult[R]:
-            result = await self._send(args, kwargs, task.with_headers(self._opts, job))
+            result = await self._send(args, kwargs, self._opts, job.headers)
             job.task_id = result.id
             return result
 
@@ -315,7 +321,8 @@ class _Enqueuer(Generic[P, R]):
         job = task.hook_job(self._opts, args, kwargs)
 
         async def build() -> tuple[str, OutgoingMessage]:
-            built = task.build_message(args, kwargs, task.with_headers(self._opts, job))
+            opts = self._opts
+            built = task._build(task._plan(opts), args, kwargs, opts, headers=job.headers)
             job.task_id = built[1].task_id
             return built
 
@@ -364,8 +371,9 @@ class _Enqueuer(Generic[P, R]):
 
         async def hooked() -> tuple[str, str]:
             async def sent() -> tuple[str, str]:
-                queue, message = task.build_message(
-                    args, kwargs, task.with_headers(self._opts, job)
+                opts = self._opts
+                queue, message = task._build(
+                    task._plan(opts), args, kwargs, opts, headers=job.headers
                 )
                 job.task_id = message.task_id
                 return queue, await runner.client.broker.enqueue(queue, message)
@@ -481,12 +489,6 @@ class Task(_Enqueuer[P, R]):
             kwargs=dict(kwargs),
         )
 
-    def with_headers(self, opts: EnqueueOptions, job: JobInfo) -> EnqueueOptions:
-        """``opts`` carrying the headers the middleware left on ``job``."""
-        if dict(opts.trace or {}) == job.headers:
-            return opts
-        return replace(opts, trace=dict(job.headers) or None)
-
     def result_decoder(self) -> msgspec.msgpack.Decoder[Any]:
         if self._result_decoder is None:
             rtype = self.spec.return_type()
@@ -567,8 +569,11 @@ class Task(_Enqueuer[P, R]):
         then: ChainLink | None = None,
         takes_parent: bool = False,
         member: ChordMember | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[str, OutgoingMessage]:
-        """:meth:`build_message` with the options' plan already in hand."""
+        """:meth:`build_message` with the options' plan already in hand; ``headers``
+        (the ``enqueue`` middleware's) stand for the options' trace context, so a
+        hooked call needs no options of its own, nor their plan."""
         spec = self.spec
         try:
             spec.check((None, *args) if takes_parent else args, kwargs)
@@ -616,7 +621,7 @@ class Task(_Enqueuer[P, R]):
                 expires,
                 plan.shadow,
                 unique_key,
-                plan.trace,
+                plan.trace if headers is None else (dict(headers) or None),
                 then,
                 member,
             )
