@@ -330,7 +330,10 @@ class Broker:
             (task_id,) = await self.enqueue_many(queue, (message,))
             return task_id
         try:
-            await self._send_lone(target, message)
+            await self.direct.call_packed(target.lone_command(message))
+        except redis.exceptions.NoScriptError:  # Redis lost its scripts: loaded on the way
+            (task_id,) = await self.enqueue_many(queue, (message,))
+            return task_id
         except _ENQUEUE_ERRORS as exc:
             await self._send_again(queue, (message,), exc)
         return message.task_id
@@ -492,9 +495,8 @@ class Broker:
 
     async def _send_lone(self, target: _EnqueueTarget, message: OutgoingMessage) -> None:
         """``enqueue_lone.lua`` on the direct line, its unchanging head packed once per queue."""
-        head = target.lone_head
-        if not head:
-            head = target.lone_head = packed_head(
+        if not target.lone_head:
+            target.lone_head = packed_head(
                 9,
                 "EVALSHA",
                 self._scripts["enqueue_lone"].sha,
@@ -502,21 +504,7 @@ class Broker:
                 *target.lone_keys,
                 target.task_prefix,
             )
-        task_id, name, payload = (
-            message.task_id.encode(),
-            message.task_name.encode(),
-            message.payload,
-        )
-        packed = _LONE_TAIL % (
-            head,
-            len(task_id),
-            task_id,
-            len(name),
-            name,
-            len(payload),
-            payload,
-            b"1" if message.fresh else b"0",
-        )
+        packed = target.lone_command(message)
         try:
             await self.direct.call_packed(packed)
         except redis.exceptions.NoScriptError:
@@ -1252,6 +1240,24 @@ class _EnqueueTarget:
         self.control = keys.control_channel
         #: The lone enqueue's EVALSHA up to its first message argument (made on first use).
         self.lone_head = b""
+
+    def lone_command(self, message: OutgoingMessage) -> bytes:
+        """``enqueue_lone.lua``'s EVALSHA of ``message``, packed (after ``lone_head``)."""
+        task_id, name, payload = (
+            message.task_id.encode(),
+            message.task_name.encode(),
+            message.payload,
+        )
+        return _LONE_TAIL % (
+            self.lone_head,
+            len(task_id),
+            task_id,
+            len(name),
+            name,
+            len(payload),
+            payload,
+            b"1" if message.fresh else b"0",
+        )
 
 
 def _represented(messages: Sequence[OutgoingMessage], reply: Sequence[Any]) -> list[str]:
