@@ -98,9 +98,7 @@ class Broker:
         self._groups_ready: set[str] = set()
         #: Queues this process already put in the queue registry (one SADD each).
         self._registered: set[str] = set()
-        self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(
-            self.enqueue_many, self._enqueue_alone
-        )
+        self._enqueuer: Coalescer[str, OutgoingMessage, str] = Coalescer(self.enqueue_many)
         self._enqueue_targets: dict[str, _EnqueueTarget] = {}
         self.direct = DirectLine(client)
         #: A Redis Cluster client: no script pipelines, no direct path.
@@ -247,9 +245,36 @@ class Broker:
         """Enqueue one message; concurrent callers share one script call.
 
         Returns the id of the task that represents the message (another id when
-        a live task already holds the message's unique key).
+        a live task already holds the message's unique key). A plain message
+        while no other enqueue() of its queue is under way (the usual case) goes
+        straight to ``enqueue_lone.lua`` once its queue took one.
         """
-        return await self._enqueuer.submit(queue, message)
+        enqueuer = self._enqueuer
+        if not enqueuer.alone(queue):
+            return await enqueuer.submit(queue, message)  # with the next batch
+        try:
+            target = self._enqueue_targets.get(queue)
+            if (
+                target is None
+                or not target.lone_head  # made by the first lone send, when the path is open
+                or message.delay_ms
+                or message.unique_key
+                or message.priority
+                or message.flow
+                or self.test_clock is not None
+            ):
+                (task_id,) = await self.enqueue_many(queue, (message,))
+                return task_id
+            try:
+                await self.direct.call_packed(target.lone_command(message))
+            except redis.exceptions.NoScriptError:  # Redis lost its scripts: loaded on the way
+                (task_id,) = await self.enqueue_many(queue, (message,))
+                return task_id
+            except _ENQUEUE_ERRORS as exc:
+                await self._send_again(queue, (message,), exc)
+            return message.task_id
+        finally:
+            enqueuer.done(queue)
 
     def _enqueue_target(self, queue: str) -> _EnqueueTarget:
         """What the enqueue script needs of a queue's key names, built once per queue."""
@@ -312,31 +337,6 @@ class Broker:
             return await self._send_messages(queue, messages)
         except _ENQUEUE_ERRORS as exc:
             return await self._send_again(queue, messages, exc)
-
-    async def _enqueue_alone(self, queue: str, message: OutgoingMessage) -> str:
-        """One message while no other enqueue() of its queue is under way (the
-        Coalescer's lone call): a plain one to a queue that already took one goes
-        straight to ``enqueue_lone.lua``; anything else takes ``enqueue_many``."""
-        target = self._enqueue_targets.get(queue)
-        if (
-            target is None
-            or not target.lone_head  # made by the first lone send, when the path is open
-            or message.delay_ms
-            or message.unique_key
-            or message.priority
-            or message.flow
-            or self.test_clock is not None
-        ):
-            (task_id,) = await self.enqueue_many(queue, (message,))
-            return task_id
-        try:
-            await self.direct.call_packed(target.lone_command(message))
-        except redis.exceptions.NoScriptError:  # Redis lost its scripts: loaded on the way
-            (task_id,) = await self.enqueue_many(queue, (message,))
-            return task_id
-        except _ENQUEUE_ERRORS as exc:
-            await self._send_again(queue, (message,), exc)
-        return message.task_id
 
     async def _send_again(
         self, queue: str, messages: Sequence[OutgoingMessage], error: Exception

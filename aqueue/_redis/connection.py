@@ -454,7 +454,10 @@ class DirectLine:
         assert self._pool is not None
         if self._sentinel and time.monotonic() >= self._next_master_check:
             await self._follow_master()
-        conn, reused = await self._checkout()
+        if self._idle:  # what _checkout would give, without its await
+            conn, reused = self._idle.pop(), True
+        else:
+            conn, reused = await self._checkout()
         try:
             await _send(conn, packed)
             reply = await self._read(conn)

@@ -31,15 +31,8 @@ class _Lane(Generic[Item, Out]):
 class Coalescer(Generic[Key, Item, Out]):
     """Batches ``submit(key, item)`` calls into ``send(key, items) -> outputs``."""
 
-    def __init__(
-        self,
-        send: Callable[[Key, list[Item]], Awaitable[list[Out]]],
-        send_alone: Callable[[Key, Item], Awaitable[Out]] | None = None,
-    ) -> None:
-        """``send_alone``, when given, sends the item of a caller that found no call
-        in flight (the usual case, worth a shorter path); ``send`` sends the rest."""
+    def __init__(self, send: Callable[[Key, list[Item]], Awaitable[list[Out]]]) -> None:
         self._send = send
-        self._send_alone = send_alone
         self._lanes: dict[Key, _Lane[Item, Out]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -54,13 +47,26 @@ class Coalescer(Generic[Key, Item, Out]):
             return await future
         lane.busy = True
         try:
-            if self._send_alone is not None:
-                output = await self._send_alone(key, item)
-            else:
-                (output,) = await self._send(key, [item])
+            (output,) = await self._send(key, [item])
         finally:
             self._next(key, lane)
         return output
+
+    def alone(self, key: Key) -> bool:
+        """Whether no call for ``key`` is in flight. If so, the caller's is now the
+        one: it sends its item its own way (a shorter path than ``send``), then
+        calls :meth:`done`, and callers that arrive meanwhile queue up as usual."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        if lane.busy:
+            return False
+        lane.busy = True
+        return True
+
+    def done(self, key: Key) -> None:
+        """The end of a call begun by :meth:`alone`: the callers that queued up go out."""
+        self._next(key, self._lanes[key])
 
     def _next(self, key: Key, lane: _Lane[Item, Out]) -> None:
         if not lane.items:
