@@ -575,10 +575,12 @@ class Task(_Enqueuer[P, R]):
         (the ``enqueue`` middleware's) stand for the options' trace context, so a
         hooked call needs no options of its own, nor their plan."""
         spec = self.spec
-        try:
-            spec.check((None, *args) if takes_parent else args, kwargs)
-        except TypeError as exc:
-            raise self._bad_call(exc) from None
+        plain = not takes_parent and spec.plain_call(args, kwargs)
+        if not plain:
+            try:
+                spec.check((None, *args) if takes_parent else args, kwargs)
+            except TypeError as exc:
+                raise self._bad_call(exc) from None
         try:
             encoded_args = _encode(args)
             encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
@@ -586,7 +588,7 @@ class Task(_Enqueuer[P, R]):
             raise self._unencodable(exc) from exc
         config = self.config
         name = config.name
-        if config.check_arguments and not takes_parent:
+        if not plain and config.check_arguments and not takes_parent:
             # A step that takes its parent's value is checked by the worker, once
             # that value is known.
             spec.check_types(name, args, kwargs, encoded_args, encoded_kwargs)
@@ -686,6 +688,7 @@ class Task(_Enqueuer[P, R]):
             return [self.build_message(*call_of(item), opts)[1] for item in calls]
         spec, name = self.spec, self.config.name
         check_types = spec.check_types if self.config.check_arguments else None
+        plain_call = spec.plain_call
         client = self.client
         seal = client.codec.seal if client.codec.signing_key is not None else None
         limit = client.settings.max_payload_bytes
@@ -706,16 +709,18 @@ class Task(_Enqueuer[P, R]):
                 args, kwargs = item, _NO_KWARGS
             else:
                 args, kwargs = call_of(item)
-            try:
-                spec.check(args, kwargs)
-            except TypeError as exc:
-                raise self._bad_call(exc) from None
+            plain = plain_call(args, kwargs)
+            if not plain:
+                try:
+                    spec.check(args, kwargs)
+                except TypeError as exc:
+                    raise self._bad_call(exc) from None
             try:
                 encoded_args = _encode(args)
                 encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
             except (TypeError, ValueError, OverflowError, RecursionError) as exc:
                 raise self._unencodable(exc) from exc
-            if check_types is not None:
+            if not plain and check_types is not None:
                 check_types(name, args, kwargs, encoded_args, encoded_kwargs)
             task_id = ids[32 * at : 32 * at + 32]
             payload = encode_envelope(
