@@ -111,3 +111,33 @@ async def test_concurrent_enqueues_still_share_round_trips(
     assert len({h.id for h in handles}) == 50
     assert batches and sum(batches) == 49  # all but the first, which went alone
     assert await broker.client.xlen(broker.keys("default").stream) == 51
+
+
+async def test_the_packed_command_is_what_hiredis_would_pack(app: aqueue.App) -> None:
+    from hiredis import pack_command
+
+    @app.task
+    async def echo(text: str) -> str:
+        return text
+
+    await echo.enqueue("first")  # the queue's first: its command head is packed
+    broker = app.client.broker
+    target = broker._enqueue_target("default")
+    _, message = echo.build_message(("é\r\n" * 40,), {}, echo.options(task_id="fixé")._opts)
+    sha = broker._scripts["enqueue_lone"].sha
+    keys = broker.keys("default")
+    for fresh in (True, False):
+        message.fresh = fresh
+        assert target.lone_command(message) == pack_command(
+            (
+                "EVALSHA",
+                sha,
+                1,
+                keys.stream,
+                keys.task_prefix,
+                message.task_id,
+                message.task_name,
+                message.payload,
+                "1" if fresh else "0",
+            )
+        )
