@@ -60,6 +60,8 @@ R = TypeVar("R")
 _MAX_TASK_ID = 200
 _encode = msgspec.msgpack.Encoder().encode
 _EMPTY_MAP = _encode({})
+#: No keyword arguments as the envelope carries them (a Raw is immutable: one serves all).
+_NO_KWARGS_RAW = msgspec.Raw(_EMPTY_MAP)
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -614,7 +616,7 @@ class Task(_Enqueuer[P, R]):
                 task_id,
                 name,
                 msgspec.Raw(encoded_args),
-                msgspec.Raw(encoded_kwargs),
+                msgspec.Raw(encoded_kwargs) if kwargs else _NO_KWARGS_RAW,
                 plan.queue,
                 now,
                 0,
@@ -729,7 +731,7 @@ class Task(_Enqueuer[P, R]):
                     task_id,
                     name,
                     msgspec.Raw(encoded_args),
-                    msgspec.Raw(encoded_kwargs),
+                    msgspec.Raw(encoded_kwargs) if kwargs else _NO_KWARGS_RAW,
                     queue,
                     now,
                     0,

@@ -81,8 +81,8 @@ ENQUEUE_CHUNK_BYTES = 4 * 1024 * 1024
 CHUNK_MAXLEN = 100_000
 
 #: A lone enqueue's EVALSHA after its packed head (``packed_head``): task id, task
-#: name, payload, fresh.
-_LONE_TAIL = b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$1\r\n%b\r\n"
+#: name (packed once per name), payload, fresh.
+_LONE_TAIL = b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$1\r\n%b\r\n"
 
 #: Encodes the row arrays of batched script calls (read by cmsgpack in Lua).
 _rows = msgspec.msgpack.Encoder()
@@ -1230,7 +1230,15 @@ def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int)
 class _EnqueueTarget:
     """A queue's key names as the enqueue script takes them."""
 
-    __slots__ = ("control", "keys", "lone_head", "lone_keys", "script_keys", "task_prefix")
+    __slots__ = (
+        "control",
+        "keys",
+        "lone_head",
+        "lone_keys",
+        "lone_names",
+        "script_keys",
+        "task_prefix",
+    )
 
     def __init__(self, keys: QueueKeys) -> None:
         self.keys = keys
@@ -1240,19 +1248,20 @@ class _EnqueueTarget:
         self.control = keys.control_channel
         #: The lone enqueue's EVALSHA up to its first message argument (made on first use).
         self.lone_head = b""
+        #: Task names as the lone command carries them, packed once each.
+        self.lone_names: dict[str, bytes] = {}
 
     def lone_command(self, message: OutgoingMessage) -> bytes:
         """``enqueue_lone.lua``'s EVALSHA of ``message``, packed (after ``lone_head``)."""
-        task_id, name, payload = (
-            message.task_id.encode(),
-            message.task_name.encode(),
-            message.payload,
-        )
+        name = self.lone_names.get(message.task_name)
+        if name is None:
+            encoded = message.task_name.encode()
+            name = self.lone_names[message.task_name] = b"$%d\r\n%b\r\n" % (len(encoded), encoded)
+        task_id, payload = message.task_id.encode(), message.payload
         return _LONE_TAIL % (
             self.lone_head,
             len(task_id),
             task_id,
-            len(name),
             name,
             len(payload),
             payload,

@@ -283,7 +283,7 @@ async def _send(conn: Any, packed: bytes) -> None:
     that follows has its own timeout, as before.
     """
     writer = getattr(conn, "_writer", None)
-    if writer is None or not conn.is_connected:
+    if writer is None or getattr(conn, "_reader", None) is None:  # not connected
         await conn.send_packed_command(packed, check_health=False)
         return
     try:
