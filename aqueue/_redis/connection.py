@@ -642,7 +642,9 @@ class DirectLine:
     async def _wait_reply(self, conn: Any, stream: asyncio.StreamReader, reader: Any) -> Any:
         """Read from ``conn`` until ``reader`` holds a whole reply, by its deadline."""
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
+        # Given the loop, current_task does not look it up again: on Python 3.11 each
+        # look is a getpid() system call.
+        task = asyncio.current_task(loop)
         assert task is not None
         self._awaited[conn] = (task, loop.time() + (conn.socket_timeout or POOL_WAIT))
         if self._watch_loop is not loop:
