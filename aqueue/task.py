@@ -62,6 +62,8 @@ R = TypeVar("R")
 _MAX_TASK_ID = 200
 _encode = msgspec.msgpack.Encoder().encode
 _EMPTY_MAP = _encode({})
+#: No keyword arguments as the envelope carries them (a Raw is immutable: one serves all).
+_NO_KWARGS_RAW = msgspec.Raw(_EMPTY_MAP)
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -199,29 +201,58 @@ class _Enqueuer(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send one run of the task to its queue; returns a handle to await."""
         task = self._task
-        if task.client.hooks.has("enqueue"):
+        client = task.client
+        if client.hooks.has("enqueue"):
             return await self._enqueue_hooked(args, kwargs)
-        return await self._send(args, kwargs, self._opts)
+        # _send, without its second await in the usual case.
+        opts = self._opts
+        plan = task._plan(opts)
+        queue, message = task._build(plan, args, kwargs, opts)
+        if client.eager or plan.unique_mode is not None:
+            return await self._send_special(plan, queue, message, args, kwargs, opts)
+        task_id = await client.broker.enqueue(queue, message)
+        return AsyncResult(client, task_id, queue, task.result_decoder)
 
     async def _send(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        opts: EnqueueOptions,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncResult[R]:
         """Build and send one message: inline in eager mode, through the keyed
-        script for a debounced or replaced unique task, else enqueued."""
+        script for a debounced or replaced unique task, else enqueued.
+        ``headers``: the trace context the ``enqueue`` middleware left (None: the options')."""
         task = self._task
-        queue, message = task.build_message(args, kwargs, opts)
+        plan = task._plan(opts)
+        queue, message = task._build(plan, args, kwargs, opts, headers=headers)
+        if task.client.eager or plan.unique_mode is not None:
+            return await self._send_special(plan, queue, message, args, kwargs, opts, headers)
+        task_id = await task.client.broker.enqueue(queue, message)
+        return AsyncResult(task.client, task_id, queue, task.result_decoder)
+
+    async def _send_special(
+        self,
+        plan: _Plan,
+        queue: str,
+        message: OutgoingMessage,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        opts: EnqueueOptions,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncResult[R]:
+        """A built message run inline (eager mode) or sent through the keyed
+        script (a debounced or replaced unique task)."""
+        task = self._task
         if task.client.eager:
             return await run_eagerly(task, queue, message)
-        plan = task._plan(opts)
-        if plan.unique_mode is not None:
-            task_id = await enqueue_keyed(
-                task.client.broker,
-                lambda fixed: task.build_message(args, kwargs, opts, task_id=fixed),
-                plan.unique_mode,
-                plan.unique_for,
-            )
-        else:
-            task_id = await task.client.broker.enqueue(queue, message)
+        assert plan.unique_mode is not None
+        task_id = await enqueue_keyed(
+            task.client.broker,
+            lambda fixed: task._build(plan, args, kwargs, opts, task_id=fixed, headers=headers),
+            plan.unique_mode,
+            plan.unique_for,
+        )
         return AsyncResult(task.client, task_id, queue, task.result_decoder)
 
     async def _enqueue_hooked(
@@ -232,7 +263,7 @@ class _Enqueuer(Generic[P, R]):
         job = task.hook_job(self._opts, args, kwargs)
 
         async def send() -> AsyncResult[R]:
-            result = await self._send(args, kwargs, task.with_headers(self._opts, job))
+            result = await self._send(args, kwargs, self._opts, job.headers)
             job.task_id = result.id
             return result
 
@@ -294,7 +325,8 @@ class _Enqueuer(Generic[P, R]):
         job = task.hook_job(self._opts, args, kwargs)
 
         async def build() -> tuple[str, OutgoingMessage]:
-            built = task.build_message(args, kwargs, task.with_headers(self._opts, job))
+            opts = self._opts
+            built = task._build(task._plan(opts), args, kwargs, opts, headers=job.headers)
             job.task_id = built[1].task_id
             return built
 
@@ -347,8 +379,9 @@ class _Enqueuer(Generic[P, R]):
 
         async def hooked() -> tuple[str, str]:
             async def sent() -> tuple[str, str]:
-                queue, message = task.build_message(
-                    args, kwargs, task.with_headers(self._opts, job)
+                opts = self._opts
+                queue, message = task._build(
+                    task._plan(opts), args, kwargs, opts, headers=job.headers
                 )
                 job.task_id = message.task_id
                 return queue, await runner.client.broker.enqueue(queue, message)
@@ -468,12 +501,6 @@ class Task(_Enqueuer[P, R]):
             kwargs=dict(kwargs),
         )
 
-    def with_headers(self, opts: EnqueueOptions, job: JobInfo) -> EnqueueOptions:
-        """``opts`` carrying the headers the middleware left on ``job``."""
-        if dict(opts.trace or {}) == job.headers:
-            return opts
-        return replace(opts, trace=dict(job.headers) or None)
-
     def result_decoder(self) -> msgspec.msgpack.Decoder[Any]:
         if self._result_decoder is None:
             rtype = self.spec.return_type()
@@ -540,22 +567,44 @@ class Task(_Enqueuer[P, R]):
         against the signature with a stand-in, then added by the worker),
         ``member`` names the chord that counts this task.
         """
-        plan = self._plan(opts)
-        try:
-            self.spec.check((None, *args) if takes_parent else args, kwargs)
-        except TypeError as exc:
-            raise self._bad_call(exc) from None
+        return self._build(
+            self._plan(opts), args, kwargs, opts, task_id, then, takes_parent, member
+        )
+
+    def _build(
+        self,
+        plan: _Plan,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        opts: EnqueueOptions,
+        task_id: str | None = None,
+        then: ChainLink | None = None,
+        takes_parent: bool = False,
+        member: ChordMember | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[str, OutgoingMessage]:
+        """:meth:`build_message` with the options' plan already in hand; ``headers``
+        (the ``enqueue`` middleware's) stand for the options' trace context, so a
+        hooked call needs no options of its own, nor their plan."""
+        spec = self.spec
+        plain = not takes_parent and spec.plain_call(args, kwargs)
+        if not plain:
+            try:
+                spec.check((None, *args) if takes_parent else args, kwargs)
+            except TypeError as exc:
+                raise self._bad_call(exc) from None
         try:
             encoded_args = _encode(args)
             encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise self._unencodable(exc) from exc
-        if self.config.check_arguments and not takes_parent:
+        config = self.config
+        name = config.name
+        if not plain and config.check_arguments and not takes_parent:
             # A step that takes its parent's value is checked by the worker, once
             # that value is known.
-            self.spec.check_types(self.name, args, kwargs, encoded_args, encoded_kwargs)
+            spec.check_types(name, args, kwargs, encoded_args, encoded_kwargs)
         client = self.client
-        settings = client.settings
         now = client.clock()
         fixed_id = task_id or plan.task_id
         task_id = fixed_id or os.urandom(16).hex()
@@ -567,17 +616,17 @@ class Task(_Enqueuer[P, R]):
         if plan.unique:
             unique_key = opts.unique_key
             if unique_key is None and plan.unique_mode is not None:
-                unique_key = self.name  # one waiting run per task
+                unique_key = name  # one waiting run per task
             elif unique_key is None:
                 digest = hashlib.sha256(encoded_args + b"|" + encoded_kwargs).hexdigest()[:32]
-                unique_key = f"{self.name}:{digest}"
+                unique_key = f"{name}:{digest}"
         payload = encode_envelope(
             Envelope(
                 WIRE_VERSION,
                 task_id,
-                self.config.name,
+                name,
                 msgspec.Raw(encoded_args),
-                msgspec.Raw(encoded_kwargs),
+                msgspec.Raw(encoded_kwargs) if kwargs else _NO_KWARGS_RAW,
                 plan.queue,
                 now,
                 0,
@@ -586,7 +635,7 @@ class Task(_Enqueuer[P, R]):
                 expires,
                 plan.shadow,
                 unique_key,
-                plan.trace,
+                plan.trace if headers is None else (dict(headers) or None),
                 then,
                 member,
             )
@@ -594,11 +643,17 @@ class Task(_Enqueuer[P, R]):
         codec = client.codec
         if codec.signing_key is not None:
             payload = codec.seal(payload)
-        if len(payload) > settings.max_payload_bytes:
+        if len(payload) > client.settings.max_payload_bytes:
             raise self._too_large(len(payload))
+        if unique_key is None and not delay and self.limits is None:
+            # The usual message: nothing to work out for the fields it leaves at default.
+            message = OutgoingMessage(
+                task_id, name, payload, fixed_id is not None, 0, "", 0, plan.priority
+            )
+            return plan.queue, message
         message = OutgoingMessage(
             task_id,
-            self.config.name,
+            name,
             payload,
             fixed_id is not None,
             int(delay * 1000) if delay > 0 else 0,
@@ -645,6 +700,7 @@ class Task(_Enqueuer[P, R]):
             return [self.build_message(*call_of(item), opts)[1] for item in calls]
         spec, name = self.spec, self.config.name
         check_types = spec.check_types if self.config.check_arguments else None
+        plain_call = spec.plain_call
         client = self.client
         seal = client.codec.seal if client.codec.signing_key is not None else None
         limit = client.settings.max_payload_bytes
@@ -665,16 +721,18 @@ class Task(_Enqueuer[P, R]):
                 args, kwargs = item, _NO_KWARGS
             else:
                 args, kwargs = call_of(item)
-            try:
-                spec.check(args, kwargs)
-            except TypeError as exc:
-                raise self._bad_call(exc) from None
+            plain = plain_call(args, kwargs)
+            if not plain:
+                try:
+                    spec.check(args, kwargs)
+                except TypeError as exc:
+                    raise self._bad_call(exc) from None
             try:
                 encoded_args = _encode(args)
                 encoded_kwargs = _encode(kwargs) if kwargs else _EMPTY_MAP
             except (TypeError, ValueError, OverflowError, RecursionError) as exc:
                 raise self._unencodable(exc) from exc
-            if check_types is not None:
+            if not plain and check_types is not None:
                 check_types(name, args, kwargs, encoded_args, encoded_kwargs)
             task_id = ids[32 * at : 32 * at + 32]
             payload = encode_envelope(
@@ -683,7 +741,7 @@ class Task(_Enqueuer[P, R]):
                     task_id,
                     name,
                     msgspec.Raw(encoded_args),
-                    msgspec.Raw(encoded_kwargs),
+                    msgspec.Raw(encoded_kwargs) if kwargs else _NO_KWARGS_RAW,
                     queue,
                     now,
                     0,

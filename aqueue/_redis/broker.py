@@ -33,6 +33,7 @@ from .connection import (
     NotReplicated,
     as_failover,
     is_cluster,
+    packed_head,
 )
 from .events import EventStream
 from .pubsub import Subscription
@@ -63,6 +64,10 @@ def _not_a_lost_connection(exc: redis.exceptions.ConnectionError) -> bool:
     )
 
 
+#: What an enqueue says plainly (``Broker._enqueue_failed``) or, for a lost
+#: connection, sends again; other replies (a script error) go up as they are.
+_ENQUEUE_ERRORS = (*REDIS_ERRORS, redis.exceptions.OutOfMemoryError)
+
 #: Largest number of messages sent in one enqueue script call.
 ENQUEUE_CHUNK = 1000
 
@@ -74,6 +79,10 @@ ENQUEUE_CHUNK_BYTES = 4 * 1024 * 1024
 
 #: About how many chunks a streaming task's chunk stream keeps (oldest dropped).
 CHUNK_MAXLEN = 100_000
+
+#: A lone enqueue's EVALSHA after its packed head (``packed_head``): task id, task
+#: name (packed once per name), payload, fresh.
+_LONE_TAIL = b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$1\r\n%b\r\n"
 
 #: Encodes the row arrays of batched script calls (read by cmsgpack in Lua).
 _rows = msgspec.msgpack.Encoder()
@@ -236,9 +245,36 @@ class Broker:
         """Enqueue one message; concurrent callers share one script call.
 
         Returns the id of the task that represents the message (another id when
-        a live task already holds the message's unique key).
+        a live task already holds the message's unique key). A plain message
+        while no other enqueue() of its queue is under way (the usual case) goes
+        straight to ``enqueue_lone.lua`` once its queue took one.
         """
-        return await self._enqueuer.submit(queue, message)
+        enqueuer = self._enqueuer
+        if not enqueuer.alone(queue):
+            return await enqueuer.submit(queue, message)  # with the next batch
+        try:
+            target = self._enqueue_targets.get(queue)
+            if (
+                target is None
+                or not target.lone_head  # made by the first lone send, when the path is open
+                or message.delay_ms
+                or message.unique_key
+                or message.priority
+                or message.flow
+                or self.test_clock is not None
+            ):
+                (task_id,) = await self.enqueue_many(queue, (message,))
+                return task_id
+            try:
+                await self.direct.call_packed(target.lone_command(message))
+            except redis.exceptions.NoScriptError:  # Redis lost its scripts: loaded on the way
+                (task_id,) = await self.enqueue_many(queue, (message,))
+                return task_id
+            except _ENQUEUE_ERRORS as exc:
+                await self._send_again(queue, (message,), exc)
+            return message.task_id
+        finally:
+            enqueuer.done(queue)
 
     def _enqueue_target(self, queue: str) -> _EnqueueTarget:
         """What the enqueue script needs of a queue's key names, built once per queue."""
@@ -292,66 +328,81 @@ class Broker:
         in is not added again, and a producer that drew its ids is not left
         guessing whether to send under a new one.
         """
-        try:
-            if queue not in self._registered:
+        if queue not in self._registered:
+            try:
                 await self.register_queue(queue)
-            for pause in ENQUEUE_RESENDS:
-                try:
-                    return await self._send_messages(queue, messages)
-                except redis.exceptions.ConnectionError as exc:
-                    if _not_a_lost_connection(exc):
-                        raise
-                    logger.debug(
-                        "enqueue to %s lost its connection (%s); sending again", queue, exc
-                    )
-                    await asyncio.sleep(pause)
+            except _ENQUEUE_ERRORS as exc:
+                raise self._enqueue_failed(exc) from exc
+        try:
             return await self._send_messages(queue, messages)
-        except redis.exceptions.AskError as exc:
+        except _ENQUEUE_ERRORS as exc:
+            return await self._send_again(queue, messages, exc)
+
+    async def _send_again(
+        self, queue: str, messages: Sequence[OutgoingMessage], error: Exception
+    ) -> list[str]:
+        """After a send that raised ``error``: while it is a lost connection, the
+        same messages again (see :meth:`enqueue_many`), else the error said plainly."""
+        for pause in ENQUEUE_RESENDS:
+            if not isinstance(error, redis.exceptions.ConnectionError) or _not_a_lost_connection(
+                error
+            ):
+                break
+            logger.debug("enqueue to %s lost its connection (%s); sending again", queue, error)
+            await asyncio.sleep(pause)
+            try:
+                return await self._send_messages(queue, messages)
+            except _ENQUEUE_ERRORS as exc:
+                error = exc
+        raise self._enqueue_failed(error) from error
+
+    def _enqueue_failed(self, exc: Exception) -> Exception:
+        """What an enqueue that failed with ``exc`` raises: what happened and what to do."""
+        if isinstance(exc, redis.exceptions.AskError):
             if not self.cluster:
-                raise ConfigError(
+                return ConfigError(
                     f"Redis answered {str(exc).split()[0]}: it is a node of a Redis Cluster. "
                     "Use a redis+cluster://host:port[,host:port...] URL"
-                ) from exc
-            raise ConnectionFailed(
+                )
+            return ConnectionFailed(
                 f"could not enqueue to Redis: the cluster is moving slots ({exc}). Nothing "
                 "was acknowledged; try again"
-            ) from exc
-        except redis.exceptions.OutOfMemoryError as exc:
-            raise ConnectionFailed(
+            )
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            return ConnectionFailed(
                 "could not enqueue: Redis is out of memory (used memory is over maxmemory and "
                 "its policy, noeviction, refuses writes). Nothing was enqueued; free memory or "
                 "raise maxmemory, then try again"
-            ) from exc
-        except redis.exceptions.ReadOnlyError as exc:
-            raise ConnectionFailed(
+            )
+        if isinstance(exc, redis.exceptions.ReadOnlyError):
+            return ConnectionFailed(
                 "could not enqueue: this Redis is a read-only replica (a failover is under way, "
                 "or the URL names a replica). Nothing was acknowledged; try again, and use the "
                 "master's URL or a redis+sentinel:// URL"
-            ) from exc
-        except NotReplicated as exc:
-            raise ConnectionFailed(
+            )
+        if isinstance(exc, NotReplicated):
+            return ConnectionFailed(
                 f"could not enqueue durably: {exc} (replicas_ack="
                 f"{self.settings.replicas_ack}). It may be in Redis but was not acknowledged; "
                 "check the replicas and try again"
-            ) from exc
-        except REDIS_ERRORS as exc:
-            if "Too many open files" in str(exc):
-                raise ConnectionFailed(
-                    "could not enqueue: this process ran out of file descriptors (ulimit -n) "
-                    "opening a connection to Redis; Redis itself was fine. Nothing was "
-                    "acknowledged; lower max_connections or raise the limit"
-                ) from exc
-            if "Too many connections" in str(exc) or "No connection available" in str(exc):
-                raise ConnectionFailed(
-                    f"could not enqueue: all {self.settings.max_connections} connections "
-                    "(max_connections) were in use by other calls of this process; Redis "
-                    "itself was fine. Nothing was acknowledged; send fewer at once "
-                    "(enqueue_many) or raise max_connections"
-                ) from exc
-            raise ConnectionFailed(
-                f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
-                "check that Redis is reachable at the configured URL and try again"
-            ) from exc
+            )
+        if "Too many open files" in str(exc):
+            return ConnectionFailed(
+                "could not enqueue: this process ran out of file descriptors (ulimit -n) "
+                "opening a connection to Redis; Redis itself was fine. Nothing was "
+                "acknowledged; lower max_connections or raise the limit"
+            )
+        if "Too many connections" in str(exc) or "No connection available" in str(exc):
+            return ConnectionFailed(
+                f"could not enqueue: all {self.settings.max_connections} connections "
+                "(max_connections) were in use by other calls of this process; Redis "
+                "itself was fine. Nothing was acknowledged; send fewer at once "
+                "(enqueue_many) or raise max_connections"
+            )
+        return ConnectionFailed(
+            f"could not enqueue to Redis: {exc}. Nothing was acknowledged; "
+            "check that Redis is reachable at the configured URL and try again"
+        )
 
     async def _send_messages(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         """One try at sending ``messages`` (see :meth:`enqueue_many`)."""
@@ -368,6 +419,13 @@ class Broker:
                 or self.settings.events
             ):
                 # A plain message alone: the script with the few helpers it needs.
+                if (
+                    self.direct.enabled
+                    and self.test_clock is None
+                    and not self.settings.replicas_ack
+                ):
+                    await self._send_lone(target, lone)
+                    return [lone.task_id]
                 await self._script(
                     "enqueue_lone",
                     target.lone_keys,
@@ -434,6 +492,24 @@ class Broker:
         for start, reply in zip(range(0, len(messages), ENQUEUE_CHUNK), replies, strict=True):
             ids.extend(_represented(messages[start : start + ENQUEUE_CHUNK], reply))
         return ids
+
+    async def _send_lone(self, target: _EnqueueTarget, message: OutgoingMessage) -> None:
+        """``enqueue_lone.lua`` on the direct line, its unchanging head packed once per queue."""
+        if not target.lone_head:
+            target.lone_head = packed_head(
+                9,
+                "EVALSHA",
+                self._scripts["enqueue_lone"].sha,
+                1,
+                *target.lone_keys,
+                target.task_prefix,
+            )
+        packed = target.lone_command(message)
+        try:
+            await self.direct.call_packed(packed)
+        except redis.exceptions.NoScriptError:
+            await self.direct.call("SCRIPT", "LOAD", self._sources["enqueue_lone"])
+            await self.direct.call_packed(packed)
 
     async def enqueue_keyed(
         self, queue: str, message: OutgoingMessage, mode: str, delay_ms: int
@@ -1154,7 +1230,15 @@ def _delivery(queue: str, entry_id: bytes | str, fields: dict[Any, Any], n: int)
 class _EnqueueTarget:
     """A queue's key names as the enqueue script takes them."""
 
-    __slots__ = ("control", "keys", "lone_keys", "script_keys", "task_prefix")
+    __slots__ = (
+        "control",
+        "keys",
+        "lone_head",
+        "lone_keys",
+        "lone_names",
+        "script_keys",
+        "task_prefix",
+    )
 
     def __init__(self, keys: QueueKeys) -> None:
         self.keys = keys
@@ -1162,6 +1246,27 @@ class _EnqueueTarget:
         self.lone_keys = (keys.stream,)
         self.task_prefix = keys.task_prefix
         self.control = keys.control_channel
+        #: The lone enqueue's EVALSHA up to its first message argument (made on first use).
+        self.lone_head = b""
+        #: Task names as the lone command carries them, packed once each.
+        self.lone_names: dict[str, bytes] = {}
+
+    def lone_command(self, message: OutgoingMessage) -> bytes:
+        """``enqueue_lone.lua``'s EVALSHA of ``message``, packed (after ``lone_head``)."""
+        name = self.lone_names.get(message.task_name)
+        if name is None:
+            encoded = message.task_name.encode()
+            name = self.lone_names[message.task_name] = b"$%d\r\n%b\r\n" % (len(encoded), encoded)
+        task_id, payload = message.task_id.encode(), message.payload
+        return _LONE_TAIL % (
+            self.lone_head,
+            len(task_id),
+            task_id,
+            name,
+            len(payload),
+            payload,
+            b"1" if message.fresh else b"0",
+        )
 
 
 def _represented(messages: Sequence[OutgoingMessage], reply: Sequence[Any]) -> list[str]:

@@ -83,6 +83,22 @@ class ArgSpec:
     def return_type(self) -> Any:
         return self.hints().get("return", Any)
 
+    def plain_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+        """True when the call needs no :meth:`check` nor :meth:`check_types`: all
+        positional, as many as the signature takes, each of its builtin annotated
+        type (or unannotated). One look instead of the two checks' own."""
+        if kwargs or not self._positional or not self._min_args <= len(args) <= self._max_args:
+            return False
+        if not args:
+            return True
+        plain = self._plain()
+        if plain is None:
+            return False
+        for value, tp in zip(args, plain, strict=False):
+            if tp is not object and type(value) is not tp:
+                return False
+        return True
+
     def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError when the call does not fit the signature."""
         if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:

@@ -52,6 +52,22 @@ class Coalescer(Generic[Key, Item, Out]):
             self._next(key, lane)
         return output
 
+    def alone(self, key: Key) -> bool:
+        """Whether no call for ``key`` is in flight. If so, the caller's is now the
+        one: it sends its item its own way (a shorter path than ``send``), then
+        calls :meth:`done`, and callers that arrive meanwhile queue up as usual."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        if lane.busy:
+            return False
+        lane.busy = True
+        return True
+
+    def done(self, key: Key) -> None:
+        """The end of a call begun by :meth:`alone`: the callers that queued up go out."""
+        self._next(key, self._lanes[key])
+
     def _next(self, key: Key, lane: _Lane[Item, Out]) -> None:
         if not lane.items:
             lane.busy = False

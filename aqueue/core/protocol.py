@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -171,8 +172,8 @@ def encode_value(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
-def encode_envelope(env: Envelope) -> bytes:
-    return _encoder.encode(env)
+#: An envelope as msgpack (the encoder's own method: one call less per message).
+encode_envelope: Callable[[Envelope], bytes] = _encoder.encode
 
 
 def decode_envelope(data: bytes) -> Envelope:
