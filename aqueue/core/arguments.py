@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -83,10 +83,10 @@ class ArgSpec:
     def return_type(self) -> Any:
         return self.hints().get("return", Any)
 
-    def plain_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
-        """True when the call needs no :meth:`check` nor :meth:`check_types`: all
-        positional, as many as the signature takes, each of its builtin annotated
-        type (or unannotated). One look instead of the two checks' own."""
+    def plain_call(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+        """True when the call needs no :meth:`check` nor :meth:`check_types` (and its
+        decoded arguments no :meth:`bind`): all positional, as many as the signature
+        takes, each of its builtin annotated type (or unannotated)."""
         if kwargs or not self._positional or not self._min_args <= len(args) <= self._max_args:
             return False
         if not args:
@@ -118,13 +118,8 @@ class ArgSpec:
         Builtin scalars of the annotated types pass without decoding; anything
         else goes through the worker's own decoding and conversion.
         """
-        if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
-            plain = self._plain() if args else None
-            if not args or (
-                plain is not None
-                and all(tp is object or type(v) is tp for v, tp in zip(args, plain, strict=False))
-            ):
-                return
+        if self.plain_call(args, kwargs):
+            return
         try:
             self.decode(encoded_args, encoded_kwargs)
         except msgspec.ValidationError as exc:
@@ -186,13 +181,8 @@ class ArgSpec:
 
         Raises TypeError or msgspec.ValidationError when they don't fit.
         """
-        if not kwargs and self._positional and self._min_args <= len(args) <= self._max_args:
-            plain = self._plain() if args else None
-            if not args or (
-                plain is not None
-                and all(tp is object or type(v) is tp for v, tp in zip(args, plain, strict=False))
-            ):
-                return args, {}
+        if self.plain_call(args, kwargs):
+            return args, {}
         bound = self.call_signature.bind(*args, **kwargs)
         if self.has_variadic:
             # Variadic signatures are passed through as decoded.
