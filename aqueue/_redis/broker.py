@@ -257,10 +257,7 @@ class Broker:
             if (
                 target is None
                 or not target.lone_head  # made by the first lone send, when the path is open
-                or message.delay_ms
-                or message.unique_key
-                or message.priority
-                or message.flow
+                or not _plain(message)
                 or self.test_clock is not None
             ):
                 (task_id,) = await self.enqueue_many(queue, (message,))
@@ -411,13 +408,7 @@ class Broker:
         ids: list[str] = []
         if len(messages) == 1:
             lone = messages[0]
-            if not (
-                lone.delay_ms
-                or lone.unique_key
-                or lone.priority
-                or lone.flow
-                or self.settings.events
-            ):
+            if _plain(lone) and not self.settings.events:
                 # A plain message alone: the script with the few helpers it needs.
                 if (
                     self.direct.enabled
@@ -1267,6 +1258,12 @@ class _EnqueueTarget:
             payload,
             b"1" if message.fresh else b"0",
         )
+
+
+def _plain(message: OutgoingMessage) -> bool:
+    """Whether ``message`` alone can take ``enqueue_lone.lua``: no delay, unique key,
+    priority or limits."""
+    return not (message.delay_ms or message.unique_key or message.priority or message.flow)
 
 
 def _represented(messages: Sequence[OutgoingMessage], reply: Sequence[Any]) -> list[str]:
