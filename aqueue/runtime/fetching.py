@@ -86,16 +86,28 @@ class Fetcher:
             n = await self.capacity.reserve(share)
             try:
                 deliveries = await self._take_orphans(queue, n)
-                marked = False
+                marked = waited = False
                 if not deliveries:
-                    # Under load one script call reads and marks a batch; only an
-                    # empty stream costs the extra blocking read.
+                    # Under load one script call reads and marks a batch. Once the
+                    # stream ran dry, the next call first waits for an entry, in
+                    # the same round trip (wait_and_fetch); only where that can't
+                    # be done does a blocking read come before marking running.
                     refused: list[Delivery] = []
-                    deliveries = await broker.fetch(queue, self.consumer, n, refused)
-                    marked = bool(deliveries)
+                    fetched = await broker.wait_and_fetch(queue, self.consumer, n, block, refused)
+                    if fetched is None:
+                        fetched = await broker.fetch(queue, self.consumer, n, refused)
+                        if not fetched and not refused:
+                            fetched = await broker.wait_and_fetch(
+                                queue, self.consumer, n, block, refused
+                            )
+                            waited = fetched is not None
+                    else:
+                        waited = True
                     self.log_refused(refused)
-                if not deliveries:
-                    deliveries = await broker.read(queue, self.consumer, n, block)
+                    if fetched is not None:
+                        deliveries, marked = fetched, True
+                    else:
+                        deliveries = await broker.read(queue, self.consumer, n, block)
             except asyncio.CancelledError:
                 self.capacity.release(n)
                 raise
@@ -111,7 +123,7 @@ class Fetcher:
             self.idle[queue] = not deliveries
             if deliveries:
                 await self.accept(queue, deliveries, marked)
-                if not marked and len(deliveries) < n:
+                if (waited or not marked) and len(deliveries) < n:
                     # The queue was idle (a blocking read came back short): let the
                     # jobs just begun take their first step and the finisher send
                     # what they finished before asking for more, or the next fetch
