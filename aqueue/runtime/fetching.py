@@ -2,11 +2,12 @@
 
 One fetch loop per queue reserves free slots, then asks Redis for at most
 that many entries: under load one script call reads a batch and marks it
-running; only an empty stream costs a blocking read (``BLOCK_MS``, well
-below the socket timeout), so an idle worker never polls. What arrives is
-*accepted*: marked running (unless the fetch script did), checked by the
-executor, then admitted to the runner or, when it must not run, handed
-straight to the finisher (dead letter, expiry).
+running. Once the stream ran dry the same call first waits for an entry
+(``BLOCK_MS``, well below the socket timeout), in the same round trip, so an
+idle worker never polls and a task that arrives starts after one round trip.
+What arrives is *accepted*: marked running (unless the fetch script did),
+checked by the executor, then admitted to the runner or, when it must not
+run, handed straight to the finisher (dead letter, expiry).
 """
 
 from __future__ import annotations
