@@ -5,13 +5,15 @@ entry); ``Broker.wait_and_fetch`` then blocks on ``XREAD`` after that id with
 the fetch script queued behind it on the same connection, so an entry that
 arrives is read and marked running without a hop back to the worker. These
 tests hold it to: no entry missed between the dry fetch and the wait, several
-idle workers woken by one entry and only one taking it, the timeout, a stream
-deleted during the wait, flow control's bell, and the redis-py path.
+idle workers woken by one entry and only one taking it (and no such wait with
+more than two workers on the queue), the timeout, a stream deleted during the
+wait, flow control's bell, and the redis-py path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -195,3 +197,28 @@ async def test_an_urgent_task_rings_the_waiting_worker(idle_app: aqueue.App) -> 
 
 async def _stream_empty(client: aioredis.Redis, stream: str) -> bool:
     return int(await client.xlen(stream)) == 0
+
+
+async def test_beyond_two_workers_on_the_queue_they_wait_as_before(idle_app: aqueue.App) -> None:
+    """Every idle worker's XREAD ends on a new entry: with more than two workers
+    registered on the queue, the fetch offers no wait, and the blocking
+    XREADGROUP (which wakes one) is used instead."""
+
+    @idle_app.task
+    async def job(x: int) -> int:
+        return x
+
+    broker, queue = idle_app.broker, idle_app.settings.default_queue
+    await broker.ensure_group(queue)
+    workers = broker.keys(queue).workers
+    # Other workers with a fresh heartbeat (names only: nothing reads for them).
+    beat = int(time.time() * 1000) + 3_600_000
+    await broker.client.zadd(workers, {"other-0": beat, "other-1": beat})
+    assert await broker.fetch(queue, "w1", 10) == []
+    assert await broker.wait_and_fetch(queue, "w1", 10, 50) is not None  # 2: still offered
+    await broker.client.zadd(workers, {"other-2": beat})
+    assert await broker.fetch(queue, "w1", 10) == []
+    assert await broker.wait_and_fetch(queue, "w1", 10, 50) is None
+    async with running_worker(idle_app, concurrency=2):
+        for i in range(3):
+            assert await asyncio.wait_for((await job.enqueue(i)).get(), 20) == i

@@ -701,8 +701,10 @@ class Broker:
         one connection, and Redis runs the script the moment the read ends,
         instead of replying to the worker and waiting for it to ask again. The
         read takes nothing (every idle worker of the queue wakes; the first
-        fetch takes the task, the others find the stream dry again) and starts
-        from an id, not ``$``, so an entry added since that fetch ends it at once.
+        fetch takes the task, the others find the stream dry again, which is
+        why the fetch script offers this wait only to queues of at most two
+        workers) and starts from an id, not ``$``, so an entry added since that
+        fetch ends it at once.
         """
         after = self._dry_after.pop((queue, consumer), None)
         if after is None or self.cluster or self.test_clock is not None:

@@ -81,7 +81,11 @@ flush_events()
 -- of 4), the id of its last entry ('0-0' if none), after which every entry is
 -- new. An idle worker blocks on XREAD after it with this script queued behind
 -- on the same connection, so a task that arrives is fetched with no hop back.
-if drained then
+-- That read wakes every worker waiting on the queue, and all but one run this
+-- script for nothing: with more than 2 workers registered on the queue (a task
+-- would then cost more script calls than the read-then-start it replaces) it is
+-- not offered, and they wait in XREADGROUP, which wakes one.
+if drained and redis.call('ZCARD', flow_base(stream) .. ':workers') <= 2 then
   local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
   out[nout + 1] = top and top[1] or '0-0'
 end
