@@ -13,6 +13,8 @@ wait, flow control's bell, and the redis-py path.
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -23,7 +25,7 @@ import aqueue
 from aqueue import TaskStatus
 from aqueue._redis.broker import Broker
 
-from .conftest import running_worker, wait_until
+from .conftest import ROOT, running_worker, start_cli_worker, wait_until
 
 #: Far longer than any test waits: a wait that ran into it means an entry was missed.
 LONG_BLOCK_MS = 60_000
@@ -222,3 +224,28 @@ async def test_beyond_two_workers_on_the_queue_they_wait_as_before(idle_app: aqu
     async with running_worker(idle_app, concurrency=2):
         for i in range(3):
             assert await asyncio.wait_for((await job.enqueue(i)).get(), 20) == i
+
+
+async def test_sigterm_ends_a_worker_waiting_in_its_read(redis_url: str, prefix: str) -> None:
+    """The wait is cancelled at shutdown like the blocking read it replaces: the
+    worker does not sit out the rest of its block, nor hold a task it fetched."""
+    sys.path.insert(0, str(ROOT / "tests" / "apps"))
+    import basic
+
+    app = aqueue.App(redis_url, prefix=prefix)
+    for task in basic.app.tasks.values():
+        app.task(name=task.name, queue=task.config.queue)(task.fn)
+    proc = start_cli_worker(redis_url, prefix, "basic:app", "--concurrency", "4")
+    try:
+        before = await _blocked_clients(app.broker.client)
+        assert await (await app.tasks["basic.add"].enqueue(1, 2)).get(timeout=20) == 3
+        await wait_until(lambda: _blocked_clients_more(app.broker.client, before))
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(proc.communicate, timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await app.close()
+    assert proc.returncode == 0, output.decode()
+    assert "worker stopped" in output.decode()
