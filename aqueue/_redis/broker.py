@@ -120,6 +120,9 @@ class Broker:
         #: scripts then take "now" from it instead of Redis' TIME.
         self.test_clock: Callable[[], float] | None = None
         self._clocked: dict[str, AsyncScript] = {}
+        #: (queue, consumer) -> the id of the stream's last entry when that fetch
+        #: found it dry (None: it did not), where :meth:`wait_and_fetch` waits from.
+        self._dry_after: dict[tuple[str, str], str | None] = {}
 
     def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
@@ -645,22 +648,33 @@ class Broker:
 
         Entries refused at the door (dead-lettered by the script) are not
         returned; they are added to ``refused`` when given (``refused`` says why).
+        When the stream ran dry, :meth:`wait_and_fetch` can wait for more.
         """
-        keys = self.keys(queue)
+        keys, args = self._fetch_call(queue, consumer, count)
         try:
-            flat = await self._script(
-                "fetch",
-                (keys.stream, keys.dead, keys.outbox),
-                [keys.task_prefix, CONSUMER_GROUP, consumer, count, *self._door_args(keys)],
-                events=queue,
-            )
+            flat = await self._script("fetch", keys, args, events=queue)
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self._recreate_group(keys.stream)
+            await self._recreate_group(keys[0])
             return []
+        return self._fetched(queue, consumer, flat, refused)
+
+    def _fetch_call(self, queue: str, consumer: str, count: int) -> tuple[list[str], list[Any]]:
+        """The fetch script's keys and arguments (events' extras not added)."""
+        keys = self.keys(queue)
+        return [keys.stream, keys.dead, keys.outbox], [
+            keys.task_prefix, CONSUMER_GROUP, consumer, count, *self._door_args(keys)
+        ]  # fmt: skip
+
+    def _fetched(
+        self, queue: str, consumer: str, flat: list[Any], refused: list[Delivery] | None
+    ) -> list[Delivery]:
+        """The fetch script's reply as deliveries; notes where an idle wait starts."""
         # Replies are bytes (the client never decodes responses); the script
-        # refused task ids that are not UTF-8.
+        # refused task ids that are not UTF-8. A last odd value: the stream ran
+        # dry, and this is the id of its last entry.
+        self._dry_after[queue, consumer] = _text(flat.pop()) if len(flat) % 4 else None
         out = []
         for i in range(0, len(flat), 4):
             d = Delivery(queue, _text(flat[i]), _text(flat[i + 1]), flat[i + 2], 1, flat[i + 3])
@@ -670,6 +684,52 @@ class Broker:
                 d.refused, d.payload = _text(d.payload), b""
                 refused.append(d)
         return out
+
+    async def wait_and_fetch(
+        self,
+        queue: str,
+        consumer: str,
+        count: int,
+        block_ms: int,
+        refused: list[Delivery] | None = None,
+    ) -> list[Delivery] | None:
+        """:meth:`fetch`, once the stream has an entry past where the last fetch found
+        it dry (or ``block_ms`` passed); None when that is not known (then
+        :meth:`read` waits) or on a Redis Cluster or a test clock.
+
+        One round trip: a blocking ``XREAD`` and the fetch script go together on
+        one connection, and Redis runs the script the moment the read ends,
+        instead of replying to the worker and waiting for it to ask again. The
+        read takes nothing (every idle worker of the queue wakes; the first
+        fetch takes the task, the others find the stream dry again, which is
+        why the fetch script offers this wait only to queues of at most two
+        workers) and starts from an id, not ``$``, so an entry added since that
+        fetch ends it at once.
+        """
+        after = self._dry_after.pop((queue, consumer), None)
+        if after is None or self.cluster or self.test_clock is not None:
+            return None
+        keys, args = self.events.script_extras(queue, *self._fetch_call(queue, consumer, count))
+        wait = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", keys[0], after)
+        try:
+            if self.direct.enabled:
+                script = ("EVALSHA", self._scripts["fetch"].sha, len(keys), *keys, *args)
+                flat = (await self.direct.call_many((wait, script)))[1]
+            else:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.execute_command(*wait)
+                    await self._scripts["fetch"](keys=list(keys), args=list(args), client=pipe)
+                    flat = (await pipe.execute())[1]
+        except redis.exceptions.ResponseError as exc:
+            if isinstance(exc, redis.exceptions.NoScriptError) or "NOGROUP" in str(exc):
+                # Redis restarted or the stream was deleted during the wait: the
+                # plain fetch loads the script again or recreates the group.
+                return await self.fetch(queue, consumer, count, refused)
+            classified = as_failover(exc)
+            if classified is not exc:
+                raise classified from exc
+            raise
+        return self._fetched(queue, consumer, flat, refused)
 
     def _door_args(self, keys: QueueKeys) -> list[Any]:
         """What the door every delivery passes (``take_entry`` in the scripts) needs:

@@ -2,11 +2,12 @@
 
 One fetch loop per queue reserves free slots, then asks Redis for at most
 that many entries: under load one script call reads a batch and marks it
-running; only an empty stream costs a blocking read (``BLOCK_MS``, well
-below the socket timeout), so an idle worker never polls. What arrives is
-*accepted*: marked running (unless the fetch script did), checked by the
-executor, then admitted to the runner or, when it must not run, handed
-straight to the finisher (dead letter, expiry).
+running. Once the stream ran dry the same call first waits for an entry
+(``BLOCK_MS``, well below the socket timeout), in the same round trip, so an
+idle worker never polls and a task that arrives starts after one round trip.
+What arrives is *accepted*: marked running (unless the fetch script did),
+checked by the executor, then admitted to the runner or, when it must not
+run, handed straight to the finisher (dead letter, expiry).
 """
 
 from __future__ import annotations
@@ -86,16 +87,28 @@ class Fetcher:
             n = await self.capacity.reserve(share)
             try:
                 deliveries = await self._take_orphans(queue, n)
-                marked = False
+                marked = waited = False
                 if not deliveries:
-                    # Under load one script call reads and marks a batch; only an
-                    # empty stream costs the extra blocking read.
+                    # Under load one script call reads and marks a batch. Once the
+                    # stream ran dry, the next call first waits for an entry, in
+                    # the same round trip (wait_and_fetch); only where that can't
+                    # be done does a blocking read come before marking running.
                     refused: list[Delivery] = []
-                    deliveries = await broker.fetch(queue, self.consumer, n, refused)
-                    marked = bool(deliveries)
+                    fetched = await broker.wait_and_fetch(queue, self.consumer, n, block, refused)
+                    if fetched is None:
+                        fetched = await broker.fetch(queue, self.consumer, n, refused)
+                        if not fetched and not refused:
+                            fetched = await broker.wait_and_fetch(
+                                queue, self.consumer, n, block, refused
+                            )
+                            waited = fetched is not None
+                    else:
+                        waited = True
                     self.log_refused(refused)
-                if not deliveries:
-                    deliveries = await broker.read(queue, self.consumer, n, block)
+                    if fetched is not None:
+                        deliveries, marked = fetched, True
+                    else:
+                        deliveries = await broker.read(queue, self.consumer, n, block)
             except asyncio.CancelledError:
                 self.capacity.release(n)
                 raise
@@ -111,7 +124,7 @@ class Fetcher:
             self.idle[queue] = not deliveries
             if deliveries:
                 await self.accept(queue, deliveries, marked)
-                if not marked and len(deliveries) < n:
+                if (waited or not marked) and len(deliveries) < n:
                     # The queue was idle (a blocking read came back short): let the
                     # jobs just begun take their first step and the finisher send
                     # what they finished before asking for more, or the next fetch

@@ -64,16 +64,29 @@ if redis.call('EXISTS', flow_base(stream) .. ':prio') == 1 then
   accept(take_urgent(stream, group, consumer, prefix, count))
 end
 -- Entries that had to wait don't fill a slot: read on, a bounded number of times.
+local drained = false
 for _ = 1, 8 do
   local want = count - runnable
   if want <= 0 then break end
   local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want,
     'STREAMS', stream, '>')
-  if not reply then break end
+  if not reply then drained = true break end
   local got = #reply[1][2]
   accept(reply[1][2])
-  if got < want then break end
+  if got < want then drained = true break end
 end
 if #q.done > 0 then publish(ARGV[8], table.concat(q.done, '\n')) end
 flush_events()
+-- The stream ran dry: one value more (the list's length is then not a multiple
+-- of 4), the id of its last entry ('0-0' if none), after which every entry is
+-- new. An idle worker blocks on XREAD after it with this script queued behind
+-- on the same connection, so a task that arrives is fetched with no hop back.
+-- That read wakes every worker waiting on the queue, and all but one run this
+-- script for nothing: with more than 2 workers registered on the queue (a task
+-- would then cost more script calls than the read-then-start it replaces) it is
+-- not offered, and they wait in XREADGROUP, which wakes one.
+if drained and redis.call('ZCARD', flow_base(stream) .. ':workers') <= 2 then
+  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  out[nout + 1] = top and top[1] or '0-0'
+end
 return out
