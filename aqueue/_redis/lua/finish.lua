@@ -30,7 +30,8 @@ local now_text = int_text(now)
 events_from(5)
 local rows = cmsgpack.unpack(ARGV[8])
 local nvalues = #rows
-local fenced, done = {}, {}
+-- done: the push frames' parts (add_push_frame) after the framed format's mark
+local fenced, done, ndone = {}, { '\0' }, 1
 local handoffs, handed_by = {}, {}  -- workflows: next steps, and the step handing each on
 -- The owned entries of the stream and (flow control) of the urgent stream.
 local acks, urgent_acks = {}, {}
@@ -200,9 +201,9 @@ while k <= nvalues do
         release_unique(rec, tid)
       end
       if state == 'succeeded' then
-        done[#done + 1] = push_frame(tid, state, result)
+        ndone = add_push_frame(done, ndone, tid, state, result)
       else
-        done[#done + 1] = push_frame(tid, state, err)
+        ndone = add_push_frame(done, ndone, tid, state, err)
       end
     end
   end
@@ -218,7 +219,7 @@ end
 if #acks > 0 then trim_acked(stream, group) end
 if #urgent_acks > 0 then trim_acked(flow_base(stream) .. ':pstream', group) end  -- flow control
 -- A leading NUL marks the framed format (other scripts publish plain ids).
-if #done > 0 then publish(channel, '\0' .. table.concat(done)) end
+if ndone > 1 then publish(channel, table.concat(done, '', 1, ndone)) end
 if wake then publish(control, 'delayed') end
 flush_events()
 return fenced
