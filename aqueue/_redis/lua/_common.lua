@@ -578,7 +578,8 @@ local function take_entry(q, entry, tid, payload, before, deliveries, gate)
     -- fewer Lua calls for every delivery.
     if seen[1] == 'queued' and not gate and deliveries <= q.max_deliveries
         and carries_id(payload, tid) then
-      local attempt = (tonumber(seen[2]) or 0) + 1
+      local attempt = 1  -- (a first delivery's record has no attempt: no tonumber)
+      if seen[2] then attempt = (tonumber(seen[2]) or 0) + 1 end
       redis.call('HSET', rec, 'state', 'running', 'started', int_text(q.now),
         'worker', q.consumer, 'entry', entry, 'attempt', int_text(attempt))
       STARTED_NAME = seen[3]  -- the started event's name
