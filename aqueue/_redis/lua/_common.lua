@@ -296,7 +296,19 @@ end
 -- than both the oldest pending entry and the group's last delivered entry has
 -- been delivered and acknowledged. One XTRIM per batch is much cheaper than an
 -- XDEL per entry.
+-- While something is pending (nearly always, as workers read ahead), the
+-- oldest pending entry is the bound by itself: a pending entry was delivered,
+-- so it is never past the group's last delivered entry (groups are created at
+-- 0 and never set back, and aqueue never claims an entry that was not
+-- delivered), and the group's description (XINFO GROUPS, which costs more)
+-- is read only when nothing is pending. (pcall: a stream or group that is
+-- gone takes the same path as before, and fails or returns as it did.)
 local function trim_acked(stream, group)
+  local pending = redis.pcall('XPENDING', stream, group)
+  if pending[1] and pending[1] > 0 then
+    redis.call('XTRIM', stream, 'MINID', pending[2])
+    return
+  end
   local upto
   for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
     local info = {}
@@ -306,15 +318,9 @@ local function trim_acked(stream, group)
   if not upto then return end
   local ums, useq = id_parts(upto)
   if not ums then return end
-  local pending = redis.call('XPENDING', stream, group)
-  if pending[1] > 0 then
-    local pms, pseq = id_parts(pending[2])
-    if pms < ums or (pms == ums and pseq <= useq) then upto = pending[2] end
-  else
-    -- Nothing pending: the last delivered entry is acknowledged too.
-    upto = string.format('%d-%d', ums, useq + 1)
-  end
-  redis.call('XTRIM', stream, 'MINID', upto)
+  -- Nothing pending (the group exists, so XPENDING answered 0 above): the
+  -- last delivered entry is acknowledged too.
+  redis.call('XTRIM', stream, 'MINID', string.format('%d-%d', ums, useq + 1))
 end
 
 -- One finished task in a completion push: task id, state and (when small) the
