@@ -1,6 +1,7 @@
 -- Read up to `count` new entries without blocking and mark them running, in
--- one round trip. When it returns nothing the worker falls back to a blocking
--- XREADGROUP (scripts can't block).
+-- one round trip. Scripts can't block: when the stream ran dry, the reply says
+-- so (see its end), and an idle worker then blocks in a read on the same
+-- connection with this script queued behind it, or in a blocking XREADGROUP.
 -- Urgent tasks (a priority above 0) come first, most urgent first; entries
 -- over a rate or concurrency limit leave the stream to wait in Redis (see
 -- _flow.lua), and more entries are read in their place. Entries refused at
@@ -9,7 +10,8 @@
 -- ARGV: task_prefix, group, consumer, count, max_deliveries, dead_maxlen,
 --   result_ttl_ms, done_channel
 -- Returns a flat list: entry_id, task_id, payload, attempt for each entry to
--- run, and entry_id, task_id, reason, -1 for each one refused at the door.
+-- run, and entry_id, task_id, reason, -1 for each one refused at the door;
+-- then, when the stream ran dry and the wait is offered, one more value.
 local stream = KEYS[1]
 local prefix, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 events_from(3)
