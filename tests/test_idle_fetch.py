@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 import aqueue
 from aqueue import TaskStatus
 from aqueue._redis.broker import Broker
+from aqueue.core.protocol import Delivery
 
 from .conftest import ROOT, running_worker, start_cli_worker, wait_until
 
@@ -76,9 +77,7 @@ async def test_an_entry_added_during_the_wait_ends_it_and_is_marked_running(
 
     broker, queue = idle_app.broker, idle_app.settings.default_queue
     await _dry(broker, queue, "w1")
-    before = await _blocked_clients(broker.client)
-    waiting = asyncio.create_task(broker.wait_and_fetch(queue, "w1", 10, LONG_BLOCK_MS))
-    await wait_until(lambda: _blocked_clients_more(broker.client, before))
+    waiting = await _waiting(broker, queue, "w1")
     handle = await job.enqueue()
     got = await asyncio.wait_for(waiting, 20)
     assert got is not None
@@ -88,6 +87,16 @@ async def test_an_entry_added_during_the_wait_ends_it_and_is_marked_running(
 
 async def _blocked_clients_more(client: aioredis.Redis, before: int, more: int = 1) -> bool:
     return await _blocked_clients(client) >= before + more
+
+
+async def _waiting(
+    broker: Broker, queue: str, consumer: str
+) -> asyncio.Task[list[Delivery] | None]:
+    """A wait of ``consumer``'s begun, once Redis holds its read blocked."""
+    before = await _blocked_clients(broker.client)
+    waiting = asyncio.create_task(broker.wait_and_fetch(queue, consumer, 10, LONG_BLOCK_MS))
+    await wait_until(lambda: _blocked_clients_more(broker.client, before))
+    return waiting
 
 
 async def test_one_entry_wakes_every_idle_worker_and_only_one_takes_it(
@@ -160,9 +169,7 @@ async def test_a_stream_deleted_during_the_wait_comes_back_with_its_group(
 
     broker, queue = idle_app.broker, idle_app.settings.default_queue
     await _dry(broker, queue, "w1")
-    before = await _blocked_clients(broker.client)
-    waiting = asyncio.create_task(broker.wait_and_fetch(queue, "w1", 10, LONG_BLOCK_MS))
-    await wait_until(lambda: _blocked_clients_more(broker.client, before))
+    waiting = await _waiting(broker, queue, "w1")
     await broker.client.delete(broker.keys(queue).stream)
     handle = await job.enqueue()  # recreates the stream, without the group
     got = await asyncio.wait_for(waiting, 20)
