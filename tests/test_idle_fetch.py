@@ -120,19 +120,15 @@ async def test_one_entry_wakes_every_idle_worker_and_only_one_takes_it(
     taken = [d.task_id for got in results if got for d in got]
     assert taken == [handle.id]
     # The others found the stream dry again and wait from its new end: a second
-    # entry is taken by one of them, not missed.
+    # entry, added past it, ends each of their waits at once (had they waited
+    # from a later id, this would run into LONG_BLOCK_MS), and exactly one of
+    # the fetches behind them takes it.
     second = await job.enqueue()
-    again = [
-        asyncio.create_task(broker.wait_and_fetch(queue, c, 10, LONG_BLOCK_MS))
-        for c, got in zip(consumers, results, strict=True)
-        if not got
-    ]
-    done, pending = await asyncio.wait(again, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    assert done
-    assert [d.task_id for t in done for d in t.result() or []] == [second.id]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    others = [c for c, got in zip(consumers, results, strict=True) if not got]
+    again = [broker.wait_and_fetch(queue, c, 10, LONG_BLOCK_MS) for c in others]
+    fetched = await asyncio.wait_for(asyncio.gather(*again), 20)
+    assert all(got is not None for got in fetched)
+    assert [d.task_id for got in fetched if got for d in got] == [second.id]
 
 
 async def test_the_wait_ends_after_its_timeout_and_can_wait_again(idle_app: aqueue.App) -> None:
